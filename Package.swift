@@ -1,0 +1,104 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layout (see DESIGN.md): Shared/ holds the libraries every service uses,
+// Services/<name>/ holds one library plus one thin executable per service.
+var serviceLibraryDependencies: [Target.Dependency] {
+    [
+        "ChatCore", "RedisClient",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+    ]
+}
+
+let package = Package(
+    name: "clinic-chat",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "chat-gateway", targets: ["chat-gateway"]),
+        .executable(name: "chat-messages", targets: ["chat-messages"]),
+        .executable(name: "chat-presence", targets: ["chat-presence"]),
+        .executable(name: "chat-retention", targets: ["chat-retention"]),
+        .executable(name: "chat-bench", targets: ["chat-bench"]),
+        .library(name: "RedisClient", targets: ["RedisClient"]),
+        .library(name: "ChatCore", targets: ["ChatCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // MARK: Shared
+        .systemLibrary(
+            name: "CHiredis",
+            path: "Shared/CHiredis",
+            pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]
+        ),
+        .target(
+            name: "RedisClient",
+            dependencies: [
+                "CHiredis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Shared/RedisClient"
+        ),
+        .target(
+            name: "ChatCore",
+            dependencies: [
+                "RedisClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Shared/ChatCore"
+        ),
+        .target(
+            name: "ChatTesting",
+            dependencies: ["RedisClient", "ChatCore"],
+            path: "Shared/ChatTesting"
+        ),
+
+        // MARK: Services (library + thin executable each)
+        .target(name: "Gateway", dependencies: serviceLibraryDependencies, path: "Services/gateway/Gateway"),
+        .executableTarget(name: "chat-gateway", dependencies: ["Gateway", "ChatCore"], path: "Services/gateway/chat-gateway"),
+        .target(name: "MessageStore", dependencies: serviceLibraryDependencies, path: "Services/messages/MessageStore"),
+        .executableTarget(name: "chat-messages", dependencies: ["MessageStore", "ChatCore"], path: "Services/messages/chat-messages"),
+        .target(name: "Presence", dependencies: serviceLibraryDependencies, path: "Services/presence/Presence"),
+        .executableTarget(name: "chat-presence", dependencies: ["Presence", "ChatCore"], path: "Services/presence/chat-presence"),
+        .target(name: "Retention", dependencies: serviceLibraryDependencies, path: "Services/retention/Retention"),
+        .executableTarget(name: "chat-retention", dependencies: ["Retention", "ChatCore"], path: "Services/retention/chat-retention"),
+
+        // MARK: Tools
+        .executableTarget(
+            name: "chat-bench",
+            dependencies: [
+                "RedisClient", "ChatCore", "ChatTesting",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tools/chat-bench"
+        ),
+
+        // MARK: Tests
+        .testTarget(
+            name: "RedisClientTests",
+            dependencies: [
+                "RedisClient", "CHiredis", "ChatTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            path: "Tests/RedisClientTests"
+        ),
+        .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore", "RedisClient"], path: "Tests/ChatCoreTests"),
+        .testTarget(
+            name: "ServiceTests",
+            dependencies: ["ChatCore", "ChatTesting", "RedisClient", "Gateway", "MessageStore", "Presence", "Retention"],
+            path: "Tests/ServiceTests"
+        ),
+    ]
+)

@@ -1,0 +1,6 @@
+import ChatCore
+import MessageStore
+
+await ServiceMain.run("chat-messages") { runtime in
+    [MessagesService(runtime: runtime)]
+}

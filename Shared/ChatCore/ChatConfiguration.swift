@@ -1,0 +1,137 @@
+import Foundation
+import Logging
+import RedisClient
+
+/// Every setting of every service, read once at start from the environment.
+///
+/// Each field documents its variable and default; ``init(environment:)`` rejects a
+/// bad value with a ``ConfigurationError`` naming the variable.
+public struct ChatConfiguration: Sendable {
+    /// `CHAT_REDIS_URL`, default `redis://127.0.0.1:6379`.
+    public var redisURL: String
+    /// Parsed from ``redisURL``.
+    public var redis: RedisConfiguration
+    /// `CHAT_REDIS_PREFIX`, default empty: prepended to every Redis key and channel, so
+    /// several deployments (or tests) can share one Redis.
+    public var redisPrefix: String
+    /// `CHAT_HTTP_HOST`, default `127.0.0.1`.
+    public var httpHost: String
+    /// `CHAT_HTTP_PORT`, default `8080`.
+    public var httpPort: Int
+    /// `CHAT_TLS_CERT` and `CHAT_TLS_KEY`: PEM files; HTTPS is served when both are set.
+    public var tlsCertificatePath: String?
+    public var tlsKeyPath: String?
+    /// `CHAT_DB_PATH`, default `chat.sqlite` (the messages service's database).
+    public var databasePath: String
+    /// `CHAT_JWT_SECRET`: the key that signs access tokens; no default (the gateway and store require it).
+    public var jwtSecret: String?
+    /// `CHAT_TOKEN_TTL`, default `12h`.
+    public var tokenTTL: Duration
+    /// `CHAT_RETENTION`, default `90d`: how long a message lives.
+    public var retention: Duration
+    /// `CHAT_SWEEP_INTERVAL`, default `1m`: how often retention looks for expired messages.
+    public var sweepInterval: Duration
+    /// `CHAT_PRESENCE_TTL`, default `30s`: how long a connection counts as alive without a heartbeat.
+    public var presenceTTL: Duration
+    /// `CHAT_GATEWAY_ID`, default `gw-<hostname>-<pid>`: names this gateway's reply channel.
+    public var gatewayID: String
+    /// `LOG_LEVEL`, default `info` (trace, debug, info, notice, warning, error, critical).
+    public var logLevel: Logger.Level
+
+    /// The defaults, with a gateway id made from this host and process.
+    public init() {
+        self.redisURL = "redis://127.0.0.1:6379"
+        self.redis = RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: 6379))
+        self.redisPrefix = ""
+        self.httpHost = "127.0.0.1"
+        self.httpPort = 8080
+        self.databasePath = "chat.sqlite"
+        self.tokenTTL = .seconds(12 * 3600)
+        self.retention = .seconds(90 * 86400)
+        self.sweepInterval = .seconds(60)
+        self.presenceTTL = .seconds(30)
+        self.gatewayID = "gw-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+        self.logLevel = .info
+    }
+
+    /// Reads the variables above from `environment`; unset or empty variables keep their defaults.
+    public init(environment: [String: String]) throws(ConfigurationError) {
+        self.init()
+        let env = environment.filter { !$0.value.isEmpty }
+
+        if let url = env["CHAT_REDIS_URL"] {
+            do {
+                redis = try RedisConfiguration(url: url)
+            } catch {
+                throw ConfigurationError(variable: "CHAT_REDIS_URL", expected: "redis://[:password@]host:port/db or redis+unix:///path", value: url, reason: error.reason)
+            }
+            redisURL = url
+        }
+        redisPrefix = env["CHAT_REDIS_PREFIX"] ?? redisPrefix
+        httpHost = env["CHAT_HTTP_HOST"] ?? httpHost
+        if let port = env["CHAT_HTTP_PORT"] {
+            guard let p = Int(port), (0...65535).contains(p) else {
+                throw ConfigurationError(variable: "CHAT_HTTP_PORT", expected: "a port number from 0 to 65535", value: port)
+            }
+            httpPort = p
+        }
+        tlsCertificatePath = env["CHAT_TLS_CERT"]
+        tlsKeyPath = env["CHAT_TLS_KEY"]
+        if (tlsCertificatePath == nil) != (tlsKeyPath == nil) {
+            let missing = tlsCertificatePath == nil ? "CHAT_TLS_CERT" : "CHAT_TLS_KEY"
+            throw ConfigurationError(variable: missing, expected: "a PEM file path (CHAT_TLS_CERT and CHAT_TLS_KEY are set together)", value: "")
+        }
+        databasePath = env["CHAT_DB_PATH"] ?? databasePath
+        jwtSecret = env["CHAT_JWT_SECRET"]
+        tokenTTL = try Self.duration("CHAT_TOKEN_TTL", env, default: tokenTTL)
+        retention = try Self.duration("CHAT_RETENTION", env, default: retention)
+        sweepInterval = try Self.duration("CHAT_SWEEP_INTERVAL", env, default: sweepInterval)
+        presenceTTL = try Self.duration("CHAT_PRESENCE_TTL", env, default: presenceTTL)
+        gatewayID = env["CHAT_GATEWAY_ID"] ?? gatewayID
+        guard gatewayID.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            throw ConfigurationError(variable: "CHAT_GATEWAY_ID", expected: "letters, digits, '-', '_' and '.'", value: gatewayID)
+        }
+        if let level = env["LOG_LEVEL"] {
+            guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
+                throw ConfigurationError(variable: "LOG_LEVEL", expected: "one of trace, debug, info, notice, warning, error, critical", value: level)
+            }
+            logLevel = parsed
+        }
+    }
+
+    /// The key and channel names for ``redisPrefix``.
+    public var keys: RedisKeys { RedisKeys(prefix: redisPrefix) }
+
+    private static func duration(_ variable: String, _ env: [String: String], default value: Duration) throws(ConfigurationError) -> Duration {
+        guard let text = env[variable] else { return value }
+        guard let duration = DurationParser.parse(text) else {
+            throw ConfigurationError(variable: variable, expected: DurationParser.expected, value: text)
+        }
+        return duration
+    }
+}
+
+/// A variable that is set to something the services cannot use.
+public struct ConfigurationError: Error, Hashable, CustomStringConvertible {
+    /// The environment variable, e.g. `CHAT_RETENTION`.
+    public let variable: String
+    /// What it should look like.
+    public let expected: String
+    /// What it was.
+    public let value: String
+    /// Why the value did not fit, when there is more to say than `expected`.
+    public let reason: String?
+
+    public init(variable: String, expected: String, value: String, reason: String? = nil) {
+        self.variable = variable
+        self.expected = expected
+        self.value = value
+        self.reason = reason
+    }
+
+    /// One line: `CHAT_RETENTION: expected a duration such as ..., got "abc"`.
+    public var description: String {
+        let why = reason.map { " (\($0))" } ?? ""
+        return "\(variable): expected \(expected), got \"\(value)\"\(why)"
+    }
+}

@@ -1,0 +1,40 @@
+import Foundation
+
+/// The one JSON encoding of the project: RFC 3339 UTC times with milliseconds (`2026-11-25T06:33:00.123Z`).
+public enum ChatJSON {
+    /// An encoder with the project's date format and sorted keys (stable output for logs and tests).
+    public static func makeEncoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(formatTimestamp(date))
+        }
+        return encoder
+    }
+
+    /// A decoder that reads RFC 3339 times with or without fractional seconds.
+    public static func makeDecoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let container = try decoder.singleValueContainer()
+            let text = try container.decode(String.self)
+            guard let date = parseTimestamp(text) else {
+                throw DecodingError.dataCorruptedError(in: container, debugDescription: "expected an RFC 3339 time, got \"\(text)\"")
+            }
+            return date
+        }
+        return decoder
+    }
+
+    /// `2026-11-25T06:33:00.123Z`.
+    public static func formatTimestamp(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt))
+    }
+
+    /// Parses RFC 3339 with or without fractional seconds; `nil` otherwise.
+    public static func parseTimestamp(_ text: String) -> Date? {
+        if let date = try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text) { return date }
+        return try? Date.ISO8601FormatStyle().parse(text)
+    }
+}

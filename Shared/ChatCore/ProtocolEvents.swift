@@ -1,0 +1,143 @@
+import Foundation
+
+/// Events a client emits (Socket.IO event names of the original clinic app, plus two of ours).
+public enum ClientEventName: String, Sendable, CaseIterable {
+    case userJoined = "user_joined"
+    case sendMessage = "send_message"
+    case userTyping = "user_typing"
+    case markMessageRead = "mark_message_read"
+    case markConversationRead = "mark_conversation_read"
+    case sync
+}
+
+/// Events the server emits to clients.
+public enum ServerEventName: String, Sendable, CaseIterable {
+    case receiveMessage = "receive_message"
+    case messageSentConfirmed = "message_sent_confirmed"
+    case userTyping = "user_typing"
+    case messageReadReceipt = "message_read_receipt"
+    case userOnline = "user_online"
+    case userOffline = "user_offline"
+    case error
+}
+
+/// `send_message {receiver_email | conversation_id, content, client_id}`.
+public struct SendMessageRequest: Codable, Sendable, Hashable {
+    public var receiverEmail: String?
+    public var conversationID: String?
+    public var content: String
+    public var clientID: String?
+
+    public init(receiverEmail: String? = nil, conversationID: String? = nil, content: String, clientID: String?) {
+        self.receiverEmail = receiverEmail
+        self.conversationID = conversationID
+        self.content = content
+        self.clientID = clientID
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case content
+        case receiverEmail = "receiver_email"
+        case conversationID = "conversation_id"
+        case clientID = "client_id"
+    }
+}
+
+/// `user_typing` from a client `{receiver_email | conversation_id, is_typing}` and to a client
+/// `{sender_email, conversation_id, is_typing}`.
+public struct TypingEvent: Codable, Sendable, Hashable {
+    public var senderEmail: String?
+    public var receiverEmail: String?
+    public var conversationID: String?
+    public var isTyping: Bool
+
+    public init(senderEmail: String? = nil, receiverEmail: String? = nil, conversationID: String?, isTyping: Bool) {
+        self.senderEmail = senderEmail
+        self.receiverEmail = receiverEmail
+        self.conversationID = conversationID
+        self.isTyping = isTyping
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case senderEmail = "sender_email"
+        case receiverEmail = "receiver_email"
+        case conversationID = "conversation_id"
+        case isTyping = "is_typing"
+    }
+}
+
+/// `mark_message_read {message_id}`.
+public struct MarkMessageReadRequest: Codable, Sendable, Hashable {
+    public var messageID: String
+    public init(messageID: String) { self.messageID = messageID }
+    enum CodingKeys: String, CodingKey { case messageID = "message_id" }
+}
+
+/// `mark_conversation_read {conversation_id, up_to_seq}`.
+public struct MarkConversationReadRequest: Codable, Sendable, Hashable {
+    public var conversationID: String
+    public var upToSeq: Int64
+    public init(conversationID: String, upToSeq: Int64) {
+        self.conversationID = conversationID
+        self.upToSeq = upToSeq
+    }
+    enum CodingKeys: String, CodingKey {
+        case conversationID = "conversation_id"
+        case upToSeq = "up_to_seq"
+    }
+}
+
+/// `sync {since: {conversation_id: seq}}`: what the client already has.
+public struct SyncRequest: Codable, Sendable, Hashable {
+    public var since: [String: Int64]
+    public init(since: [String: Int64]) { self.since = since }
+}
+
+/// `message_read_receipt {message_id, conversation_id, reader_email, read_at, up_to_seq}`.
+public struct ReadReceipt: Codable, Sendable, Hashable {
+    public var messageID: String?
+    public var conversationID: String
+    public var readerEmail: String
+    public var readAt: Date
+    public var upToSeq: Int64
+
+    public init(messageID: String?, conversationID: String, readerEmail: String, readAt: Date, upToSeq: Int64) {
+        self.messageID = messageID
+        self.conversationID = conversationID
+        self.readerEmail = readerEmail
+        self.readAt = readAt
+        self.upToSeq = upToSeq
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case messageID = "message_id"
+        case conversationID = "conversation_id"
+        case readerEmail = "reader_email"
+        case readAt = "read_at"
+        case upToSeq = "up_to_seq"
+    }
+}
+
+/// `user_online {email, name}`.
+public struct UserOnlineEvent: Codable, Sendable, Hashable {
+    public var email: String
+    public var name: String
+    public init(email: String, name: String) {
+        self.email = email
+        self.name = name
+    }
+}
+
+/// `user_offline {email, last_seen}`.
+public struct UserOfflineEvent: Codable, Sendable, Hashable {
+    public var email: String
+    public var lastSeen: Date
+    public init(email: String, lastSeen: Date) {
+        self.email = email
+        self.lastSeen = lastSeen
+    }
+    enum CodingKeys: String, CodingKey {
+        case email
+        case lastSeen = "last_seen"
+    }
+}

@@ -1,0 +1,43 @@
+/// Every Redis key, stream, consumer group and channel name, in one place.
+///
+/// A prefix (`CHAT_REDIS_PREFIX`; a fresh one per test) namespaces all of them.
+public struct RedisKeys: Sendable, Hashable {
+    /// Prepended to every key and channel; empty in a normal deployment.
+    public let prefix: String
+
+    public init(prefix: String = "") { self.prefix = prefix }
+
+    // MARK: Streams and their consumer groups
+
+    /// Stream of commands for the messages service (fields `type`, `user`, `gateway`, `request`, `payload`).
+    public var commands: String { prefix + "chat:commands" }
+    /// Stream of what the store did (`stored`, `read`, `purged`), consumed by retention.
+    public var events: String { prefix + "chat:events" }
+    /// Stream of connect, disconnect, heartbeat and typing for the presence service.
+    public var presenceCommands: String { prefix + "presence:commands" }
+
+    /// The messages service's group on ``commands``.
+    public static let messagesGroup = "messages"
+    /// The presence service's group on ``presenceCommands``.
+    public static let presenceGroup = "presence"
+    /// The retention worker's group on ``events``.
+    public static let retentionGroup = "retention"
+
+    // MARK: Pub/sub channels
+
+    /// Events for every socket of one user, on any gateway.
+    public func user(_ email: String) -> String { prefix + "user:" + email }
+    /// Replies to one gateway's queries.
+    public func gateway(_ id: String) -> String { prefix + "gateway:" + id }
+
+    // MARK: Keys
+
+    /// Exists (with a TTL) while the user has a live connection.
+    public func presenceUser(_ email: String) -> String { prefix + "presence:user:" + email }
+    /// Exists (with a TTL) while one connection is alive.
+    public func presenceConnection(_ id: String) -> String { prefix + "presence:conn:" + id }
+    /// Sorted set of message ids scored by expiry time.
+    public var retentionDue: String { prefix + "retention:due" }
+    /// Exists while a logged-out token id must be refused.
+    public func revokedToken(_ tokenID: String) -> String { prefix + "auth:revoked:" + tokenID }
+}

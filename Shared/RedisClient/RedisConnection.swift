@@ -1,0 +1,226 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A caller waiting for `expected` replies, in the order its commands were written.
+struct PendingReply: Sendable {
+    let expected: Int
+    var received: [RESPValue] = []
+    let continuation: CheckedContinuation<[RESPValue], any Error>
+}
+
+/// Matches replies to requests through a FIFO; the first pending caller gets the next reply.
+///
+/// In pub/sub mode, `message` and `pmessage` pushes are not replies: they go to `onPush`.
+final class RedisCommandHandler: ChannelInboundHandler {
+    typealias InboundIn = RESPValue
+
+    private var fifo = CircularBuffer<PendingReply>(initialCapacity: 64)
+    private var closedError: RedisConnectionError?
+    private let onPush: (@Sendable (RESPValue) -> Void)?
+
+    init(onPush: (@Sendable (RESPValue) -> Void)?) {
+        self.onPush = onPush
+    }
+
+    /// Queues callers whose commands are about to be written; fails them at once if the channel is gone.
+    func enqueue(_ pending: [PendingReply]) -> Bool {
+        if let closedError {
+            for p in pending { p.continuation.resume(throwing: closedError) }
+            return false
+        }
+        fifo.append(contentsOf: pending)
+        return true
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let value = unwrapInboundIn(data)
+        if let onPush, Self.isPush(value) {
+            onPush(value)
+            return
+        }
+        guard !fifo.isEmpty else {
+            context.fireErrorCaught(RedisConnectionError(.protocolError, "a reply arrived with no command waiting for it"))
+            return
+        }
+        if fifo[fifo.startIndex].expected == 1 {
+            fifo.removeFirst().continuation.resume(returning: [value])
+            return
+        }
+        fifo[fifo.startIndex].received.append(value)
+        if fifo[fifo.startIndex].received.count == fifo[fifo.startIndex].expected {
+            let done = fifo.removeFirst()
+            done.continuation.resume(returning: done.received)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(RedisConnectionError(.connectionClosed, "the connection closed before the reply arrived"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let protocolError = error as? RESPProtocolError {
+            failAll(RedisConnectionError(.protocolError, protocolError.message))
+        } else if let connectionError = error as? RedisConnectionError {
+            failAll(connectionError)
+        } else {
+            failAll(RedisConnectionError(.connectionClosed, "\(error)"))
+        }
+        context.close(promise: nil)
+    }
+
+    private func failAll(_ error: RedisConnectionError) {
+        if closedError == nil { closedError = error }
+        while let pending = fifo.popFirst() {
+            pending.continuation.resume(throwing: error)
+        }
+    }
+
+    private static func isPush(_ value: RESPValue) -> Bool {
+        guard case .array(let parts) = value, let kind = parts.first?.string else { return false }
+        return (kind == "message" && parts.count == 3) || (kind == "pmessage" && parts.count == 4)
+    }
+}
+
+/// One TCP or Unix connection to Redis with pipelining: any number of callers may send at once.
+///
+/// Commands from concurrent callers are encoded into one buffer and written with one
+/// flush per event-loop turn; replies are matched to callers in order.
+final class RedisConnection: Sendable {
+    private struct Outbox: Sendable {
+        var buffer: ByteBuffer
+        var pending: [PendingReply] = []
+        var flushScheduled = false
+        var closedError: RedisConnectionError?
+    }
+
+    private enum SendAction {
+        case none, scheduleFlush, fail(RedisConnectionError)
+    }
+
+    let channel: any Channel
+    private let handler: NIOLoopBound<RedisCommandHandler>
+    private let outbox: LockedState<Outbox>
+
+    private init(channel: any Channel, handler: NIOLoopBound<RedisCommandHandler>) {
+        self.channel = channel
+        self.handler = handler
+        self.outbox = LockedState(Outbox(buffer: channel.allocator.buffer(capacity: 1024)))
+        channel.closeFuture.whenComplete { [outbox] _ in
+            let stranded = outbox.withLock { box -> [PendingReply] in
+                let error = RedisConnectionError(.connectionClosed, "the connection closed before the command was sent")
+                box.closedError = box.closedError ?? error
+                defer { box.pending = [] }
+                return box.pending
+            }
+            for p in stranded {
+                p.continuation.resume(throwing: RedisConnectionError(.connectionClosed, "the connection closed before the command was sent"))
+            }
+        }
+    }
+
+    /// Connects, then authenticates, selects the database and names the connection as configured.
+    static func connect(
+        to configuration: RedisConfiguration,
+        on group: any EventLoopGroup,
+        onPush: (@Sendable (RESPValue) -> Void)? = nil
+    ) async throws -> RedisConnection {
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(TimeAmount(configuration.connectTimeout))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPReplyDecoder()))
+                    try channel.pipeline.syncOperations.addHandler(RedisCommandHandler(onPush: onPush))
+                }
+            }
+        let channel: any Channel
+        do {
+            switch configuration.endpoint {
+            case .tcp(let host, let port):
+                channel = try await bootstrap
+                    .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                    .connect(host: host, port: port).get()
+            case .unix(let path):
+                channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
+            }
+        } catch {
+            throw RedisConnectionError(.connectFailed, "\(configuration.endpoint): \(error)")
+        }
+        let handler = try await channel.eventLoop.submit {
+            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: RedisCommandHandler.self), eventLoop: channel.eventLoop)
+        }.get()
+        let connection = RedisConnection(channel: channel, handler: handler)
+        do {
+            try await connection.handshake(configuration)
+        } catch {
+            connection.close()
+            throw error
+        }
+        return connection
+    }
+
+    private func handshake(_ configuration: RedisConfiguration) async throws {
+        var commands: [[String]] = []
+        if let password = configuration.password {
+            commands.append(configuration.username.map { ["AUTH", $0, password] } ?? ["AUTH", password])
+        }
+        if configuration.database != 0 { commands.append(["SELECT", String(configuration.database)]) }
+        if let name = configuration.clientName { commands.append(["CLIENT", "SETNAME", name]) }
+        guard !commands.isEmpty else { return }
+        for (command, reply) in zip(commands, try await send(commands, expectedReplies: commands.count)) {
+            if case .error(let message) = reply {
+                throw RedisConnectionError(.connectFailed, "\(command[0]) refused: \(message)")
+            }
+        }
+    }
+
+    /// Writes `commands` and returns the next `expectedReplies` replies (error replies included as values).
+    func send(_ commands: [[String]], expectedReplies: Int) async throws -> [RESPValue] {
+        guard expectedReplies > 0 else { return [] }
+        return try await withCheckedThrowingContinuation { continuation in
+            let action = outbox.withLock { box -> SendAction in
+                if let error = box.closedError { return .fail(error) }
+                for command in commands { RESPCommandEncoder.encode(command, into: &box.buffer) }
+                box.pending.append(PendingReply(expected: expectedReplies, continuation: continuation))
+                if box.flushScheduled { return .none }
+                box.flushScheduled = true
+                return .scheduleFlush
+            }
+            switch action {
+            case .none: break
+            case .fail(let error): continuation.resume(throwing: error)
+            case .scheduleFlush: channel.eventLoop.execute { self.flush() }
+            }
+        }
+    }
+
+    /// Runs on the event loop: moves everything staged so far to the FIFO and the socket in one write.
+    private func flush() {
+        let allocator = channel.allocator
+        let (buffer, pending) = outbox.withLock { box -> (ByteBuffer, [PendingReply]) in
+            box.flushScheduled = false
+            let staged = (box.buffer, box.pending)
+            box.buffer = allocator.buffer(capacity: max(1024, staged.0.readableBytes))
+            box.pending = []
+            return staged
+        }
+        guard !pending.isEmpty, handler.value.enqueue(pending) else { return }
+        channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    /// Closes the connection; everything waiting fails with a connection error.
+    func close() {
+        channel.close(promise: nil)
+    }
+
+    var isActive: Bool { channel.isActive }
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}

@@ -1,0 +1,134 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// A message received on a subscribed channel.
+public struct RedisPubSubMessage: Sendable, Hashable {
+    /// The channel it was published to.
+    public var channel: String
+    /// The pattern that matched, for `PSUBSCRIBE` subscriptions.
+    public var pattern: String?
+    public var payload: [UInt8]
+
+    /// The payload as UTF-8 text.
+    public var text: String { String(decoding: payload, as: UTF8.self) }
+}
+
+/// A connection in pub/sub mode whose messages arrive as one `AsyncSequence` (``events``).
+///
+/// It remembers what it is subscribed to: after a reconnection (Redis restarted, the
+/// connection killed) it subscribes again by itself and yields ``Event/resubscribed``,
+/// because messages published while it was away are gone and listeners should resync.
+public final class RedisSubscriber: Service, Sendable {
+    /// What arrives on ``events``.
+    public enum Event: Sendable, Hashable {
+        case message(RedisPubSubMessage)
+        /// The connection was lost and restored with every subscription; messages in between were missed.
+        case resubscribed
+    }
+
+    private struct Subscriptions: Sendable {
+        var channels: Set<String> = []
+        var patterns: Set<String> = []
+    }
+
+    /// Every message and reconnection, in arrival order. Consume it from one task.
+    public let events: AsyncStream<Event>
+    private let continuation: AsyncStream<Event>.Continuation
+    private let subscriptions = LockedState(Subscriptions())
+    private let slot: ManagedConnection
+
+    public init(
+        configuration: RedisConfiguration,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "redis.subscriber")
+    ) {
+        let (events, continuation) = AsyncStream<Event>.makeStream()
+        self.events = events
+        self.continuation = continuation
+        let subscriptions = self.subscriptions
+        self.slot = ManagedConnection(name: "subscriber", maximumBackoff: configuration.maximumBackoff, logger: logger) { isReconnect in
+            let connection = try await RedisConnection.connect(to: configuration, on: eventLoopGroup) { push in
+                if let message = Self.message(from: push) { continuation.yield(.message(message)) }
+            }
+            let current = subscriptions.withLock { $0 }
+            do {
+                if !current.channels.isEmpty {
+                    _ = try await connection.send([["SUBSCRIBE"] + current.channels], expectedReplies: current.channels.count)
+                }
+                if !current.patterns.isEmpty {
+                    _ = try await connection.send([["PSUBSCRIBE"] + current.patterns], expectedReplies: current.patterns.count)
+                }
+            } catch {
+                connection.close()
+                throw error
+            }
+            if isReconnect { continuation.yield(.resubscribed) }
+            return connection
+        }
+    }
+
+    /// Keeps the connection and its subscriptions up until graceful shutdown or cancellation; then ends ``events``.
+    public func run() async throws {
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await slot.maintain()
+            } onGracefulShutdown: {
+                self.slot.shutdown()
+            }
+        } onCancel: {
+            self.slot.shutdown()
+        }
+        continuation.finish()
+    }
+
+    /// Subscribes to `channels` and returns once Redis confirmed them.
+    ///
+    /// The subscription is remembered even if this call fails with a connection
+    /// error: it is made again on the next connection.
+    public func subscribe(_ channels: [String]) async throws {
+        let new = subscriptions.withLock { s in channels.filter { s.channels.insert($0).inserted } }
+        guard !new.isEmpty else { return }
+        _ = try await slot.connection().send([["SUBSCRIBE"] + new], expectedReplies: new.count)
+    }
+
+    /// Stops receiving `channels`.
+    public func unsubscribe(_ channels: [String]) async throws {
+        let old = subscriptions.withLock { s in channels.filter { s.channels.remove($0) != nil } }
+        guard !old.isEmpty else { return }
+        _ = try await slot.connection().send([["UNSUBSCRIBE"] + old], expectedReplies: old.count)
+    }
+
+    /// Subscribes to channel patterns (`user:*`).
+    public func psubscribe(_ patterns: [String]) async throws {
+        let new = subscriptions.withLock { s in patterns.filter { s.patterns.insert($0).inserted } }
+        guard !new.isEmpty else { return }
+        _ = try await slot.connection().send([["PSUBSCRIBE"] + new], expectedReplies: new.count)
+    }
+
+    /// Stops receiving `patterns`.
+    public func punsubscribe(_ patterns: [String]) async throws {
+        let old = subscriptions.withLock { s in patterns.filter { s.patterns.remove($0) != nil } }
+        guard !old.isEmpty else { return }
+        _ = try await slot.connection().send([["PUNSUBSCRIBE"] + old], expectedReplies: old.count)
+    }
+
+    /// The channels this subscriber wants, whether or not the connection is up right now.
+    public var channels: Set<String> { subscriptions.withLock { $0.channels } }
+
+    private static func message(from push: RESPValue) -> RedisPubSubMessage? {
+        guard let parts = push.array, let kind = parts.first?.string else { return nil }
+        switch kind {
+        case "message":
+            guard let channel = parts[1].string, case .bulkString(let payload) = parts[2] else { return nil }
+            return RedisPubSubMessage(channel: channel, pattern: nil, payload: payload)
+        case "pmessage":
+            guard let pattern = parts[1].string, let channel = parts[2].string, case .bulkString(let payload) = parts[3] else { return nil }
+            return RedisPubSubMessage(channel: channel, pattern: pattern, payload: payload)
+        default:
+            return nil
+        }
+    }
+}
