@@ -12,7 +12,7 @@ public final class RedisServer: @unchecked Sendable {
     public let directory: URL
     private let extraArguments: [String]
     private let lock = NSLock()
-    private var process: Process?
+    private var process: ChildProcess?
 
     /// `redis://127.0.0.1:<port>`.
     public var url: String { "redis://127.0.0.1:\(port)" }
@@ -35,26 +35,21 @@ public final class RedisServer: @unchecked Sendable {
     }
 
     deinit {
-        process?.terminate()
+        process?.signal(SIGKILL)
     }
 
     private func launch() async throws {
-        let process = Process()
-        process.executableURL = try Self.executable()
-        process.arguments = [
+        let process = try ChildProcess(executable: try Self.executable().path, arguments: [
             "--port", String(port), "--bind", "127.0.0.1", "--dir", directory.path,
             "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
             "--logfile", directory.appendingPathComponent("redis.log").path,
-        ] + extraArguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        ] + extraArguments)
         lock.withLock { self.process = process }
         let deadline = Date().addingTimeInterval(10)
         while !Self.answersPing(port: port) {
             guard process.isRunning, Date() < deadline else {
                 let log = (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
-                process.terminate()
+                process.signal(SIGKILL)
                 throw RedisServerLaunchError(message: "redis-server on port \(port) did not start: \(log)")
             }
             try await Task.sleep(for: .milliseconds(10))
@@ -63,18 +58,18 @@ public final class RedisServer: @unchecked Sendable {
 
     /// Stops the server (SIGTERM, then waits for it to exit); the port and directory are kept for ``restart()``.
     public func shutdown() {
-        let process = lock.withLock { () -> Process? in defer { self.process = nil }; return self.process }
+        let process = lock.withLock { () -> ChildProcess? in defer { self.process = nil }; return self.process }
         guard let process, process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
+        process.signal(SIGTERM)
+        process.waitBlocking()
     }
 
     /// Kills the server with SIGKILL, as a crash would.
     public func kill() {
-        let process = lock.withLock { () -> Process? in defer { self.process = nil }; return self.process }
+        let process = lock.withLock { () -> ChildProcess? in defer { self.process = nil }; return self.process }
         guard let process, process.isRunning else { return }
-        Foundation.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process.signal(SIGKILL)
+        process.waitBlocking()
     }
 
     /// Starts the server again on the same port and directory.
@@ -142,7 +137,8 @@ public final class RedisServer: @unchecked Sendable {
         guard write(fd, ping, ping.count) == ping.count else { return false }
         var buffer = [UInt8](repeating: 0, count: 64)
         let n = read(fd, &buffer, buffer.count)
-        return n > 0 && String(decoding: buffer[0..<n], as: UTF8.self).hasPrefix("+PONG")
+        let reply = n > 0 ? String(decoding: buffer[0..<n], as: UTF8.self) : ""
+        return reply.hasPrefix("+PONG") || reply.hasPrefix("-NOAUTH")
     }
 }
 

@@ -71,12 +71,14 @@ struct ConnectionStateMachine<Connection, Waiter> {
         return waiters
     }
 
-    /// The live connection closed; callers arriving now wait for the reconnection.
-    /// Returns `false` when the close was the shutdown's own doing.
+    /// The live connection closed (or is being closed on purpose); callers arriving
+    /// now wait for the reconnection. Returns `false` once shut down: do not reconnect.
     mutating func connectionClosed() -> Bool {
-        guard case .connected = state else { return false }
-        state = .connecting(waiters: [])
-        return true
+        switch state {
+        case .shutdown: return false
+        case .connected: state = .connecting(waiters: []); return true
+        case .idle, .connecting, .backingOff: return true
+        }
     }
 
     mutating func shutdown() -> ShutdownAction {

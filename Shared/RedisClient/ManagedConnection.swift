@@ -42,6 +42,17 @@ final class ManagedConnection: Sendable {
         }
     }
 
+    /// Closes `connection` on purpose (a cancelled blocking read); callers from now on
+    /// wait for the reconnection instead of getting the closing connection.
+    func discard(_ connection: RedisConnection) {
+        state.withLock { machine in
+            if case .connected(let current) = machine.state, current === connection {
+                _ = machine.connectionClosed()
+            }
+        }
+        connection.close()
+    }
+
     /// Connects, waits for the connection to close, reconnects; returns after ``shutdown()``.
     func maintain() async {
         var failures = 0

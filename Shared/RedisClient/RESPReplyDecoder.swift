@@ -17,10 +17,13 @@ public final class RESPReplyDecoder: ByteToMessageDecoder {
 
     deinit { redisReaderFree(reader) }
 
+    /// Emits every complete reply: the reader holds the bytes, so once `buffer` is empty
+    /// `ByteToMessageHandler` would not call again for replies still inside it.
     public func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let value = try next(from: &buffer) else { return .needMoreData }
-        context.fireChannelRead(wrapInboundOut(value))
-        return .continue
+        while let value = try next(from: &buffer) {
+            context.fireChannelRead(wrapInboundOut(value))
+        }
+        return .needMoreData
     }
 
     public func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {

@@ -84,7 +84,7 @@ public final class RedisClient: Service, Sendable {
         let reply = try await withTaskCancellationHandler {
             try await connection.send([command], expectedReplies: 1)[0]
         } onCancel: {
-            connection.close()
+            self.blocking.discard(connection)
         }
         if case .error(let message) = reply { throw RedisServerError(message: message) }
         return reply

@@ -1,0 +1,92 @@
+import ChatTesting
+import Foundation
+import Testing
+import RedisClient
+
+/// Collects a subscriber's events in the background so tests can wait for them.
+final class EventRecorder: @unchecked Sendable {
+    private let lock = NSLock()
+    private var events: [RedisSubscriber.Event] = []
+    private var task: Task<Void, Never>?
+
+    init(_ subscriber: RedisSubscriber) {
+        task = Task { [weak self] in
+            for await event in subscriber.events { self?.append(event) }
+        }
+    }
+
+    private func append(_ event: RedisSubscriber.Event) { lock.withLock { events.append(event) } }
+
+    var all: [RedisSubscriber.Event] { lock.withLock { events } }
+
+    var messages: [RedisPubSubMessage] {
+        all.compactMap { if case .message(let m) = $0 { return m } else { return nil } }
+    }
+
+    var resubscriptions: Int { all.filter { $0 == .resubscribed }.count }
+
+    deinit { task?.cancel() }
+}
+
+/// Runs a subscriber and a client against `server` for the duration of `body`.
+func withSubscriber(_ server: RedisServer, _ body: @Sendable (RedisSubscriber, EventRecorder, RedisClient) async throws -> Void) async throws {
+    let subscriber = RedisSubscriber(configuration: server.configuration)
+    let recorder = EventRecorder(subscriber)
+    try await withRunning(subscriber) { subscriber in
+        try await server.withClient { redis in
+            try await body(subscriber, recorder, redis)
+        }
+    }
+}
+
+@Suite("RedisSubscriber against a real redis-server", .redisServer)
+struct RedisSubscriberTests {
+    @Test("a published message reaches the subscriber with its channel and payload")
+    func delivery() async throws {
+        let keys = uniqueKeys()
+        try await withSubscriber(RedisServer.required()) { subscriber, recorder, redis in
+            try await subscriber.subscribe([keys.user("doctor@clinic.com"), keys.user("admin@clinic.com")])
+            #expect(try await redis.publish("{\"event\":\"receive_message\"}", to: keys.user("doctor@clinic.com")) == 1)
+            #expect(try await redis.publish("second", to: keys.user("admin@clinic.com")) == 1)
+            #expect(await eventually { recorder.messages.count == 2 })
+            #expect(recorder.messages.map(\.channel) == [keys.user("doctor@clinic.com"), keys.user("admin@clinic.com")])
+            #expect(recorder.messages.map(\.text) == ["{\"event\":\"receive_message\"}", "second"])
+            #expect(recorder.messages.first?.pattern == nil)
+
+            try await subscriber.unsubscribe([keys.user("doctor@clinic.com")])
+            #expect(try await redis.publish("gone", to: keys.user("doctor@clinic.com")) == 0)
+            #expect(subscriber.channels == [keys.user("admin@clinic.com")])
+        }
+    }
+
+    @Test("pattern subscriptions receive matching channels with the pattern")
+    func patterns() async throws {
+        let keys = uniqueKeys()
+        try await withSubscriber(RedisServer.required()) { subscriber, recorder, redis in
+            try await subscriber.psubscribe([keys.user("*")])
+            #expect(try await redis.publish("hi", to: keys.user("a@clinic.com")) == 1)
+            #expect(await eventually { recorder.messages.count == 1 })
+            #expect(recorder.messages.first?.pattern == keys.user("*"))
+            #expect(recorder.messages.first?.channel == keys.user("a@clinic.com"))
+            try await subscriber.punsubscribe([keys.user("*")])
+            #expect(try await redis.publish("no", to: keys.user("a@clinic.com")) == 0)
+        }
+    }
+
+    // Its own server: CLIENT KILL TYPE pubsub would cut the other tests' subscribers too.
+    @Test("after CLIENT KILL TYPE pubsub the subscriber resubscribes by itself and receives again", .redisServer)
+    func resubscribesAfterKill() async throws {
+        let keys = uniqueKeys()
+        let channel = keys.user("doctor@clinic.com")
+        try await withSubscriber(RedisServer.required()) { subscriber, recorder, redis in
+            try await subscriber.subscribe([channel])
+            try await subscriber.psubscribe([keys.gateway("*")])
+            #expect(try await redis.send(["CLIENT", "KILL", "TYPE", "pubsub"]).int ?? 0 >= 1)
+            #expect(await eventually { recorder.resubscriptions >= 1 })
+            #expect(try await redis.publish("after-kill", to: channel) == 1)
+            #expect(try await redis.publish("reply", to: keys.gateway("gw-1")) == 1)
+            #expect(await eventually { recorder.messages.count == 2 })
+            #expect(recorder.messages.map(\.text) == ["after-kill", "reply"])
+        }
+    }
+}
