@@ -27,9 +27,14 @@ public enum ChatJSON {
         return decoder
     }
 
-    /// `2026-11-25T06:33:00.123Z`.
+    /// `2026-11-25T06:33:00.123Z`: rounded to the nearest millisecond (the formatter alone would truncate 0.1229999 to .122).
     public static func formatTimestamp(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt))
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded())
+        let (seconds, fraction) = milliseconds.quotientAndRemainder(dividingBy: 1000)
+        let whole = Date(timeIntervalSince1970: TimeInterval(fraction < 0 ? seconds - 1 : seconds))
+        let base = whole.formatted(Date.ISO8601FormatStyle(timeZone: .gmt))  // 2026-11-25T06:33:00Z
+        let ms = fraction < 0 ? fraction + 1000 : fraction
+        return base.dropLast() + "." + String(repeating: "0", count: ms < 10 ? 2 : ms < 100 ? 1 : 0) + String(ms) + "Z"
     }
 
     /// Parses RFC 3339 with or without fractional seconds; `nil` otherwise.
