@@ -1,0 +1,39 @@
+# The two commands: `make run` (the whole system, locally) and `make test` (every test).
+# Both install what they need first (Debian packages through apt).
+
+SWIFT ?= swift
+CONFIGURATION ?= release
+
+.PHONY: deps build build-debug run test smoke-run bench bench-redis clean
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build -c $(CONFIGURATION)
+
+build-debug: deps
+	$(SWIFT) build
+
+## Builds in release mode, starts redis-server and every service; Ctrl-C stops them all.
+run: build
+	@CONFIGURATION=$(CONFIGURATION) deploy/local/run.sh
+
+## Every test: the Swift suites (real redis-server, real processes), then the launcher smoke test.
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+	@CONFIGURATION=debug scripts/smoke-run.sh
+
+smoke-run:
+	@CONFIGURATION=debug scripts/smoke-run.sh
+
+## Measurements for BENCHMARKS.md (release build).
+bench: bench-redis
+
+bench-redis: deps
+	$(SWIFT) build -c release --product chat-bench
+	@scripts/bench-redis.sh
+
+clean:
+	rm -rf .build run
