@@ -154,23 +154,27 @@ struct RedisClientTests {
         try await RedisServer.required().withClient { redis in
             #expect(try await redis.xgroupCreate(stream, group: "messages", startingAt: "0"))
             #expect(try await redis.xgroupCreate(stream, group: "messages", startingAt: "0") == false)
-            var ids: [String] = []
+            var added: [String] = []
             for i in 0..<5 {
-                ids.append(try await redis.xadd(stream, fields: [("type", "send"), ("payload", "{\"n\":\(i)}")], trim: .maxLength(1000)))
+                added.append(try await redis.xadd(stream, fields: [("type", "send"), ("payload", "{\"n\":\(i)}")], trim: .maxLength(1000)))
             }
+            let ids = added
             #expect(try await redis.xlen(stream) == 5)
 
-            let first = try await redis.xreadgroup(group: "messages", consumer: "dead", streams: [(stream, ">")], count: 10)
-            #expect(first[stream]?.map(\.id) == ids)
-            #expect(first[stream]?[2].fields == ["type": "send", "payload": "{\"n\":2}"])
-            #expect(try await redis.xack(stream, group: "messages", ids: Array(ids.prefix(2))) == 2)
+            // A consumer on its own connection reads everything, acknowledges two entries, and stops.
+            try await RedisServer.required().withClient { doomed in
+                let first = try await doomed.xreadgroup(group: "messages", consumer: "dead", streams: [(stream, ">")], count: 10)
+                #expect(first[stream]?.map(\.id) == ids)
+                #expect(first[stream]?[2].fields == ["type": "send", "payload": "{\"n\":2}"])
+                #expect(try await doomed.xack(stream, group: "messages", ids: Array(ids.prefix(2))) == 2)
+            }
 
             var pending = try await redis.xpending(stream, group: "messages")
             #expect(pending.count == 3)
             #expect(pending.consumers == ["dead": 3])
             #expect(pending.smallestID == ids[2])
 
-            // The consumer "dies" holding 3 entries; one of them is deleted meanwhile.
+            // It died holding 3 entries; one of them is deleted meanwhile.
             try await redis.xdel(stream, ids: [ids[4]])
             try await Task.sleep(for: .milliseconds(60))
             let claim = try await redis.xautoclaim(stream, group: "messages", consumer: "alive", minIdle: .milliseconds(50), count: 100)
@@ -220,6 +224,20 @@ struct RedisClientTests {
             let reply = try await redis.send(["CONFIG", "GET", "notify-keyspace-events"])
             #expect(reply.array?.last?.string?.sorted() == Array("xE").sorted())
             await #expect(throws: RedisServerError.self) { try await redis.configSet("no-such-parameter", "1") }
+        }
+    }
+
+    @Test("a redis+unix:// URL connects through the Unix socket")
+    func unixSocket() async throws {
+        let socket = FileManager.default.temporaryDirectory.appendingPathComponent("chat-\(UUID().uuidString.prefix(8)).sock").path
+        let server = try await RedisServer.start(arguments: ["--unixsocket", socket, "--unixsocketperm", "700"])
+        defer { server.stop() }
+        try await withRunning(RedisClient(configuration: try RedisConfiguration(url: "redis+unix://" + socket))) { redis in
+            try await redis.waitUntilReady(timeout: .seconds(10))
+            try await redis.set("via", to: "unix")
+            #expect(try await redis.get("via") == "unix")
+            let clients = try await redis.send(["CLIENT", "LIST"]).string ?? ""
+            #expect(clients.contains("addr=\(socket)") || clients.contains("addr=/"))
         }
     }
 
