@@ -19,11 +19,11 @@ public final class RedisServer: @unchecked Sendable {
     /// A client configuration for this server.
     public var configuration: RedisConfiguration { RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port)) }
 
-    /// Starts a server and returns once it answers `PING`.
-    public static func start(arguments: [String] = []) async throws -> RedisServer {
+    /// Starts a server (on `port`, or a free one) and returns once it answers `PING`.
+    public static func start(port: Int? = nil, arguments: [String] = []) async throws -> RedisServer {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chat-redis-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let server = RedisServer(port: try freePort(), directory: directory, arguments: arguments)
+        let server = RedisServer(port: try port ?? freePort(), directory: directory, arguments: arguments)
         try await server.launch()
         return server
     }

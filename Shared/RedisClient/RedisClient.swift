@@ -90,7 +90,8 @@ public final class RedisClient: Service, Sendable {
         return reply
     }
 
-    /// Waits until a `PING` succeeds, retrying through connection errors; throws after `timeout`.
+    /// Waits until a `PING` succeeds, retrying through connection errors and `-LOADING`
+    /// (Redis replaying its append-only file after a restart); throws after `timeout`.
     public func waitUntilReady(timeout: Duration = .seconds(30)) async throws {
         let deadline = ContinuousClock.now + timeout
         while true {
@@ -99,8 +100,10 @@ public final class RedisClient: Service, Sendable {
                 return
             } catch let error as RedisConnectionError where error.code != .shutdown {
                 if ContinuousClock.now >= deadline { throw error }
-                try await Task.sleep(for: .milliseconds(20))
+            } catch let error as RedisServerError where error.prefix == "LOADING" {
+                if ContinuousClock.now >= deadline { throw error }
             }
+            try await Task.sleep(for: .milliseconds(20))
         }
     }
 }

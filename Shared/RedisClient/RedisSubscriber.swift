@@ -34,7 +34,8 @@ public final class RedisSubscriber: Service, Sendable {
         var patterns: Set<String> = []
     }
 
-    /// Every message and reconnection, in arrival order. Consume it from one task.
+    /// Every message and reconnection, in arrival order. Consume it from one task, and
+    /// promptly: it buffers without bound rather than drop a message.
     public let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
     private let subscriptions = LockedState(Subscriptions())
@@ -89,30 +90,29 @@ public final class RedisSubscriber: Service, Sendable {
     /// The subscription is remembered even if this call fails with a connection
     /// error: it is made again on the next connection.
     public func subscribe(_ channels: [String]) async throws {
-        let new = subscriptions.withLock { s in channels.filter { s.channels.insert($0).inserted } }
-        guard !new.isEmpty else { return }
-        _ = try await slot.connection().send([["SUBSCRIBE"] + new], expectedReplies: new.count)
+        try await change(channels, command: "SUBSCRIBE") { s, name in s.channels.insert(name).inserted }
     }
 
     /// Stops receiving `channels`.
     public func unsubscribe(_ channels: [String]) async throws {
-        let old = subscriptions.withLock { s in channels.filter { s.channels.remove($0) != nil } }
-        guard !old.isEmpty else { return }
-        _ = try await slot.connection().send([["UNSUBSCRIBE"] + old], expectedReplies: old.count)
+        try await change(channels, command: "UNSUBSCRIBE") { s, name in s.channels.remove(name) != nil }
     }
 
     /// Subscribes to channel patterns (`user:*`).
     public func psubscribe(_ patterns: [String]) async throws {
-        let new = subscriptions.withLock { s in patterns.filter { s.patterns.insert($0).inserted } }
-        guard !new.isEmpty else { return }
-        _ = try await slot.connection().send([["PSUBSCRIBE"] + new], expectedReplies: new.count)
+        try await change(patterns, command: "PSUBSCRIBE") { s, name in s.patterns.insert(name).inserted }
     }
 
     /// Stops receiving `patterns`.
     public func punsubscribe(_ patterns: [String]) async throws {
-        let old = subscriptions.withLock { s in patterns.filter { s.patterns.remove($0) != nil } }
-        guard !old.isEmpty else { return }
-        _ = try await slot.connection().send([["PUNSUBSCRIBE"] + old], expectedReplies: old.count)
+        try await change(patterns, command: "PUNSUBSCRIBE") { s, name in s.patterns.remove(name) != nil }
+    }
+
+    /// Records the change, then sends `command` for the names it really changed; Redis confirms each name.
+    private func change(_ names: [String], command: String, _ apply: @escaping (inout Subscriptions, String) -> Bool) async throws {
+        let changed = subscriptions.withLock { s in names.filter { apply(&s, $0) } }
+        guard !changed.isEmpty else { return }
+        _ = try await slot.connection().send([[command] + changed], expectedReplies: changed.count)
     }
 
     /// The channels this subscriber wants, whether or not the connection is up right now.

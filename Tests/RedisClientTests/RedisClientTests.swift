@@ -227,6 +227,22 @@ struct RedisClientTests {
         }
     }
 
+    @Test("waitUntilReady waits for a server that is not up yet")
+    func waitUntilReadyWaitsForTheServer() async throws {
+        let port = try RedisServer.freePort()
+        let client = RedisClient(configuration: RedisConfiguration(endpoint: .tcp(host: "127.0.0.1", port: port)))
+        try await withRunning(client) { redis in
+            let waiting = Task { try await redis.waitUntilReady(timeout: .seconds(20)) }
+            try await Task.sleep(for: .milliseconds(300))
+            await #expect(throws: RedisConnectionError.self) { try await redis.ping() }
+            let server = try await RedisServer.start(port: port)
+            defer { server.stop() }
+            try await waiting.value
+            try await redis.set("up", to: "yes")
+            #expect(try await redis.get("up") == "yes")
+        }
+    }
+
     @Test("a redis+unix:// URL connects through the Unix socket")
     func unixSocket() async throws {
         let socket = FileManager.default.temporaryDirectory.appendingPathComponent("chat-\(UUID().uuidString.prefix(8)).sock").path
