@@ -28,6 +28,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
     ],
     targets: [
         // MARK: Shared
@@ -66,7 +68,14 @@ let package = Package(
         // MARK: Services (library + thin executable each)
         .target(name: "Gateway", dependencies: serviceLibraryDependencies, path: "Services/gateway/Gateway"),
         .executableTarget(name: "chat-gateway", dependencies: ["Gateway", "ChatCore"], path: "Services/gateway/chat-gateway"),
-        .target(name: "MessageStore", dependencies: serviceLibraryDependencies, path: "Services/messages/MessageStore"),
+        .target(
+            name: "MessageStore",
+            dependencies: serviceLibraryDependencies + [
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            ],
+            path: "Services/messages/MessageStore"
+        ),
         .executableTarget(name: "chat-messages", dependencies: ["MessageStore", "ChatCore"], path: "Services/messages/chat-messages"),
         .target(name: "Presence", dependencies: serviceLibraryDependencies, path: "Services/presence/Presence"),
         .executableTarget(name: "chat-presence", dependencies: ["Presence", "ChatCore"], path: "Services/presence/chat-presence"),
@@ -95,6 +104,11 @@ let package = Package(
             path: "Tests/RedisClientTests"
         ),
         .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore", "RedisClient"], path: "Tests/ChatCoreTests"),
+        .testTarget(
+            name: "MessageStoreTests",
+            dependencies: ["MessageStore", "ChatCore", "ChatTesting", "RedisClient", .product(name: "GRDB", package: "GRDB.swift")],
+            path: "Tests/MessageStoreTests"
+        ),
         .testTarget(
             name: "ServiceTests",
             dependencies: ["ChatCore", "ChatTesting", "RedisClient", "Gateway", "MessageStore", "Presence", "Retention"],

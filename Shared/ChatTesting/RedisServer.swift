@@ -23,9 +23,17 @@ public final class RedisServer: @unchecked Sendable {
     public static func start(port: Int? = nil, arguments: [String] = []) async throws -> RedisServer {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("chat-redis-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let server = RedisServer(port: try port ?? freePort(), directory: directory, arguments: arguments)
-        try await server.launch()
-        return server
+        // A free port can be taken by someone else before redis-server binds it: try another.
+        for attempt in 1...5 {
+            let server = RedisServer(port: try port ?? freePort(), directory: directory, arguments: arguments)
+            do {
+                try await server.launch()
+                return server
+            } catch let error as RedisServerLaunchError where port == nil && attempt < 5 && error.exited {
+                continue
+            }
+        }
+        throw RedisServerLaunchError(message: "redis-server did not start")
     }
 
     private init(port: Int, directory: URL, arguments: [String]) {
@@ -47,10 +55,11 @@ public final class RedisServer: @unchecked Sendable {
         lock.withLock { self.process = process }
         let deadline = Date().addingTimeInterval(10)
         while !Self.answersPing(port: port) {
-            guard process.isRunning, Date() < deadline else {
+            let running = process.isRunning
+            guard running, Date() < deadline else {
                 let log = (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
                 process.signal(SIGKILL)
-                throw RedisServerLaunchError(message: "redis-server on port \(port) did not start: \(log)")
+                throw RedisServerLaunchError(message: "redis-server on port \(port) did not start: \(log)", exited: !running)
             }
             try await Task.sleep(for: .milliseconds(10))
         }
@@ -145,5 +154,13 @@ public final class RedisServer: @unchecked Sendable {
 /// `redis-server` could not be started.
 public struct RedisServerLaunchError: Error, CustomStringConvertible {
     public let message: String
+    /// The server exited at once (typically: the port was taken), rather than never answering.
+    public var exited = false
+
+    public init(message: String, exited: Bool = false) {
+        self.message = message
+        self.exited = exited
+    }
+
     public var description: String { message }
 }

@@ -1,0 +1,493 @@
+import ChatCore
+import Foundation
+import GRDB
+import HummingbirdBcrypt
+
+/// Who asked, for the audit log.
+public struct RequestContext: Sendable, Hashable {
+    /// The caller's email, or `nil` for the system and operators' tools.
+    public var actor: String?
+    public var gateway: String?
+    public var requestID: String?
+
+    public init(actor: String?, gateway: String? = nil, requestID: String? = nil) {
+        self.actor = actor
+        self.gateway = gateway
+        self.requestID = requestID
+    }
+
+    /// Operators' tools and the services themselves.
+    public static let system = RequestContext(actor: nil)
+}
+
+/// One line of the audit log.
+public struct AuditEntry: Codable, Sendable, Hashable {
+    public var id: Int64?
+    public var at: Date
+    public var actor: String?
+    public var action: String
+    public var target: String?
+    public var outcome: String
+    public var gateway: String?
+    public var requestID: String?
+    public var detail: String?
+
+    public init(at: Date, context: RequestContext, action: String, target: String?, outcome: String, detail: String? = nil) {
+        self.at = at
+        self.actor = context.actor
+        self.action = action
+        self.target = target
+        self.outcome = outcome
+        self.gateway = context.gateway
+        self.requestID = context.requestID
+        self.detail = detail
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, at, actor, action, target, outcome, gateway, detail
+        case requestID = "request_id"
+    }
+}
+
+/// A send as the store receives it: to a conversation, or to a person (opening the 1:1 if needed).
+public struct SendRequest: Sendable, Hashable {
+    public var sender: String
+    public var conversationID: String?
+    public var receiverEmail: String?
+    public var content: String
+    public var clientID: String?
+
+    public init(sender: String, conversationID: String? = nil, receiverEmail: String? = nil, content: String, clientID: String?) {
+        self.sender = sender
+        self.conversationID = conversationID
+        self.receiverEmail = receiverEmail
+        self.content = content
+        self.clientID = clientID
+    }
+}
+
+/// A committed message and who must hear of it.
+public struct StoredMessage: Sendable, Hashable {
+    public var message: Message
+    /// Every participant, the sender included.
+    public var participants: [String]
+    /// `true` when this send's `client_id` was already stored: nothing new was written.
+    public var duplicate: Bool
+}
+
+/// What a read marker moved to, and who must hear of it.
+public struct ReadUpdate: Sendable, Hashable {
+    public var receipt: ReadReceipt
+    public var participants: [String]
+    /// `false` when the marker was already there (nothing changed, nobody is told again).
+    public var advanced: Bool
+}
+
+/// The clinic's messages in SQLite: users, conversations, messages, read markers, audit log and search.
+///
+/// Writes go through one writer (WAL); reads use the pool's readers and never block
+/// them. Every method that writes has a `Database`-level twin so that the command
+/// consumer can apply a whole batch in one transaction.
+public struct MessageStore: Sendable {
+    /// The longest a message may be, in characters, after trimming.
+    public static let maximumContentLength = 10_000
+    /// The most participants a group may have.
+    public static let maximumGroupSize = 256
+
+    let writer: any DatabaseWriter
+    /// How long a message lives (`CHAT_RETENTION`).
+    public let retention: Duration
+    /// bcrypt cost for new passwords (at least 10 in production).
+    public let bcryptCost: UInt8
+
+    /// Opens (creating and migrating if needed) the database at `path` in WAL mode.
+    public static func open(path: String, retention: Duration, bcryptCost: UInt8 = 10) throws -> MessageStore {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            // Deleted text is overwritten on disk, not just unlinked from the b-tree.
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+        }
+        return try MessageStore(writer: DatabasePool(path: path, configuration: configuration), retention: retention, bcryptCost: bcryptCost)
+    }
+
+    /// A private in-memory database, for unit tests.
+    public static func inMemory(retention: Duration = .seconds(90 * 86400), bcryptCost: UInt8 = 4) throws -> MessageStore {
+        try MessageStore(writer: DatabaseQueue(), retention: retention, bcryptCost: bcryptCost)
+    }
+
+    init(writer: any DatabaseWriter, retention: Duration, bcryptCost: UInt8) throws {
+        self.writer = writer
+        self.retention = retention
+        self.bcryptCost = bcryptCost
+        try Schema.migrator.migrate(writer)
+    }
+
+    /// Runs `body` in one write transaction.
+    public func write<T: Sendable>(_ body: @Sendable (Database) throws -> T) throws -> T {
+        try writer.write(body)
+    }
+
+    /// Runs `body` on a reader (a snapshot; never blocks writes).
+    public func read<T: Sendable>(_ body: @Sendable (Database) throws -> T) throws -> T {
+        try writer.read(body)
+    }
+
+    // MARK: Users
+
+    /// Adds a user; the password is hashed with bcrypt. Emails are stored lowercased.
+    @discardableResult
+    public func createUser(email: String, name: String, role: Role, password: String, now: Date = Date()) throws -> User {
+        let email = try Validation.email(email)
+        let name = try Validation.name(name)
+        try Validation.password(password)
+        let hash = Bcrypt.hash(password, cost: bcryptCost)
+        return try write { db in
+            guard try UserRecord.fetchOne(db, key: email) == nil else { throw ChatError(.conflict, "a user with this email already exists") }
+            let record = UserRecord(email: email, name: name, role: role.rawValue, passwordHash: hash, disabled: false, createdAt: now.milliseconds)
+            try record.insert(db)
+            return record.user
+        }
+    }
+
+    /// The user, if they exist (disabled ones included).
+    public func user(_ email: String) throws -> User? {
+        let email = email.lowercased()
+        return try read { db in try UserRecord.fetchOne(db, key: email)?.user }
+    }
+
+    /// Checks a password. Unknown users, wrong passwords and disabled users all give `nil`,
+    /// after the same bcrypt work, so the answer does not tell which.
+    public func authenticate(email: String, password: String) throws -> User? {
+        let key = email.trimmingCharacters(in: .whitespaces).lowercased()
+        let record = try read { db in try UserRecord.fetchOne(db, key: key) }
+        let matches = Bcrypt.verify(password, hash: record?.passwordHash ?? Self.decoyHash)
+        guard let record, matches, !record.disabled else { return nil }
+        return record.user
+    }
+
+    /// A valid bcrypt hash of nothing anyone knows, verified for unknown users to spend the same time.
+    private static let decoyHash = Bcrypt.hash(UUID().uuidString, cost: 10)
+
+    /// Every user, by name.
+    public func users() throws -> [User] {
+        try read { db in try UserRecord.order(UserRecord.Columns.name).fetchAll(db).map(\.user) }
+    }
+
+    /// Disables (or enables again) a user.
+    @discardableResult
+    public func setDisabled(_ email: String, _ disabled: Bool) throws -> User {
+        try updateUser(email) { $0.disabled = disabled }
+    }
+
+    /// Changes a user's role.
+    @discardableResult
+    public func setRole(_ email: String, _ role: Role) throws -> User {
+        try updateUser(email) { $0.role = role.rawValue }
+    }
+
+    private func updateUser(_ email: String, _ change: @escaping @Sendable (inout UserRecord) -> Void) throws -> User {
+        let email = email.lowercased()
+        return try write { db in
+            guard var record = try UserRecord.fetchOne(db, key: email) else { throw ChatError(.notFound, "no such user") }
+            change(&record)
+            try record.update(db)
+            return record.user
+        }
+    }
+
+    /// Enabled users whose name or email contains `query`, optionally of one role; at most `limit`.
+    public func searchUsers(_ query: String, role: Role?, excluding caller: String? = nil, limit: Int = 20) throws -> [User] {
+        let pattern = "%" + query.trimmingCharacters(in: .whitespaces).lowercased()
+            .replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_") + "%"
+        return try read { db in
+            var request = UserRecord
+                .filter(sql: "(lower(name) LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\') AND disabled = 0", arguments: [pattern, pattern])
+                .order(UserRecord.Columns.name)
+                .limit(max(1, min(limit, 100)))
+            if let role { request = request.filter(UserRecord.Columns.role == role.rawValue) }
+            if let caller { request = request.filter(UserRecord.Columns.email != caller.lowercased()) }
+            return try request.fetchAll(db).map(\.user)
+        }
+    }
+
+    // MARK: Conversations
+
+    /// The 1:1 conversation of two users, created on first use (the same pair always gets the same one).
+    public func openDirectConversation(_ a: String, _ b: String, now: Date = Date()) throws -> Conversation {
+        try write { db in try self.conversation(try self.openDirect(db, a, b, now: now), for: a.lowercased(), db, now: now) }
+    }
+
+    /// A new group conversation with a title; the creator is a participant.
+    public func createGroup(creator: String, title: String, members: [String], now: Date = Date()) throws -> Conversation {
+        try write { db in
+            let record = try self.createGroup(db, creator: creator, title: title, members: members, now: now)
+            return try self.conversation(record, for: creator.lowercased(), db, now: now)
+        }
+    }
+
+    func openDirect(_ db: Database, _ a: String, _ b: String, now: Date) throws -> ConversationRecord {
+        let pair = [a.lowercased(), b.lowercased()].sorted()
+        guard pair[0] != pair[1] else { throw ChatError(.badRequest, "a 1:1 conversation needs two different people") }
+        let key = pair.joined(separator: " ")
+        if let existing = try ConversationRecord.filter(ConversationRecord.Columns.directKey == key).fetchOne(db) { return existing }
+        for email in pair { try requireActiveUser(db, email) }
+        let record = ConversationRecord(id: Self.newID(), kind: Conversation.Kind.direct.rawValue, title: nil, directKey: key,
+                                        createdBy: a.lowercased(), createdAt: now.milliseconds, lastSeq: 0, lastMessageAt: nil)
+        try record.insert(db)
+        for email in pair { try ParticipantRecord(conversationID: record.id, email: email, readSeq: 0, readAt: nil, joinedAt: now.milliseconds).insert(db) }
+        return record
+    }
+
+    func createGroup(_ db: Database, creator: String, title: String, members: [String], now: Date) throws -> ConversationRecord {
+        let title = title.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (1...100).contains(title.count) else { throw ChatError(.invalidContent, "a group title has 1 to 100 characters") }
+        var everyone = [creator.lowercased()]
+        for member in members.map({ $0.lowercased() }) where !everyone.contains(member) { everyone.append(member) }
+        guard everyone.count >= 2 else { throw ChatError(.badRequest, "a group needs at least one other member") }
+        guard everyone.count <= Self.maximumGroupSize else { throw ChatError(.invalidContent, "a group has at most \(Self.maximumGroupSize) members") }
+        for email in everyone { try requireActiveUser(db, email) }
+        let record = ConversationRecord(id: Self.newID(), kind: Conversation.Kind.group.rawValue, title: title, directKey: nil,
+                                        createdBy: everyone[0], createdAt: now.milliseconds, lastSeq: 0, lastMessageAt: nil)
+        try record.insert(db)
+        for email in everyone { try ParticipantRecord(conversationID: record.id, email: email, readSeq: 0, readAt: nil, joinedAt: now.milliseconds).insert(db) }
+        return record
+    }
+
+    private func requireActiveUser(_ db: Database, _ email: String) throws {
+        guard let user = try UserRecord.fetchOne(db, key: email), !user.disabled else { throw ChatError(.notFound, "no such user: \(email)") }
+    }
+
+    /// The caller's conversations, most recent activity first, with the last visible message and unread count.
+    public func conversations(for user: String, now: Date = Date()) throws -> [Conversation] {
+        let user = user.lowercased()
+        return try read { db in
+            let records = try ConversationRecord.fetchAll(db, sql: """
+                SELECT c.* FROM conversations c JOIN participants p ON p.conversation_id = c.id
+                WHERE p.email = ? ORDER BY COALESCE(c.last_message_at, c.created_at) DESC, c.id
+                """, arguments: [user])
+            return try records.map { try self.conversation($0, for: user, db, now: now) }
+        }
+    }
+
+    /// One conversation as `user` sees it; `notFound` unless they take part.
+    public func conversation(_ id: String, for user: String, now: Date = Date()) throws -> Conversation {
+        try read { db in try self.conversation(try self.requireParticipant(db, id, user), for: user.lowercased(), db, now: now) }
+    }
+
+    func conversation(_ record: ConversationRecord, for user: String, _ db: Database, now: Date) throws -> Conversation {
+        let participants = try String.fetchAll(db, sql: "SELECT email FROM participants WHERE conversation_id = ? ORDER BY email", arguments: [record.id])
+        let last = try MessageRecord.fetchOne(db, sql: """
+            SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? ORDER BY seq DESC LIMIT 1
+            """, arguments: [record.id, now.milliseconds])
+        let receiverOf = Self.receiver(kind: record.kind, participants: participants)
+        return Conversation(
+            id: record.id, kind: Conversation.Kind(rawValue: record.kind) ?? .direct, title: record.title, participants: participants,
+            createdAt: Date(milliseconds: record.createdAt), lastMessageAt: last.map { Date(milliseconds: $0.createdAt) },
+            lastMessage: last.map { $0.message(receiver: receiverOf($0.senderEmail)) },
+            unreadCount: try unreadCount(db, conversation: record.id, user: user, now: now))
+    }
+
+    /// The conversation if `user` takes part; otherwise `notFound`, as if it did not exist.
+    func requireParticipant(_ db: Database, _ conversationID: String, _ user: String) throws -> ConversationRecord {
+        guard let record = try ConversationRecord.fetchOne(db, sql: """
+            SELECT c.* FROM conversations c JOIN participants p ON p.conversation_id = c.id WHERE c.id = ? AND p.email = ?
+            """, arguments: [conversationID, user.lowercased()]) else {
+            throw ChatError(.notFound, "conversation not found")
+        }
+        return record
+    }
+
+    /// For a 1:1, who receives what `sender` sends; `nil` in groups.
+    static func receiver(kind: String, participants: [String]) -> (String) -> String? {
+        guard kind == Conversation.Kind.direct.rawValue else { return { _ in nil } }
+        return { sender in participants.first { $0 != sender } }
+    }
+
+    // MARK: Messages
+
+    /// Stores sends in one transaction; each gets its own result (a bad one does not stop the others).
+    public func append(_ requests: [SendRequest], now: Date = Date()) throws -> [Result<StoredMessage, ChatError>] {
+        try write { db in try requests.map { request in Result { try self.append(db, request, now: now) }.mapError(ChatError.wrap) } }
+    }
+
+    func append(_ db: Database, _ request: SendRequest, now: Date) throws -> StoredMessage {
+        let sender = request.sender.lowercased()
+        let content = try Validation.content(request.content)
+        if let clientID = request.clientID {
+            guard (1...128).contains(clientID.count) else { throw ChatError(.badRequest, "client_id has 1 to 128 characters") }
+            if let existing = try MessageRecord.filter(MessageRecord.Columns.senderEmail == sender && MessageRecord.Columns.clientID == clientID).fetchOne(db) {
+                let conversation = try ConversationRecord.fetchOne(db, key: existing.conversationID)!
+                let participants = try participants(db, existing.conversationID)
+                return StoredMessage(message: existing.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(sender)),
+                                     participants: participants, duplicate: true)
+            }
+        }
+        var conversation: ConversationRecord
+        if let id = request.conversationID {
+            conversation = try requireParticipant(db, id, sender)
+        } else if let receiver = request.receiverEmail {
+            try requireActiveUser(db, sender)
+            conversation = try openDirect(db, sender, receiver, now: now)
+        } else {
+            throw ChatError(.badRequest, "a message needs a conversation_id or a receiver_email")
+        }
+        let participants = try participants(db, conversation.id)
+        conversation.lastSeq += 1
+        conversation.lastMessageAt = now.milliseconds
+        try conversation.update(db)
+        let record = MessageRecord(
+            id: Self.newID(), conversationID: conversation.id, seq: conversation.lastSeq, senderEmail: sender, content: content,
+            createdAt: now.milliseconds, expiresAt: now.milliseconds + retention.milliseconds, readAt: nil, clientID: request.clientID)
+        try record.insert(db)
+        return StoredMessage(message: record.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(sender)),
+                             participants: participants, duplicate: false)
+    }
+
+    func participants(_ db: Database, _ conversationID: String) throws -> [String] {
+        try String.fetchAll(db, sql: "SELECT email FROM participants WHERE conversation_id = ? ORDER BY email", arguments: [conversationID])
+    }
+
+    /// Moves `reader`'s marker forward to `upToSeq` (never back, never past the last message).
+    public func markRead(reader: String, conversationID: String, upToSeq: Int64, now: Date = Date()) throws -> ReadUpdate {
+        try write { db in try self.markRead(db, reader: reader, conversationID: conversationID, upToSeq: upToSeq, now: now) }
+    }
+
+    /// Marks everything up to and including this message as read by `reader`.
+    public func markMessageRead(reader: String, messageID: String, now: Date = Date()) throws -> ReadUpdate {
+        try write { db in try self.markMessageRead(db, reader: reader, messageID: messageID, now: now) }
+    }
+
+    func markMessageRead(_ db: Database, reader: String, messageID: String, now: Date) throws -> ReadUpdate {
+        guard let message = try MessageRecord.filter(MessageRecord.Columns.id == messageID).fetchOne(db),
+              message.expiresAt > now.milliseconds else {
+            throw ChatError(.notFound, "message not found")
+        }
+        return try markRead(db, reader: reader, conversationID: message.conversationID, upToSeq: message.seq, now: now)
+    }
+
+    func markRead(_ db: Database, reader: String, conversationID: String, upToSeq: Int64, now: Date) throws -> ReadUpdate {
+        let reader = reader.lowercased()
+        let conversation = try requireParticipant(db, conversationID, reader)
+        guard upToSeq >= 0 else { throw ChatError(.badRequest, "up_to_seq must not be negative") }
+        var marker = try ParticipantRecord.fetchOne(db, key: ["conversation_id": conversationID, "email": reader])!
+        let target = min(upToSeq, conversation.lastSeq)
+        let advanced = target > marker.readSeq
+        if advanced {
+            try db.execute(sql: """
+                UPDATE messages SET read_at = ? WHERE conversation_id = ? AND seq > ? AND seq <= ? AND sender_email != ? AND read_at IS NULL
+                """, arguments: [now.milliseconds, conversationID, marker.readSeq, target, reader])
+            marker.readSeq = target
+            marker.readAt = now.milliseconds
+            try marker.update(db)
+        }
+        let messageID = try String.fetchOne(db, sql: "SELECT id FROM messages WHERE conversation_id = ? AND seq = ?", arguments: [conversationID, marker.readSeq])
+        let receipt = ReadReceipt(messageID: messageID, conversationID: conversationID, readerEmail: reader,
+                                  readAt: Date(milliseconds: marker.readAt ?? now.milliseconds), upToSeq: marker.readSeq)
+        return ReadUpdate(receipt: receipt, participants: try participants(db, conversationID), advanced: advanced)
+    }
+
+    /// A page of history, oldest first: the newest `limit` messages before `before` (a seq), or after skipping `skip` from the newest.
+    public func history(for user: String, conversationID: String, limit: Int = 30, before: Int64? = nil, skip: Int = 0, now: Date = Date()) throws -> [Message] {
+        let limit = max(1, min(limit, 100))
+        return try read { db in
+            let conversation = try self.requireParticipant(db, conversationID, user)
+            let receiverOf = Self.receiver(kind: conversation.kind, participants: try self.participants(db, conversationID))
+            let page = try MessageRecord.fetchAll(db, sql: """
+                SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? AND seq < ?
+                ORDER BY seq DESC LIMIT ? OFFSET ?
+                """, arguments: [conversationID, now.milliseconds, before ?? Int64.max, limit, max(0, skip)])
+            return page.reversed().map { $0.message(receiver: receiverOf($0.senderEmail)) }
+        }
+    }
+
+    /// Unread messages per conversation for `user` (only conversations with some), and their total.
+    public func unreadCounts(for user: String, now: Date = Date()) throws -> (total: Int, byConversation: [String: Int]) {
+        let user = user.lowercased()
+        return try read { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT m.conversation_id AS id, COUNT(*) AS n FROM participants p
+                JOIN messages m ON m.conversation_id = p.conversation_id AND m.seq > p.read_seq
+                WHERE p.email = ? AND m.sender_email != ? AND m.expires_at > ?
+                GROUP BY m.conversation_id
+                """, arguments: [user, user, now.milliseconds])
+            var byConversation: [String: Int] = [:]
+            for row in rows { byConversation[row["id"]] = row["n"] }
+            return (byConversation.values.reduce(0, +), byConversation)
+        }
+    }
+
+    func unreadCount(_ db: Database, conversation: String, user: String, now: Date) throws -> Int {
+        try Int.fetchOne(db, sql: """
+            SELECT COUNT(*) FROM messages m JOIN participants p ON p.conversation_id = m.conversation_id AND p.email = ?
+            WHERE m.conversation_id = ? AND m.seq > p.read_seq AND m.sender_email != ? AND m.expires_at > ?
+            """, arguments: [user, conversation, user, now.milliseconds]) ?? 0
+    }
+
+    /// Messages containing every word of `query`, newest first, from the caller's conversations only.
+    public func searchMessages(for user: String, query: String, limit: Int = 50, now: Date = Date()) throws -> [Message] {
+        guard let match = Self.ftsQuery(query) else { return [] }
+        let user = user.lowercased()
+        return try read { db in
+            let records = try MessageRecord.fetchAll(db, sql: """
+                SELECT m.* FROM messages_fts f
+                JOIN messages m ON m.rowid = f.rowid
+                JOIN participants p ON p.conversation_id = m.conversation_id AND p.email = ?
+                WHERE messages_fts MATCH ? AND m.expires_at > ?
+                ORDER BY m.created_at DESC LIMIT ?
+                """, arguments: [user, match, now.milliseconds, max(1, min(limit, 100))])
+            var participantsByConversation: [String: (String) -> String?] = [:]
+            return try records.map { record in
+                if participantsByConversation[record.conversationID] == nil {
+                    let conversation = try ConversationRecord.fetchOne(db, key: record.conversationID)!
+                    participantsByConversation[record.conversationID] = Self.receiver(kind: conversation.kind, participants: try self.participants(db, record.conversationID))
+                }
+                return record.message(receiver: participantsByConversation[record.conversationID]!(record.senderEmail))
+            }
+        }
+    }
+
+    /// Each word quoted (so FTS5 syntax in user input is just text) and matched as a prefix; `nil` for no words.
+    static func ftsQuery(_ query: String) -> String? {
+        let words = query.split(whereSeparator: { $0.isWhitespace }).prefix(16)
+        guard !words.isEmpty else { return nil }
+        return words.map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"*" }.joined(separator: " ")
+    }
+
+    // MARK: Audit
+
+    /// Appends entries to the audit log (it cannot be edited or deleted through the store).
+    public func record(_ entries: [AuditEntry]) throws {
+        guard !entries.isEmpty else { return }
+        try write { db in try self.record(db, entries) }
+    }
+
+    func record(_ db: Database, _ entries: [AuditEntry]) throws {
+        for entry in entries {
+            try AuditRecord(id: nil, at: entry.at.milliseconds, actor: entry.actor, action: entry.action, target: entry.target,
+                            outcome: entry.outcome, gateway: entry.gateway, requestID: entry.requestID, detail: entry.detail).insert(db)
+        }
+    }
+
+    /// The newest audit entries first, `limit` at most, older than the entry `beforeID` when given.
+    public func auditLog(limit: Int = 100, beforeID: Int64? = nil) throws -> [AuditEntry] {
+        try read { db in
+            try AuditRecord.fetchAll(db, sql: "SELECT * FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT ?",
+                                     arguments: [beforeID ?? Int64.max, max(1, min(limit, 1000))]).map { record in
+                var entry = AuditEntry(at: Date(milliseconds: record.at), context: RequestContext(actor: record.actor, gateway: record.gateway, requestID: record.requestID),
+                                       action: record.action, target: record.target, outcome: record.outcome, detail: record.detail)
+                entry.id = record.id
+                return entry
+            }
+        }
+    }
+
+    static func newID() -> String { UUID().uuidString.lowercased() }
+}
+
+extension ChatError {
+    /// Store errors as they are; anything else (SQLite, I/O) as an internal error whose text stays in the logs.
+    static func wrap(_ error: any Error) -> ChatError {
+        (error as? ChatError) ?? ChatError(.internal, "the store could not complete the request")
+    }
+}

@@ -1,0 +1,150 @@
+import ChatCore
+import Foundation
+import GRDB
+
+/// A row of `users`.
+struct UserRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "users"
+    var email: String
+    var name: String
+    var role: String
+    var passwordHash: String
+    var disabled: Bool
+    var createdAt: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case email, name, role, disabled
+        case passwordHash = "password_hash"
+        case createdAt = "created_at"
+    }
+
+    enum Columns {
+        static let email = Column(CodingKeys.email)
+        static let name = Column(CodingKeys.name)
+        static let role = Column(CodingKeys.role)
+        static let disabled = Column(CodingKeys.disabled)
+    }
+
+    var user: User { User(email: email, name: name, role: Role(rawValue: role) ?? .doctor, disabled: disabled) }
+}
+
+/// A row of `conversations`.
+struct ConversationRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "conversations"
+    var id: String
+    var kind: String
+    var title: String?
+    var directKey: String?
+    var createdBy: String
+    var createdAt: Int64
+    var lastSeq: Int64
+    var lastMessageAt: Int64?
+
+    enum CodingKeys: String, CodingKey {
+        case id, kind, title
+        case directKey = "direct_key"
+        case createdBy = "created_by"
+        case createdAt = "created_at"
+        case lastSeq = "last_seq"
+        case lastMessageAt = "last_message_at"
+    }
+
+    enum Columns {
+        static let id = Column(CodingKeys.id)
+        static let directKey = Column(CodingKeys.directKey)
+        static let lastSeq = Column(CodingKeys.lastSeq)
+        static let lastMessageAt = Column(CodingKeys.lastMessageAt)
+    }
+}
+
+/// A row of `participants`: membership and the read marker.
+struct ParticipantRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "participants"
+    var conversationID: String
+    var email: String
+    var readSeq: Int64
+    var readAt: Int64?
+    var joinedAt: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case email
+        case conversationID = "conversation_id"
+        case readSeq = "read_seq"
+        case readAt = "read_at"
+        case joinedAt = "joined_at"
+    }
+
+    enum Columns {
+        static let conversationID = Column(CodingKeys.conversationID)
+        static let email = Column(CodingKeys.email)
+        static let readSeq = Column(CodingKeys.readSeq)
+    }
+}
+
+/// A row of `messages`.
+struct MessageRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "messages"
+    var id: String
+    var conversationID: String
+    var seq: Int64
+    var senderEmail: String
+    var content: String
+    var createdAt: Int64
+    var expiresAt: Int64
+    var readAt: Int64?
+    var clientID: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, seq, content
+        case conversationID = "conversation_id"
+        case senderEmail = "sender_email"
+        case createdAt = "created_at"
+        case expiresAt = "expires_at"
+        case readAt = "read_at"
+        case clientID = "client_id"
+    }
+
+    enum Columns {
+        static let id = Column(CodingKeys.id)
+        static let conversationID = Column(CodingKeys.conversationID)
+        static let seq = Column(CodingKeys.seq)
+        static let senderEmail = Column(CodingKeys.senderEmail)
+        static let expiresAt = Column(CodingKeys.expiresAt)
+        static let clientID = Column(CodingKeys.clientID)
+    }
+
+    /// The protocol's message; `receiver` is the other participant of a 1:1.
+    func message(receiver: String?) -> Message {
+        Message(
+            id: id, conversationID: conversationID, seq: seq, senderEmail: senderEmail, receiverEmail: receiver,
+            content: content, timestamp: Date(milliseconds: createdAt), read: readAt != nil,
+            readAt: readAt.map(Date.init(milliseconds:)), expiresAt: Date(milliseconds: expiresAt), clientID: clientID)
+    }
+}
+
+/// A row of `audit_log`.
+struct AuditRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
+    static let databaseTableName = "audit_log"
+    var id: Int64?
+    var at: Int64
+    var actor: String?
+    var action: String
+    var target: String?
+    var outcome: String
+    var gateway: String?
+    var requestID: String?
+    var detail: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, at, actor, action, target, outcome, gateway, detail
+        case requestID = "request_id"
+    }
+}
+
+extension Date {
+    /// From milliseconds since 1970, the store's time unit.
+    init(milliseconds: Int64) { self.init(timeIntervalSince1970: TimeInterval(milliseconds) / 1000) }
+
+    /// Milliseconds since 1970, rounded.
+    var milliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
+}

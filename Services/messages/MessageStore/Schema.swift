@@ -1,0 +1,82 @@
+import GRDB
+
+/// The store's migrations. Never edit one that has shipped: add another.
+enum Schema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: users, conversations, messages, read markers, audit, search") { db in
+            try db.execute(sql: """
+                CREATE TABLE users (
+                    email TEXT PRIMARY KEY NOT NULL,            -- lowercased
+                    name TEXT NOT NULL,
+                    role TEXT NOT NULL CHECK (role IN ('admin', 'doctor')),
+                    password_hash TEXT NOT NULL,                -- bcrypt
+                    disabled INTEGER NOT NULL DEFAULT 0,
+                    created_at INTEGER NOT NULL                 -- ms since 1970
+                );
+
+                CREATE TABLE conversations (
+                    id TEXT PRIMARY KEY NOT NULL,
+                    kind TEXT NOT NULL CHECK (kind IN ('direct', 'group')),
+                    title TEXT,
+                    direct_key TEXT UNIQUE,                     -- 'a@x b@y' (sorted) for 1:1, so a pair has one conversation
+                    created_by TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    last_seq INTEGER NOT NULL DEFAULT 0,        -- the newest message's seq; seqs are gap-free
+                    last_message_at INTEGER
+                );
+
+                CREATE TABLE participants (
+                    conversation_id TEXT NOT NULL REFERENCES conversations(id),
+                    email TEXT NOT NULL REFERENCES users(email),
+                    read_seq INTEGER NOT NULL DEFAULT 0,        -- read up to this seq
+                    read_at INTEGER,
+                    joined_at INTEGER NOT NULL,
+                    PRIMARY KEY (conversation_id, email)
+                ) WITHOUT ROWID;
+                CREATE INDEX participants_by_email ON participants(email, conversation_id);
+
+                CREATE TABLE messages (
+                    rowid INTEGER PRIMARY KEY,                  -- the search index's key
+                    id TEXT NOT NULL UNIQUE,
+                    conversation_id TEXT NOT NULL REFERENCES conversations(id),
+                    seq INTEGER NOT NULL,
+                    sender_email TEXT NOT NULL,
+                    content TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL,
+                    read_at INTEGER,                            -- first time a recipient's marker covered it
+                    client_id TEXT,
+                    UNIQUE (conversation_id, seq),
+                    UNIQUE (sender_email, client_id)            -- a retried send is stored once
+                );
+                CREATE INDEX messages_by_expiry ON messages(expires_at);
+
+                CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2');
+                CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+                    INSERT INTO messages_fts(rowid, content) VALUES (new.rowid, new.content);
+                END;
+                CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+                    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
+                END;
+
+                CREATE TABLE audit_log (
+                    id INTEGER PRIMARY KEY,
+                    at INTEGER NOT NULL,
+                    actor TEXT,                                 -- who (an email), or NULL for the system
+                    action TEXT NOT NULL,                       -- login, login_failed, send, history, search, mark_read, admin.*
+                    target TEXT,                                -- a conversation, message or user
+                    outcome TEXT NOT NULL,                      -- ok, denied, not_found, invalid
+                    gateway TEXT,
+                    request_id TEXT,
+                    detail TEXT
+                );
+                CREATE INDEX audit_log_by_time ON audit_log(at);
+                CREATE TRIGGER audit_log_is_append_only_update BEFORE UPDATE ON audit_log BEGIN
+                    SELECT RAISE(ABORT, 'the audit log is append-only');
+                END;
+                """)
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,40 @@
+import ChatCore
+import Foundation
+
+/// The rules for what clients send; each failure is a ``ChatError`` a client can show.
+enum Validation {
+    /// Trimmed, 1 to 10,000 characters, no control characters but tab and newlines.
+    static func content(_ text: String) throws -> String {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty else { throw ChatError(.invalidContent, "the message is empty") }
+        guard trimmed.count <= MessageStore.maximumContentLength else {
+            throw ChatError(.invalidContent, "the message is longer than \(MessageStore.maximumContentLength) characters")
+        }
+        guard !trimmed.unicodeScalars.contains(where: { ($0.value < 0x20 && !"\n\r\t".unicodeScalars.contains($0)) || $0.value == 0x7f }) else {
+            throw ChatError(.invalidContent, "the message contains control characters")
+        }
+        return trimmed
+    }
+
+    /// Lowercased, one `@`, no spaces, at most 254 characters.
+    static func email(_ text: String) throws -> String {
+        let email = text.trimmingCharacters(in: .whitespaces).lowercased()
+        let parts = email.split(separator: "@", omittingEmptySubsequences: false)
+        guard email.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."),
+              !email.contains(where: { $0.isWhitespace || $0.isNewline }) else {
+            throw ChatError(.invalidContent, "not a valid email address")
+        }
+        return email
+    }
+
+    static func name(_ text: String) throws -> String {
+        let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard (1...200).contains(name.count) else { throw ChatError(.invalidContent, "a name has 1 to 200 characters") }
+        return name
+    }
+
+    static func password(_ text: String) throws {
+        guard text.count >= 8 else { throw ChatError(.invalidContent, "a password has at least 8 characters") }
+        guard text.utf8.count <= 72 else { throw ChatError(.invalidContent, "a password has at most 72 bytes (bcrypt's limit)") }
+    }
+}

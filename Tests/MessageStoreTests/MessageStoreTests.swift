@@ -1,0 +1,293 @@
+import ChatCore
+import Foundation
+import GRDB
+import Testing
+@testable import MessageStore
+
+@Suite("Users and login")
+struct UserTests {
+    @Test("a user logs in with the right password only; unknown and disabled users look the same as a wrong password")
+    func authentication() throws {
+        let store = try makeStore()
+        #expect(try store.authenticate(email: "Doctor@Clinic.com ", password: "password-doctor@clinic.com")?.name == "Dr. Sarah Kim")
+        #expect(try store.authenticate(email: "doctor@clinic.com", password: "wrong-password") == nil)
+        #expect(try store.authenticate(email: "nobody@clinic.com", password: "password-doctor@clinic.com") == nil)
+        try store.setDisabled("doctor@clinic.com", true)
+        #expect(try store.authenticate(email: "doctor@clinic.com", password: "password-doctor@clinic.com") == nil)
+        #expect(try store.user("doctor@clinic.com")?.disabled == true)
+    }
+
+    @Test("passwords are stored as bcrypt hashes, never as text")
+    func passwordsAreHashed() throws {
+        let store = try makeStore()
+        let hash = try store.read { db in try String.fetchOne(db, sql: "SELECT password_hash FROM users WHERE email = 'admin@clinic.com'") }
+        #expect(hash?.hasPrefix("$2") == true)
+        #expect(hash?.contains("password-admin") == false)
+    }
+
+    @Test("emails are unique regardless of case; bad input is refused with a reason")
+    func creationRules() throws {
+        let store = try makeStore()
+        #expect(throws: ChatError(.conflict, "a user with this email already exists")) {
+            try store.createUser(email: "ADMIN@clinic.com", name: "Again", role: .admin, password: "longenough")
+        }
+        for (email, name, password) in [("not-an-email", "N", "longenough"), ("a@b.co", " ", "longenough"), ("a@b.co", "N", "short")] {
+            let error = #expect(throws: ChatError.self) { try store.createUser(email: email, name: name, role: .doctor, password: password) }
+            #expect(error?.code == .invalidContent)
+        }
+    }
+
+    @Test("roles change, and user search matches name or email, filters by role, and leaves out disabled users and the caller")
+    func searchAndRoles() throws {
+        let store = try makeStore()
+        #expect(try store.searchUsers("dr.", role: nil).map(\.email) == ["dr.okafor@clinic.com", "dr.novak@clinic.com", "dr.patel@clinic.com", "doctor@clinic.com"])
+        #expect(try store.searchUsers("kim", role: .doctor).map(\.email) == ["doctor@clinic.com"])
+        #expect(try store.searchUsers("kim", role: .admin).isEmpty)
+        #expect(try store.searchUsers("clinic", role: .admin, excluding: "admin@clinic.com").map(\.email) == ["admin2@clinic.com"])
+        try store.setDisabled("dr.novak@clinic.com", true)
+        #expect(try store.searchUsers("novak", role: nil).isEmpty)
+        #expect(try store.searchUsers("%", role: nil).isEmpty)
+        try store.setRole("dr.patel@clinic.com", .admin)
+        #expect(try store.user("dr.patel@clinic.com")?.role == .admin)
+        #expect(throws: ChatError.self) { try store.setRole("ghost@clinic.com", .admin) }
+    }
+}
+
+@Suite("Conversations and messages")
+struct ConversationTests {
+    @Test("a 1:1 conversation is the same whoever opens it", arguments: [
+        ("admin@clinic.com", "doctor@clinic.com"), ("doctor@clinic.com", "dr.patel@clinic.com"), ("admin@clinic.com", "admin2@clinic.com"),
+    ])
+    func directIsIdempotent(a: String, b: String) throws {
+        let store = try makeStore()
+        let first = try store.openDirectConversation(a, b)
+        let second = try store.openDirectConversation(b.uppercased(), a)
+        #expect(first.id == second.id)
+        #expect(first.kind == .direct)
+        #expect(first.participants == [a, b].sorted())
+        #expect(throws: ChatError.self) { try store.openDirectConversation(a, a) }
+        #expect(throws: ChatError(.notFound, "no such user: ghost@clinic.com")) { try store.openDirectConversation(a, "ghost@clinic.com") }
+    }
+
+    @Test("the flow for every pairing and a group of 5: send, list by last activity, history, unread falls to 0 after reading", arguments: [
+        ["admin@clinic.com", "doctor@clinic.com"], ["doctor@clinic.com", "dr.patel@clinic.com"], ["admin@clinic.com", "admin2@clinic.com"],
+        ["admin@clinic.com", "doctor@clinic.com", "dr.patel@clinic.com", "dr.okafor@clinic.com", "admin2@clinic.com"],
+    ])
+    func flow(people: [String]) throws {
+        let store = try makeStore()
+        let sender = people[0]
+        let conversation = people.count == 2
+            ? try store.openDirectConversation(sender, people[1])
+            : try store.createGroup(creator: sender, title: "Ward 3 handover", members: Array(people.dropFirst()))
+        let other = try store.openDirectConversation(sender, "dr.novak@clinic.com")
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        try store.send(sender, to: other.id, "earlier elsewhere", now: t0)
+        for i in 1...3 { try store.send(sender, to: conversation.id, "message \(i)", now: t0 + Double(i)) }
+
+        let list = try store.conversations(for: sender)
+        #expect(list.map(\.id) == [conversation.id, other.id])
+        #expect(list[0].lastMessage?.content == "message 3")
+        #expect(list[0].unreadCount == 0)
+
+        for reader in people.dropFirst() {
+            #expect(try store.unreadCounts(for: reader).total == 3)
+            #expect(try store.conversations(for: reader).first { $0.id == conversation.id }?.unreadCount == 3)
+            let history = try store.history(for: reader, conversationID: conversation.id)
+            #expect(history.map(\.content) == ["message 1", "message 2", "message 3"])
+            #expect(history.map(\.seq) == [1, 2, 3])
+            #expect(history.allSatisfy { $0.receiverEmail == (people.count == 2 ? reader : nil) })
+            let update = try store.markRead(reader: reader, conversationID: conversation.id, upToSeq: 3)
+            #expect(update.advanced)
+            #expect(update.receipt.upToSeq == 3)
+            #expect(update.receipt.messageID == history.last?.id)
+            #expect(try store.unreadCounts(for: reader).total == 0)
+        }
+        #expect(try store.history(for: sender, conversationID: conversation.id).allSatisfy { $0.read && $0.readAt != nil })
+    }
+
+    @Test("95 messages read in pages of 30, by before and by skip: each exactly once, in order")
+    func paging() throws {
+        let store = try makeStore()
+        let conversation = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        let sends = (1...95).map { SendRequest(sender: $0 % 2 == 0 ? "admin@clinic.com" : "doctor@clinic.com", conversationID: conversation.id, content: "m\($0)", clientID: nil) }
+        _ = try store.append(sends, now: t0)
+
+        var byCursor: [String] = []
+        var before: Int64? = nil
+        while true {
+            let page = try store.history(for: "admin@clinic.com", conversationID: conversation.id, limit: 30, before: before)
+            if page.isEmpty { break }
+            #expect(page.count <= 30)
+            byCursor = page.map(\.content) + byCursor
+            before = page.first?.seq
+        }
+        var bySkip: [String] = []
+        for skip in stride(from: 0, to: 120, by: 30) {
+            bySkip = try store.history(for: "doctor@clinic.com", conversationID: conversation.id, limit: 30, skip: skip).map(\.content) + bySkip
+        }
+        let expected = (1...95).map { "m\($0)" }
+        #expect(byCursor == expected)
+        #expect(bySkip == expected)
+    }
+
+    @Test("the same client_id sent three times is stored once and answered the same each time")
+    func retriedSendsStoreOnce() throws {
+        let store = try makeStore()
+        let first = try store.send("doctor@clinic.com", receiver: "admin@clinic.com", "BP 120/80", clientID: "c-42")
+        let second = try store.send("doctor@clinic.com", receiver: "admin@clinic.com", "BP 120/80", clientID: "c-42")
+        let batch = try store.append([
+            SendRequest(sender: "doctor@clinic.com", receiverEmail: "admin@clinic.com", content: "BP 120/80", clientID: "c-42"),
+        ])[0].get()
+        #expect(!first.duplicate && second.duplicate && batch.duplicate)
+        #expect(second.message == first.message && batch.message == first.message)
+        #expect(try store.history(for: "admin@clinic.com", conversationID: first.message.conversationID).count == 1)
+        // Another sender may use the same client_id.
+        #expect(try store.send("admin@clinic.com", receiver: "doctor@clinic.com", "ok", clientID: "c-42").duplicate == false)
+    }
+
+    @Test("seq is gap-free per conversation within one batch across conversations")
+    func seqIsGapFree() throws {
+        let store = try makeStore()
+        let a = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        let b = try store.openDirectConversation("admin@clinic.com", "dr.patel@clinic.com")
+        let results = try store.append((0..<10).map { SendRequest(sender: "admin@clinic.com", conversationID: $0 % 2 == 0 ? a.id : b.id, content: "x\($0)", clientID: nil) })
+        let stored = try results.map { try $0.get().message }
+        #expect(stored.filter { $0.conversationID == a.id }.map(\.seq) == [1, 2, 3, 4, 5])
+        #expect(stored.filter { $0.conversationID == b.id }.map(\.seq) == [1, 2, 3, 4, 5])
+    }
+
+    @Test("bad content gets a clear error and the rest of the batch is stored")
+    func badContentInABatch() throws {
+        let store = try makeStore()
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        let results = try store.append([
+            SendRequest(sender: "admin@clinic.com", conversationID: c.id, content: "   \n ", clientID: nil),
+            SendRequest(sender: "admin@clinic.com", conversationID: c.id, content: String(repeating: "a", count: 10_001), clientID: nil),
+            SendRequest(sender: "admin@clinic.com", conversationID: c.id, content: "bell \u{07}", clientID: nil),
+            SendRequest(sender: "admin@clinic.com", conversationID: c.id, content: String(repeating: "é", count: 10_000), clientID: nil),
+            SendRequest(sender: "admin@clinic.com", content: "to nobody", clientID: nil),
+            SendRequest(sender: "admin@clinic.com", conversationID: c.id, content: "  fine  ", clientID: nil),
+        ])
+        let codes = results.map { result -> ChatError.Code? in if case .failure(let e) = result { return e.code } else { return nil } }
+        #expect(codes == [.invalidContent, .invalidContent, .invalidContent, nil, .badRequest, nil])
+        #expect(try store.history(for: "doctor@clinic.com", conversationID: c.id).map { $0.content.count } == [10_000, 4])
+        #expect(try results[5].get().message.seq == 2)
+    }
+
+    @Test("someone else's conversation does not exist for them: history, send, read marks and search")
+    func nonParticipantsSeeNothing() throws {
+        let store = try makeStore()
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        let m = try store.send("admin@clinic.com", to: c.id, "lab results for bed 4")
+        let outsider = "dr.patel@clinic.com"
+        let notFound = ChatError(.notFound, "conversation not found")
+        #expect(throws: notFound) { try store.history(for: outsider, conversationID: c.id) }
+        #expect(throws: notFound) { try store.conversation(c.id, for: outsider) }
+        #expect(throws: notFound) { try store.send(outsider, to: c.id, "hi") }
+        #expect(throws: notFound) { try store.markRead(reader: outsider, conversationID: c.id, upToSeq: 1) }
+        #expect(throws: notFound) { try store.markMessageRead(reader: outsider, messageID: m.message.id) }
+        #expect(throws: notFound) { try store.history(for: outsider, conversationID: "no-such-id") }
+        #expect(throws: ChatError(.notFound, "message not found")) { try store.markMessageRead(reader: "doctor@clinic.com", messageID: "no-such-id") }
+        #expect(try store.searchMessages(for: outsider, query: "lab").isEmpty)
+        #expect(try store.searchMessages(for: "doctor@clinic.com", query: "lab").map(\.id) == [m.message.id])
+        #expect(try store.conversations(for: outsider).isEmpty)
+    }
+
+    @Test("read markers only move forward, stop at the last message, and mark only others' messages read")
+    func readMarkers() throws {
+        let store = try makeStore()
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        let mine = try store.send("doctor@clinic.com", to: c.id, "mine")
+        let theirs = try store.send("admin@clinic.com", to: c.id, "theirs")
+        let update = try store.markMessageRead(reader: "doctor@clinic.com", messageID: theirs.message.id)
+        #expect(update.receipt.upToSeq == 2 && update.advanced)
+        #expect(try store.markRead(reader: "doctor@clinic.com", conversationID: c.id, upToSeq: 1).advanced == false)
+        #expect(try store.markRead(reader: "doctor@clinic.com", conversationID: c.id, upToSeq: 1).receipt.upToSeq == 2)
+        #expect(try store.markRead(reader: "doctor@clinic.com", conversationID: c.id, upToSeq: 99).receipt.upToSeq == 2)
+        let history = try store.history(for: "admin@clinic.com", conversationID: c.id)
+        #expect(history.first { $0.id == mine.message.id }?.read == false)
+        #expect(history.first { $0.id == theirs.message.id }?.read == true)
+        #expect(throws: ChatError.self) { try store.markRead(reader: "doctor@clinic.com", conversationID: c.id, upToSeq: -1) }
+    }
+
+    @Test("search matches words and prefixes; FTS syntax in the query is plain text")
+    func search() throws {
+        let store = try makeStore()
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        try store.send("admin@clinic.com", to: c.id, "Potassium is 5.9, please recheck")
+        try store.send("doctor@clinic.com", to: c.id, "Rechecking potassium now")
+        try store.send("doctor@clinic.com", to: c.id, "Patient in bed 4 is stable")
+        #expect(try store.searchMessages(for: "admin@clinic.com", query: "potassium").count == 2)
+        #expect(try store.searchMessages(for: "admin@clinic.com", query: "potass rech").count == 2)
+        #expect(try store.searchMessages(for: "admin@clinic.com", query: "bed stable").map(\.content) == ["Patient in bed 4 is stable"])
+        for hostile in ["\"", "NEAR(a b", "a OR", "*", "content:x", "AND AND", ")("] {
+            _ = try store.searchMessages(for: "admin@clinic.com", query: hostile)
+        }
+        #expect(try store.searchMessages(for: "admin@clinic.com", query: "   ").isEmpty)
+    }
+
+    @Test("an expired message is gone from history, previews, unread counts and search at once")
+    func expiredMessagesAreInvisible() throws {
+        let store = try makeStore(retention: .seconds(60))
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        try store.send("admin@clinic.com", to: c.id, "old potassium note", now: t0)
+        try store.send("admin@clinic.com", to: c.id, "new note", now: t0 + 30)
+        let later = t0 + 61
+        #expect(try store.history(for: "doctor@clinic.com", conversationID: c.id, now: later).map(\.content) == ["new note"])
+        #expect(try store.unreadCounts(for: "doctor@clinic.com", now: later).total == 1)
+        #expect(try store.searchMessages(for: "doctor@clinic.com", query: "potassium", now: later).isEmpty)
+        #expect(try store.conversations(for: "doctor@clinic.com", now: t0 + 91).first?.lastMessage == nil)
+        #expect(try store.history(for: "doctor@clinic.com", conversationID: c.id, now: t0).first?.expiresAt == t0 + 60)
+    }
+
+    @Test("groups need a title and at most 256 members, all of them real")
+    func groupRules() throws {
+        let store = try makeStore()
+        #expect(throws: ChatError.self) { try store.createGroup(creator: "admin@clinic.com", title: "  ", members: ["doctor@clinic.com"]) }
+        #expect(throws: ChatError.self) { try store.createGroup(creator: "admin@clinic.com", title: "Solo", members: []) }
+        #expect(throws: ChatError.self) { try store.createGroup(creator: "admin@clinic.com", title: "G", members: ["ghost@clinic.com"]) }
+        let big = (0..<256).map { "u\($0)@clinic.com" }
+        for email in big { try store.createUser(email: email, name: email, role: .doctor, password: "password1") }
+        #expect(throws: ChatError.self) { try store.createGroup(creator: "admin@clinic.com", title: "Too big", members: big) }
+        let group = try store.createGroup(creator: "admin@clinic.com", title: "Everyone", members: Array(big.prefix(255)))
+        #expect(group.participants.count == 256)
+        #expect(group.title == "Everyone")
+    }
+}
+
+@Suite("Audit log and the database file")
+struct AuditAndFileTests {
+    @Test("audit entries are listed newest first and cannot be edited")
+    func auditIsAppendOnly() throws {
+        let store = try makeStore()
+        let context = RequestContext(actor: "admin@clinic.com", gateway: "gw-1", requestID: "r-1")
+        try store.record([
+            AuditEntry(at: Date(), context: context, action: "login", target: nil, outcome: "ok"),
+            AuditEntry(at: Date(), context: context, action: "history", target: "c-1", outcome: "denied"),
+        ])
+        let log = try store.auditLog()
+        #expect(log.map(\.action) == ["history", "login"])
+        #expect(log[0].gateway == "gw-1" && log[0].requestID == "r-1" && log[0].actor == "admin@clinic.com")
+        #expect(try store.auditLog(limit: 10, beforeID: log[0].id).map(\.action) == ["login"])
+        #expect(throws: DatabaseError.self) { try store.write { db in try db.execute(sql: "UPDATE audit_log SET outcome = 'ok'") } }
+    }
+
+    @Test("the database file is in WAL mode with secure_delete on, and survives reopening")
+    func fileDatabase() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("chat-\(UUID().uuidString.prefix(8)).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        do {
+            let store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4)
+            try store.createUser(email: "a@clinic.com", name: "A", role: .admin, password: "password1")
+            try store.createUser(email: "b@clinic.com", name: "B", role: .doctor, password: "password1")
+            try store.send("a@clinic.com", receiver: "b@clinic.com", "kept")
+            #expect(try store.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } == "wal")
+            #expect(try store.read { db in try Int.fetchOne(db, sql: "PRAGMA secure_delete") } == 1)
+        }
+        let reopened = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4)
+        let c = try #require(try reopened.conversations(for: "b@clinic.com").first)
+        #expect(try reopened.history(for: "b@clinic.com", conversationID: c.id).map(\.content) == ["kept"])
+    }
+}

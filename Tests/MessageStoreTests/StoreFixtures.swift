@@ -1,0 +1,29 @@
+import ChatCore
+import Foundation
+@testable import MessageStore
+
+/// A store with the clinic's usual cast: two admins and four doctors.
+func makeStore(retention: Duration = .seconds(90 * 86400)) throws -> MessageStore {
+    let store = try MessageStore.inMemory(retention: retention)
+    for (email, name, role) in cast {
+        try store.createUser(email: email, name: name, role: role, password: "password-\(email)")
+    }
+    return store
+}
+
+let cast: [(String, String, Role)] = [
+    ("admin@clinic.com", "Alex Admin", .admin),
+    ("admin2@clinic.com", "Morgan Reyes", .admin),
+    ("doctor@clinic.com", "Dr. Sarah Kim", .doctor),
+    ("dr.patel@clinic.com", "Dr. Ravi Patel", .doctor),
+    ("dr.okafor@clinic.com", "Dr. Ada Okafor", .doctor),
+    ("dr.novak@clinic.com", "Dr. Jan Novak", .doctor),
+]
+
+extension MessageStore {
+    /// Sends one message and returns it, failing the test on error.
+    @discardableResult
+    func send(_ sender: String, to conversation: String? = nil, receiver: String? = nil, _ content: String, clientID: String? = nil, now: Date = Date()) throws -> StoredMessage {
+        try append([SendRequest(sender: sender, conversationID: conversation, receiverEmail: receiver, content: content, clientID: clientID)], now: now)[0].get()
+    }
+}
