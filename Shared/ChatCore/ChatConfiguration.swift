@@ -35,6 +35,9 @@ public struct ChatConfiguration: Sendable {
     public var presenceTTL: Duration
     /// `CHAT_GATEWAY_ID`, default `gw-<hostname>-<pid>`: names this gateway's reply channel.
     public var gatewayID: String
+    /// `CHAT_CONSUMER_NAME`, default `messages-<hostname>`: the messages service's name in its
+    /// consumer group; keep it stable so a restarted instance finds its own pending commands.
+    public var consumerName: String
     /// `LOG_LEVEL`, default `info` (trace, debug, info, notice, warning, error, critical).
     public var logLevel: Logger.Level
 
@@ -51,6 +54,7 @@ public struct ChatConfiguration: Sendable {
         self.sweepInterval = .seconds(60)
         self.presenceTTL = .seconds(30)
         self.gatewayID = "gw-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+        self.consumerName = "messages-\(ProcessInfo.processInfo.hostName)"
         self.logLevel = .info
     }
 
@@ -91,6 +95,7 @@ public struct ChatConfiguration: Sendable {
         guard gatewayID.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
             throw ConfigurationError(variable: "CHAT_GATEWAY_ID", expected: "letters, digits, '-', '_' and '.'", value: gatewayID)
         }
+        consumerName = env["CHAT_CONSUMER_NAME"] ?? consumerName
         if let level = env["LOG_LEVEL"] {
             guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
                 throw ConfigurationError(variable: "LOG_LEVEL", expected: "one of trace, debug, info, notice, warning, error, critical", value: level)

@@ -41,3 +41,8 @@ public struct RedisKeys: Sendable, Hashable {
     /// Exists while a logged-out token id must be refused.
     public func revokedToken(_ tokenID: String) -> String { prefix + "auth:revoked:" + tokenID }
 }
+
+extension RedisKeys {
+    /// Pub/sub channel of queries for the messages service (not a stream: queries are never persisted).
+    public var storeQueries: String { prefix + "store:queries" }
+}

@@ -28,6 +28,7 @@ struct ExecutableTests {
         let server = try RedisServer.required()
         let (process, log) = try launch(service, environment: [
             "CHAT_REDIS_URL": server.url, "CHAT_REDIS_PREFIX": uniqueKeys(service).prefix, "CHAT_HTTP_PORT": "0",
+            "CHAT_DB_PATH": FileManager.default.temporaryDirectory.appendingPathComponent("\(service)-\(UUID().uuidString.prefix(8)).sqlite").path,
         ])
         defer { process.signal(SIGKILL); try? FileManager.default.removeItem(at: log) }
         let ready = await eventually(timeout: .seconds(20)) { contents(log).contains("] ready") }

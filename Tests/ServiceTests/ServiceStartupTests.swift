@@ -23,9 +23,12 @@ struct ServiceStartupTests {
         let server = try RedisServer.required()
         let keys = uniqueKeys()
         let rt = try runtime(server, keys)
+        let subscriber = RedisSubscriber(configuration: rt.configuration.redis)
+        let store = try MessageStore.inMemory()
         try await withRunning(rt.redis) { _ in
             try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await MessagesService(runtime: rt).run() }
+                group.addTask { try await subscriber.run() }
+                group.addTask { try await MessagesService(runtime: rt, store: store, subscriber: subscriber, consumer: "m1").run() }
                 group.addTask { try await PresenceService(runtime: rt).run() }
                 group.addTask { try await RetentionService(runtime: rt).run() }
                 let expected = [(keys.commands, "messages"), (keys.presenceCommands, "presence"), (keys.events, "retention")]

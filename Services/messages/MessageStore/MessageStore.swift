@@ -142,12 +142,22 @@ public struct MessageStore: Sendable {
         let name = try Validation.name(name)
         try Validation.password(password)
         let hash = Bcrypt.hash(password, cost: bcryptCost)
-        return try write { db in
-            guard try UserRecord.fetchOne(db, key: email) == nil else { throw ChatError(.conflict, "a user with this email already exists") }
-            let record = UserRecord(email: email, name: name, role: role.rawValue, passwordHash: hash, disabled: false, createdAt: now.milliseconds)
-            try record.insert(db)
-            return record.user
-        }
+        return try write { db in try self.insertUser(db, email: email, name: name, role: role, passwordHash: hash, now: now) }
+    }
+
+    /// Validates, hashes and inserts (inside a command batch: the hashing holds the write lock, which admin commands can afford).
+    func insertUser(_ db: Database, email: String, name: String, role: Role, password: String, now: Date) throws -> User {
+        let email = try Validation.email(email)
+        let name = try Validation.name(name)
+        try Validation.password(password)
+        return try insertUser(db, email: email, name: name, role: role, passwordHash: Bcrypt.hash(password, cost: bcryptCost), now: now)
+    }
+
+    private func insertUser(_ db: Database, email: String, name: String, role: Role, passwordHash: String, now: Date) throws -> User {
+        guard try UserRecord.fetchOne(db, key: email) == nil else { throw ChatError(.conflict, "a user with this email already exists") }
+        let record = UserRecord(email: email, name: name, role: role.rawValue, passwordHash: passwordHash, disabled: false, createdAt: now.milliseconds)
+        try record.insert(db)
+        return record.user
     }
 
     /// The user, if they exist (disabled ones included).

@@ -1,23 +1,36 @@
 import ChatCore
+import Foundation
 import Logging
 import RedisClient
 import ServiceLifecycle
 
-/// The messages service: owns the SQLite store and consumes `chat:commands` in group `messages`.
-///
-/// At this stage it connects to Redis, creates its consumer group, reports ready and
-/// waits for shutdown; the store and the command consumer arrive with the store issue.
+/// The messages service: owns the SQLite store, applies `chat:commands` (group
+/// `messages`) and answers `store:queries`.
 public struct MessagesService: Service {
     private let runtime: ChatRuntime
+    private let store: MessageStore
+    private let subscriber: RedisSubscriber
+    private let consumer: String
 
-    public init(runtime: ChatRuntime) {
+    /// `consumer` names this instance in the consumer group; keep it stable across restarts.
+    public init(runtime: ChatRuntime, store: MessageStore, subscriber: RedisSubscriber, consumer: String) {
         self.runtime = runtime
+        self.store = store
+        self.subscriber = subscriber
+        self.consumer = consumer
     }
 
     public func run() async throws {
         let keys = runtime.keys
         guard try await ServiceStartup.prepare(runtime, groups: [(keys.commands, RedisKeys.messagesGroup)]) else { return }
-        runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.commands)", "redis.group": "\(RedisKeys.messagesGroup)"])
-        try? await gracefulShutdown()
+        let processor = CommandProcessor(store: store, redis: runtime.redis, keys: keys,
+                                         configuration: .init(consumer: consumer), logger: runtime.logger)
+        let responder = QueryResponder(store: store, redis: runtime.redis, subscriber: subscriber, keys: keys, logger: runtime.logger)
+        runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.commands)", "redis.group": "\(RedisKeys.messagesGroup)",
+                                                "chat.consumer": "\(consumer)", "chat.database": "\(runtime.configuration.databasePath)"])
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await processor.run() }
+            group.addTask { try await responder.run() }
+        }
     }
 }

@@ -72,6 +72,13 @@ enum Schema {
                     detail TEXT
                 );
                 CREATE INDEX audit_log_by_time ON audit_log(at);
+                -- Stream entries already applied, so a redelivered entry (crash before XACK) is applied once.
+                CREATE TABLE applied_commands (
+                    entry_id TEXT PRIMARY KEY NOT NULL,
+                    applied_at INTEGER NOT NULL,
+                    message_id TEXT                             -- for sends: the message it stored
+                ) WITHOUT ROWID;
+
                 CREATE TRIGGER audit_log_is_append_only_update BEFORE UPDATE ON audit_log BEGIN
                     SELECT RAISE(ABORT, 'the audit log is append-only');
                 END;

@@ -1,0 +1,169 @@
+import ChatCore
+import Foundation
+import GRDB
+
+/// What applying one command did, for the processor to announce after commit.
+public enum CommandOutcome: Sendable {
+    case sent(StoredMessage)
+    case read(ReadUpdate)
+    case conversation(Conversation)
+    case user(User)
+    case audited
+    /// The entry was applied before (redelivered after a crash); nothing to announce again.
+    case alreadyApplied
+    case failed(ChatError)
+}
+
+extension MessageStore {
+    /// Applies a batch of stream entries in one transaction.
+    ///
+    /// Each command runs in its own savepoint, so one that fails validation is rolled
+    /// back alone and answered with its error. Entries are recorded as applied in the same
+    /// transaction: a redelivered entry is not applied twice (a send is confirmed again).
+    /// Anything else that fails (SQLite busy, disk) throws, and nothing of the batch is kept.
+    public func apply(_ batch: [(id: String, command: StoreCommand)], now: Date = Date()) throws -> [CommandOutcome] {
+        try write { db in
+            var outcomes: [CommandOutcome] = []
+            outcomes.reserveCapacity(batch.count)
+            for (id, command) in batch {
+                if let previous = try Row.fetchOne(db, sql: "SELECT message_id FROM applied_commands WHERE entry_id = ?", arguments: [id]) {
+                    outcomes.append(try self.replay(db, messageID: previous["message_id"]))
+                    continue
+                }
+                let outcome = try self.applyInSavepoint(db, command, now: now)
+                var messageID: String?
+                if case .sent(let stored) = outcome { messageID = stored.message.id }
+                try db.execute(sql: "INSERT INTO applied_commands (entry_id, applied_at, message_id) VALUES (?, ?, ?)",
+                               arguments: [id, now.milliseconds, messageID])
+                try self.record(db, [self.auditEntry(for: command, outcome: outcome, now: now)].compactMap { $0 })
+                outcomes.append(outcome)
+            }
+            return outcomes
+        }
+    }
+
+    /// Forgets applied entry ids older than `age` (the stream no longer holds them).
+    @discardableResult
+    public func forgetAppliedCommands(olderThan age: Duration, now: Date = Date()) throws -> Int {
+        try write { db in
+            try db.execute(sql: "DELETE FROM applied_commands WHERE applied_at < ?", arguments: [now.milliseconds - age.milliseconds])
+            return db.changesCount
+        }
+    }
+
+    private func replay(_ db: Database, messageID: String?) throws -> CommandOutcome {
+        guard let messageID, let record = try MessageRecord.filter(MessageRecord.Columns.id == messageID).fetchOne(db),
+              let conversation = try ConversationRecord.fetchOne(db, key: record.conversationID) else { return .alreadyApplied }
+        let participants = try participants(db, record.conversationID)
+        return .sent(StoredMessage(message: record.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(record.senderEmail)),
+                                   participants: participants, duplicate: true))
+    }
+
+    private func applyInSavepoint(_ db: Database, _ command: StoreCommand, now: Date) throws -> CommandOutcome {
+        var outcome = CommandOutcome.failed(ChatError(.internal, "not applied"))
+        do {
+            try db.inSavepoint {
+                outcome = try self.applyOne(db, command, now: now)
+                return .commit
+            }
+        } catch let error as ChatError {
+            outcome = .failed(error)
+        } catch let error as DecodingError {
+            outcome = .failed(ChatError(.badRequest, "the \(command.type.rawValue) payload is not valid: \(Self.describe(error))"))
+        }
+        return outcome
+    }
+
+    private func applyOne(_ db: Database, _ command: StoreCommand, now: Date) throws -> CommandOutcome {
+        let decoder = ChatJSON.makeDecoder()
+        let payload = Data(command.payload.utf8)
+        switch command.type {
+        case .send:
+            let body = try decoder.decode(SendMessageRequest.self, from: payload)
+            return .sent(try append(db, SendRequest(sender: command.user, conversationID: body.conversationID, receiverEmail: body.receiverEmail,
+                                                   content: body.content, clientID: body.clientID), now: now))
+        case .markConversationRead:
+            let body = try decoder.decode(MarkConversationReadRequest.self, from: payload)
+            return .read(try markRead(db, reader: command.user, conversationID: body.conversationID, upToSeq: body.upToSeq, now: now))
+        case .markMessageRead:
+            let body = try decoder.decode(MarkMessageReadRequest.self, from: payload)
+            return .read(try markMessageRead(db, reader: command.user, messageID: body.messageID, now: now))
+        case .createConversation:
+            let body = try decoder.decode(CreateConversationRequest.self, from: payload)
+            let record: ConversationRecord
+            if let title = body.title {
+                record = try createGroup(db, creator: command.user, title: title, members: body.participants, now: now)
+            } else {
+                let others = Set(body.participants.map { $0.lowercased() }).subtracting([command.user.lowercased()])
+                guard others.count == 1, let other = others.first else {
+                    throw ChatError(.badRequest, "a 1:1 conversation has exactly one other participant; a group needs a title")
+                }
+                record = try openDirect(db, command.user, other, now: now)
+            }
+            return .conversation(try conversation(record, for: command.user.lowercased(), db, now: now))
+        case .createUser:
+            try requireAdmin(db, command.user)
+            let body = try decoder.decode(CreateUserRequest.self, from: payload)
+            return .user(try insertUser(db, email: body.email, name: body.name, role: body.role, password: body.password, now: now))
+        case .setUserDisabled, .setUserRole:
+            try requireAdmin(db, command.user)
+            let body = try decoder.decode(UpdateUserRequest.self, from: payload)
+            guard var record = try UserRecord.fetchOne(db, key: body.email.lowercased()) else { throw ChatError(.notFound, "no such user") }
+            if command.type == .setUserDisabled {
+                guard let disabled = body.disabled else { throw ChatError(.badRequest, "disabled is required") }
+                record.disabled = disabled
+            } else {
+                guard let role = body.role else { throw ChatError(.badRequest, "role is required") }
+                record.role = role.rawValue
+            }
+            try record.update(db)
+            return .user(record.user)
+        case .audit:
+            _ = try decoder.decode(AuditRequest.self, from: payload)
+            return .audited
+        }
+    }
+
+    /// Only admins (or operators' tools, with no user) manage users.
+    private func requireAdmin(_ db: Database, _ actor: String) throws {
+        guard !actor.isEmpty else { return }
+        guard let record = try UserRecord.fetchOne(db, key: actor.lowercased()), record.role == Role.admin.rawValue, !record.disabled else {
+            throw ChatError(.forbidden, "only admins manage users")
+        }
+    }
+
+    /// The audit line for a command, with its outcome.
+    private func auditEntry(for command: StoreCommand, outcome: CommandOutcome, now: Date) -> AuditEntry? {
+        let context = RequestContext(actor: command.user.isEmpty ? nil : command.user, gateway: command.gateway, requestID: command.request)
+        let result: String
+        var target: String?
+        switch outcome {
+        case .sent(let stored): result = stored.duplicate ? "duplicate" : "ok"; target = stored.message.conversationID
+        case .read(let update): result = "ok"; target = update.receipt.conversationID
+        case .conversation(let conversation): result = "ok"; target = conversation.id
+        case .user(let user): result = "ok"; target = user.email
+        case .audited, .alreadyApplied: result = "ok"
+        case .failed(let error): result = error.code.rawValue
+        }
+        switch command.type {
+        case .audit:
+            guard let body = try? ChatJSON.makeDecoder().decode(AuditRequest.self, from: Data(command.payload.utf8)) else { return nil }
+            return AuditEntry(at: now, context: context, action: body.action, target: body.target, outcome: body.outcome, detail: body.detail)
+        case .send: return AuditEntry(at: now, context: context, action: "send", target: target, outcome: result)
+        case .markConversationRead, .markMessageRead: return AuditEntry(at: now, context: context, action: "mark_read", target: target, outcome: result)
+        case .createConversation: return AuditEntry(at: now, context: context, action: "create_conversation", target: target, outcome: result)
+        case .createUser, .setUserDisabled, .setUserRole:
+            return AuditEntry(at: now, context: context, action: "admin.\(command.type.rawValue)", target: target, outcome: result)
+        }
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .keyNotFound(let key, _): return "'\(key.stringValue)' is missing"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return path.isEmpty ? "not JSON of the expected shape" : "'\(path)' has the wrong type"
+        @unknown default: return "not JSON of the expected shape"
+        }
+    }
+}

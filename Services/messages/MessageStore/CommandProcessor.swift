@@ -1,0 +1,181 @@
+import ChatCore
+import Foundation
+import Logging
+import RedisClient
+import ServiceLifecycle
+
+/// Consumes `chat:commands` in group `messages`: a batch at a time, one SQLite
+/// transaction per batch, announcements after commit, XACK last.
+///
+/// On start it first re-reads its own pending entries (a crash between commit and
+/// XACK leaves them there; the store knows they were applied), and it regularly
+/// claims entries a dead consumer left pending (XAUTOCLAIM). A command that fails
+/// validation is answered with its error and acknowledged; a batch that fails for
+/// another reason (SQLite busy, disk) is not acknowledged and is tried again.
+public final class CommandProcessor: Service, Sendable {
+    /// Tuning, with the defaults used in production.
+    public struct Configuration: Sendable {
+        /// This consumer's name in the group; keep it stable across restarts of one instance.
+        public var consumer: String
+        /// Entries per batch (and per transaction).
+        public var batchSize = 256
+        /// How long one XREADGROUP blocks waiting for entries.
+        public var block: Duration = .seconds(1)
+        /// Entries idle this long in another consumer's pending list are claimed.
+        public var claimIdle: Duration = .seconds(30)
+        /// How long a failed batch waits before it is tried again.
+        public var retryDelay: Duration = .milliseconds(200)
+
+        public init(consumer: String) { self.consumer = consumer }
+    }
+
+    private let store: MessageStore
+    private let redis: RedisClient
+    private let keys: RedisKeys
+    private let configuration: Configuration
+    private let logger: Logger
+
+    public init(store: MessageStore, redis: RedisClient, keys: RedisKeys, configuration: Configuration, logger: Logger) {
+        self.store = store
+        self.redis = redis
+        self.keys = keys
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let stream = keys.commands
+        var ownPendingFirst = true
+        var lastClaim = ContinuousClock.now - configuration.claimIdle
+        while !Task.isCancelledOrShuttingDown {
+            do {
+                if ContinuousClock.now - lastClaim >= configuration.claimIdle / 2 {
+                    lastClaim = .now
+                    try await claimAbandoned()
+                }
+                let read = try await redis.xreadgroup(
+                    group: RedisKeys.messagesGroup, consumer: configuration.consumer,
+                    streams: [(stream, ownPendingFirst ? "0" : ">")], count: configuration.batchSize,
+                    block: ownPendingFirst ? nil : configuration.block)
+                let entries = read[stream] ?? []
+                if ownPendingFirst && entries.count < configuration.batchSize { ownPendingFirst = false }
+                if !entries.isEmpty { try await process(entries) }
+            } catch is CancellationError {
+                break
+            } catch {
+                if Task.isCancelledOrShuttingDown { break }
+                logger.warning("command batch failed; it stays pending and is retried", metadata: ["chat.error": "\(error)"])
+                ownPendingFirst = true
+                try? await Task.sleep(for: configuration.retryDelay)
+            }
+        }
+    }
+
+    /// Takes over what consumers that died left pending, and applies it.
+    private func claimAbandoned() async throws {
+        var start = "0-0"
+        repeat {
+            let claim = try await redis.xautoclaim(keys.commands, group: RedisKeys.messagesGroup, consumer: configuration.consumer,
+                                                   minIdle: configuration.claimIdle, start: start, count: configuration.batchSize)
+            if !claim.entries.isEmpty {
+                logger.info("claimed abandoned commands", metadata: ["chat.count": "\(claim.entries.count)"])
+                try await process(claim.entries)
+            }
+            start = claim.nextStart
+        } while start != "0-0"
+    }
+
+    /// Applies one batch, announces the results, acknowledges, and trims what is done.
+    func process(_ entries: [StreamEntry]) async throws {
+        var batch: [(id: String, command: StoreCommand)] = []
+        var malformed: [String] = []
+        for entry in entries {
+            if let command = StoreCommand(fields: entry.fields) { batch.append((entry.id, command)) } else { malformed.append(entry.id) }
+        }
+        if !malformed.isEmpty {
+            logger.warning("dropped malformed commands", metadata: ["chat.count": "\(malformed.count)", "redis.ids": "\(malformed.prefix(5))"])
+        }
+        let outcomes = try store.apply(batch)
+
+        var announcements: [[String]] = []
+        for ((_, command), outcome) in zip(batch, outcomes) {
+            announcements += try self.announcements(for: command, outcome: outcome)
+        }
+        if !announcements.isEmpty {
+            // Fire and forget: a failed PUBLISH loses a live notification, never data (clients resync).
+            _ = try? await redis.pipeline(announcements)
+        }
+        let ids = entries.map(\.id)
+        try await redis.xack(keys.commands, group: RedisKeys.messagesGroup, ids: ids)
+        // Applied and acknowledged: drop the text from the stream (entries older than the oldest still pending).
+        let pending = try await redis.xpending(keys.commands, group: RedisKeys.messagesGroup)
+        try await redis.xtrim(keys.commands, .minID(pending.smallestID ?? Self.after(ids.last!), approximate: false))
+    }
+
+    /// The PUBLISH and XADD commands that tell everyone concerned what happened.
+    func announcements(for command: StoreCommand, outcome: CommandOutcome) throws -> [[String]] {
+        let encoder = ChatJSON.makeEncoder()
+        func json<T: Encodable>(_ value: T) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
+        func reply(result: String? = nil, error: ChatError? = nil) throws -> [[String]] {
+            guard let gateway = command.gateway, let request = command.request else { return [] }
+            return [["PUBLISH", keys.gateway(gateway), try json(StoreReply(request: request, result: result, error: error))]]
+        }
+
+        switch outcome {
+        case .sent(let stored):
+            let message = stored.message
+            var out = try reply(result: json(message))
+            out.append(["PUBLISH", keys.user(message.senderEmail),
+                        try json(UserEvent(event: .messageSentConfirmed, data: message, gateway: command.gateway, request: command.request))])
+            if !stored.duplicate {
+                let delivery = try json(UserEvent(event: .receiveMessage, data: message))
+                for participant in stored.participants where participant != message.senderEmail {
+                    out.append(["PUBLISH", keys.user(participant), delivery])
+                }
+                // No message text in events: retention needs only the id and the expiry.
+                out.append(RedisClient.xaddCommand(keys.events, fields: [
+                    ("type", "stored"), ("message_id", message.id), ("conversation_id", message.conversationID),
+                    ("seq", String(message.seq)), ("expires_at", String(Int64(message.expiresAt.timeIntervalSince1970 * 1000))),
+                ], trim: .maxLength(1_000_000)))
+            }
+            return out
+        case .read(let update):
+            var out = try reply(result: json(update.receipt))
+            if update.advanced {
+                let receipt = try json(UserEvent(event: .messageReadReceipt, data: update.receipt))
+                for participant in update.participants { out.append(["PUBLISH", keys.user(participant), receipt]) }
+                out.append(RedisClient.xaddCommand(keys.events, fields: [
+                    ("type", "read"), ("conversation_id", update.receipt.conversationID), ("reader", update.receipt.readerEmail),
+                    ("up_to_seq", String(update.receipt.upToSeq)),
+                ], trim: .maxLength(1_000_000)))
+            }
+            return out
+        case .conversation(let conversation):
+            return try reply(result: json(conversation))
+        case .user(let user):
+            return try reply(result: json(user))
+        case .audited, .alreadyApplied:
+            return try reply(result: "{}")
+        case .failed(let error):
+            var out = try reply(error: error)
+            if command.type == .send, let clientID = try? ChatJSON.makeDecoder().decode(SendMessageRequest.self, from: Data(command.payload.utf8)).clientID {
+                var event = error
+                event.clientID = clientID
+                out.append(["PUBLISH", keys.user(command.user), try json(UserEvent(event: .error, data: event, gateway: command.gateway, request: command.request))])
+            }
+            return out
+        }
+    }
+
+    /// The smallest stream id greater than `id` (`5-3` → `5-4`).
+    static func after(_ id: String) -> String {
+        let parts = id.split(separator: "-")
+        guard parts.count == 2, let ms = UInt64(parts[0]), let seq = UInt64(parts[1]) else { return id }
+        return seq == UInt64.max ? "\(ms + 1)-0" : "\(ms)-\(seq + 1)"
+    }
+}
+
+extension Task where Success == Never, Failure == Never {
+    /// Cancelled, or the service group is shutting down.
+    static var isCancelledOrShuttingDown: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
+}

@@ -1,0 +1,122 @@
+import ChatCore
+import Foundation
+import Logging
+import RedisClient
+import ServiceLifecycle
+
+/// Answers gateways' queries published on `store:queries`, replying on `gateway:{id}`.
+///
+/// Queries run on the database pool's readers, so they never wait for (or hold up)
+/// the command batches. Reads of conversations, history and search are audited.
+public final class QueryResponder: Service, Sendable {
+    private let store: MessageStore
+    private let redis: RedisClient
+    private let subscriber: RedisSubscriber
+    private let keys: RedisKeys
+    private let logger: Logger
+
+    public init(store: MessageStore, redis: RedisClient, subscriber: RedisSubscriber, keys: RedisKeys, logger: Logger) {
+        self.store = store
+        self.redis = redis
+        self.subscriber = subscriber
+        self.keys = keys
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        try await subscriber.subscribe([keys.storeQueries])
+        await withDiscardingTaskGroup { group in
+            for await event in subscriber.events.cancelOnGracefulShutdown() {
+                guard case .message(let message) = event, message.channel == keys.storeQueries else { continue }
+                group.addTask { await self.answer(message.payload) }
+            }
+        }
+    }
+
+    /// Decodes, runs and replies to one query; a query that cannot be decoded is logged and dropped.
+    func answer(_ payload: [UInt8]) async {
+        guard let query = try? ChatJSON.makeDecoder().decode(StoreQuery.self, from: Data(payload)), !query.gateway.isEmpty else {
+            logger.warning("dropped a malformed query")
+            return
+        }
+        let reply: StoreReply
+        do {
+            reply = StoreReply(request: query.request, result: try result(of: query))
+        } catch {
+            reply = StoreReply(request: query.request, error: ChatError.wrap(error))
+        }
+        do {
+            let text = String(decoding: try ChatJSON.makeEncoder().encode(reply), as: UTF8.self)
+            try await redis.publish(text, to: keys.gateway(query.gateway))
+        } catch {
+            logger.warning("could not reply to a query", metadata: ["chat.error": "\(error)", "chat.query": "\(query.kind.rawValue)"])
+        }
+    }
+
+    /// The query's answer as JSON.
+    func result(of query: StoreQuery) throws -> String {
+        let encoder = ChatJSON.makeEncoder()
+        func json<T: Encodable>(_ value: T) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
+        let context = RequestContext(actor: query.user, gateway: query.gateway, requestID: query.request)
+        let now = Date()
+
+        switch query.kind {
+        case .login:
+            let user = try store.authenticate(email: query.user, password: query.password ?? "")
+            try store.record([AuditEntry(at: now, context: context, action: user == nil ? "login_failed" : "login", target: query.user.lowercased(), outcome: user == nil ? "denied" : "ok")])
+            guard let user else { throw ChatError(.unauthorized, "wrong email or password") }
+            return try json(user)
+        case .me:
+            guard let user = try store.user(query.user), !user.disabled else { throw ChatError(.unauthorized, "this account is disabled") }
+            return try json(user)
+        case .conversations:
+            return try json(store.conversations(for: query.user, now: now))
+        case .conversation:
+            return try audited(context, "conversation", target: query.conversationID) {
+                try json(store.conversation(try required(query.conversationID, "conversation_id"), for: query.user, now: now))
+            }
+        case .history:
+            return try audited(context, "history", target: query.conversationID) {
+                try json(store.history(for: query.user, conversationID: try required(query.conversationID, "conversation_id"),
+                                       limit: query.limit ?? 30, before: query.before, skip: query.skip ?? 0, now: now))
+            }
+        case .unreadCount:
+            let counts = try store.unreadCounts(for: query.user, now: now)
+            return try json(UnreadCount(total: counts.total, conversations: counts.byConversation))
+        case .searchUsers:
+            return try json(store.searchUsers(query.query ?? "", role: query.role, excluding: query.user, limit: query.limit ?? 20))
+        case .searchMessages:
+            return try audited(context, "search", target: nil) {
+                try json(store.searchMessages(for: query.user, query: query.query ?? "", limit: query.limit ?? 50, now: now))
+            }
+        case .listUsers:
+            try requireAdmin(query.user)
+            return try json(store.users())
+        case .auditLog:
+            try requireAdmin(query.user)
+            try store.record([AuditEntry(at: now, context: context, action: "admin.audit_log", target: nil, outcome: "ok")])
+            return try json(store.auditLog(limit: query.limit ?? 100, beforeID: query.before))
+        }
+    }
+
+    /// Runs a read and writes its audit line, whether it succeeded or was refused.
+    private func audited(_ context: RequestContext, _ action: String, target: String?, _ body: () throws -> String) throws -> String {
+        do {
+            let result = try body()
+            try store.record([AuditEntry(at: Date(), context: context, action: action, target: target, outcome: "ok")])
+            return result
+        } catch let error as ChatError {
+            try store.record([AuditEntry(at: Date(), context: context, action: action, target: target, outcome: error.code.rawValue)])
+            throw error
+        }
+    }
+
+    private func requireAdmin(_ email: String) throws {
+        guard let user = try store.user(email), user.role == .admin, !user.disabled else { throw ChatError(.forbidden, "only admins may do this") }
+    }
+
+    private func required<T>(_ value: T?, _ name: String) throws -> T {
+        guard let value else { throw ChatError(.badRequest, "\(name) is required") }
+        return value
+    }
+}

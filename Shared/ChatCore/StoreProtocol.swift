@@ -1,0 +1,188 @@
+import Foundation
+
+/// What the gateways ask of the messages service through Redis.
+///
+/// Writes are entries on the `chat:commands` stream (durable: they wait there while the
+/// store restarts). Queries are published on `store:queries` (never persisted, so a
+/// login's password never lands in Redis's append-only file; with the store down they
+/// time out and the gateway answers 503). Both are answered on `gateway:{id}`.
+public enum StoreCommandType: String, Sendable, CaseIterable {
+    case send
+    case markConversationRead = "mark_conversation_read"
+    case markMessageRead = "mark_message_read"
+    case createConversation = "create_conversation"
+    case createUser = "create_user"
+    case setUserDisabled = "set_user_disabled"
+    case setUserRole = "set_user_role"
+    /// An audit entry from a gateway (logins, logouts, refused requests).
+    case audit
+}
+
+/// One entry of `chat:commands`: fields `type`, `user`, `gateway`, `request`, `payload`.
+public struct StoreCommand: Sendable, Hashable {
+    public var type: StoreCommandType
+    /// The acting user's email (empty for operators' tools).
+    public var user: String
+    /// The gateway to answer on `gateway:{id}`, if it wants an answer.
+    public var gateway: String?
+    /// The gateway's id for the request, echoed in the answer.
+    public var request: String?
+    /// The command's JSON body.
+    public var payload: String
+
+    public init(type: StoreCommandType, user: String, gateway: String? = nil, request: String? = nil, payload: String) {
+        self.type = type
+        self.user = user
+        self.gateway = gateway
+        self.request = request
+        self.payload = payload
+    }
+
+    /// The command with an `Encodable` body.
+    public init<Body: Encodable>(type: StoreCommandType, user: String, gateway: String? = nil, request: String? = nil, body: Body) throws {
+        self.init(type: type, user: user, gateway: gateway, request: request, payload: String(decoding: try ChatJSON.makeEncoder().encode(body), as: UTF8.self))
+    }
+
+    /// The stream fields, in the documented order.
+    public var fields: [(String, String)] {
+        [("type", type.rawValue), ("user", user), ("gateway", gateway ?? ""), ("request", request ?? ""), ("payload", payload)]
+    }
+
+    /// Reads a stream entry; `nil` when `type` is missing or unknown.
+    public init?(fields: [String: String]) {
+        guard let type = fields["type"].flatMap(StoreCommandType.init(rawValue:)) else { return nil }
+        self.init(type: type, user: fields["user"] ?? "", gateway: fields["gateway"].flatMap { $0.isEmpty ? nil : $0 },
+                  request: fields["request"].flatMap { $0.isEmpty ? nil : $0 }, payload: fields["payload"] ?? "")
+    }
+}
+
+/// `create_conversation`: 1:1 with one other participant and no title, or a group with a title.
+public struct CreateConversationRequest: Codable, Sendable, Hashable {
+    public var participants: [String]
+    public var title: String?
+    public init(participants: [String], title: String? = nil) {
+        self.participants = participants
+        self.title = title
+    }
+}
+
+/// `create_user` (admins and `chatctl`).
+public struct CreateUserRequest: Codable, Sendable, Hashable {
+    public var email: String
+    public var name: String
+    public var role: Role
+    public var password: String
+    public init(email: String, name: String, role: Role, password: String) {
+        self.email = email
+        self.name = name
+        self.role = role
+        self.password = password
+    }
+}
+
+/// `set_user_disabled` and `set_user_role`.
+public struct UpdateUserRequest: Codable, Sendable, Hashable {
+    public var email: String
+    public var disabled: Bool?
+    public var role: Role?
+    public init(email: String, disabled: Bool? = nil, role: Role? = nil) {
+        self.email = email
+        self.disabled = disabled
+        self.role = role
+    }
+}
+
+/// `audit`: something a gateway saw that belongs in the audit log.
+public struct AuditRequest: Codable, Sendable, Hashable {
+    public var action: String
+    public var target: String?
+    public var outcome: String
+    public var detail: String?
+    public init(action: String, target: String? = nil, outcome: String, detail: String? = nil) {
+        self.action = action
+        self.target = target
+        self.outcome = outcome
+        self.detail = detail
+    }
+}
+
+/// A query published on `store:queries`.
+public struct StoreQuery: Codable, Sendable, Hashable {
+    public enum Kind: String, Codable, Sendable, CaseIterable {
+        case login, me, conversations, conversation, history, unreadCount = "unread_count"
+        case searchUsers = "search_users", searchMessages = "search_messages", listUsers = "list_users", auditLog = "audit_log"
+    }
+
+    public var kind: Kind
+    /// The caller's email (the email to check, for `login`).
+    public var user: String
+    public var gateway: String
+    public var request: String
+    public var conversationID: String?
+    public var limit: Int?
+    public var before: Int64?
+    public var skip: Int?
+    public var query: String?
+    public var role: Role?
+    public var password: String?
+
+    public init(kind: Kind, user: String, gateway: String, request: String, conversationID: String? = nil, limit: Int? = nil,
+                before: Int64? = nil, skip: Int? = nil, query: String? = nil, role: Role? = nil, password: String? = nil) {
+        self.kind = kind
+        self.user = user
+        self.gateway = gateway
+        self.request = request
+        self.conversationID = conversationID
+        self.limit = limit
+        self.before = before
+        self.skip = skip
+        self.query = query
+        self.role = role
+        self.password = password
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case kind, user, gateway, request, limit, before, skip, query, role, password
+        case conversationID = "conversation_id"
+    }
+}
+
+/// What comes back on `gateway:{id}`: the request id with a JSON result or an error.
+public struct StoreReply: Codable, Sendable, Hashable {
+    public var request: String
+    /// The result as JSON text (decoded by the asker, who knows its type).
+    public var result: String?
+    public var error: ChatError?
+
+    public init(request: String, result: String? = nil, error: ChatError? = nil) {
+        self.request = request
+        self.result = result
+        self.error = error
+    }
+}
+
+/// What a user's sockets receive on `user:{email}`: a protocol event name and its data.
+public struct UserEvent<Data: Codable & Sendable>: Codable, Sendable {
+    public var event: String
+    public var data: Data
+    /// For the sender's own confirmation: the gateway and request that asked, so exactly that socket gets the ack.
+    public var gateway: String?
+    public var request: String?
+
+    public init(event: ServerEventName, data: Data, gateway: String? = nil, request: String? = nil) {
+        self.event = event.rawValue
+        self.data = data
+        self.gateway = gateway
+        self.request = request
+    }
+}
+
+/// The conversation list answer, with the total of unread messages.
+public struct UnreadCount: Codable, Sendable, Hashable {
+    public var total: Int
+    public var conversations: [String: Int]
+    public init(total: Int, conversations: [String: Int]) {
+        self.total = total
+        self.conversations = conversations
+    }
+}
