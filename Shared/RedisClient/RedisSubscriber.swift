@@ -85,10 +85,9 @@ public final class RedisSubscriber: Service, Sendable {
         continuation.finish()
     }
 
-    /// Subscribes to `channels` and returns once Redis confirmed them.
-    ///
-    /// The subscription is remembered even if this call fails with a connection
-    /// error: it is made again on the next connection.
+    /// Subscribes to `channels`: returns once Redis confirmed them, or at once when there is
+    /// no connection yet (before `run()`, or while reconnecting): the subscription is
+    /// recorded and made as soon as the connection is up.
     public func subscribe(_ channels: [String]) async throws {
         try await change(channels, command: "SUBSCRIBE") { s, name in s.channels.insert(name).inserted }
     }
@@ -109,10 +108,17 @@ public final class RedisSubscriber: Service, Sendable {
     }
 
     /// Records the change, then sends `command` for the names it really changed; Redis confirms each name.
+    /// Without a connection the recorded change is applied by the next connect.
     private func change(_ names: [String], command: String, _ apply: @escaping (inout Subscriptions, String) -> Bool) async throws {
         let changed = subscriptions.withLock { s in names.filter { apply(&s, $0) } }
         guard !changed.isEmpty else { return }
-        _ = try await slot.connection().send([[command] + changed], expectedReplies: changed.count)
+        let connection: RedisConnection
+        do {
+            connection = try await slot.connection()
+        } catch let error as RedisConnectionError where error.code == .notRunning || error.code == .connecting {
+            return
+        }
+        _ = try await connection.send([[command] + changed], expectedReplies: changed.count)
     }
 
     /// The channels this subscriber wants, whether or not the connection is up right now.

@@ -59,6 +59,22 @@ struct RedisSubscriberTests {
         }
     }
 
+    @Test("subscribing before the connection is up records the subscription and makes it on connect")
+    func subscribeBeforeRun() async throws {
+        let server = try RedisServer.required()
+        let keys = uniqueKeys()
+        let subscriber = RedisSubscriber(configuration: server.configuration)
+        let recorder = EventRecorder(subscriber)
+        try await subscriber.subscribe([keys.user("early@clinic.com")])
+        try await withRunning(subscriber) { _ in
+            try await server.withClient { redis in
+                #expect(await eventually { (try? await redis.publish("hello", to: keys.user("early@clinic.com"))) == 1 })
+                #expect(await eventually { recorder.messages.map(\.text).contains("hello") })
+                #expect(recorder.resubscriptions == 0)
+            }
+        }
+    }
+
     @Test("pattern subscriptions receive matching channels with the pattern")
     func patterns() async throws {
         let keys = uniqueKeys()

@@ -1,0 +1,213 @@
+import ChatCore
+import ChatTesting
+import Foundation
+import Logging
+import RedisClient
+import Testing
+@testable import MessageStore
+
+/// Records what arrives on some channels.
+final class ChannelRecorder: @unchecked Sendable {
+    private let lock = NSLock()
+    private var received: [(channel: String, text: String)] = []
+    private var task: Task<Void, Never>?
+
+    init(_ subscriber: RedisSubscriber) {
+        task = Task { [weak self] in
+            for await event in subscriber.events {
+                if case .message(let m) = event { self?.lock.withLock { self?.received.append((m.channel, m.text)) } }
+            }
+        }
+    }
+
+    func texts(on channel: String) -> [String] { lock.withLock { received.filter { $0.channel == channel }.map(\.text) } }
+
+    /// The JSON objects received on `channel`.
+    func objects(on channel: String) -> [[String: Any]] {
+        texts(on: channel).compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+    }
+
+    deinit { task?.cancel() }
+}
+
+/// A processor and a responder on a real Redis, with a subscriber listening to the given channels.
+struct Harness: Sendable {
+    let store: MessageStore
+    let keys: RedisKeys
+    let redis: RedisClient
+    let recorder: ChannelRecorder
+    let processor: CommandProcessor
+
+    func enqueue(_ command: StoreCommand) async throws {
+        try await redis.xadd(keys.commands, fields: command.fields)
+    }
+
+    func command<T: Encodable>(_ type: StoreCommandType, _ user: String, _ body: T, request: String = UUID().uuidString) throws -> StoreCommand {
+        try StoreCommand(type: type, user: user, gateway: "gw-1", request: request, body: body)
+    }
+
+    func reply(_ request: String) -> StoreReply? {
+        recorder.texts(on: keys.gateway("gw-1")).lazy
+            .compactMap { try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data($0.utf8)) }
+            .first { $0.request == request }
+    }
+
+    func waitForReply(_ request: String) async -> StoreReply? {
+        _ = await eventually { reply(request) != nil }
+        return reply(request)
+    }
+}
+
+func withHarness(_ body: @Sendable (Harness) async throws -> Void) async throws {
+    let server = try RedisServer.required()
+    let keys = uniqueKeys()
+    let store = try makeStore()
+    let subscriber = RedisSubscriber(configuration: server.configuration)
+    let recorder = ChannelRecorder(subscriber)
+    try await withRunning(subscriber) { subscriber in
+        try await subscriber.psubscribe([keys.prefix + "*"])
+        try await server.withClient { redis in
+            _ = await eventually { (try? await redis.send(["PUBSUB", "NUMPAT"]).int ?? 0) ?? 0 >= 1 }
+            try await redis.xgroupCreate(keys.commands, group: RedisKeys.messagesGroup, startingAt: "0")
+            var configuration = CommandProcessor.Configuration(consumer: "m1")
+            configuration.block = .milliseconds(100)
+            let processor = CommandProcessor(store: store, redis: redis, keys: keys, configuration: configuration, logger: Logger(label: "test"))
+            let queries = RedisSubscriber(configuration: server.configuration)
+            let responder = QueryResponder(store: store, redis: redis, subscriber: queries, keys: keys, logger: Logger(label: "test"))
+            try await withRunning(queries) { _ in
+                try await withRunning(responder) { _ in
+                    try await withRunning(processor) { processor in
+                        _ = await eventually { (try? await redis.send(["PUBSUB", "NUMSUB", keys.storeQueries]).array?.last?.int) == 1 }
+                        try await body(Harness(store: store, keys: keys, redis: redis, recorder: recorder, processor: processor))
+                    }
+                }
+            }
+        }
+    }
+}
+
+@Suite("Command processor and query responder on a real redis-server", .redisServer)
+struct CommandProcessorTests {
+    @Test("a send is stored, confirmed to the sender and the asking gateway, delivered to the receiver, and its text leaves the stream")
+    func sendFlow() async throws {
+        try await withHarness { h in
+            let send = try h.command(.send, "doctor@clinic.com", SendMessageRequest(receiverEmail: "admin@clinic.com", content: "Bed 4 stable", clientID: "c1"), request: "r1")
+            try await h.enqueue(send)
+            let reply = try #require(await h.waitForReply("r1"))
+            let message = try ChatJSON.makeDecoder().decode(Message.self, from: Data(try #require(reply.result).utf8))
+            #expect(message.content == "Bed 4 stable" && message.seq == 1 && message.receiverEmail == "admin@clinic.com")
+
+            #expect(await eventually { h.recorder.objects(on: h.keys.user("admin@clinic.com")).count == 1 })
+            let delivered = h.recorder.objects(on: h.keys.user("admin@clinic.com"))[0]
+            #expect(delivered["event"] as? String == "receive_message")
+            #expect((delivered["data"] as? [String: Any])?["id"] as? String == message.id)
+            let confirmed = h.recorder.objects(on: h.keys.user("doctor@clinic.com"))
+            #expect(confirmed.map { $0["event"] as? String } == ["message_sent_confirmed"])
+            #expect(confirmed.first?["request"] as? String == "r1")
+
+            #expect(try h.store.history(for: "admin@clinic.com", conversationID: message.conversationID).map(\.id) == [message.id])
+            let events = try await h.redis.xrange(h.keys.events)
+            #expect(events.map { $0.fields["type"] } == ["stored"])
+            #expect(events.first?.fields["message_id"] == message.id)
+            #expect(!events.contains { $0.fields.values.contains { $0.contains("Bed 4") } })
+            #expect(await eventually { (try? await h.redis.xlen(h.keys.commands)) == 0 })
+            #expect(try await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count == 0)
+        }
+    }
+
+    @Test("the same client_id sent three times through the stream is stored once and answered with the same message")
+    func retriedSendsThroughTheStream() async throws {
+        try await withHarness { h in
+            for request in ["a", "b", "c"] {
+                try await h.enqueue(try h.command(.send, "doctor@clinic.com", SendMessageRequest(receiverEmail: "admin@clinic.com", content: "once", clientID: "same"), request: request))
+            }
+            var ids: [String] = []
+            for request in ["a", "b", "c"] {
+                let reply = try #require(await h.waitForReply(request))
+                ids.append(try ChatJSON.makeDecoder().decode(Message.self, from: Data(try #require(reply.result).utf8)).id)
+            }
+            #expect(Set(ids).count == 1)
+            let conversation = try #require(try h.store.conversations(for: "admin@clinic.com").first)
+            #expect(try h.store.history(for: "admin@clinic.com", conversationID: conversation.id).count == 1)
+            #expect(h.recorder.objects(on: h.keys.user("admin@clinic.com")).count == 1)
+        }
+    }
+
+    @Test("bad commands are answered with their error and acknowledged; the commands after them still apply")
+    func badCommands() async throws {
+        try await withHarness { h in
+            try await h.redis.xadd(h.keys.commands, fields: [("type", "no_such_type"), ("payload", "{}")])
+            try await h.enqueue(StoreCommand(type: .send, user: "doctor@clinic.com", gateway: "gw-1", request: "json", payload: "{not json"))
+            try await h.enqueue(try h.command(.send, "doctor@clinic.com", SendMessageRequest(receiverEmail: "admin@clinic.com", content: "  ", clientID: "e1"), request: "empty"))
+            try await h.enqueue(try h.command(.markConversationRead, "dr.patel@clinic.com", MarkConversationReadRequest(conversationID: "nope", upToSeq: 1), request: "unknown"))
+            try await h.enqueue(try h.command(.createUser, "doctor@clinic.com", CreateUserRequest(email: "x@clinic.com", name: "X", role: .admin, password: "password1"), request: "not-admin"))
+            try await h.enqueue(try h.command(.send, "doctor@clinic.com", SendMessageRequest(receiverEmail: "admin@clinic.com", content: "still works", clientID: "ok"), request: "ok"))
+
+            #expect(await h.waitForReply("json")?.error?.code == .badRequest)
+            #expect(await h.waitForReply("empty")?.error?.code == .invalidContent)
+            #expect(await h.waitForReply("unknown")?.error?.code == .notFound)
+            #expect(await h.waitForReply("not-admin")?.error?.code == .forbidden)
+            #expect(await h.waitForReply("ok")?.result != nil)
+            let errors = h.recorder.objects(on: h.keys.user("doctor@clinic.com")).filter { $0["event"] as? String == "error" }
+            #expect(errors.compactMap { ($0["data"] as? [String: Any])?["client_id"] as? String } == ["e1"])
+            #expect(await eventually { (try? await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count) == 0 })
+            #expect(try h.store.auditLog().contains { $0.action == "admin.create_user" && $0.outcome == "forbidden" })
+        }
+    }
+
+    @Test("an entry delivered again after its batch committed (a crash before XACK) is applied once")
+    func redeliveryAppliesOnce() async throws {
+        try await withHarness { h in
+            let c = try h.store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+            let entry = StreamEntry(id: "1-1", fields: Dictionary(uniqueKeysWithValues: try h.command(.send, "admin@clinic.com",
+                SendMessageRequest(conversationID: c.id, content: "no client id", clientID: nil)).fields))
+            try await h.processor.process([entry])
+            try await h.processor.process([entry])
+            #expect(try h.store.history(for: "doctor@clinic.com", conversationID: c.id).map(\.content) == ["no client id"])
+        }
+    }
+
+    @Test("marking read moves the marker, sends receipts to every participant and answers the gateway")
+    func readReceipts() async throws {
+        try await withHarness { h in
+            let m = try h.store.send("admin@clinic.com", receiver: "doctor@clinic.com", "please review")
+            try await h.enqueue(try h.command(.markMessageRead, "doctor@clinic.com", MarkMessageReadRequest(messageID: m.message.id), request: "read"))
+            let reply = try #require(await h.waitForReply("read"))
+            let receipt = try ChatJSON.makeDecoder().decode(ReadReceipt.self, from: Data(try #require(reply.result).utf8))
+            #expect(receipt.upToSeq == 1 && receipt.readerEmail == "doctor@clinic.com" && receipt.messageID == m.message.id)
+            #expect(await eventually { h.recorder.objects(on: h.keys.user("admin@clinic.com")).contains { $0["event"] as? String == "message_read_receipt" } })
+            #expect(try h.store.unreadCounts(for: "doctor@clinic.com").total == 0)
+        }
+    }
+
+    @Test("queries: login, history, conversation list and search answer on the gateway channel; outsiders get not_found; reads are audited")
+    func queries() async throws {
+        try await withHarness { h in
+            let m = try h.store.send("admin@clinic.com", receiver: "doctor@clinic.com", "potassium 5.9")
+            func ask(_ query: StoreQuery) async throws -> StoreReply? {
+                try await h.redis.publish(String(decoding: try ChatJSON.makeEncoder().encode(query), as: UTF8.self), to: h.keys.storeQueries)
+                return await h.waitForReply(query.request)
+            }
+            let login = try await ask(StoreQuery(kind: .login, user: "doctor@clinic.com", gateway: "gw-1", request: "q1", password: "password-doctor@clinic.com"))
+            #expect(login?.result?.contains("Dr. Sarah Kim") == true)
+            let wrong = try await ask(StoreQuery(kind: .login, user: "doctor@clinic.com", gateway: "gw-1", request: "q2", password: "nope"))
+            #expect(wrong?.error == ChatError(.unauthorized, "wrong email or password"))
+            let history = try await ask(StoreQuery(kind: .history, user: "doctor@clinic.com", gateway: "gw-1", request: "q3", conversationID: m.message.conversationID, limit: 30))
+            #expect(history?.result?.contains(m.message.id) == true)
+            let outsider = try await ask(StoreQuery(kind: .history, user: "dr.patel@clinic.com", gateway: "gw-1", request: "q4", conversationID: m.message.conversationID))
+            #expect(outsider?.error?.code == .notFound)
+            let list = try await ask(StoreQuery(kind: .conversations, user: "doctor@clinic.com", gateway: "gw-1", request: "q5"))
+            #expect(list?.result?.contains("\"unread_count\":1") == true)
+            let search = try await ask(StoreQuery(kind: .searchMessages, user: "doctor@clinic.com", gateway: "gw-1", request: "q6", query: "potassium"))
+            #expect(search?.result?.contains(m.message.id) == true)
+            let audit = try await ask(StoreQuery(kind: .auditLog, user: "doctor@clinic.com", gateway: "gw-1", request: "q7"))
+            #expect(audit?.error?.code == .forbidden)
+
+            let actions = try h.store.auditLog().map { "\($0.action):\($0.outcome)" }
+            for expected in ["login:ok", "login_failed:denied", "history:ok", "history:not_found", "search:ok"] {
+                #expect(actions.contains(expected), "\(expected) in \(actions)")
+            }
+            #expect(try h.store.auditLog().first { $0.action == "history" }?.gateway == "gw-1")
+        }
+    }
+}
