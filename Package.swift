@@ -111,7 +111,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ServiceTests",
-            dependencies: ["ChatCore", "ChatTesting", "RedisClient", "Gateway", "MessageStore", "Presence", "Retention"],
+            dependencies: ["ChatCore", "ChatTesting", "RedisClient", "Gateway", "MessageStore", "Presence", "Retention", .product(name: "GRDB", package: "GRDB.swift")],
             path: "Tests/ServiceTests"
         ),
     ]
