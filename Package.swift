@@ -30,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         // MARK: Shared
@@ -66,7 +68,14 @@ let package = Package(
         ),
 
         // MARK: Services (library + thin executable each)
-        .target(name: "Gateway", dependencies: serviceLibraryDependencies, path: "Services/gateway/Gateway"),
+        .target(
+            name: "Gateway",
+            dependencies: serviceLibraryDependencies + [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Services/gateway/Gateway"
+        ),
         .executableTarget(name: "chat-gateway", dependencies: ["Gateway", "ChatCore"], path: "Services/gateway/chat-gateway"),
         .target(
             name: "MessageStore",
@@ -108,6 +117,15 @@ let package = Package(
             name: "MessageStoreTests",
             dependencies: ["MessageStore", "ChatCore", "ChatTesting", "RedisClient", .product(name: "GRDB", package: "GRDB.swift")],
             path: "Tests/MessageStoreTests"
+        ),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: [
+                "Gateway", "MessageStore", "ChatCore", "ChatTesting", "RedisClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            path: "Tests/GatewayTests"
         ),
         .testTarget(
             name: "ServiceTests",

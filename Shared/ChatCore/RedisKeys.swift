@@ -46,3 +46,12 @@ extension RedisKeys {
     /// Pub/sub channel of queries for the messages service (not a stream: queries are never persisted).
     public var storeQueries: String { prefix + "store:queries" }
 }
+
+extension RedisKeys {
+    /// Exists while a user is disabled: their tokens are refused (set by the messages service).
+    public func disabledUser(_ email: String) -> String { prefix + "auth:disabled:" + email.lowercased() }
+    /// Failed logins in the current minute for an account.
+    public func loginFailuresByAccount(_ email: String) -> String { prefix + "auth:failures:account:" + email.lowercased() }
+    /// Failed logins in the current minute from an address.
+    public func loginFailuresByAddress(_ address: String) -> String { prefix + "auth:failures:address:" + address }
+}

@@ -109,6 +109,8 @@ public struct AuditRequest: Codable, Sendable, Hashable {
 /// A query published on `store:queries`.
 public struct StoreQuery: Codable, Sendable, Hashable {
     public enum Kind: String, Codable, Sendable, CaseIterable {
+        /// Answers `{}`: the store is up and reading (for `/readyz`).
+        case ping
         case login, me, conversations, conversation, history, unreadCount = "unread_count"
         case searchUsers = "search_users", searchMessages = "search_messages", listUsers = "list_users", auditLog = "audit_log"
     }

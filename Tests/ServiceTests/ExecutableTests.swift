@@ -28,6 +28,7 @@ struct ExecutableTests {
         let server = try RedisServer.required()
         let (process, log) = try launch(service, environment: [
             "CHAT_REDIS_URL": server.url, "CHAT_REDIS_PREFIX": uniqueKeys(service).prefix, "CHAT_HTTP_PORT": "0",
+            "CHAT_JWT_SECRET": String(repeating: "s", count: 32),
             "CHAT_DB_PATH": FileManager.default.temporaryDirectory.appendingPathComponent("\(service)-\(UUID().uuidString.prefix(8)).sqlite").path,
         ])
         defer { process.signal(SIGKILL); try? FileManager.default.removeItem(at: log) }
@@ -41,7 +42,7 @@ struct ExecutableTests {
     @Test("a bad CHAT_REDIS_URL or duration stops it with one line naming the variable", arguments: services)
     func badConfiguration(service: String) async throws {
         for (variable, value) in [("CHAT_REDIS_URL", "http://nowhere"), ("CHAT_PRESENCE_TTL", "soon")] {
-            let (process, log) = try launch(service, environment: [variable: value])
+            let (process, log) = try launch(service, environment: [variable: value, "CHAT_JWT_SECRET": String(repeating: "s", count: 32)])
             defer { try? FileManager.default.removeItem(at: log) }
             let status = await process.wait(timeout: .seconds(10))
             #expect(status == 2)

@@ -13,7 +13,7 @@ import Testing
 @Suite("Services start against a real redis-server", .redisServer)
 struct ServiceStartupTests {
     func runtime(_ server: RedisServer, _ keys: RedisKeys) throws -> ChatRuntime {
-        var configuration = try ChatConfiguration(environment: ["CHAT_REDIS_URL": server.url, "CHAT_GATEWAY_ID": "gw-test"])
+        var configuration = try ChatConfiguration(environment: ["CHAT_REDIS_URL": server.url, "CHAT_GATEWAY_ID": "gw-test", "CHAT_HTTP_PORT": "0"])
         configuration.redisPrefix = keys.prefix
         return ChatRuntime(configuration: configuration, redis: RedisClient(configuration: configuration.redis), logger: Logger(label: "test"))
     }
@@ -54,7 +54,7 @@ struct ServiceStartupTests {
         let subscriber = RedisSubscriber(configuration: rt.configuration.redis)
         try await withRunning(rt.redis) { _ in
             try await withRunning(subscriber) { subscriber in
-                try await withRunning(GatewayService(runtime: rt, subscriber: subscriber)) { _ in
+                try await withRunning(GatewayService(runtime: rt, subscriber: subscriber, jwtSecret: String(repeating: "k", count: 32))) { _ in
                     try await server.withClient { redis in
                         let subscribed = await eventually {
                             (try? await redis.send(["PUBSUB", "CHANNELS", keys.gateway("*")]).array?.compactMap(\.string)) == [keys.gateway("gw-test")]

@@ -153,7 +153,9 @@ public final class CommandProcessor: Service, Sendable {
         case .conversation(let conversation):
             return try reply(result: json(conversation))
         case .user(let user):
-            return try reply(result: json(user))
+            // Gateways refuse a disabled user's tokens while this key exists.
+            let flag = user.disabled ? ["SET", keys.disabledUser(user.email), "1"] : ["DEL", keys.disabledUser(user.email)]
+            return try reply(result: json(user)) + [flag]
         case .audited, .alreadyApplied:
             return try reply(result: "{}")
         case .failed(let error):

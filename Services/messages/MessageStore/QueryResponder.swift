@@ -61,6 +61,8 @@ public final class QueryResponder: Service, Sendable {
         let now = Date()
 
         switch query.kind {
+        case .ping:
+            return "{}"
         case .login:
             let user = try store.authenticate(email: query.user, password: query.password ?? "")
             try store.record([AuditEntry(at: now, context: context, action: user == nil ? "login_failed" : "login", target: query.user.lowercased(), outcome: user == nil ? "denied" : "ok")])

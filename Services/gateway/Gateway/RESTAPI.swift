@@ -1,0 +1,230 @@
+import ChatCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import RedisClient
+
+/// The REST API of DESIGN.md. Every handler authenticates (but login, health and the
+/// OpenAPI document), talks to the store through ``StoreClient``, and answers JSON.
+public struct RESTAPI: Sendable {
+    let store: StoreClient
+    let tokens: TokenService
+    let redis: RedisClient
+    let throttle: LoginThrottle
+    let logger: Logger
+
+    public init(store: StoreClient, tokens: TokenService, redis: RedisClient, keys: RedisKeys, logger: Logger) {
+        self.store = store
+        self.tokens = tokens
+        self.redis = redis
+        self.throttle = LoginThrottle(redis: redis, keys: keys)
+        self.logger = logger
+    }
+
+    /// A router with every route; `registered` lists them (the OpenAPI test reads it).
+    public func makeRouter() -> (router: Router<GatewayRequestContext>, registered: [String]) {
+        let router = Router(context: GatewayRequestContext.self)
+        router.add(middleware: ErrorMiddleware(logger: logger))
+        let routes = RouteRecorder(router: router)
+
+        routes.add(.get, "/healthz") { _, _ in try json(["status": "ok"]) }
+        routes.add(.get, "/readyz") { _, _ in try await self.readiness() }
+        routes.add(.get, "/api/openapi.json") { _, _ in rawJSON(Array(OpenAPIDocument.json.utf8)) }
+
+        routes.add(.post, "/api/auth/login") { request, context in try await self.login(request, context) }
+        routes.add(.post, "/api/auth/logout") { request, _ in
+            let claims = try await self.authenticate(request)
+            try await self.tokens.revoke(claims)
+            await self.store.fireAndForget(.audit, user: claims.sub, body: AuditRequest(action: "logout", outcome: "ok"))
+            return Response(status: .noContent)
+        }
+        routes.add(.get, "/api/me") { request, _ in
+            let claims = try await self.authenticate(request)
+            return try self.pass(await self.store.query(.me, user: claims.sub))
+        }
+
+        routes.add(.get, "/api/conversations") { request, _ in
+            let claims = try await self.authenticate(request, ownEmailParameter: true)
+            return try self.pass(await self.store.query(.conversations, user: claims.sub))
+        }
+        routes.add(.post, "/api/conversations") { request, context in
+            let claims = try await self.authenticate(request)
+            let body = try await request.decodeJSON(CreateConversationRequest.self, context: context)
+            return try self.pass(await self.store.command(.createConversation, user: claims.sub, body: body), status: .created)
+        }
+        routes.add(.get, "/api/conversations/:id/messages") { request, context in
+            let claims = try await self.authenticate(request, ownEmailParameter: true)
+            let id = try context.parameters.require("id")
+            let (limit, skip, before) = (try request.integer("limit"), try request.integer("skip"), try request.integer("before"))
+            guard (limit ?? 30) >= 1, (skip ?? 0) >= 0 else { throw ChatError(.badRequest, "limit must be at least 1 and skip not negative") }
+            return try self.pass(await self.store.query(.history, user: claims.sub) {
+                $0.conversationID = id
+                $0.limit = limit
+                $0.skip = skip
+                $0.before = before.map(Int64.init)
+            })
+        }
+        routes.add(.post, "/api/conversations/:id/read") { request, context in
+            let claims = try await self.authenticate(request)
+            let id = try context.parameters.require("id")
+            struct Body: Decodable { var upToSeq: Int64?; enum CodingKeys: String, CodingKey { case upToSeq = "up_to_seq" } }
+            let upTo = request.headers[.contentLength] == "0" || request.headers[.contentLength] == nil && request.headers[.contentType] == nil
+                ? nil : try await request.decodeJSON(Body.self, context: context).upToSeq
+            return try self.pass(await self.store.command(.markConversationRead, user: claims.sub,
+                                                          body: MarkConversationReadRequest(conversationID: id, upToSeq: upTo ?? Int64.max)))
+        }
+
+        routes.add(.post, "/api/messages") { request, context in
+            let claims = try await self.authenticate(request)
+            let body = try await request.decodeJSON(SendMessageRequest.self, context: context)
+            return try self.pass(await self.store.command(.send, user: claims.sub, body: body), status: .created)
+        }
+        routes.add(.post, "/api/messages/:id/read") { request, context in
+            let claims = try await self.authenticate(request)
+            let id = try context.parameters.require("id")
+            return try self.pass(await self.store.command(.markMessageRead, user: claims.sub, body: MarkMessageReadRequest(messageID: id)))
+        }
+        routes.add(.get, "/api/messages/unread-count") { request, _ in
+            let claims = try await self.authenticate(request, ownEmailParameter: true)
+            return try self.pass(await self.store.query(.unreadCount, user: claims.sub))
+        }
+        routes.add(.get, "/api/messages/search") { request, _ in
+            let claims = try await self.authenticate(request, ownEmailParameter: true)
+            let q = request.uri.queryParameters.get("q") ?? ""
+            guard !q.trimmingCharacters(in: .whitespaces).isEmpty else { throw ChatError(.badRequest, "q is required") }
+            return try self.pass(await self.store.query(.searchMessages, user: claims.sub) {
+                $0.query = q
+                $0.limit = try? request.integer("limit")
+            })
+        }
+        routes.add(.get, "/api/users/search") { request, _ in
+            let claims = try await self.authenticate(request)
+            let role = try request.uri.queryParameters.get("user_role").flatMap { text -> Role? in
+                if text.isEmpty { return nil }
+                guard let role = Role(rawValue: text.lowercased()) else { throw ChatError(.badRequest, "user_role is admin or doctor") }
+                return role
+            }
+            return try self.pass(await self.store.query(.searchUsers, user: claims.sub) {
+                $0.query = request.uri.queryParameters.get("q") ?? ""
+                $0.role = role
+            })
+        }
+
+        routes.add(.get, "/api/admin/users") { request, _ in
+            let claims = try await self.authenticate(request, admin: true)
+            return try self.pass(await self.store.query(.listUsers, user: claims.sub))
+        }
+        routes.add(.post, "/api/admin/users") { request, context in
+            let claims = try await self.authenticate(request, admin: true)
+            let body = try await request.decodeJSON(CreateUserRequest.self, context: context)
+            return try self.pass(await self.store.command(.createUser, user: claims.sub, body: body), status: .created)
+        }
+        for (path, disabled) in [("/api/admin/users/:email/disable", true), ("/api/admin/users/:email/enable", false)] {
+            routes.add(.post, path) { request, context in
+                let claims = try await self.authenticate(request, admin: true)
+                let email = try context.parameters.require("email")
+                return try self.pass(await self.store.command(.setUserDisabled, user: claims.sub, body: UpdateUserRequest(email: email, disabled: disabled)))
+            }
+        }
+        routes.add(.put, "/api/admin/users/:email/role") { request, context in
+            let claims = try await self.authenticate(request, admin: true)
+            let email = try context.parameters.require("email")
+            struct Body: Decodable { var role: Role }
+            let body = try await request.decodeJSON(Body.self, context: context)
+            return try self.pass(await self.store.command(.setUserRole, user: claims.sub, body: UpdateUserRequest(email: email, role: body.role)))
+        }
+        routes.add(.get, "/api/admin/audit") { request, _ in
+            let claims = try await self.authenticate(request, admin: true)
+            return try self.pass(await self.store.query(.auditLog, user: claims.sub) {
+                $0.limit = try? request.integer("limit")
+                $0.before = (try? request.integer("before")).flatMap { $0.map(Int64.init) }
+            })
+        }
+        return (router, routes.registered)
+    }
+
+    // MARK: Handlers
+
+    struct LoginRequest: Decodable, Sendable {
+        var email: String
+        var password: String
+    }
+
+    struct LoginResponse: Encodable, Sendable {
+        var token: String
+        var tokenType = "Bearer"
+        var expiresAt: Date
+        var user: User
+        enum CodingKeys: String, CodingKey {
+            case token, user
+            case tokenType = "token_type"
+            case expiresAt = "expires_at"
+        }
+    }
+
+    func login(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let body = try await request.decodeJSON(LoginRequest.self, context: context)
+        let email = body.email.trimmingCharacters(in: .whitespaces).lowercased()
+        let address = context.remoteAddress ?? "unknown"
+        do {
+            try await throttle.check(email: email, address: address)
+        } catch let error as ChatError {
+            await store.fireAndForget(.audit, user: email, body: AuditRequest(action: "login_throttled", target: email, outcome: "rate_limited", detail: address))
+            throw error
+        }
+        let reply = try await store.query(.login, user: email) { $0.password = body.password }
+        do {
+            let user: User = try store.result(reply)
+            let (token, claims) = tokens.issue(for: user)
+            return try json(LoginResponse(token: token, expiresAt: Date(timeIntervalSince1970: TimeInterval(claims.exp)), user: user))
+        } catch let error as ChatError where error.code == .unauthorized {
+            await throttle.recordFailure(email: email, address: address)
+            // The same answer for an unknown user, a wrong password and a disabled account.
+            throw ChatError(.unauthorized, "wrong email or password")
+        }
+    }
+
+    func readiness() async throws -> Response {
+        do {
+            try await redis.ping()
+            _ = try store.result(await store.query(.ping, user: ""), as: [String: String].self)
+            return try json(["status": "ready"])
+        } catch {
+            throw ChatError(.unavailable, "not ready: \((error as? ChatError)?.message ?? "Redis is unreachable")")
+        }
+    }
+
+    /// The caller's claims; 401 without a valid token. `ownEmailParameter`: a `user_email`
+    /// parameter (the original app sent one) must be the caller (403 otherwise).
+    func authenticate(_ request: Request, ownEmailParameter: Bool = false, admin: Bool = false) async throws -> TokenClaims {
+        guard let token = request.bearerToken, !token.isEmpty else { throw ChatError(.unauthorized, "authentication required: send Authorization: Bearer <token>") }
+        let claims = try await tokens.verify(token)
+        if ownEmailParameter, let email = request.uri.queryParameters.get("user_email"), email.lowercased() != claims.sub {
+            throw ChatError(.forbidden, "user_email must be your own address")
+        }
+        if admin, claims.role != .admin { throw ChatError(.forbidden, "only admins may do this") }
+        return claims
+    }
+
+    /// A store answer as the response: its JSON passed through, or its error.
+    func pass(_ reply: StoreReply, status: HTTPResponse.Status = .ok) throws -> Response {
+        if let error = reply.error { throw error }
+        return rawJSON(Array((reply.result ?? "{}").utf8), status: status)
+    }
+}
+
+/// Registers routes and remembers them as `METHOD /path/{param}`, for the OpenAPI check.
+final class RouteRecorder {
+    let router: Router<GatewayRequestContext>
+    private(set) var registered: [String] = []
+
+    init(router: Router<GatewayRequestContext>) { self.router = router }
+
+    func add(_ method: HTTPRequest.Method, _ path: String, _ handler: @escaping @Sendable (Request, GatewayRequestContext) async throws -> Response) {
+        router.on(RouterPath(path), method: method, use: handler)
+        let openAPIPath = path.split(separator: "/", omittingEmptySubsequences: false)
+            .map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }.joined(separator: "/")
+        registered.append("\(method.rawValue) \(openAPIPath)")
+    }
+}

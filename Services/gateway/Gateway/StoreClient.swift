@@ -1,0 +1,87 @@
+import ChatCore
+import Foundation
+import Logging
+import RedisClient
+import Synchronization
+
+/// The gateway's side of the store protocol: writes go to `chat:commands`, queries are
+/// published on `store:queries`, and answers come back on `gateway:{id}`, matched by request id.
+///
+/// Every round trip is bounded: no answer within ``timeout`` is `unavailable` (HTTP 503),
+/// never a hang.
+public final class StoreClient: Sendable {
+    public let gatewayID: String
+    public let timeout: Duration
+    private let redis: RedisClient
+    private let keys: RedisKeys
+    private let waiting = Mutex<[String: CheckedContinuation<StoreReply, any Error>]>([:])
+
+    public init(redis: RedisClient, keys: RedisKeys, gatewayID: String, timeout: Duration = .seconds(5)) {
+        self.redis = redis
+        self.keys = keys
+        self.gatewayID = gatewayID
+        self.timeout = timeout
+    }
+
+    /// The channel to feed to ``handleReply(_:)``.
+    public var replyChannel: String { keys.gateway(gatewayID) }
+
+    /// Hands an answer from `gateway:{id}` to whoever waits for it (late answers are dropped).
+    public func handleReply(_ payload: [UInt8]) {
+        guard let reply = try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data(payload)) else { return }
+        waiting.withLock { $0.removeValue(forKey: reply.request) }?.resume(returning: reply)
+    }
+
+    /// Sends a write and waits for the store to commit it (or refuse it).
+    public func command<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String = UUID().uuidString) async throws -> StoreReply {
+        let command = try StoreCommand(type: type, user: user, gateway: gatewayID, request: request, body: body)
+        return try await roundTrip(request) { [redis, keys] in
+            try await redis.xadd(keys.commands, fields: command.fields)
+        }
+    }
+
+    /// Sends a write nobody waits for (audit lines).
+    public func fireAndForget<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body) async {
+        guard let command = try? StoreCommand(type: type, user: user, body: body) else { return }
+        _ = try? await redis.xadd(keys.commands, fields: command.fields)
+    }
+
+    /// Asks a query and waits for the answer.
+    public func query(_ kind: StoreQuery.Kind, user: String, _ fill: (inout StoreQuery) -> Void = { _ in }) async throws -> StoreReply {
+        var query = StoreQuery(kind: kind, user: user, gateway: gatewayID, request: UUID().uuidString)
+        fill(&query)
+        let text = String(decoding: try ChatJSON.makeEncoder().encode(query), as: UTF8.self)
+        return try await roundTrip(query.request) { [redis, keys] in
+            // Nobody subscribed means the store is down: say so now rather than after the timeout.
+            guard try await redis.publish(text, to: keys.storeQueries) > 0 else { throw ChatError(.unavailable, "the message store is not running") }
+        }
+    }
+
+    /// The answer's result decoded as `T`, or its error thrown.
+    public func result<T: Decodable>(_ reply: StoreReply, as type: T.Type = T.self) throws -> T {
+        if let error = reply.error { throw error }
+        guard let result = reply.result else { throw ChatError(.internal, "the store sent an empty answer") }
+        return try ChatJSON.makeDecoder().decode(T.self, from: Data(result.utf8))
+    }
+
+    private func roundTrip(_ request: String, send: @escaping @Sendable () async throws -> Void) async throws -> StoreReply {
+        try await withCheckedThrowingContinuation { continuation in
+            waiting.withLock { $0[request] = continuation }
+            Task {
+                do {
+                    try await send()
+                } catch {
+                    let failure = (error as? ChatError) ?? ChatError(.unavailable, "the message store is unreachable")
+                    self.fail(request, failure)
+                    return
+                }
+                try? await Task.sleep(for: timeout)
+                self.fail(request, ChatError(.unavailable, "the message store did not answer in time; retry (sends are safe to retry with the same client_id)"))
+            }
+        }
+    }
+
+    private func fail(_ request: String, _ error: ChatError) {
+        waiting.withLock { $0.removeValue(forKey: request) }?.resume(throwing: error)
+    }
+}
