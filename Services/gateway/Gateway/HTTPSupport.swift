@@ -43,13 +43,15 @@ struct ErrorMiddleware: RouterMiddleware {
         switch error {
         case let error as ChatError:
             return error
-        case let error as HTTPError:
+        case let error as any HTTPResponseError:
+            // Hummingbird's own errors: no route, body over the limit (NIOTooManyBytesError), ...
+            let message = (error as? HTTPError)?.body
             switch error.status {
             case .notFound: return ChatError(.notFound, "no such endpoint")
             case .contentTooLarge: return ChatError(.payloadTooLarge, "the request body is larger than 64 KiB")
             case .methodNotAllowed: return ChatError(.badRequest, "this method is not allowed here")
-            case .unauthorized: return ChatError(.unauthorized, error.body ?? "authentication required")
-            default: return ChatError(.badRequest, error.body ?? "bad request")
+            case .unauthorized: return ChatError(.unauthorized, message ?? "authentication required")
+            default: return ChatError(.badRequest, message ?? "bad request")
             }
         case is RedisConnectionError:
             return ChatError(.unavailable, "the service is temporarily unavailable; retry")
