@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "chat-presence", targets: ["chat-presence"]),
         .executable(name: "chat-retention", targets: ["chat-retention"]),
         .executable(name: "chat-bench", targets: ["chat-bench"]),
+        .executable(name: "chatctl", targets: ["chatctl"]),
         .library(name: "RedisClient", targets: ["RedisClient"]),
         .library(name: "ChatCore", targets: ["ChatCore"]),
     ],
@@ -92,6 +93,11 @@ let package = Package(
         .executableTarget(name: "chat-retention", dependencies: ["Retention", "ChatCore"], path: "Services/retention/chat-retention"),
 
         // MARK: Tools
+        .executableTarget(
+            name: "chatctl",
+            dependencies: ["RedisClient", "ChatCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Tools/chatctl"
+        ),
         .executableTarget(
             name: "chat-bench",
             dependencies: [

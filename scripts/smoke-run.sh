@@ -21,6 +21,13 @@ for _ in $(seq 1 600); do grep -q "all services ready" "$out" && break; kill -0 
 grep -q "all services ready" "$out" || fail "the stack did not come up"
 [ "$(grep -c 'chat-gateway.*ready' "$out")" -eq 2 ] || fail "GATEWAYS=2 did not start two gateways"
 redis-cli -p "$port" xinfo groups chat:commands | grep -q messages || fail "the messages consumer group is missing"
+grep -q "account  doctor@clinic.com" "$out" || fail "the demo accounts were not seeded"
+gateway_port=$(grep -o 'http.address=[^ ]*' "$work/run/logs/gateway-1.log" | head -1 | grep -o '[0-9]*$')
+curl -fsS "http://127.0.0.1:$gateway_port/readyz" | grep -q ready || fail "/readyz of the first gateway did not answer ready"
+token=$(curl -fsS -X POST "http://127.0.0.1:$gateway_port/api/auth/login" -H 'content-type: application/json' \
+  -d '{"email":"doctor@clinic.com","password":"password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])') \
+  || fail "the demo doctor could not log in"
+curl -fsS "http://127.0.0.1:$gateway_port/api/me" -H "authorization: Bearer $token" | grep -q "Dr. Sarah Kim" || fail "/api/me did not answer"
 
 kill -INT "$launcher"
 for _ in $(seq 1 100); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done

@@ -72,7 +72,7 @@ func withGateway(storeRunning: Bool = true, storeTimeout: Duration = .seconds(5)
         try await redis.waitUntilReady()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await gatewaySubscriber.run() }
-            group.addTask { await pumpReplies(from: gatewaySubscriber, into: storeClient) }
+            group.addTask { await storeClient.pumpReplies(from: gatewaySubscriber) }
             if storeRunning {
                 group.addTask { try await storeSubscriber.run() }
                 group.addTask { try await MessagesService(runtime: runtime, store: store, subscriber: storeSubscriber, consumer: "m1").run() }

@@ -44,7 +44,7 @@ wait_for_line() { # file pattern seconds
   return 1
 }
 
-for exe in chat-messages chat-presence chat-retention chat-gateway; do
+for exe in chat-messages chat-presence chat-retention chat-gateway chatctl; do
   [ -x "$bin/$exe" ] || { echo "$bin/$exe is missing: run 'swift build -c $configuration' (or make run)"; exit 1; }
 done
 
@@ -74,6 +74,12 @@ for i in $(seq 1 "$gateways"); do
   start chat-gateway "$run_dir/logs/gateway-$i.log" CHAT_HTTP_PORT="$port" CHAT_GATEWAY_ID="gw-local-$i"
 done
 
+# Demo accounts: DEMO=1 (the default here) gives them the password "password";
+# DEMO=0 generates one per account and prints it once.
+if [ "${DEMO:-1}" = "1" ]; then seed_flags=--demo-password; else seed_flags=; fi
+"$bin/chatctl" seed-demo $seed_flags | sed 's/^/  account  /'
+
+echo "web and API: http://${CHAT_HTTP_HOST:-127.0.0.1}:$http_port  (health: /healthz, API description: /api/openapi.json)"
 echo "all services ready; Ctrl-C stops them"
 wait -n "${pids[@]}" 2>/dev/null
 echo "a service exited unexpectedly; see $run_dir/logs/"

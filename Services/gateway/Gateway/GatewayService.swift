@@ -35,17 +35,9 @@ public struct GatewayService: Service {
             logger: logger
         )
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { await pumpReplies(from: subscriber, into: store) }
+            group.addTask { await store.pumpReplies(from: subscriber) }
             group.addTask { try await app.runService() }
         }
     }
 }
 
-/// Hands every answer on `gateway:{id}` to the store client until the subscriber ends.
-public func pumpReplies(from subscriber: RedisSubscriber, into store: StoreClient) async {
-    for await event in subscriber.events.cancelOnGracefulShutdown() {
-        if case .message(let message) = event, message.channel == store.replyChannel {
-            store.handleReply(message.payload)
-        }
-    }
-}

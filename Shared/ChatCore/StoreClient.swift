@@ -1,10 +1,10 @@
-import ChatCore
 import Foundation
 import Logging
 import RedisClient
+import ServiceLifecycle
 import Synchronization
 
-/// The gateway's side of the store protocol: writes go to `chat:commands`, queries are
+/// The asking side of the store protocol (gateways, `chatctl`): writes go to `chat:commands`, queries are
 /// published on `store:queries`, and answers come back on `gateway:{id}`, matched by request id.
 ///
 /// Every round trip is bounded: no answer within ``timeout`` is `unavailable` (HTTP 503),
@@ -25,6 +25,13 @@ public final class StoreClient: Sendable {
 
     /// The channel to feed to ``handleReply(_:)``.
     public var replyChannel: String { keys.gateway(gatewayID) }
+
+    /// Hands every answer on ``replyChannel`` to ``handleReply(_:)`` until `subscriber` ends.
+    public func pumpReplies(from subscriber: RedisSubscriber) async {
+        for await event in subscriber.events.cancelOnGracefulShutdown() {
+            if case .message(let message) = event, message.channel == replyChannel { handleReply(message.payload) }
+        }
+    }
 
     /// Hands an answer from `gateway:{id}` to whoever waits for it (late answers are dropped).
     public func handleReply(_ payload: [UInt8]) {

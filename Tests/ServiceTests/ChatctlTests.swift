@@ -1,0 +1,53 @@
+import ChatCore
+import ChatTesting
+import Foundation
+import Testing
+
+/// Runs chatctl to completion and returns its exit status and output.
+func chatctl(_ arguments: [String], environment: [String: String]) async throws -> (status: Int32?, output: String) {
+    let log = FileManager.default.temporaryDirectory.appendingPathComponent("chatctl-\(UUID().uuidString.prefix(8)).log")
+    defer { try? FileManager.default.removeItem(at: log) }
+    let env = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let process = try ChildProcess(executable: try executablePath("chatctl"), arguments: arguments, environment: env, outputPath: log.path)
+    let status = await process.wait(timeout: .seconds(30))
+    return (status, contents(log))
+}
+
+@Suite("chatctl against the real messages service", .redisServer)
+struct ChatctlTests {
+    @Test("user add, list, set-role, disable, enable and seed-demo work through Redis; bad input fails with a clear message")
+    func userAdministration() async throws {
+        let server = try RedisServer.required()
+        let database = FileManager.default.temporaryDirectory.appendingPathComponent("chatctl-\(UUID().uuidString.prefix(8)).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: database + suffix) } }
+        let environment = ["CHAT_REDIS_URL": server.url, "CHAT_REDIS_PREFIX": uniqueKeys("ctl").prefix, "CHAT_DB_PATH": database]
+        let (messages, log) = try launch("chat-messages", environment: environment)
+        defer { messages.signal(SIGKILL); try? FileManager.default.removeItem(at: log) }
+        #expect(await eventually(timeout: .seconds(20)) { contents(log).contains("] ready") })
+
+        let added = try await chatctl(["user", "add", "--email", "Dr.Lee@clinic.com", "--name", "Dr. Min Lee", "--role", "doctor"], environment: environment)
+        #expect(added.status == 0, "\(added.output)")
+        #expect(added.output.contains("added dr.lee@clinic.com (Dr. Min Lee, doctor)"))
+        let generated = added.output.split(separator: "\n").first { $0.hasPrefix("password: ") }?.dropFirst("password: ".count)
+        #expect(generated?.count == 16)
+
+        #expect(try await chatctl(["user", "set-role", "dr.lee@clinic.com", "admin"], environment: environment).output.contains("is now admin"))
+        #expect(try await chatctl(["user", "disable", "dr.lee@clinic.com"], environment: environment).status == 0)
+        let listed = try await chatctl(["user", "list"], environment: environment)
+        #expect(listed.output.contains("dr.lee@clinic.com\tadmin\tdisabled\tDr. Min Lee"), "\(listed.output)")
+        #expect(try await chatctl(["user", "enable", "dr.lee@clinic.com"], environment: environment).status == 0)
+
+        let seeded = try await chatctl(["seed-demo", "--demo-password"], environment: environment)
+        #expect(seeded.status == 0)
+        #expect(seeded.output.contains("admin@clinic.com\tadmin\tpassword"))
+        #expect(seeded.output.contains("doctor@clinic.com\tdoctor\tpassword"))
+        let again = try await chatctl(["seed-demo"], environment: environment)
+        #expect(again.output.contains("doctor@clinic.com\texists"))
+
+        let short = try await chatctl(["user", "add", "--email", "x@clinic.com", "--name", "X", "--role", "doctor", "--password", "short"], environment: environment)
+        #expect(short.status != 0)
+        #expect(short.output.contains("a password has at least 8 characters"))
+        let unknown = try await chatctl(["user", "disable", "ghost@clinic.com"], environment: environment)
+        #expect(unknown.status != 0 && unknown.output.contains("no such user"))
+    }
+}

@@ -1,0 +1,156 @@
+import ArgumentParser
+import ChatCore
+import Foundation
+import Logging
+import RedisClient
+
+@main
+struct Chatctl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chatctl",
+        abstract: "Administers the clinic chat system through Redis (CHAT_REDIS_URL, CHAT_REDIS_PREFIX); the messages service must be running.",
+        subcommands: [UserCommand.self, SeedDemo.self]
+    )
+}
+
+struct UserCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "user", abstract: "Manage users.",
+                                                    subcommands: [Add.self, Disable.self, Enable.self, List.self, SetRole.self])
+
+    struct Add: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a user; without --password one is generated and printed.")
+        @Option var email: String
+        @Option var name: String
+        @Option var role: Role
+        @Option(help: "At least 8 characters. Prefer the generated one.") var password: String?
+
+        func run() async throws {
+            let password = password ?? generatePassword()
+            let user: User = try await withStore { store in
+                try store.result(await store.command(.createUser, user: "", body: CreateUserRequest(email: email, name: name, role: role, password: password)))
+            }
+            print("added \(user.email) (\(user.name), \(user.role.rawValue))")
+            if self.password == nil { print("password: \(password)") }
+        }
+    }
+
+    struct Disable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Disable a user: no login, and their tokens stop working.")
+        @Argument var email: String
+        func run() async throws {
+            let user: User = try await withStore { try $0.result(await $0.command(.setUserDisabled, user: "", body: UpdateUserRequest(email: email, disabled: true))) }
+            print("disabled \(user.email)")
+        }
+    }
+
+    struct Enable: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Enable a disabled user again.")
+        @Argument var email: String
+        func run() async throws {
+            let user: User = try await withStore { try $0.result(await $0.command(.setUserDisabled, user: "", body: UpdateUserRequest(email: email, disabled: false))) }
+            print("enabled \(user.email)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List every user.")
+        func run() async throws {
+            let users: [User] = try await withStore { try $0.result(await $0.query(.listUsers, user: "")) }
+            for user in users {
+                print([user.email, user.role.rawValue, user.disabled ? "disabled" : "enabled", user.name].joined(separator: "\t"))
+            }
+        }
+    }
+
+    struct SetRole: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "set-role", abstract: "Change a user's role.")
+        @Argument var email: String
+        @Argument var role: Role
+        func run() async throws {
+            let user: User = try await withStore { try $0.result(await $0.command(.setUserRole, user: "", body: UpdateUserRequest(email: email, role: role))) }
+            print("\(user.email) is now \(user.role.rawValue)")
+        }
+    }
+}
+
+struct SeedDemo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "seed-demo",
+        abstract: "Create the demo accounts (admin@clinic.com, doctor@clinic.com and a few more); existing ones are left alone.")
+
+    @Flag(help: "Give every demo account the password 'password' (local demos only). Otherwise each gets a generated one, printed once.")
+    var demoPassword = false
+
+    static let accounts: [(String, String, Role)] = [
+        ("admin@clinic.com", "Alex Morgan", .admin),
+        ("admin2@clinic.com", "Priya Raman", .admin),
+        ("doctor@clinic.com", "Dr. Sarah Kim", .doctor),
+        ("dr.patel@clinic.com", "Dr. Ravi Patel", .doctor),
+        ("dr.okafor@clinic.com", "Dr. Ada Okafor", .doctor),
+        ("dr.novak@clinic.com", "Dr. Jan Novak", .doctor),
+        ("dr.garcia@clinic.com", "Dr. Lucia Garcia", .doctor),
+    ]
+
+    func run() async throws {
+        try await withStore { store in
+            for (email, name, role) in Self.accounts {
+                let password = demoPassword ? "password" : generatePassword()
+                let reply = try await store.command(.createUser, user: "", body: CreateUserRequest(email: email, name: name, role: role, password: password))
+                if reply.error?.code == .conflict {
+                    print("\(email)\texists")
+                } else {
+                    let _: User = try store.result(reply)
+                    print("\(email)\t\(role.rawValue)\t\(password)")
+                }
+            }
+        }
+    }
+}
+
+extension Role: ExpressibleByArgument {}
+
+/// 16 letters and digits from the system's secure generator.
+func generatePassword() -> String {
+    let alphabet = Array("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
+    var generator = SystemRandomNumberGenerator()
+    return String((0..<16).map { _ in alphabet[Int(generator.next(upperBound: UInt64(alphabet.count)))] })
+}
+
+/// Connects to Redis, listens for the store's answers, runs `body`, and disconnects.
+func withStore<T: Sendable>(_ body: @Sendable (StoreClient) async throws -> T) async throws -> T {
+    let configuration: ChatConfiguration
+    do {
+        configuration = try ChatConfiguration(environment: ProcessInfo.processInfo.environment)
+    } catch {
+        throw ValidationError("\(error)")
+    }
+    var logger = Logger(label: "chatctl")
+    logger.logLevel = .error
+    var redisConfiguration = configuration.redis
+    redisConfiguration.clientName = "chatctl"
+    let redis = RedisClient(configuration: redisConfiguration, logger: logger)
+    let subscriber = RedisSubscriber(configuration: redisConfiguration, logger: logger)
+    let store = StoreClient(redis: redis, keys: configuration.keys, gatewayID: "chatctl-\(ProcessInfo.processInfo.processIdentifier)", timeout: .seconds(10))
+    return try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await redis.run(); return nil }
+        group.addTask { try await subscriber.run(); return nil }
+        group.addTask { await store.pumpReplies(from: subscriber); return nil }
+        defer { group.cancelAll() }
+        do {
+            try await redis.waitUntilReady(timeout: .seconds(10))
+        } catch {
+            throw ValidationError("cannot reach Redis at \(configuration.redisURL): \(error)")
+        }
+        try await subscriber.subscribe([store.replyChannel])
+        _ = try? await redis.send(["PING"])
+        // The subscription must be live before the first answer can come back.
+        for _ in 0..<100 where (try? await redis.send(["PUBSUB", "NUMSUB", store.replyChannel]).array?.last?.int) != 1 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        do {
+            return try await body(store)
+        } catch let error as ChatError {
+            throw ValidationError(error.message)
+        }
+    }
+}
