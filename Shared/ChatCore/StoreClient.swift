@@ -14,7 +14,12 @@ public final class StoreClient: Sendable {
     public let timeout: Duration
     private let redis: RedisClient
     private let keys: RedisKeys
-    private let waiting = Mutex<[String: CheckedContinuation<StoreReply, any Error>]>([:])
+    private struct Waiter {
+        let continuation: CheckedContinuation<StoreReply, any Error>
+        var timer: Task<Void, Never>?
+    }
+
+    private let waiting = Mutex<[String: Waiter]>([:])
 
     public init(redis: RedisClient, keys: RedisKeys, gatewayID: String, timeout: Duration = .seconds(5)) {
         self.redis = redis
@@ -36,7 +41,9 @@ public final class StoreClient: Sendable {
     /// Hands an answer from `gateway:{id}` to whoever waits for it (late answers are dropped).
     public func handleReply(_ payload: [UInt8]) {
         guard let reply = try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data(payload)) else { return }
-        waiting.withLock { $0.removeValue(forKey: reply.request) }?.resume(returning: reply)
+        guard let waiter = waiting.withLock({ $0.removeValue(forKey: reply.request) }) else { return }
+        waiter.timer?.cancel()
+        waiter.continuation.resume(returning: reply)
     }
 
     /// Sends a write and waits for the store to commit it (or refuse it).
@@ -73,8 +80,8 @@ public final class StoreClient: Sendable {
 
     private func roundTrip(_ request: String, send: @escaping @Sendable () async throws -> Void) async throws -> StoreReply {
         try await withCheckedThrowingContinuation { continuation in
-            waiting.withLock { $0[request] = continuation }
-            Task {
+            waiting.withLock { $0[request] = Waiter(continuation: continuation) }
+            let timer = Task {
                 do {
                     try await send()
                 } catch {
@@ -82,13 +89,15 @@ public final class StoreClient: Sendable {
                     self.fail(request, failure)
                     return
                 }
-                try? await Task.sleep(for: timeout)
+                // Cancelled when the answer comes, so no timer outlives its request.
+                guard (try? await Task.sleep(for: timeout)) != nil else { return }
                 self.fail(request, ChatError(.unavailable, "the message store did not answer in time; retry (sends are safe to retry with the same client_id)"))
             }
+            waiting.withLock { $0[request]?.timer = timer }
         }
     }
 
     private func fail(_ request: String, _ error: ChatError) {
-        waiting.withLock { $0.removeValue(forKey: request) }?.resume(throwing: error)
+        waiting.withLock { $0.removeValue(forKey: request) }?.continuation.resume(throwing: error)
     }
 }

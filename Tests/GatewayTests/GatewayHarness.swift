@@ -11,14 +11,7 @@ import NIOCore
 import RedisClient
 import Testing
 
-let cast: [(String, String, Role)] = [
-    ("admin@clinic.com", "Alex Admin", .admin),
-    ("admin2@clinic.com", "Morgan Reyes", .admin),
-    ("doctor@clinic.com", "Dr. Sarah Kim", .doctor),
-    ("dr.patel@clinic.com", "Dr. Ravi Patel", .doctor),
-    ("dr.okafor@clinic.com", "Dr. Ada Okafor", .doctor),
-    ("dr.novak@clinic.com", "Dr. Jan Novak", .doctor),
-]
+let cast = DemoAccounts.all
 
 func password(_ email: String) -> String { "password-\(email)" }
 

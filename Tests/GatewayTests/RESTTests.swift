@@ -210,7 +210,7 @@ struct RESTTests {
             #expect(try await gw.call(.get, "/api/admin/users", token: doctor).status == .forbidden)
             let created = try await gw.call(.post, "/api/admin/users", token: admin, body: CreateUserRequest(email: "dr.lee@clinic.com", name: "Dr. Min Lee", role: .doctor, password: "a-good-password"))
             #expect(created.status == .created)
-            #expect(try await gw.call(.get, "/api/admin/users", token: admin).json.map { ($0 as? [Any])?.count } == 7)
+            #expect(try await gw.call(.get, "/api/admin/users", token: admin).json.map { ($0 as? [Any])?.count } == DemoAccounts.all.count + 1)
             #expect(try await gw.call(.put, "/api/admin/users/dr.lee@clinic.com/role", token: admin, body: ["role": "admin"]).status == .ok)
             #expect(try await gw.call(.get, "/api/me", token: doctor).status == .ok)
             #expect(try await gw.call(.post, "/api/admin/users/doctor@clinic.com/disable", token: admin).status == .ok)

@@ -40,7 +40,7 @@ struct UserTests {
     @Test("roles change, and user search matches name or email, filters by role, and leaves out disabled users and the caller")
     func searchAndRoles() throws {
         let store = try makeStore()
-        #expect(try store.searchUsers("dr.", role: nil).map(\.email) == ["dr.okafor@clinic.com", "dr.novak@clinic.com", "dr.patel@clinic.com", "doctor@clinic.com"])
+        #expect(try store.searchUsers("dr.", role: nil).map(\.email) == ["dr.okafor@clinic.com", "dr.novak@clinic.com", "dr.garcia@clinic.com", "dr.patel@clinic.com", "doctor@clinic.com"])
         #expect(try store.searchUsers("kim", role: .doctor).map(\.email) == ["doctor@clinic.com"])
         #expect(try store.searchUsers("kim", role: .admin).isEmpty)
         #expect(try store.searchUsers("clinic", role: .admin, excluding: "admin@clinic.com").map(\.email) == ["admin2@clinic.com"])

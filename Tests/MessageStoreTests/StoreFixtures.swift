@@ -11,14 +11,8 @@ func makeStore(retention: Duration = .seconds(90 * 86400)) throws -> MessageStor
     return store
 }
 
-let cast: [(String, String, Role)] = [
-    ("admin@clinic.com", "Alex Admin", .admin),
-    ("admin2@clinic.com", "Morgan Reyes", .admin),
-    ("doctor@clinic.com", "Dr. Sarah Kim", .doctor),
-    ("dr.patel@clinic.com", "Dr. Ravi Patel", .doctor),
-    ("dr.okafor@clinic.com", "Dr. Ada Okafor", .doctor),
-    ("dr.novak@clinic.com", "Dr. Jan Novak", .doctor),
-]
+/// The demo clinic; each password is `password-<email>`.
+let cast = DemoAccounts.all
 
 extension MessageStore {
     /// Sends one message and returns it, failing the test on error.

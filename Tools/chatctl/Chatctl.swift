@@ -81,19 +81,9 @@ struct SeedDemo: AsyncParsableCommand {
     @Flag(help: "Give every demo account the password 'password' (local demos only). Otherwise each gets a generated one, printed once.")
     var demoPassword = false
 
-    static let accounts: [(String, String, Role)] = [
-        ("admin@clinic.com", "Alex Morgan", .admin),
-        ("admin2@clinic.com", "Priya Raman", .admin),
-        ("doctor@clinic.com", "Dr. Sarah Kim", .doctor),
-        ("dr.patel@clinic.com", "Dr. Ravi Patel", .doctor),
-        ("dr.okafor@clinic.com", "Dr. Ada Okafor", .doctor),
-        ("dr.novak@clinic.com", "Dr. Jan Novak", .doctor),
-        ("dr.garcia@clinic.com", "Dr. Lucia Garcia", .doctor),
-    ]
-
     func run() async throws {
         try await withStore { store in
-            for (email, name, role) in Self.accounts {
+            for (email, name, role) in DemoAccounts.all {
                 let password = demoPassword ? "password" : generatePassword()
                 let reply = try await store.command(.createUser, user: "", body: CreateUserRequest(email: email, name: name, role: role, password: password))
                 if reply.error?.code == .conflict {
