@@ -54,9 +54,9 @@ public final class StoreClient: Sendable {
         }
     }
 
-    /// Sends a write nobody waits for (audit lines).
-    public func fireAndForget<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body) async {
-        guard let command = try? StoreCommand(type: type, user: user, body: body) else { return }
+    /// Sends a write nobody waits for (audit lines); it still names this gateway for the audit log.
+    public func fireAndForget<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String? = nil) async {
+        guard let command = try? StoreCommand(type: type, user: user, gateway: gatewayID, request: request, body: body) else { return }
         _ = try? await redis.xadd(keys.commands, fields: command.fields)
     }
 

@@ -1,6 +1,7 @@
 import ChatCore
 import ChatTesting
 import Foundation
+import GRDB
 import Logging
 import RedisClient
 import Testing
@@ -58,19 +59,19 @@ struct Harness: Sendable {
     }
 }
 
-func withHarness(_ body: @Sendable (Harness) async throws -> Void) async throws {
+func withHarness(store: MessageStore? = nil, claimIdle: Duration = .seconds(30), keys: RedisKeys = uniqueKeys(), _ body: @Sendable (Harness) async throws -> Void) async throws {
     let server = try RedisServer.required()
-    let keys = uniqueKeys()
-    let store = try makeStore()
+    let store = try store ?? makeStore()
     let subscriber = RedisSubscriber(configuration: server.configuration)
     let recorder = ChannelRecorder(subscriber)
     try await withRunning(subscriber) { subscriber in
         try await subscriber.psubscribe([keys.prefix + "*"])
         try await server.withClient { redis in
             _ = await eventually { (try? await redis.send(["PUBSUB", "NUMPAT"]).int ?? 0) ?? 0 >= 1 }
-            try await redis.xgroupCreate(keys.commands, group: RedisKeys.messagesGroup, startingAt: "0")
+            _ = try await redis.xgroupCreate(keys.commands, group: RedisKeys.messagesGroup, startingAt: "0")
             var configuration = CommandProcessor.Configuration(consumer: "m1")
             configuration.block = .milliseconds(100)
+            configuration.claimIdle = claimIdle
             let processor = CommandProcessor(store: store, redis: redis, keys: keys, configuration: configuration, logger: Logger(label: "test"))
             let queries = RedisSubscriber(configuration: server.configuration)
             let responder = QueryResponder(store: store, redis: redis, subscriber: queries, keys: keys, logger: Logger(label: "test"))
@@ -208,6 +209,63 @@ struct CommandProcessorTests {
                 #expect(actions.contains(expected), "\(expected) in \(actions)")
             }
             #expect(try h.store.auditLog().first { $0.action == "history" }?.gateway == "gw-1")
+        }
+    }
+
+    @Test("entries a dead consumer left pending are claimed and applied")
+    func claimsAbandonedEntries() async throws {
+        let store = try makeStore()
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        let server = try RedisServer.required()
+        let keys = uniqueKeys()
+        // Another consumer reads the entries and dies before applying them.
+        try await server.withClient { redis in
+            try await redis.xgroupCreate(keys.commands, group: RedisKeys.messagesGroup, startingAt: "0")
+            for i in 0..<3 {
+                let command = try StoreCommand(type: .send, user: "admin@clinic.com", body: SendMessageRequest(conversationID: c.id, content: "orphan \(i)", clientID: nil))
+                try await redis.xadd(keys.commands, fields: command.fields)
+            }
+            _ = try await redis.xreadgroup(group: RedisKeys.messagesGroup, consumer: "dead", streams: [(keys.commands, ">")], count: 10)
+        }
+        try await withHarness(store: store, claimIdle: .milliseconds(200), keys: keys) { h in
+            #expect(await eventually { (try? h.store.history(for: "doctor@clinic.com", conversationID: c.id).count) == 3 })
+            #expect(await eventually { (try? await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count) == 0 })
+        }
+    }
+
+    @Test("a batch that fails for a transient reason (the database locked) is not acknowledged and is applied once the lock is gone")
+    func transientFailureIsRetried() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("locked-\(UUID().uuidString.prefix(8)).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4, busyTimeout: .milliseconds(100))
+        for (email, name, role) in cast { try store.createUser(email: email, name: name, role: role, password: "password-\(email)") }
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        try await withHarness(store: store) { h in
+            // Another connection holds the write lock for a second, on a thread of its own.
+            let blocker = try DatabaseQueue(path: path)
+            let locked = DispatchSemaphore(value: 0)
+            let released = DispatchSemaphore(value: 0)
+            Thread {
+                try? blocker.writeWithoutTransaction { db in
+                    try db.execute(sql: "BEGIN IMMEDIATE")
+                    locked.signal()
+                    Thread.sleep(forTimeInterval: 1.0)
+                    try db.execute(sql: "COMMIT")
+                }
+                released.signal()
+            }.start()
+            locked.wait()
+            try await h.enqueue(try h.command(.send, "admin@clinic.com", SendMessageRequest(conversationID: c.id, content: "while locked", clientID: "l1"), request: "locked"))
+            // Delivered to the processor, refused by SQLite, left pending.
+            #expect(await eventually { (try? await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count) == 1 })
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(h.reply("locked") == nil)
+            #expect(try await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count == 1)
+            _ = await Task.detached { released.wait() }.value
+            let reply = await h.waitForReply("locked")
+            #expect(reply?.result != nil)
+            #expect(try h.store.history(for: "doctor@clinic.com", conversationID: c.id).map(\.content) == ["while locked"])
+            #expect(await eventually { (try? await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count) == 0 })
         }
     }
 }

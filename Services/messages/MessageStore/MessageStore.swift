@@ -101,9 +101,10 @@ public struct MessageStore: Sendable {
     public let bcryptCost: UInt8
 
     /// Opens (creating and migrating if needed) the database at `path` in WAL mode.
-    public static func open(path: String, retention: Duration, bcryptCost: UInt8 = 10) throws -> MessageStore {
+    /// `busyTimeout`: how long a write waits for a lock held elsewhere before it fails (and its batch is retried).
+    public static func open(path: String, retention: Duration, bcryptCost: UInt8 = 10, busyTimeout: Duration = .seconds(10)) throws -> MessageStore {
         var configuration = Configuration()
-        configuration.busyMode = .timeout(10)
+        configuration.busyMode = .timeout(TimeInterval(busyTimeout.milliseconds) / 1000)
         configuration.prepareDatabase { db in
             // Deleted text is overwritten on disk, not just unlinked from the b-tree.
             try db.execute(sql: "PRAGMA secure_delete = ON")
