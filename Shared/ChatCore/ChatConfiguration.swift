@@ -29,6 +29,8 @@ public struct ChatConfiguration: Sendable {
     public var tokenTTL: Duration
     /// `CHAT_RETENTION`, default `90d`: how long a message lives.
     public var retention: Duration
+    /// `CHAT_AUDIT_RETENTION`, default `2190d` (6 years): how long audit entries are kept.
+    public var auditRetention: Duration
     /// `CHAT_SWEEP_INTERVAL`, default `1m`: how often retention looks for expired messages.
     public var sweepInterval: Duration
     /// `CHAT_PRESENCE_TTL`, default `30s`: how long a connection counts as alive without a heartbeat.
@@ -52,6 +54,7 @@ public struct ChatConfiguration: Sendable {
         self.tokenTTL = .seconds(12 * 3600)
         self.retention = .seconds(90 * 86400)
         self.sweepInterval = .seconds(60)
+        self.auditRetention = .seconds(2190 * 86400)
         self.presenceTTL = .seconds(30)
         self.gatewayID = "gw-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         self.consumerName = "messages-\(ProcessInfo.processInfo.hostName)"
@@ -90,6 +93,7 @@ public struct ChatConfiguration: Sendable {
         tokenTTL = try Self.duration("CHAT_TOKEN_TTL", env, default: tokenTTL)
         retention = try Self.duration("CHAT_RETENTION", env, default: retention)
         sweepInterval = try Self.duration("CHAT_SWEEP_INTERVAL", env, default: sweepInterval)
+        auditRetention = try Self.duration("CHAT_AUDIT_RETENTION", env, default: auditRetention)
         presenceTTL = try Self.duration("CHAT_PRESENCE_TTL", env, default: presenceTTL)
         gatewayID = env["CHAT_GATEWAY_ID"] ?? gatewayID
         guard gatewayID.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {

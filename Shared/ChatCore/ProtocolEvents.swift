@@ -18,6 +18,8 @@ public enum ServerEventName: String, Sendable, CaseIterable {
     case messageReadReceipt = "message_read_receipt"
     case userOnline = "user_online"
     case userOffline = "user_offline"
+    /// Retention deleted messages the client may hold.
+    case messagesPurged = "messages_purged"
     case error
 }
 

@@ -55,3 +55,8 @@ extension RedisKeys {
     /// Failed logins in the current minute from an address.
     public func loginFailuresByAddress(_ address: String) -> String { prefix + "auth:failures:address:" + address }
 }
+
+extension RedisKeys {
+    /// Seconds since 1970 of the last sweep that purged anything.
+    public var retentionLastSweep: String { prefix + "retention:last_sweep" }
+}

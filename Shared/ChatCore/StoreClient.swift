@@ -79,6 +79,14 @@ public final class StoreClient: Sendable {
     }
 
     private func roundTrip(_ request: String, send: @escaping @Sendable () async throws -> Void) async throws -> StoreReply {
+        try await withTaskCancellationHandler {
+            try await waitForReply(request, send: send)
+        } onCancel: {
+            self.fail(request, ChatError(.unavailable, "the request was cancelled"))
+        }
+    }
+
+    private func waitForReply(_ request: String, send: @escaping @Sendable () async throws -> Void) async throws -> StoreReply {
         try await withCheckedThrowingContinuation { continuation in
             waiting.withLock { $0[request] = Waiter(continuation: continuation) }
             let timer = Task {

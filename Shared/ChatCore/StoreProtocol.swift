@@ -16,6 +16,54 @@ public enum StoreCommandType: String, Sendable, CaseIterable {
     case setUserRole = "set_user_role"
     /// An audit entry from a gateway (logins, logouts, refused requests).
     case audit
+    /// Retention: delete these expired messages (held conversations excepted).
+    case purge
+    /// Retention, after a sweep that purged: compact the search index and WAL, trim the audit log.
+    case compact
+    /// Admins: put a conversation on legal hold, or release it.
+    case setLegalHold = "set_legal_hold"
+}
+
+/// `purge`: at most 1,000 message ids.
+public struct PurgeRequest: Codable, Sendable, Hashable {
+    public var messageIDs: [String]
+    public init(messageIDs: [String]) { self.messageIDs = messageIDs }
+    enum CodingKeys: String, CodingKey { case messageIDs = "message_ids" }
+}
+
+/// `compact`: how long audit entries are kept.
+public struct CompactRequest: Codable, Sendable, Hashable {
+    public var auditRetentionMilliseconds: Int64
+    public init(auditRetention: Duration) { auditRetentionMilliseconds = auditRetention.milliseconds }
+    enum CodingKeys: String, CodingKey { case auditRetentionMilliseconds = "audit_retention_ms" }
+}
+
+/// `set_legal_hold`.
+public struct LegalHoldRequest: Codable, Sendable, Hashable {
+    public var conversationID: String
+    public var held: Bool
+    public init(conversationID: String, held: Bool) {
+        self.conversationID = conversationID
+        self.held = held
+    }
+    enum CodingKeys: String, CodingKey {
+        case held
+        case conversationID = "conversation_id"
+    }
+}
+
+/// `messages_purged` to clients: drop these messages, retention deleted them.
+public struct MessagesPurgedEvent: Codable, Sendable, Hashable {
+    public var conversationID: String
+    public var messageIDs: [String]
+    public init(conversationID: String, messageIDs: [String]) {
+        self.conversationID = conversationID
+        self.messageIDs = messageIDs
+    }
+    enum CodingKeys: String, CodingKey {
+        case conversationID = "conversation_id"
+        case messageIDs = "message_ids"
+    }
 }
 
 /// One entry of `chat:commands`: fields `type`, `user`, `gateway`, `request`, `payload`.
@@ -113,6 +161,8 @@ public struct StoreQuery: Codable, Sendable, Hashable {
         case ping
         case login, me, conversations, conversation, history, unreadCount = "unread_count"
         case searchUsers = "search_users", searchMessages = "search_messages", listUsers = "list_users", auditLog = "audit_log"
+        /// Retention (operators only): messages expiring before `before` (ms), after the cursor `query` ("ms:id").
+        case dueMessages = "due_messages"
     }
 
     public var kind: Kind

@@ -85,9 +85,9 @@ public final class RedisSubscriber: Service, Sendable {
         continuation.finish()
     }
 
-    /// Subscribes to `channels`: returns once Redis confirmed them, or at once when there is
-    /// no connection yet (before `run()`, or while reconnecting): the subscription is
-    /// recorded and made as soon as the connection is up.
+    /// Subscribes to `channels` and returns once Redis confirmed them. Before `run()` or
+    /// while reconnecting it waits for the connection (cancel the task to stop waiting);
+    /// the subscription is recorded either way and made again after every reconnect.
     public func subscribe(_ channels: [String]) async throws {
         try await change(channels, command: "SUBSCRIBE") { s, name in s.channels.insert(name).inserted }
     }
@@ -108,17 +108,18 @@ public final class RedisSubscriber: Service, Sendable {
     }
 
     /// Records the change, then sends `command` for the names it really changed; Redis confirms each name.
-    /// Without a connection the recorded change is applied by the next connect.
+    /// (If a reconnect made the subscription meanwhile, Redis confirms it again: harmless.)
     private func change(_ names: [String], command: String, _ apply: @escaping (inout Subscriptions, String) -> Bool) async throws {
         let changed = subscriptions.withLock { s in names.filter { apply(&s, $0) } }
         guard !changed.isEmpty else { return }
-        let connection: RedisConnection
-        do {
-            connection = try await slot.connection()
-        } catch let error as RedisConnectionError where error.code == .notRunning || error.code == .connecting {
-            return
+        while true {
+            do {
+                _ = try await slot.connection().send([[command] + changed], expectedReplies: changed.count)
+                return
+            } catch let error as RedisConnectionError where error.code != .shutdown {
+                try await Task.sleep(for: .milliseconds(20))
+            }
         }
-        _ = try await connection.send([[command] + changed], expectedReplies: changed.count)
     }
 
     /// The channels this subscriber wants, whether or not the connection is up right now.

@@ -30,7 +30,9 @@ struct ServiceStartupTests {
                 group.addTask { try await subscriber.run() }
                 group.addTask { try await MessagesService(runtime: rt, store: store, subscriber: subscriber, consumer: "m1").run() }
                 group.addTask { try await PresenceService(runtime: rt).run() }
-                group.addTask { try await RetentionService(runtime: rt).run() }
+                let retentionSubscriber = RedisSubscriber(configuration: rt.configuration.redis)
+                group.addTask { try await retentionSubscriber.run() }
+                group.addTask { try await RetentionService(runtime: rt, subscriber: retentionSubscriber).run() }
                 let expected = [(keys.commands, "messages"), (keys.presenceCommands, "presence"), (keys.events, "retention")]
                 try await server.withClient { redis in
                     for (stream, name) in expected {

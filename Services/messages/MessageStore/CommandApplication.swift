@@ -9,6 +9,11 @@ public enum CommandOutcome: Sendable {
     case conversation(Conversation)
     case user(User)
     case audited
+    case purged(PurgeResult)
+    /// A sweep finished: compact outside the batch's transaction.
+    case compactRequested(auditRetention: Duration)
+    /// A hold changed; `released` lists held messages already due, to schedule again.
+    case legalHold(conversationID: String, held: Bool, released: [DueMessage])
     /// The entry was applied before (redelivered after a crash); nothing to announce again.
     case alreadyApplied
     case failed(ChatError)
@@ -121,7 +126,32 @@ extension MessageStore {
         case .audit:
             _ = try decoder.decode(AuditRequest.self, from: payload)
             return .audited
+        case .purge:
+            try requireSystem(command.user)
+            let body = try decoder.decode(PurgeRequest.self, from: payload)
+            guard body.messageIDs.count <= 1000 else { throw ChatError(.badRequest, "a purge names at most 1,000 messages") }
+            return .purged(try purge(db, ids: body.messageIDs, now: now))
+        case .compact:
+            try requireSystem(command.user)
+            let body = try decoder.decode(CompactRequest.self, from: payload)
+            return .compactRequested(auditRetention: .milliseconds(body.auditRetentionMilliseconds))
+        case .setLegalHold:
+            try requireAdmin(db, command.user)
+            let body = try decoder.decode(LegalHoldRequest.self, from: payload)
+            _ = try setLegalHold(db, conversationID: body.conversationID, held: body.held)
+            var released: [DueMessage] = []
+            if !body.held {
+                let rows = try Row.fetchAll(db, sql: "SELECT id, expires_at FROM messages WHERE conversation_id = ? AND expires_at <= ?",
+                                            arguments: [body.conversationID, now.milliseconds])
+                released = rows.map { DueMessage(id: $0["id"], conversationID: body.conversationID, expiresAt: Date(milliseconds: $0["expires_at"])) }
+            }
+            return .legalHold(conversationID: body.conversationID, held: body.held, released: released)
         }
+    }
+
+    /// Retention's commands come from the services, never from a user.
+    private func requireSystem(_ actor: String) throws {
+        guard actor.isEmpty else { throw ChatError(.forbidden, "only the retention worker purges") }
     }
 
     /// Only admins (or operators' tools, with no user) manage users.
@@ -142,7 +172,9 @@ extension MessageStore {
         case .read(let update): result = "ok"; target = update.receipt.conversationID
         case .conversation(let conversation): result = "ok"; target = conversation.id
         case .user(let user): result = "ok"; target = user.email
-        case .audited, .alreadyApplied: result = "ok"
+        case .audited, .alreadyApplied, .compactRequested: result = "ok"
+        case .purged(let purge): result = "ok"; target = "\(purge.count) deleted, \(purge.held.count) held"
+        case .legalHold(let conversation, _, _): result = "ok"; target = conversation
         case .failed(let error): result = error.code.rawValue
         }
         switch command.type {
@@ -152,8 +184,11 @@ extension MessageStore {
         case .send: return AuditEntry(at: now, context: context, action: "send", target: target, outcome: result)
         case .markConversationRead, .markMessageRead: return AuditEntry(at: now, context: context, action: "mark_read", target: target, outcome: result)
         case .createConversation: return AuditEntry(at: now, context: context, action: "create_conversation", target: target, outcome: result)
-        case .createUser, .setUserDisabled, .setUserRole:
-            return AuditEntry(at: now, context: context, action: "admin.\(command.type.rawValue)", target: target, outcome: result)
+        case .createUser, .setUserDisabled, .setUserRole, .setLegalHold:
+            return AuditEntry(at: now, context: context, action: "admin.\(command.type.rawValue)", target: target, outcome: result,
+                              detail: command.type == .setLegalHold ? command.payload : nil)
+        case .purge: return AuditEntry(at: now, context: context, action: "retention.purge", target: nil, outcome: result, detail: target)
+        case .compact: return nil
         }
     }
 

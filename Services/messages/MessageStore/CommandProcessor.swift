@@ -96,6 +96,11 @@ public final class CommandProcessor: Service, Sendable {
             logger.warning("dropped malformed commands", metadata: ["chat.count": "\(malformed.count)", "redis.ids": "\(malformed.prefix(5))"])
         }
         let outcomes = try store.apply(batch)
+        for case .compactRequested(let auditRetention) in outcomes {
+            try store.compactAfterPurge()
+            let removed = try store.purgeAuditLog(olderThan: auditRetention)
+            logger.info("compacted after purge", metadata: ["chat.audit.removed": "\(removed)"])
+        }
 
         var announcements: [[String]] = []
         for ((_, command), outcome) in zip(batch, outcomes) {
@@ -156,8 +161,29 @@ public final class CommandProcessor: Service, Sendable {
             // Gateways refuse a disabled user's tokens while this key exists.
             let flag = user.disabled ? ["SET", keys.disabledUser(user.email), "1"] : ["DEL", keys.disabledUser(user.email)]
             return try reply(result: json(user)) + [flag]
-        case .audited, .alreadyApplied:
+        case .audited, .alreadyApplied, .compactRequested:
             return try reply(result: "{}")
+        case .purged(let purge):
+            var out: [[String]] = []
+            for (conversation, ids) in purge.deleted {
+                let event = try json(UserEvent(event: .messagesPurged, data: MessagesPurgedEvent(conversationID: conversation, messageIDs: ids)))
+                for participant in purge.participants[conversation] ?? [] { out.append(["PUBLISH", keys.user(participant), event]) }
+            }
+            if purge.count > 0 || !purge.held.isEmpty {
+                out.append(RedisClient.xaddCommand(keys.events, fields: [
+                    ("type", "purged"), ("count", String(purge.count)), ("held", String(purge.held.count)),
+                ], trim: .maxLength(1_000_000)))
+            }
+            return try reply(result: json(["purged": purge.count, "held": purge.held.count])) + out
+        case .legalHold(let conversation, let held, let released):
+            // Released messages already due go back on the schedule.
+            let rescheduled = released.map { due in
+                RedisClient.xaddCommand(keys.events, fields: [
+                    ("type", "stored"), ("message_id", due.id), ("conversation_id", due.conversationID),
+                    ("expires_at", String(Int64(due.expiresAt.timeIntervalSince1970 * 1000))),
+                ], trim: .maxLength(1_000_000))
+            }
+            return try reply(result: json(["conversation_id": conversation, "legal_hold": held ? "on" : "off"])) + rescheduled
         case .failed(let error):
             var out = try reply(error: error)
             if command.type == .send, let clientID = try? ChatJSON.makeDecoder().decode(SendMessageRequest.self, from: Data(command.payload.utf8)).clientID {

@@ -94,6 +94,13 @@ public final class QueryResponder: Service, Sendable {
         case .listUsers:
             try requireAdmin(query.user)
             return try json(store.users())
+        case .dueMessages:
+            try requireAdmin(query.user)
+            var after: (Date, String)?
+            if let cursor = query.query, let colon = cursor.firstIndex(of: ":"), let ms = Int64(cursor[..<colon]) {
+                after = (Date(milliseconds: ms), String(cursor[cursor.index(after: colon)...]))
+            }
+            return try json(store.dueMessages(before: query.before.map(Date.init(milliseconds:)) ?? .distantFuture, limit: query.limit ?? 1000, after: after))
         case .auditLog:
             try requireAdmin(query.user)
             try store.record([AuditEntry(at: now, context: context, action: "admin.audit_log", target: nil, outcome: "ok")])

@@ -39,9 +39,12 @@ struct ConversationRecord: Codable, FetchableRecord, PersistableRecord, Sendable
     var createdAt: Int64
     var lastSeq: Int64
     var lastMessageAt: Int64?
+    /// Held conversations keep their messages past expiry (they stay invisible).
+    var legalHold: Bool = false
 
     enum CodingKeys: String, CodingKey {
         case id, kind, title
+        case legalHold = "legal_hold"
         case directKey = "direct_key"
         case createdBy = "created_by"
         case createdAt = "created_at"

@@ -84,6 +84,9 @@ enum Schema {
                 END;
                 """)
         }
+        migrator.registerMigration("v2: legal hold") { db in
+            try db.execute(sql: "ALTER TABLE conversations ADD COLUMN legal_hold INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }
 }

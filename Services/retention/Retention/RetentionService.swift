@@ -1,23 +1,193 @@
 import ChatCore
+import Foundation
 import Logging
 import RedisClient
 import ServiceLifecycle
 
-/// The retention worker: consumes `chat:events` in group `retention` and schedules purges.
+/// The retention worker: schedules every stored message in `retention:due` (score = expiry,
+/// from `chat:events`, group `retention`), and every sweep interval sends `purge` commands
+/// for what is due, at most 1,000 ids each, to the messages service.
 ///
-/// At this stage it connects to Redis, creates its consumer group, reports ready and
-/// waits for shutdown; scheduling and sweeping arrive with the retention issue.
+/// Crash-safe: an id leaves the schedule only after its purge command is in the stream,
+/// and purging is idempotent, so a worker killed mid-sweep resumes where it stopped.
+/// If the schedule key is missing at start (Redis lost it), it is rebuilt from the store.
+public final class RetentionWorker: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var consumer: String
+        public var sweepInterval: Duration
+        public var auditRetention: Duration
+        public var batchSize = 1000
+
+        public init(consumer: String, sweepInterval: Duration, auditRetention: Duration) {
+            self.consumer = consumer
+            self.sweepInterval = sweepInterval
+            self.auditRetention = auditRetention
+        }
+    }
+
+    private let redis: RedisClient
+    private let keys: RedisKeys
+    private let store: StoreClient
+    private let configuration: Configuration
+    private let logger: Logger
+
+    public init(redis: RedisClient, keys: RedisKeys, store: StoreClient, configuration: Configuration, logger: Logger) {
+        self.redis = redis
+        self.keys = keys
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        // The store may still be starting: keep asking until the schedule is in place.
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                try await rebuildScheduleIfMissing()
+                break
+            } catch {
+                logger.warning("cannot check the retention schedule yet; retrying", metadata: ["chat.error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await self.scheduleStoredMessages() }
+            group.addTask {
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    do {
+                        try await self.sweep()
+                    } catch {
+                        self.logger.warning("sweep failed; the next one resumes it", metadata: ["chat.error": "\(error)"])
+                    }
+                    try? await Task.sleep(for: self.configuration.sweepInterval)
+                }
+            }
+        }
+    }
+
+    /// Reads `stored` events into the schedule.
+    func scheduleStoredMessages() async throws {
+        var ownPendingFirst = true
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                let read = try await redis.xreadgroup(group: RedisKeys.retentionGroup, consumer: configuration.consumer,
+                                                      streams: [(keys.events, ownPendingFirst ? "0" : ">")], count: 1000,
+                                                      block: ownPendingFirst ? nil : .seconds(1))
+                let entries = read[keys.events] ?? []
+                if ownPendingFirst && entries.count < 1000 { ownPendingFirst = false }
+                guard !entries.isEmpty else { continue }
+                let due = entries.compactMap { entry -> (Double, String)? in
+                    guard entry.fields["type"] == "stored", let id = entry.fields["message_id"], let ms = entry.fields["expires_at"].flatMap(Double.init) else { return nil }
+                    return (ms, id)
+                }
+                var commands: [[String]] = []
+                if !due.isEmpty { commands.append(["ZADD", keys.retentionDue] + due.flatMap { [String(Int64($0.0)), $0.1] }) }
+                commands.append(["XACK", keys.events, RedisKeys.retentionGroup] + entries.map(\.id))
+                for reply in try await redis.pipeline(commands) {
+                    if case .error(let message) = reply { throw RedisServerError(message: message) }
+                }
+                let pending = try await redis.xpending(keys.events, group: RedisKeys.retentionGroup)
+                try await redis.xtrim(keys.events, .minID(pending.smallestID ?? Self.after(entries.last!.id), approximate: false))
+            } catch {
+                if Task.isCancelled || Task.isShuttingDownGracefully { return }
+                logger.warning("scheduling failed; retrying", metadata: ["chat.error": "\(error)"])
+                ownPendingFirst = true
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    /// Sends purge commands for everything due, then (if anything was due) a compaction,
+    /// one audit line with the counts, and an append-only-file rewrite.
+    @discardableResult
+    public func sweep(now: Date = Date()) async throws -> Int {
+        var sent = 0
+        let cutoff = String(Int64(now.timeIntervalSince1970 * 1000))
+        while true {
+            let ids = try await redis.zrangeByScore(keys.retentionDue, min: "-inf", max: cutoff, limit: configuration.batchSize)
+            guard !ids.isEmpty else { break }
+            let command = try StoreCommand(type: .purge, user: "", body: PurgeRequest(messageIDs: ids))
+            try await redis.xadd(keys.commands, fields: command.fields)
+            // Only now that the purge is queued may the ids leave the schedule.
+            try await redis.zrem(keys.retentionDue, ids)
+            sent += ids.count
+        }
+        guard sent > 0 else { return 0 }
+        try await redis.xadd(keys.commands, fields: try StoreCommand(type: .compact, user: "", body: CompactRequest(auditRetention: configuration.auditRetention)).fields)
+        try await redis.xadd(keys.commands, fields: try StoreCommand(type: .audit, user: "", body: AuditRequest(
+            action: "retention.sweep", outcome: "ok", detail: "\(sent) messages due, sent for purge")).fields)
+        try await redis.set(keys.retentionLastSweep, to: String(Int64(now.timeIntervalSince1970)))
+        // The append-only file still holds the purged text in old stream entries: rewrite it.
+        if try await redis.send(["CONFIG", "GET", "appendonly"]).array?.last?.string == "yes" {
+            _ = try? await redis.send(["BGREWRITEAOF"])
+        }
+        logger.info("sweep sent messages for purge", metadata: ["chat.count": "\(sent)"])
+        return sent
+    }
+
+    /// If `retention:due` is gone (Redis lost it), asks the store for every message still
+    /// stored and schedules it again.
+    func rebuildScheduleIfMissing() async throws {
+        guard try await redis.exists([keys.retentionDue]) == 0 else { return }
+        var cursor: String?
+        var total = 0
+        while true {
+            let page: [DueMessage] = try store.result(await store.query(.dueMessages, user: "") {
+                $0.limit = 5000
+                $0.query = cursor
+            })
+            guard let last = page.last else { break }
+            try await redis.zadd(keys.retentionDue, page.map { (Double(Int64($0.expiresAt.timeIntervalSince1970 * 1000)), $0.id) })
+            total += page.count
+            cursor = "\(Int64(last.expiresAt.timeIntervalSince1970 * 1000)):\(last.id)"
+        }
+        if total > 0 { logger.notice("rebuilt the retention schedule from the store", metadata: ["chat.count": "\(total)"]) }
+    }
+
+    static func after(_ id: String) -> String {
+        let parts = id.split(separator: "-")
+        guard parts.count == 2, let ms = UInt64(parts[0]), let seq = UInt64(parts[1]) else { return id }
+        return "\(ms)-\(seq + 1)"
+    }
+}
+
+/// A message due for deletion, as the store lists it.
+public struct DueMessage: Codable, Sendable, Hashable {
+    public var id: String
+    public var conversationID: String
+    public var expiresAt: Date
+    enum CodingKeys: String, CodingKey {
+        case id
+        case conversationID = "conversation_id"
+        case expiresAt = "expires_at"
+    }
+}
+
+/// The retention service: waits for Redis, creates group `retention` on `chat:events`, runs the worker.
 public struct RetentionService: Service {
     private let runtime: ChatRuntime
+    private let subscriber: RedisSubscriber
 
-    public init(runtime: ChatRuntime) {
+    public init(runtime: ChatRuntime, subscriber: RedisSubscriber) {
         self.runtime = runtime
+        self.subscriber = subscriber
     }
 
     public func run() async throws {
         let keys = runtime.keys
         guard try await ServiceStartup.prepare(runtime, groups: [(keys.events, RedisKeys.retentionGroup)]) else { return }
-        runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.events)", "redis.group": "\(RedisKeys.retentionGroup)"])
-        try? await gracefulShutdown()
+        let configuration = runtime.configuration
+        let store = StoreClient(redis: runtime.redis, keys: keys, gatewayID: "retention-\(ProcessInfo.processInfo.hostName)", timeout: .seconds(30))
+        try await subscriber.subscribe([store.replyChannel])
+        let worker = RetentionWorker(redis: runtime.redis, keys: keys, store: store, configuration: .init(
+            consumer: "retention-\(ProcessInfo.processInfo.hostName)", sweepInterval: configuration.sweepInterval,
+            auditRetention: configuration.auditRetention), logger: runtime.logger)
+        runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.events)", "redis.group": "\(RedisKeys.retentionGroup)",
+                                                "chat.retention": "\(DurationParser.format(configuration.retention))",
+                                                "chat.sweep": "\(DurationParser.format(configuration.sweepInterval))"])
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { await store.pumpReplies(from: self.subscriber) }
+            group.addTask { try await worker.run() }
+        }
     }
 }

@@ -1,6 +1,10 @@
 import ChatCore
+import RedisClient
 import Retention
 
 await ServiceMain.run("chat-retention") { runtime in
-    [RetentionService(runtime: runtime)]
+    var configuration = runtime.configuration.redis
+    configuration.clientName = "chat-retention-replies"
+    let subscriber = RedisSubscriber(configuration: configuration, logger: runtime.logger)
+    return [subscriber, RetentionService(runtime: runtime, subscriber: subscriber)]
 }

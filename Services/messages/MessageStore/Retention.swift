@@ -1,0 +1,93 @@
+import ChatCore
+import Foundation
+import GRDB
+
+/// A message that is due for deletion.
+public struct DueMessage: Codable, Sendable, Hashable {
+    public var id: String
+    public var conversationID: String
+    public var expiresAt: Date
+
+    enum CodingKeys: String, CodingKey {
+        case id
+        case conversationID = "conversation_id"
+        case expiresAt = "expires_at"
+    }
+}
+
+/// What a purge deleted, and who held copies.
+public struct PurgeResult: Sendable, Hashable {
+    /// Deleted message ids by conversation.
+    public var deleted: [String: [String]]
+    /// Participants of each conversation that lost messages.
+    public var participants: [String: [String]]
+    /// Ids not deleted because their conversation is on legal hold.
+    public var held: [String]
+
+    public var count: Int { deleted.values.reduce(0) { $0 + $1.count } }
+}
+
+extension MessageStore {
+    /// Messages whose expiry is before `cutoff` (held conversations included when `includeHeld`),
+    /// in expiry order, `limit` at most, after the message `afterID` of the same expiry.
+    public func dueMessages(before cutoff: Date, limit: Int = 1000, after: (expiresAt: Date, id: String)? = nil, includeHeld: Bool = false) throws -> [DueMessage] {
+        try read { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT m.id, m.conversation_id, m.expires_at FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                WHERE m.expires_at < ? AND (m.expires_at, m.id) > (?, ?) AND (? OR c.legal_hold = 0)
+                ORDER BY m.expires_at, m.id LIMIT ?
+                """, arguments: [cutoff.milliseconds, after?.expiresAt.milliseconds ?? Int64.min, after?.id ?? "", includeHeld, max(1, min(limit, 10_000))])
+            return rows.map { DueMessage(id: $0["id"], conversationID: $0["conversation_id"], expiresAt: Date(milliseconds: $0["expires_at"])) }
+        }
+    }
+
+    func purge(_ db: Database, ids: [String], now: Date) throws -> PurgeResult {
+        var result = PurgeResult(deleted: [:], participants: [:], held: [])
+        for chunk in stride(from: 0, to: ids.count, by: 500).map({ Array(ids[$0..<min($0 + 500, ids.count)]) }) {
+            let placeholders = Array(repeating: "?", count: chunk.count).joined(separator: ",")
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT m.id, m.conversation_id, c.legal_hold FROM messages m JOIN conversations c ON c.id = m.conversation_id
+                WHERE m.id IN (\(placeholders)) AND m.expires_at <= ?
+                """, arguments: StatementArguments(chunk + [String(now.milliseconds)]))
+            var doomed: [String] = []
+            for row in rows {
+                let id: String = row["id"]
+                if row["legal_hold"] as Bool { result.held.append(id); continue }
+                doomed.append(id)
+                result.deleted[row["conversation_id"], default: []].append(id)
+            }
+            guard !doomed.isEmpty else { continue }
+            // The FTS delete trigger removes each message's words from the search index.
+            try db.execute(sql: "DELETE FROM messages WHERE id IN (\(Array(repeating: "?", count: doomed.count).joined(separator: ",")))",
+                           arguments: StatementArguments(doomed))
+        }
+        for conversation in result.deleted.keys { result.participants[conversation] = try participants(db, conversation) }
+        return result
+    }
+
+    /// After a purge: merge the search index (so no segment keeps deleted words) and
+    /// checkpoint the WAL (so no old page image keeps deleted text). `secure_delete`
+    /// has already zeroed the freed pages.
+    public func compactAfterPurge() throws {
+        try write { db in try db.execute(sql: "INSERT INTO messages_fts(messages_fts) VALUES ('optimize')") }
+        if writer is DatabasePool {
+            try writer.writeWithoutTransaction { db in _ = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+        }
+    }
+
+    /// Deletes audit entries older than `retention` (the audit log's own, longer retention).
+    @discardableResult
+    public func purgeAuditLog(olderThan retention: Duration, now: Date = Date()) throws -> Int {
+        try write { db in
+            try db.execute(sql: "DELETE FROM audit_log WHERE at < ?", arguments: [now.milliseconds - retention.milliseconds])
+            return db.changesCount
+        }
+    }
+
+    func setLegalHold(_ db: Database, conversationID: String, held: Bool) throws -> ConversationRecord {
+        guard var record = try ConversationRecord.fetchOne(db, key: conversationID) else { throw ChatError(.notFound, "conversation not found") }
+        record.legalHold = held
+        try record.update(db)
+        return record
+    }
+}
