@@ -134,6 +134,11 @@ let package = Package(
             path: "Tests/GatewayTests"
         ),
         .testTarget(
+            name: "RetentionTests",
+            dependencies: ["Retention", "MessageStore", "ChatCore", "ChatTesting", "RedisClient"],
+            path: "Tests/RetentionTests"
+        ),
+        .testTarget(
             name: "ServiceTests",
             dependencies: ["ChatCore", "ChatTesting", "RedisClient", "Gateway", "MessageStore", "Presence", "Retention", .product(name: "GRDB", package: "GRDB.swift")],
             path: "Tests/ServiceTests"

@@ -1,0 +1,185 @@
+import ChatCore
+import ChatTesting
+import Foundation
+import Logging
+import MessageStore
+import RedisClient
+import Retention
+import Testing
+
+/// The messages service and a retention worker, in process, on a real Redis and a real SQLite file.
+struct RetentionHarness: Sendable {
+    let store: MessageStore
+    let databasePath: String
+    let keys: RedisKeys
+    let redis: RedisClient
+    let server: RedisServer
+    let conversation: String
+
+    func send(_ content: String, from sender: String = "admin@clinic.com") async throws {
+        let command = try StoreCommand(type: .send, user: sender, body: SendMessageRequest(conversationID: conversation, content: content, clientID: UUID().uuidString))
+        try await redis.xadd(keys.commands, fields: command.fields)
+    }
+
+    func stored() throws -> Int { try store.history(for: "doctor@clinic.com", conversationID: conversation, limit: 100, now: .distantPast).count }
+
+    /// Every byte of the database, its WAL and shared-memory files.
+    func databaseBytes() -> Data {
+        ["", "-wal", "-shm"].reduce(into: Data()) { data, suffix in data += (FileManager.default.contents(atPath: databasePath + suffix) ?? Data()) }
+    }
+
+    /// Every field of every entry left in both streams.
+    func streamText() async throws -> String {
+        let entries = try await redis.xrange(keys.commands) + (try await redis.xrange(keys.events))
+        return entries.flatMap { $0.fields.values }.joined(separator: "\n")
+    }
+
+    func makeWorker(_ store: StoreClient) -> RetentionWorker {
+        RetentionWorker(redis: redis, keys: keys, store: store, configuration: .init(consumer: "r1", sweepInterval: .milliseconds(200), auditRetention: .seconds(3600)), logger: Logger(label: "retention"))
+    }
+}
+
+func withRetention(retention: Duration = .seconds(1), runWorker: Bool = true, _ body: @Sendable (RetentionHarness) async throws -> Void) async throws {
+    let server = try RedisServer.required()
+    let keys = uniqueKeys("ret")
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("retention-\(UUID().uuidString.prefix(8)).sqlite").path
+    defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+    let store = try MessageStore.open(path: path, retention: retention, bcryptCost: 4)
+    for (email, name, role) in DemoAccounts.all { try store.createUser(email: email, name: name, role: role, password: "password-\(email)") }
+    let conversation = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com").id
+
+    var configuration = try ChatConfiguration(environment: ["CHAT_REDIS_URL": server.url])
+    configuration.redisPrefix = keys.prefix
+    let redis = RedisClient(configuration: configuration.redis)
+    let runtime = ChatRuntime(configuration: configuration, redis: redis, logger: Logger(label: "test"))
+    let storeSubscriber = RedisSubscriber(configuration: configuration.redis)
+    let workerSubscriber = RedisSubscriber(configuration: configuration.redis)
+    let storeClient = StoreClient(redis: redis, keys: keys, gatewayID: "retention-test", timeout: .seconds(5))
+    try await withRunning(redis) { redis in
+        try await redis.waitUntilReady()
+        try await redis.xgroupCreate(keys.events, group: RedisKeys.retentionGroup, startingAt: "0")
+        let harness = RetentionHarness(store: store, databasePath: path, keys: keys, redis: redis, server: server, conversation: conversation)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await storeSubscriber.run() }
+            group.addTask { try await workerSubscriber.run() }
+            group.addTask { await storeClient.pumpReplies(from: workerSubscriber) }
+            group.addTask { try await MessagesService(runtime: runtime, store: store, subscriber: storeSubscriber, consumer: "m1").run() }
+            try await workerSubscriber.subscribe([storeClient.replyChannel])
+            _ = await eventually { (try? await redis.send(["PUBSUB", "NUMSUB", keys.storeQueries]).array?.last?.int) == 1 }
+            if runWorker { group.addTask { try await harness.makeWorker(storeClient).run() } }
+            try await body(harness)
+            group.cancelAll()
+        }
+    }
+}
+
+@Suite("Retention on a real redis-server and SQLite file", .redisServer)
+struct RetentionTests {
+    @Test("an expired message is gone from history, search and unread counts at once, then from the SQLite file and the Redis streams after a sweep")
+    func expiredMessagesAreDeletedEverywhere() async throws {
+        try await withRetention { h in
+            let marker = "zebra\(UUID().uuidString.prefix(8).lowercased())"
+            let subscriber = RedisSubscriber(configuration: h.server.configuration)
+            try await withRunning(subscriber) { subscriber in
+                try await subscriber.subscribe([h.keys.user("doctor@clinic.com")])
+                var events = subscriber.events.makeAsyncIterator()
+                try await h.send("potassium \(marker) result")
+                #expect(await eventually { (try? h.stored()) == 1 })
+                #expect(h.databaseBytes().range(of: Data(marker.utf8)) != nil, "the text is on disk while the message lives")
+                try await Task.sleep(for: .milliseconds(1100))
+                // Invisible at once, before any sweep runs.
+                #expect(try h.store.history(for: "doctor@clinic.com", conversationID: h.conversation).isEmpty)
+                #expect(try h.store.searchMessages(for: "doctor@clinic.com", query: marker).isEmpty)
+                #expect(try h.store.unreadCounts(for: "doctor@clinic.com").total == 0)
+
+                #expect(await eventually(timeout: .seconds(15)) { (try? h.stored()) == 0 })
+                #expect(await eventually { h.databaseBytes().range(of: Data(marker.utf8)) == nil }, "the text is nowhere in the database, its WAL or its index")
+                #expect(try await h.streamText().contains(marker) == false)
+                var kinds: [String] = []
+                while kinds.count < 2, let event = await events.next(), case .message(let message) = event {
+                    kinds.append((try? JSONSerialization.jsonObject(with: Data(message.payload)) as? [String: Any])?["event"] as? String ?? "?")
+                }
+                #expect(kinds == ["receive_message", "messages_purged"])
+                // The sweep's own audit line is queued after its purge commands.
+                #expect(await eventually {
+                    let audit = (try? h.store.auditLog().map(\.action)) ?? []
+                    return audit.contains("retention.sweep") && audit.contains("retention.purge")
+                })
+            }
+        }
+    }
+
+    @Test("a conversation on legal hold keeps its messages; released, they are purged")
+    func legalHold() async throws {
+        try await withRetention { h in
+            let hold = try StoreCommand(type: .setLegalHold, user: "admin@clinic.com", body: LegalHoldRequest(conversationID: h.conversation, held: true))
+            try await h.redis.xadd(h.keys.commands, fields: hold.fields)
+            #expect(await eventually { (try? h.store.auditLog().contains { $0.action == "admin.set_legal_hold" }) == true })
+            try await h.send("keep for the court")
+            #expect(await eventually { (try? h.stored()) == 1 })
+            try await Task.sleep(for: .seconds(2))
+            #expect(try h.stored() == 1, "held messages survive their expiry")
+            let release = try StoreCommand(type: .setLegalHold, user: "admin@clinic.com", body: LegalHoldRequest(conversationID: h.conversation, held: false))
+            try await h.redis.xadd(h.keys.commands, fields: release.fields)
+            #expect(await eventually(timeout: .seconds(15)) { (try? h.stored()) == 0 })
+            let doctorHold = try StoreCommand(type: .setLegalHold, user: "doctor@clinic.com", gateway: nil, body: LegalHoldRequest(conversationID: h.conversation, held: true))
+            try await h.redis.xadd(h.keys.commands, fields: doctorHold.fields)
+            #expect(await eventually { (try? h.store.auditLog().contains { $0.action == "admin.set_legal_hold" && $0.outcome == "forbidden" }) == true })
+        }
+    }
+
+    @Test("with the schedule key deleted, a restarted worker rebuilds it from the store and purges")
+    func rebuildsALostSchedule() async throws {
+        try await withRetention(runWorker: false) { h in
+            for i in 0..<3 { try await h.send("note \(i)") }
+            #expect(await eventually { (try? h.stored()) == 3 })
+            // No worker read the events; the schedule does not exist. Drop the events too, as a Redis that lost its data would.
+            try await h.redis.delete([h.keys.retentionDue])
+            try await h.redis.xtrim(h.keys.events, .maxLength(0, approximate: false))
+            try await Task.sleep(for: .milliseconds(1100))
+            let client = StoreClient(redis: h.redis, keys: h.keys, gatewayID: "retention-rebuild", timeout: .seconds(5))
+            let subscriber = RedisSubscriber(configuration: h.server.configuration)
+            try await withRunning(subscriber) { subscriber in
+                try await subscriber.subscribe([client.replyChannel])
+                let pump = Task { await client.pumpReplies(from: subscriber) }
+                defer { pump.cancel() }
+                try await withRunning(h.makeWorker(client)) { _ in
+                    #expect(await eventually(timeout: .seconds(15)) { (try? h.stored()) == 0 })
+                }
+            }
+        }
+    }
+
+    @Test("a worker stopped in the middle of a sweep leaves the rest scheduled, and the next one finishes the job")
+    func resumesAnInterruptedSweep() async throws {
+        try await withRetention(retention: .seconds(1), runWorker: false) { h in
+            let conversation = h.conversation
+            // 2,500 messages at once, straight into the store, already due.
+            let sends = (0..<2500).map { SendRequest(sender: "admin@clinic.com", conversationID: conversation, content: "bulk \($0)", clientID: nil) }
+            let stored = try h.store.append(sends, now: Date().addingTimeInterval(-10)).map { try $0.get().message }
+            try await h.redis.zadd(h.keys.retentionDue, stored.map { (Double(Int64($0.expiresAt.timeIntervalSince1970 * 1000)), $0.id) })
+
+            // A sweep cut short after its first purge command: the rest stays in the schedule.
+            let client = StoreClient(redis: h.redis, keys: h.keys, gatewayID: "retention-resume", timeout: .seconds(5))
+            let subscriber = RedisSubscriber(configuration: h.server.configuration)
+            try await withRunning(subscriber) { subscriber in
+                try await subscriber.subscribe([client.replyChannel])
+                let pump = Task { await client.pumpReplies(from: subscriber) }
+                defer { pump.cancel() }
+                var configuration = RetentionWorker.Configuration(consumer: "r1", sweepInterval: .milliseconds(200), auditRetention: .seconds(3600))
+                configuration.batchSize = 1000
+                let cut = RetentionWorker(redis: h.redis, keys: h.keys, store: client, configuration: configuration, logger: Logger(label: "retention"))
+                let interrupted = Task { try await cut.sweep() }
+                _ = await eventually(every: .milliseconds(1)) { (try? await h.redis.zcard(h.keys.retentionDue)) ?? 2500 < 2500 }
+                interrupted.cancel()
+                _ = await interrupted.result
+                let left = try await h.redis.zcard(h.keys.retentionDue)
+                #expect(left < 2500)
+                try await withRunning(h.makeWorker(client)) { _ in
+                    #expect(await eventually(timeout: .seconds(20)) { (try? h.stored()) == 0 }, "\(left) were left in the schedule")
+                    #expect(await eventually { (try? await h.redis.zcard(h.keys.retentionDue)) == 0 })
+                }
+            }
+        }
+    }
+}
