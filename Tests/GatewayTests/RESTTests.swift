@@ -218,9 +218,15 @@ struct RESTTests {
             #expect(try await gw.call(.post, "/api/auth/login", body: ["email": "doctor@clinic.com", "password": password("doctor@clinic.com")]).status == .unauthorized)
             #expect(try await gw.call(.post, "/api/admin/users/doctor@clinic.com/enable", token: admin).status == .ok)
             #expect(try await gw.call(.get, "/api/me", token: doctor).status == .ok)
+            let sent = try await gw.call(.post, "/api/messages", token: admin, body: SendMessageRequest(receiverEmail: "dr.patel@clinic.com", content: "x", clientID: "h"))
+            let conversation = try #require((sent.json as? [String: Any])?["conversation_id"] as? String)
+            #expect(try await gw.call(.post, "/api/admin/conversations/\(conversation)/hold", token: doctor).status == .forbidden)
+            let held = try await gw.call(.post, "/api/admin/conversations/\(conversation)/hold", token: admin)
+            #expect((held.json as? [String: Any])?["legal_hold"] as? String == "on")
+            #expect(try await gw.call(.post, "/api/admin/conversations/no-such-id/release", token: admin).status == .notFound)
             let audit = try #require(try await gw.call(.get, "/api/admin/audit?limit=100", token: admin).json as? [[String: Any]])
             let actions = audit.compactMap { $0["action"] as? String }
-            for action in ["login", "admin.create_user", "admin.set_user_role", "admin.set_user_disabled"] {
+            for action in ["login", "admin.create_user", "admin.set_user_role", "admin.set_user_disabled", "admin.set_legal_hold"] {
                 #expect(actions.contains(action), "\(action) in \(actions)")
             }
         }

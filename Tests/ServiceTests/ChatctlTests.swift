@@ -1,6 +1,7 @@
 import ChatCore
 import ChatTesting
 import Foundation
+import MessageStore
 import Testing
 
 /// Runs chatctl to completion and returns its exit status and output.
@@ -21,6 +22,15 @@ struct ChatctlTests {
         let database = FileManager.default.temporaryDirectory.appendingPathComponent("chatctl-\(UUID().uuidString.prefix(8)).sqlite").path
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: database + suffix) } }
         let environment = ["CHAT_REDIS_URL": server.url, "CHAT_REDIS_PREFIX": uniqueKeys("ctl").prefix, "CHAT_DB_PATH": database]
+        // Three messages that expire tomorrow, for the retention preview.
+        let conversation = try {
+            let store = try MessageStore.open(path: database, retention: .seconds(86400), bcryptCost: 4)
+            try store.createUser(email: "a@ward.org", name: "A", role: .doctor, password: "password1")
+            try store.createUser(email: "b@ward.org", name: "B", role: .doctor, password: "password1")
+            let id = try store.openDirectConversation("a@ward.org", "b@ward.org").id
+            _ = try store.append((0..<3).map { SendRequest(sender: "a@ward.org", conversationID: id, content: "m\($0)", clientID: nil) })
+            return id
+        }()
         let (messages, log) = try launch("chat-messages", environment: environment)
         defer { messages.signal(SIGKILL); try? FileManager.default.removeItem(at: log) }
         #expect(await eventually(timeout: .seconds(20)) { contents(log).contains("] ready") })
@@ -49,5 +59,11 @@ struct ChatctlTests {
         #expect(short.output.contains("a password has at least 8 characters"))
         let unknown = try await chatctl(["user", "disable", "ghost@clinic.com"], environment: environment)
         #expect(unknown.status != 0 && unknown.output.contains("no such user"))
+
+        let now = try await chatctl(["retention", "preview", "--days", "0"], environment: environment)
+        #expect(now.status == 0 && now.output.contains("total\t\t0"), "\(now.output)")
+        let soon = try await chatctl(["retention", "preview", "--days", "2"], environment: environment)
+        #expect(soon.output.contains("\t\(conversation)\t3"), "\(soon.output)")
+        #expect(soon.output.contains("total\t\t3"))
     }
 }

@@ -9,7 +9,7 @@ struct Chatctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chatctl",
         abstract: "Administers the clinic chat system through Redis (CHAT_REDIS_URL, CHAT_REDIS_PREFIX); the messages service must be running.",
-        subcommands: [UserCommand.self, SeedDemo.self]
+        subcommands: [UserCommand.self, SeedDemo.self, RetentionCommand.self]
     )
 }
 
@@ -141,6 +141,56 @@ func withStore<T: Sendable>(_ body: @Sendable (StoreClient) async throws -> T) a
             return try await body(store)
         } catch let error as ChatError {
             throw ValidationError(error.message)
+        }
+    }
+}
+
+struct RetentionCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "retention", abstract: "Look at what retention will delete.", subcommands: [Preview.self])
+
+    struct Preview: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Counts of the messages the coming sweeps will delete, by conversation and day (UTC). Deletes nothing.")
+        @Option(help: "How far ahead to look, in days (0: only what is already due).") var days = 7
+
+        struct Due: Decodable, Sendable {
+            var id: String
+            var conversationID: String
+            var expiresAt: Date
+            enum CodingKeys: String, CodingKey {
+                case id
+                case conversationID = "conversation_id"
+                case expiresAt = "expires_at"
+            }
+        }
+
+        func run() async throws {
+            let cutoff = Int64(Date().addingTimeInterval(TimeInterval(days) * 86400).timeIntervalSince1970 * 1000)
+            let due: [Due] = try await withStore { store in
+                var all: [Due] = []
+                var cursor: String?
+                while true {
+                    let page: [Due] = try store.result(await store.query(.dueMessages, user: "") {
+                        $0.before = cutoff
+                        $0.limit = 5000
+                        $0.query = cursor
+                    })
+                    guard let last = page.last else { break }
+                    all += page
+                    cursor = "\(Int64(last.expiresAt.timeIntervalSince1970 * 1000)):\(last.id)"
+                }
+                return all
+            }
+            var counts: [String: [String: Int]] = [:]
+            for message in due {
+                let day = String(ChatJSON.formatTimestamp(message.expiresAt).prefix(10))
+                counts[day, default: [:]][message.conversationID, default: 0] += 1
+            }
+            print("day\tconversation\tmessages")
+            for day in counts.keys.sorted() {
+                for (conversation, count) in counts[day]!.sorted(by: { $0.key < $1.key }) { print("\(day)\t\(conversation)\t\(count)") }
+            }
+            print("total\t\t\(due.count)")
         }
     }
 }

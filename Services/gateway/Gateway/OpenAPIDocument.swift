@@ -2244,6 +2244,150 @@ enum OpenAPIDocument {
      }
     ]
    }
+  },
+  "/api/admin/conversations/{id}/hold": {
+   "post": {
+    "summary": "Put a conversation on legal hold: its messages are kept past their expiry, still invisible to users (admins only; audited).",
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/LegalHold"
+        }
+       }
+      }
+     },
+     "401": {
+      "description": "no, bad, expired or revoked token",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      }
+     },
+     "403": {
+      "description": "not an admin",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      }
+     },
+     "404": {
+      "description": "unknown conversation",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      }
+     },
+     "503": {
+      "description": "the store did not answer in time",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      }
+     }
+    },
+    "security": [
+     {
+      "bearer": []
+     }
+    ]
+   }
+  },
+  "/api/admin/conversations/{id}/release": {
+   "post": {
+    "summary": "Release a legal hold: messages already due are scheduled for deletion again (admins only; audited).",
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/LegalHold"
+        }
+       }
+      }
+     },
+     "401": {
+      "description": "no, bad, expired or revoked token",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      }
+     },
+     "403": {
+      "description": "not an admin",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      }
+     },
+     "404": {
+      "description": "unknown conversation",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      }
+     },
+     "503": {
+      "description": "the store did not answer in time",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/Error"
+        }
+       }
+      }
+     }
+    },
+    "security": [
+     {
+      "bearer": []
+     }
+    ]
+   }
   }
  },
  "components": {
@@ -2636,6 +2780,21 @@ enum OpenAPIDocument {
       "detail": {
        "type": "string"
       }
+     }
+    }
+   },
+   "LegalHold": {
+    "type": "object",
+    "properties": {
+     "conversation_id": {
+      "type": "string"
+     },
+     "legal_hold": {
+      "type": "string",
+      "enum": [
+       "on",
+       "off"
+      ]
      }
     }
    }

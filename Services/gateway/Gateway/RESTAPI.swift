@@ -134,6 +134,13 @@ public struct RESTAPI: Sendable {
             let body = try await request.decodeJSON(Body.self, context: context)
             return try self.pass(await self.store.command(.setUserRole, user: claims.sub, body: UpdateUserRequest(email: email, role: body.role)))
         }
+        for (path, held) in [("/api/admin/conversations/:id/hold", true), ("/api/admin/conversations/:id/release", false)] {
+            routes.add(.post, path) { request, context in
+                let claims = try await self.authenticate(request, admin: true)
+                let id = try context.parameters.require("id")
+                return try self.pass(await self.store.command(.setLegalHold, user: claims.sub, body: LegalHoldRequest(conversationID: id, held: held)))
+            }
+        }
         routes.add(.get, "/api/admin/audit") { request, _ in
             let claims = try await self.authenticate(request, admin: true)
             return try self.pass(await self.store.query(.auditLog, user: claims.sub) {
