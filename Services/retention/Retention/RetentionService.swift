@@ -39,7 +39,13 @@ public final class RetentionWorker: Service, Sendable {
         self.logger = logger
     }
 
+    /// Runs until graceful shutdown or cancellation; shutdown cancels the work at once
+    /// (a sweep waits a whole interval between runs).
     public func run() async throws {
+        try await cancelWhenGracefulShutdown { try await self.work() }
+    }
+
+    private func work() async throws {
         // The store may still be starting: keep asking until the schedule is in place.
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
