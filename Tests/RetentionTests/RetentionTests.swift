@@ -39,8 +39,8 @@ struct RetentionHarness: Sendable {
     }
 }
 
-func withRetention(retention: Duration = .seconds(1), runWorker: Bool = true, _ body: @Sendable (RetentionHarness) async throws -> Void) async throws {
-    let server = try RedisServer.required()
+func withRetention(retention: Duration = .seconds(1), runWorker: Bool = true, server: RedisServer? = nil, _ body: @Sendable (RetentionHarness) async throws -> Void) async throws {
+    let server = try server ?? RedisServer.required()
     let keys = uniqueKeys("ret")
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("retention-\(UUID().uuidString.prefix(8)).sqlite").path
     defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
@@ -182,4 +182,32 @@ struct RetentionTests {
             }
         }
     }
+
+    @Test("with append-only persistence, the purged text is gone from Redis's files after the sweep's rewrite")
+    func appendOnlyFileIsRewritten() async throws {
+        let server = try await RedisServer.start(arguments: ["--appendonly", "yes", "--appendfsync", "always"])
+        defer { server.stop() }
+        try await withRetention(server: server) { h in
+            let marker = "okapi\(UUID().uuidString.prefix(8).lowercased())"
+            try await h.send("sodium \(marker) low")
+            #expect(await eventually { (try? h.stored()) == 1 })
+            #expect(await eventually { redisFiles(server).range(of: Data(marker.utf8)) != nil }, "the send is in the append-only file while it is processed")
+            #expect(await eventually(timeout: .seconds(15)) { (try? h.stored()) == 0 })
+            #expect(await eventually(timeout: .seconds(15)) {
+                let info = (try? await h.redis.send(["INFO", "persistence"]).string) ?? ""
+                return info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0")
+                    && redisFiles(server).range(of: Data(marker.utf8)) == nil
+            }, "the text is nowhere in the append-only files")
+        }
+    }
+}
+
+/// Every byte Redis keeps on disk for `server` (the append-only directory and any RDB).
+func redisFiles(_ server: RedisServer) -> Data {
+    var data = Data()
+    let enumerator = FileManager.default.enumerator(at: server.directory, includingPropertiesForKeys: nil)
+    while let url = enumerator?.nextObject() as? URL {
+        if url.lastPathComponent != "redis.log", let bytes = FileManager.default.contents(atPath: url.path) { data += bytes }
+    }
+    return data
 }
