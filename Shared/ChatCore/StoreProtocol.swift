@@ -238,3 +238,22 @@ public struct UnreadCount: Codable, Sendable, Hashable {
         self.conversations = conversations
     }
 }
+
+/// A message and its expiry, as the `due_messages` query lists them (retention's schedule).
+public struct DueMessage: Codable, Sendable, Hashable {
+    public var id: String
+    public var conversationID: String
+    public var expiresAt: Date
+
+    public init(id: String, conversationID: String, expiresAt: Date) {
+        self.id = id
+        self.conversationID = conversationID
+        self.expiresAt = expiresAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id
+        case conversationID = "conversation_id"
+        case expiresAt = "expires_at"
+    }
+}

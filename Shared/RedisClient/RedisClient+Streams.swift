@@ -11,6 +11,16 @@ public struct StreamEntry: Sendable, Hashable {
     }
 }
 
+extension StreamEntry {
+    /// The smallest stream id greater than `id` (`5-3` → `5-4`): trimming with `MINID` at it
+    /// removes `id` and everything before.
+    public static func id(after id: String) -> String {
+        let parts = id.split(separator: "-")
+        guard parts.count == 2, let ms = UInt64(parts[0]), let seq = UInt64(parts[1]) else { return id }
+        return seq == UInt64.max ? "\(ms + 1)-0" : "\(ms)-\(seq + 1)"
+    }
+}
+
 /// How `XADD` and `XTRIM` cut old entries.
 public enum StreamTrim: Sendable, Hashable {
     /// `MAXLEN ~ n` (approximate: cheap) or `MAXLEN = n` (exact).

@@ -27,3 +27,14 @@ struct RedisConfigurationTests {
         #expect(throws: RedisURLError.self) { try RedisConfiguration(url: url) }
     }
 }
+
+@Suite("Stream ids")
+struct StreamIDTests {
+    @Test("the id after another is the next sequence number, or the next millisecond at the top")
+    func idAfter() {
+        #expect(StreamEntry.id(after: "5-3") == "5-4")
+        #expect(StreamEntry.id(after: "1700000000000-0") == "1700000000000-1")
+        #expect(StreamEntry.id(after: "5-18446744073709551615") == "6-0")
+        #expect(StreamEntry.id(after: "garbage") == "garbage")
+    }
+}

@@ -153,24 +153,13 @@ struct RetentionCommand: AsyncParsableCommand {
             abstract: "Counts of the messages the coming sweeps will delete, by conversation and day (UTC). Deletes nothing.")
         @Option(help: "How far ahead to look, in days (0: only what is already due).") var days = 7
 
-        struct Due: Decodable, Sendable {
-            var id: String
-            var conversationID: String
-            var expiresAt: Date
-            enum CodingKeys: String, CodingKey {
-                case id
-                case conversationID = "conversation_id"
-                case expiresAt = "expires_at"
-            }
-        }
-
         func run() async throws {
             let cutoff = Int64(Date().addingTimeInterval(TimeInterval(days) * 86400).timeIntervalSince1970 * 1000)
-            let due: [Due] = try await withStore { store in
-                var all: [Due] = []
+            let due: [DueMessage] = try await withStore { store in
+                var all: [DueMessage] = []
                 var cursor: String?
                 while true {
-                    let page: [Due] = try store.result(await store.query(.dueMessages, user: "") {
+                    let page: [DueMessage] = try store.result(await store.query(.dueMessages, user: "") {
                         $0.before = cutoff
                         $0.limit = 5000
                         $0.query = cursor

@@ -114,7 +114,7 @@ public final class CommandProcessor: Service, Sendable {
         try await redis.xack(keys.commands, group: RedisKeys.messagesGroup, ids: ids)
         // Applied and acknowledged: drop the text from the stream (entries older than the oldest still pending).
         let pending = try await redis.xpending(keys.commands, group: RedisKeys.messagesGroup)
-        try await redis.xtrim(keys.commands, .minID(pending.smallestID ?? Self.after(ids.last!), approximate: false))
+        try await redis.xtrim(keys.commands, .minID(pending.smallestID ?? StreamEntry.id(after: ids.last!), approximate: false))
     }
 
     /// The PUBLISH and XADD commands that tell everyone concerned what happened.
@@ -195,12 +195,6 @@ public final class CommandProcessor: Service, Sendable {
         }
     }
 
-    /// The smallest stream id greater than `id` (`5-3` → `5-4`).
-    static func after(_ id: String) -> String {
-        let parts = id.split(separator: "-")
-        guard parts.count == 2, let ms = UInt64(parts[0]), let seq = UInt64(parts[1]) else { return id }
-        return seq == UInt64.max ? "\(ms + 1)-0" : "\(ms)-\(seq + 1)"
-    }
 }
 
 extension Task where Success == Never, Failure == Never {

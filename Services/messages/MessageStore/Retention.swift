@@ -2,19 +2,6 @@ import ChatCore
 import Foundation
 import GRDB
 
-/// A message that is due for deletion.
-public struct DueMessage: Codable, Sendable, Hashable {
-    public var id: String
-    public var conversationID: String
-    public var expiresAt: Date
-
-    enum CodingKeys: String, CodingKey {
-        case id
-        case conversationID = "conversation_id"
-        case expiresAt = "expires_at"
-    }
-}
-
 /// What a purge deleted, and who held copies.
 public struct PurgeResult: Sendable, Hashable {
     /// Deleted message ids by conversation.

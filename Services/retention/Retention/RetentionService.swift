@@ -93,7 +93,7 @@ public final class RetentionWorker: Service, Sendable {
                     if case .error(let message) = reply { throw RedisServerError(message: message) }
                 }
                 let pending = try await redis.xpending(keys.events, group: RedisKeys.retentionGroup)
-                try await redis.xtrim(keys.events, .minID(pending.smallestID ?? Self.after(entries.last!.id), approximate: false))
+                try await redis.xtrim(keys.events, .minID(pending.smallestID ?? StreamEntry.id(after: entries.last!.id), approximate: false))
             } catch {
                 if Task.isCancelled || Task.isShuttingDownGracefully { return }
                 logger.warning("scheduling failed; retrying", metadata: ["chat.error": "\(error)"])
@@ -150,23 +150,6 @@ public final class RetentionWorker: Service, Sendable {
         if total > 0 { logger.notice("rebuilt the retention schedule from the store", metadata: ["chat.count": "\(total)"]) }
     }
 
-    static func after(_ id: String) -> String {
-        let parts = id.split(separator: "-")
-        guard parts.count == 2, let ms = UInt64(parts[0]), let seq = UInt64(parts[1]) else { return id }
-        return "\(ms)-\(seq + 1)"
-    }
-}
-
-/// A message due for deletion, as the store lists it.
-public struct DueMessage: Codable, Sendable, Hashable {
-    public var id: String
-    public var conversationID: String
-    public var expiresAt: Date
-    enum CodingKeys: String, CodingKey {
-        case id
-        case conversationID = "conversation_id"
-        case expiresAt = "expires_at"
-    }
 }
 
 /// The retention service: waits for Redis, creates group `retention` on `chat:events`, runs the worker.
