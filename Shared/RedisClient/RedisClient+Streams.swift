@@ -129,6 +129,17 @@ extension RedisClient {
         return try await integer(["XACK", stream, group] + ids)
     }
 
+    /// Acknowledges `ids` and trims the stream below the oldest entry still pending in `group`
+    /// (or past the last of `ids` when nothing is pending): XACK and XPENDING in one round trip,
+    /// then XTRIM. For streams read by this one group, so processed entries do not linger.
+    public func acknowledgeAndTrim(_ stream: String, group: String, ids: [String]) async throws {
+        guard let last = ids.last else { return }
+        let replies = try await pipeline([["XACK", stream, group] + ids, ["XPENDING", stream, group]])
+        for reply in replies { if case .error(let message) = reply { throw RedisServerError(message: message) } }
+        let smallestPending = replies[1].array.flatMap { $0.count == 4 ? $0[1].string : nil }
+        try await xtrim(stream, .minID(smallestPending ?? StreamEntry.id(after: last), approximate: false))
+    }
+
     /// `XAUTOCLAIM stream group consumer min-idle start [COUNT n]`: takes over entries idle for `minIdle`.
     public func xautoclaim(_ stream: String, group: String, consumer: String, minIdle: Duration, start: String = "0-0", count: Int? = nil) async throws -> StreamClaim {
         var command = ["XAUTOCLAIM", stream, group, consumer, String(minIdle.milliseconds), start]

@@ -182,6 +182,12 @@ struct RESTTests {
             let good = try await gw.call(.post, "/api/messages", token: token, body: SendMessageRequest(receiverEmail: "admin@clinic.com", content: "fine", clientID: "ok"))
             #expect(good.status == .created && (good.json as? [String: Any])?["seq"] as? Int == 1)
             #expect(good.headers[.cacheControl] == "no-store")
+            #expect(try await gw.call(.get, "/api/messages/search?q=fine&limit=many", token: token).status == .badRequest)
+            // A read mark without a body marks everything read.
+            let conversation = try #require((good.json as? [String: Any])?["conversation_id"] as? String)
+            let admin = try await gw.login("admin@clinic.com")
+            let readAll = try await gw.call(.post, "/api/conversations/\(conversation)/read", token: admin)
+            #expect(readAll.status == .ok && (readAll.json as? [String: Any])?["up_to_seq"] as? Int == 1)
         }
     }
 

@@ -84,9 +84,17 @@ func rawJSON(_ body: some Sequence<UInt8>, status: HTTPResponse.Status = .ok) ->
 extension Request {
     /// The body decoded as `T`: 413 over the limit, 400 for no body or invalid JSON, 422 for bytes that are not UTF-8.
     func decodeJSON<T: Decodable>(_ type: T.Type, context: GatewayRequestContext) async throws -> T {
+        guard let value = try await decodeJSONIfPresent(type, context: context) else {
+            throw ChatError(.badRequest, "the request body is empty; send JSON")
+        }
+        return value
+    }
+
+    /// As ``decodeJSON(_:context:)``, but `nil` for an empty body (for optional bodies).
+    func decodeJSONIfPresent<T: Decodable>(_ type: T.Type, context: GatewayRequestContext) async throws -> T? {
         let buffer = try await body.collect(upTo: context.maxUploadSize)
         let bytes = Array(buffer.readableBytesView)
-        guard !bytes.isEmpty else { throw ChatError(.badRequest, "the request body is empty; send JSON") }
+        guard !bytes.isEmpty else { return nil }
         guard String(validating: bytes, as: UTF8.self) != nil else { throw ChatError(.invalidContent, "the request body is not valid UTF-8 text") }
         do {
             return try ChatJSON.makeDecoder().decode(T.self, from: Data(bytes))

@@ -69,8 +69,7 @@ public struct RESTAPI: Sendable {
             let claims = try await self.authenticate(request)
             let id = try context.parameters.require("id")
             struct Body: Decodable { var upToSeq: Int64?; enum CodingKeys: String, CodingKey { case upToSeq = "up_to_seq" } }
-            let upTo = request.headers[.contentLength] == "0" || request.headers[.contentLength] == nil && request.headers[.contentType] == nil
-                ? nil : try await request.decodeJSON(Body.self, context: context).upToSeq
+            let upTo = try await request.decodeJSONIfPresent(Body.self, context: context)?.upToSeq
             return try self.pass(await self.store.command(.markConversationRead, user: claims.sub,
                                                           body: MarkConversationReadRequest(conversationID: id, upToSeq: upTo ?? Int64.max)))
         }
@@ -93,9 +92,10 @@ public struct RESTAPI: Sendable {
             let claims = try await self.authenticate(request, ownEmailParameter: true)
             let q = request.uri.queryParameters.get("q") ?? ""
             guard !q.trimmingCharacters(in: .whitespaces).isEmpty else { throw ChatError(.badRequest, "q is required") }
+            let limit = try request.integer("limit")
             return try self.pass(await self.store.query(.searchMessages, user: claims.sub) {
                 $0.query = q
-                $0.limit = try? request.integer("limit")
+                $0.limit = limit
             })
         }
         routes.add(.get, "/api/users/search") { request, _ in
@@ -143,9 +143,10 @@ public struct RESTAPI: Sendable {
         }
         routes.add(.get, "/api/admin/audit") { request, _ in
             let claims = try await self.authenticate(request, admin: true)
+            let (limit, before) = (try request.integer("limit"), try request.integer("before"))
             return try self.pass(await self.store.query(.auditLog, user: claims.sub) {
-                $0.limit = try? request.integer("limit")
-                $0.before = (try? request.integer("before")).flatMap { $0.map(Int64.init) }
+                $0.limit = limit
+                $0.before = before.map(Int64.init)
             })
         }
         return (router, routes.registered)

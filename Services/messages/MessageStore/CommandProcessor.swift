@@ -111,10 +111,8 @@ public final class CommandProcessor: Service, Sendable {
             _ = try? await redis.pipeline(announcements)
         }
         let ids = entries.map(\.id)
-        try await redis.xack(keys.commands, group: RedisKeys.messagesGroup, ids: ids)
         // Applied and acknowledged: drop the text from the stream (entries older than the oldest still pending).
-        let pending = try await redis.xpending(keys.commands, group: RedisKeys.messagesGroup)
-        try await redis.xtrim(keys.commands, .minID(pending.smallestID ?? StreamEntry.id(after: ids.last!), approximate: false))
+        try await redis.acknowledgeAndTrim(keys.commands, group: RedisKeys.messagesGroup, ids: ids)
     }
 
     /// The PUBLISH and XADD commands that tell everyone concerned what happened.

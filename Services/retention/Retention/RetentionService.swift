@@ -86,14 +86,8 @@ public final class RetentionWorker: Service, Sendable {
                     guard entry.fields["type"] == "stored", let id = entry.fields["message_id"], let ms = entry.fields["expires_at"].flatMap(Double.init) else { return nil }
                     return (ms, id)
                 }
-                var commands: [[String]] = []
-                if !due.isEmpty { commands.append(["ZADD", keys.retentionDue] + due.flatMap { [String(Int64($0.0)), $0.1] }) }
-                commands.append(["XACK", keys.events, RedisKeys.retentionGroup] + entries.map(\.id))
-                for reply in try await redis.pipeline(commands) {
-                    if case .error(let message) = reply { throw RedisServerError(message: message) }
-                }
-                let pending = try await redis.xpending(keys.events, group: RedisKeys.retentionGroup)
-                try await redis.xtrim(keys.events, .minID(pending.smallestID ?? StreamEntry.id(after: entries.last!.id), approximate: false))
+                if !due.isEmpty { try await redis.zadd(keys.retentionDue, due) }
+                try await redis.acknowledgeAndTrim(keys.events, group: RedisKeys.retentionGroup, ids: entries.map(\.id))
             } catch {
                 if Task.isCancelled || Task.isShuttingDownGracefully { return }
                 logger.warning("scheduling failed; retrying", metadata: ["chat.error": "\(error)"])
