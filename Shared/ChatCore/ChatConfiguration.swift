@@ -42,6 +42,18 @@ public struct ChatConfiguration: Sendable {
     public var consumerName: String
     /// `LOG_LEVEL`, default `info` (trace, debug, info, notice, warning, error, critical).
     public var logLevel: Logger.Level
+    /// `CHAT_MESSAGE_RATE` / `CHAT_MESSAGE_BURST`, default 20 / 40: sends per second per user on one gateway
+    /// (shared by all of that user's sockets there), and the burst allowed above it.
+    public var messageRate: Double
+    public var messageBurst: Double
+    /// `CHAT_TYPING_RATE` / `CHAT_TYPING_BURST`, default 5 / 10: typing events per second per user.
+    public var typingRate: Double
+    public var typingBurst: Double
+    /// `CHAT_PING_INTERVAL` / `CHAT_PING_TIMEOUT`, default 25s / 20s: Engine.IO heartbeat.
+    public var pingInterval: Duration
+    public var pingTimeout: Duration
+    /// `CHAT_SOCKET_QUEUE`, default 1000: packets one socket may have waiting before it is closed.
+    public var socketQueue: Int
 
     /// The defaults, with a gateway id made from this host and process.
     public init() {
@@ -59,6 +71,13 @@ public struct ChatConfiguration: Sendable {
         self.gatewayID = "gw-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         self.consumerName = "messages-\(ProcessInfo.processInfo.hostName)"
         self.logLevel = .info
+        self.messageRate = 20
+        self.messageBurst = 40
+        self.typingRate = 5
+        self.typingBurst = 10
+        self.pingInterval = .seconds(25)
+        self.pingTimeout = .seconds(20)
+        self.socketQueue = 1000
     }
 
     /// Reads the variables above from `environment`; unset or empty variables keep their defaults.
@@ -100,6 +119,13 @@ public struct ChatConfiguration: Sendable {
             throw ConfigurationError(variable: "CHAT_GATEWAY_ID", expected: "letters, digits, '-', '_' and '.'", value: gatewayID)
         }
         consumerName = env["CHAT_CONSUMER_NAME"] ?? consumerName
+        messageRate = try Self.positive("CHAT_MESSAGE_RATE", env, default: messageRate)
+        messageBurst = try Self.positive("CHAT_MESSAGE_BURST", env, default: messageBurst)
+        typingRate = try Self.positive("CHAT_TYPING_RATE", env, default: typingRate)
+        typingBurst = try Self.positive("CHAT_TYPING_BURST", env, default: typingBurst)
+        pingInterval = try Self.duration("CHAT_PING_INTERVAL", env, default: pingInterval)
+        pingTimeout = try Self.duration("CHAT_PING_TIMEOUT", env, default: pingTimeout)
+        socketQueue = Int(try Self.positive("CHAT_SOCKET_QUEUE", env, default: Double(socketQueue)))
         if let level = env["LOG_LEVEL"] {
             guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
                 throw ConfigurationError(variable: "LOG_LEVEL", expected: "one of trace, debug, info, notice, warning, error, critical", value: level)
@@ -110,6 +136,14 @@ public struct ChatConfiguration: Sendable {
 
     /// The key and channel names for ``redisPrefix``.
     public var keys: RedisKeys { RedisKeys(prefix: redisPrefix) }
+
+    private static func positive(_ variable: String, _ env: [String: String], default value: Double) throws(ConfigurationError) -> Double {
+        guard let text = env[variable] else { return value }
+        guard let number = Double(text), number > 0, number.isFinite else {
+            throw ConfigurationError(variable: variable, expected: "a positive number", value: text)
+        }
+        return number
+    }
 
     private static func duration(_ variable: String, _ env: [String: String], default value: Duration) throws(ConfigurationError) -> Duration {
         guard let text = env[variable] else { return value }

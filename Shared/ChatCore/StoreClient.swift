@@ -15,7 +15,7 @@ public final class StoreClient: Sendable {
     private let redis: RedisClient
     private let keys: RedisKeys
     private struct Waiter {
-        let continuation: CheckedContinuation<StoreReply, any Error>
+        let complete: @Sendable (Result<StoreReply, any Error>) -> Void
         var timer: Task<Void, Never>?
     }
 
@@ -43,7 +43,48 @@ public final class StoreClient: Sendable {
         guard let reply = try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data(payload)) else { return }
         guard let waiter = waiting.withLock({ $0.removeValue(forKey: reply.request) }) else { return }
         waiter.timer?.cancel()
-        waiter.continuation.resume(returning: reply)
+        waiter.complete(.success(reply))
+    }
+
+    /// Sends a write without waiting for its answer: `onReply` runs exactly once, with the
+    /// store's answer (on the task that reads ``replyChannel``, so keep it short) or with
+    /// `unavailable` after ``timeout``. Returns once the command is in the stream, so writes
+    /// submitted one after another from one task reach the store in that order.
+    public func submit<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String = UUID().uuidString,
+                                                   onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async throws {
+        let command = try StoreCommand(type: type, user: user, gateway: gatewayID, request: request, body: body)
+        register(request, onReply)
+        do {
+            try await redis.xadd(keys.commands, fields: command.fields)
+        } catch {
+            if let waiter = waiting.withLock({ $0.removeValue(forKey: request) }) { waiter.timer?.cancel() }
+            throw ChatError(.unavailable, "the message store is unreachable; retry (sends are safe to retry with the same client_id)")
+        }
+    }
+
+    /// Asks a query without waiting: `onReply` runs exactly once, like ``submit(_:user:body:request:onReply:)``.
+    public func ask(_ kind: StoreQuery.Kind, user: String, _ fill: (inout StoreQuery) -> Void = { _ in },
+                    onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async {
+        var query = StoreQuery(kind: kind, user: user, gateway: gatewayID, request: UUID().uuidString)
+        fill(&query)
+        let request = query.request
+        register(request, onReply)
+        do {
+            let text = String(decoding: try ChatJSON.makeEncoder().encode(query), as: UTF8.self)
+            guard try await redis.publish(text, to: keys.storeQueries) > 0 else { throw ChatError(.unavailable, "the message store is not running") }
+        } catch {
+            fail(request, (error as? ChatError) ?? ChatError(.unavailable, "the message store is unreachable"))
+        }
+    }
+
+    private func register(_ request: String, _ complete: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) {
+        let timeout = self.timeout
+        waiting.withLock { $0[request] = Waiter(complete: complete) }
+        let timer = Task {
+            guard (try? await Task.sleep(for: timeout)) != nil else { return }
+            self.fail(request, ChatError(.unavailable, "the message store did not answer in time; retry (sends are safe to retry with the same client_id)"))
+        }
+        waiting.withLock { $0[request]?.timer = timer }
     }
 
     /// Sends a write and waits for the store to commit it (or refuse it).
@@ -88,7 +129,7 @@ public final class StoreClient: Sendable {
 
     private func waitForReply(_ request: String, send: @escaping @Sendable () async throws -> Void) async throws -> StoreReply {
         try await withCheckedThrowingContinuation { continuation in
-            waiting.withLock { $0[request] = Waiter(continuation: continuation) }
+            waiting.withLock { $0[request] = Waiter(complete: { continuation.resume(with: $0) }) }
             let timer = Task {
                 do {
                     try await send()
@@ -106,6 +147,8 @@ public final class StoreClient: Sendable {
     }
 
     private func fail(_ request: String, _ error: ChatError) {
-        waiting.withLock { $0.removeValue(forKey: request) }?.continuation.resume(throwing: error)
+        guard let waiter = waiting.withLock({ $0.removeValue(forKey: request) }) else { return }
+        waiter.timer?.cancel()
+        waiter.complete(.failure(error))
     }
 }

@@ -163,6 +163,8 @@ public struct StoreQuery: Codable, Sendable, Hashable {
         case searchUsers = "search_users", searchMessages = "search_messages", listUsers = "list_users", auditLog = "audit_log"
         /// Retention (operators only): messages expiring before `before` (ms), after the cursor `query` ("ms:id").
         case dueMessages = "due_messages"
+        /// What a reconnecting socket missed: messages after `since` per conversation, and read receipts.
+        case sync
     }
 
     public var kind: Kind
@@ -177,6 +179,10 @@ public struct StoreQuery: Codable, Sendable, Hashable {
     public var query: String?
     public var role: Role?
     public var password: String?
+    /// `sync`: the last seq the client has, per conversation.
+    public var since: [String: Int64]?
+    /// `sync`: for conversations not in `since`, only messages stored at or after this time (ms); all if absent.
+    public var after: Int64?
 
     public init(kind: Kind, user: String, gateway: String, request: String, conversationID: String? = nil, limit: Int? = nil,
                 before: Int64? = nil, skip: Int? = nil, query: String? = nil, role: Role? = nil, password: String? = nil) {
@@ -194,7 +200,7 @@ public struct StoreQuery: Codable, Sendable, Hashable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case kind, user, gateway, request, limit, before, skip, query, role, password
+        case kind, user, gateway, request, limit, before, skip, query, role, password, since, after
         case conversationID = "conversation_id"
     }
 }
@@ -255,5 +261,36 @@ public struct DueMessage: Codable, Sendable, Hashable {
         case id
         case conversationID = "conversation_id"
         case expiresAt = "expires_at"
+    }
+}
+
+/// The `sync` answer: per conversation of the user, what came after the client's seq.
+public struct SyncResult: Codable, Sendable, Hashable {
+    public var conversations: [SyncedConversation]
+    public init(conversations: [SyncedConversation]) { self.conversations = conversations }
+}
+
+public struct SyncedConversation: Codable, Sendable, Hashable {
+    public var id: String
+    /// The conversation's newest seq (messages past their expiry included).
+    public var lastSeq: Int64
+    /// Visible messages after the client's seq, in seq order.
+    public var messages: [Message]
+    /// Where each other participant has read up to (only those who read something).
+    public var receipts: [ReadReceipt]
+    /// More messages were missed than one sync returns: page back with the history route.
+    public var truncated: Bool
+
+    public init(id: String, lastSeq: Int64, messages: [Message], receipts: [ReadReceipt], truncated: Bool) {
+        self.id = id
+        self.lastSeq = lastSeq
+        self.messages = messages
+        self.receipts = receipts
+        self.truncated = truncated
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, messages, receipts, truncated
+        case lastSeq = "last_seq"
     }
 }

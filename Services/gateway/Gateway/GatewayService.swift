@@ -1,24 +1,37 @@
 import ChatCore
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import RedisClient
 import ServiceLifecycle
 
-/// A gateway: serves the REST API, publishes commands and queries, and receives the
-/// store's answers on its own channel `gateway:{id}`.
+/// A gateway: serves the REST API and Socket.IO at `/socket.io/`, publishes commands and
+/// queries, receives the store's answers on `gateway:{id}`, and fans out `user:{email}`
+/// to the sockets it holds.
 public struct GatewayService: Service {
     private let runtime: ChatRuntime
     private let subscriber: RedisSubscriber
     public let store: StoreClient
     public let api: RESTAPI
+    public let engine: EngineServer
+    public let realtime: RealtimeServer
 
-    public init(runtime: ChatRuntime, subscriber: RedisSubscriber, jwtSecret: String) {
+    public init(runtime: ChatRuntime, subscriber: RedisSubscriber, jwtSecret: String, engineConfiguration: EngineConfiguration? = nil) {
         self.runtime = runtime
         self.subscriber = subscriber
         let configuration = runtime.configuration
         self.store = StoreClient(redis: runtime.redis, keys: runtime.keys, gatewayID: configuration.gatewayID)
         let tokens = TokenService(secret: jwtSecret, lifetime: configuration.tokenTTL, redis: runtime.redis, keys: runtime.keys)
         self.api = RESTAPI(store: store, tokens: tokens, redis: runtime.redis, keys: runtime.keys, logger: runtime.logger)
+        var engineSettings = engineConfiguration ?? EngineConfiguration()
+        if engineConfiguration == nil {
+            engineSettings.pingInterval = configuration.pingInterval
+            engineSettings.pingTimeout = configuration.pingTimeout
+            engineSettings.queueCapacity = configuration.socketQueue
+        }
+        self.realtime = RealtimeServer(configuration: RealtimeConfiguration(configuration), engineConfiguration: engineSettings, store: store,
+                                       tokens: tokens, redis: runtime.redis, keys: runtime.keys, subscriber: subscriber, logger: runtime.logger)
+        self.engine = EngineServer(configuration: engineSettings, delegate: realtime, logger: runtime.logger)
     }
 
     public func run() async throws {
@@ -26,8 +39,13 @@ public struct GatewayService: Service {
         try await subscriber.subscribe([store.replyChannel])
         let configuration = runtime.configuration
         let logger = runtime.logger
+        let router = api.makeRouter().router
+        engine.addRoutes(to: router) { $0.remoteAddress }
+        let webSocketRouter = Router(context: GatewayRequestContext.self)
+        engine.addWebSocketRoute(to: webSocketRouter) { $0.remoteAddress }
         let app = Application(
-            router: api.makeRouter().router,
+            router: router,
+            server: .http1WebSocketUpgrade(webSocketRouter: webSocketRouter, configuration: .init(ws: .init(maxFrameSize: engine.configuration.maxPayload))),
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: nil),
             onServerRunning: { channel in
                 logger.info("ready", metadata: ["gateway.id": "\(configuration.gatewayID)", "http.address": "\(channel.localAddress?.description ?? "?")"])
@@ -35,9 +53,27 @@ public struct GatewayService: Service {
             logger: logger
         )
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { await store.pumpReplies(from: subscriber) }
+            group.addTask { await pump() }
+            group.addTask { try await engine.run() }
+            group.addTask { try await realtime.run() }
             group.addTask { try await app.runService() }
         }
     }
-}
 
+    /// Routes what the subscriber receives: store answers, user events, lost subscriptions.
+    private func pump() async {
+        let userPrefix = runtime.keys.user("")
+        for await event in subscriber.events.cancelOnGracefulShutdown() {
+            switch event {
+            case .message(let message):
+                if message.channel == store.replyChannel {
+                    store.handleReply(message.payload)
+                } else if message.channel.hasPrefix(userPrefix) {
+                    realtime.deliver(email: String(message.channel.dropFirst(userPrefix.count)), payload: message.payload)
+                }
+            case .resubscribed:
+                realtime.resynchronize()
+            }
+        }
+    }
+}

@@ -101,6 +101,11 @@ public final class QueryResponder: Service, Sendable {
                 after = (Date(milliseconds: ms), String(cursor[cursor.index(after: colon)...]))
             }
             return try json(store.dueMessages(before: query.before.map(Date.init(milliseconds:)) ?? .distantFuture, limit: query.limit ?? 1000, after: after))
+        case .sync:
+            return try audited(context, "sync", target: nil) {
+                try json(store.sync(for: query.user, since: query.since ?? [:], after: query.after.map(Date.init(milliseconds:)),
+                                    limit: query.limit ?? 200, now: now))
+            }
         case .auditLog:
             try requireAdmin(query.user)
             try store.record([AuditEntry(at: now, context: context, action: "admin.audit_log", target: nil, outcome: "ok")])

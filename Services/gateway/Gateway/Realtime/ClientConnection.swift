@@ -1,0 +1,369 @@
+import ChatCore
+import Foundation
+import Logging
+import Synchronization
+
+/// One client's Socket.IO socket on the default namespace, over one Engine.IO session.
+/// Packets are handled in arrival order; store answers come back through callbacks.
+final class ClientConnection: Sendable {
+    let session: EngineSession
+    let server: RealtimeServer
+    /// The Socket.IO session id (not the Engine.IO one); prefixes this socket's store requests.
+    let socketID: String
+
+    private struct State {
+        var claims: TokenClaims?
+        var connectedAt: Date?
+        var failedConnects = 0
+        /// Binary attachments still to skip after a refused binary packet.
+        var skipBinary = 0
+        /// The newest seq this socket has been given, per conversation.
+        var seen: [String: Int64] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    init(session: EngineSession, server: RealtimeServer) {
+        self.session = session
+        self.server = server
+        self.socketID = EngineServer.newSessionID()
+    }
+
+    var claims: TokenClaims? { state.withLock { $0.claims } }
+
+    private var store: StoreClient { server.store }
+    private var logger: Logger { server.logger }
+
+    // MARK: Inbound
+
+    func handle(_ item: EngineSession.Inbound) async {
+        switch item {
+        case .binary:
+            let expected = state.withLock { s -> Bool in
+                guard s.skipBinary > 0 else { return false }
+                s.skipBinary -= 1
+                return true
+            }
+            if !expected, claims != nil { answer(nil, .failure(ChatError(.badRequest, "binary frames are not supported; send JSON events"))) }
+        case .message(let text):
+            let packet: SocketPacket
+            do {
+                packet = try SocketPacket(parsing: text)
+            } catch {
+                if claims != nil {
+                    answer(nil, .failure(ChatError(.badRequest, "malformed Socket.IO packet: \(error.description)")))
+                } else {
+                    session.close(.protocolError)
+                }
+                return
+            }
+            await handle(packet)
+        }
+    }
+
+    private func handle(_ packet: SocketPacket) async {
+        guard packet.namespace == "/" else {
+            if packet.kind == .connect {
+                session.send(SocketPacket(.connectError, namespace: packet.namespace, data: .object(["message": .string("Invalid namespace")])).encoded)
+            }
+            return
+        }
+        switch packet.kind {
+        case .connect:
+            await connect(packet.data)
+        case .disconnect:
+            if let email = claims?.sub {
+                state.withLock { $0.claims = nil }
+                server.detach(self, email: email)
+            }
+        case .event:
+            guard let claims, let (name, arguments) = packet.event else { return }
+            await event(name, arguments, ackID: packet.ackID, claims: claims)
+        case .binaryEvent, .binaryAck:
+            state.withLock { $0.skipBinary += packet.attachments }
+            if packet.kind == .binaryEvent, claims != nil {
+                answer(packet.ackID, .failure(ChatError(.badRequest, "binary payloads are not supported; send JSON")))
+            }
+        case .ack, .connectError:
+            // The server asks for no acknowledgements; clients send no CONNECT_ERROR.
+            break
+        }
+    }
+
+    // MARK: CONNECT
+
+    private func connect(_ auth: JSONValue?) async {
+        if claims != nil {
+            // Already connected: confirm again, as the reference server does.
+            session.send(SocketPacket(.connect, data: .object(["sid": .string(socketID)])).encoded)
+            return
+        }
+        guard let token = auth?["token"]?.stringValue, !token.isEmpty else {
+            refuse(ChatError(.unauthorized, #"authentication required: connect with auth {"token": "<access token>"}"#))
+            return
+        }
+        let verified: TokenClaims
+        do {
+            verified = try await server.tokens.verify(token)
+        } catch let error as ChatError {
+            refuse(error)
+            return
+        } catch {
+            refuse(ChatError(.unavailable, "could not check the token; try again"))
+            return
+        }
+        state.withLock { s in
+            s.claims = verified
+            s.connectedAt = Date()
+        }
+        await server.attach(self, email: verified.sub)
+        session.send(SocketPacket(.connect, data: .object(["sid": .string(socketID)])).encoded)
+        await store.fireAndForget(.audit, user: verified.sub, body: AuditRequest(action: "socket_connect", outcome: "ok", detail: session.remoteAddress))
+        if let since = auth?["since"] {
+            await sync(since, ackID: nil, claims: verified)
+        }
+    }
+
+    private func refuse(_ error: ChatError) {
+        let failures = state.withLock { s in
+            s.failedConnects += 1
+            return s.failedConnects
+        }
+        let data: JSONValue = .object(["message": .string(error.message), "data": .object(["code": .string(error.code.rawValue)])])
+        session.send(SocketPacket(.connectError, data: data).encoded)
+        Task { [store, session] in
+            await store.fireAndForget(.audit, user: "", body: AuditRequest(action: "socket_connect", outcome: "denied", detail: "\(error.code.rawValue) from \(session.remoteAddress ?? "?")"))
+        }
+        if failures >= server.configuration.maximumFailedConnects { session.close(.protocolError) }
+    }
+
+    // MARK: Events
+
+    private func event(_ name: String, _ arguments: [JSONValue], ackID: Int?, claims: TokenClaims) async {
+        guard let event = ClientEventName(rawValue: name) else {
+            answer(ackID, .failure(ChatError(.badRequest, "unknown event \"\(name.prefix(64))\"")))
+            return
+        }
+        let argument = arguments.first
+        let email = claims.sub
+        switch event {
+        case .userJoined:
+            guard allowed(email, .other, ackID: ackID) else { return }
+            guard let joined = argument?["email"]?.stringValue else {
+                return answer(ackID, .failure(ChatError(.badRequest, "user_joined expects {email}")))
+            }
+            guard joined.lowercased() == email else {
+                return answer(ackID, .failure(ChatError(.forbidden, "user_joined must name the user of the token")))
+            }
+            answer(ackID, .success(#"{"ok":true}"#))
+
+        case .sendMessage:
+            let clientID = argument?["client_id"]?.stringValue
+            guard allowed(email, .send, ackID: ackID, clientID: clientID) else { return }
+            guard let argument, argument.objectValue != nil, var body = try? argument.decode(SendMessageRequest.self) else {
+                return answer(ackID, .failure(ChatError(.badRequest, "send_message expects {receiver_email | conversation_id, content, client_id}", clientID: clientID)))
+            }
+            // Every send carries a client id, so a retry is stored once; a client that sent none gets one.
+            if body.clientID == nil { body.clientID = UUID().uuidString.lowercased() }
+            let sentClientID = body.clientID
+            do {
+                try await store.submit(.send, user: email, body: body, request: newRequest()) { [self] result in
+                    switch reply(result) {
+                    case .success(let message):
+                        // The confirmation, then the acknowledgement: this socket sees its message committed.
+                        if let progress = RealtimeServer.progress(ServerEventName.messageSentConfirmed.rawValue, JSONValue(parsing: message) ?? .null) {
+                            record(progress)
+                        }
+                        session.send(SocketPacket.eventText(ServerEventName.messageSentConfirmed.rawValue, json: message))
+                        if let ackID { session.send(SocketPacket.ackText(ackID, json: #"{"message":"# + message + #","ok":true}"#)) }
+                    case .failure(var error):
+                        error.clientID = sentClientID
+                        answer(ackID, .failure(error))
+                    }
+                }
+            } catch {
+                var failure = (error as? ChatError) ?? ChatError(.unavailable, "the message store is unreachable")
+                failure.clientID = sentClientID
+                answer(ackID, .failure(failure))
+            }
+
+        case .userTyping:
+            guard allowed(email, .typing, ackID: ackID) else { return }
+            guard let argument, argument.objectValue != nil, let typing = try? argument.decode(TypingEvent.self),
+                  typing.conversationID != nil || typing.receiverEmail != nil else {
+                return answer(ackID, .failure(ChatError(.badRequest, "user_typing expects {receiver_email | conversation_id, is_typing}")))
+            }
+            do {
+                try await server.redis.xadd(server.keys.presenceCommands, fields: [
+                    ("type", "typing"), ("user", email), ("gateway", server.configuration.gatewayID),
+                    ("conversation_id", typing.conversationID ?? ""), ("receiver_email", typing.receiverEmail?.lowercased() ?? ""),
+                    ("is_typing", typing.isTyping ? "1" : "0"),
+                ], trim: .maxLength(100_000))
+                answer(ackID, .success(#"{"ok":true}"#))
+            } catch {
+                answer(ackID, .failure(ChatError(.unavailable, "typing could not be sent")))
+            }
+
+        case .markMessageRead:
+            guard allowed(email, .other, ackID: ackID) else { return }
+            guard let argument, argument.objectValue != nil, let body = try? argument.decode(MarkMessageReadRequest.self) else {
+                return answer(ackID, .failure(ChatError(.badRequest, "mark_message_read expects {message_id}")))
+            }
+            await command(.markMessageRead, body: body, email: email, ackID: ackID, key: "receipt")
+
+        case .markConversationRead:
+            guard allowed(email, .other, ackID: ackID) else { return }
+            guard let argument, argument.objectValue != nil, let body = try? argument.decode(MarkConversationReadRequest.self) else {
+                return answer(ackID, .failure(ChatError(.badRequest, "mark_conversation_read expects {conversation_id, up_to_seq}")))
+            }
+            await command(.markConversationRead, body: body, email: email, ackID: ackID, key: "receipt")
+
+        case .sync:
+            guard allowed(email, .other, ackID: ackID) else { return }
+            await sync(argument?["since"] ?? .object([:]), ackID: ackID, claims: claims)
+        }
+    }
+
+    /// Whether the user is within `limit`; if not, the event is answered with `rate_limited`.
+    private func allowed(_ email: String, _ limit: RealtimeServer.Limit, ackID: Int?, clientID: String? = nil) -> Bool {
+        guard let retryAfter = server.throttle(email, limit) else { return true }
+        let wait = (retryAfter * 1000).rounded(.up) / 1000
+        answer(ackID, .failure(ChatError(.rateLimited, "too many events; wait \(wait) s", clientID: clientID, retryAfter: wait)))
+        return false
+    }
+
+    private func command<Body: Encodable & Sendable>(_ type: StoreCommandType, body: Body, email: String, ackID: Int?, key: String) async {
+        do {
+            try await store.submit(type, user: email, body: body, request: newRequest()) { [self] result in
+                answer(ackID, reply(result).map { #"{"\#(key)":"# + $0 + #","ok":true}"# })
+            }
+        } catch {
+            answer(ackID, .failure((error as? ChatError) ?? ChatError(.unavailable, "the message store is unreachable")))
+        }
+    }
+
+    /// `sync {since}`: replays what the store has after the client's seqs, then acknowledges with a summary.
+    private func sync(_ since: JSONValue, ackID: Int?, claims: TokenClaims) async {
+        guard case .object(let entries) = since else {
+            return answer(ackID, .failure(ChatError(.badRequest, "sync expects {since: {conversation_id: seq}}")))
+        }
+        var map: [String: Int64] = [:]
+        for (conversation, value) in entries {
+            guard case .number(let seq) = value, seq >= 0, seq.rounded() == seq else {
+                return answer(ackID, .failure(ChatError(.badRequest, "sync: each seq is a whole number, 0 or more")))
+            }
+            map[conversation] = Int64(seq)
+        }
+        state.withLock { s in s.seen.merge(map) { max($0, $1) } }
+        await replay(since: map, after: nil, email: claims.sub, ackID: ackID)
+    }
+
+    /// After a lost subscription: replays everything after what this socket was given, or stored since it connected.
+    func resynchronize() async {
+        guard let email = claims?.sub else { return }
+        let (seen, connectedAt) = state.withLock { ($0.seen, $0.connectedAt) }
+        await replay(since: seen, after: connectedAt.map { $0.addingTimeInterval(-1) }, email: email, ackID: nil)
+    }
+
+    private func replay(since: [String: Int64], after: Date?, email: String, ackID: Int?) async {
+        let limit = server.configuration.syncLimit
+        await store.ask(.sync, user: email, {
+            $0.since = since
+            $0.after = after.map { Int64($0.timeIntervalSince1970 * 1000) }
+            $0.limit = limit
+        }) { [self] result in
+            let synced: SyncResult
+            switch reply(result) {
+            case .failure(let error):
+                return answer(ackID, .failure(error))
+            case .success(let text):
+                guard let decoded = try? ChatJSON.makeDecoder().decode(SyncResult.self, from: Data(text.utf8)) else {
+                    return answer(ackID, .failure(ChatError(.internal, "the store sent an unreadable sync")))
+                }
+                synced = decoded
+            }
+            let encoder = ChatJSON.makeEncoder()
+            var summary: [String: JSONValue] = [:]
+            for conversation in synced.conversations {
+                for message in conversation.messages {
+                    guard let json = try? encoder.encode(message) else { continue }
+                    session.send(SocketPacket.eventText(ServerEventName.receiveMessage.rawValue, json: String(decoding: json, as: UTF8.self)))
+                    record((message.conversationID, message.seq))
+                }
+                for receipt in conversation.receipts {
+                    session.send(SocketPacket.eventText(ServerEventName.messageReadReceipt.rawValue, json: ChatJSON.text(receipt)))
+                }
+                summary[conversation.id] = .object([
+                    "last_seq": .number(Double(conversation.lastSeq)), "messages": .number(Double(conversation.messages.count)),
+                    "truncated": .bool(conversation.truncated),
+                ])
+            }
+            answer(ackID, .success(JSONValue.object(["ok": .bool(true), "conversations": .object(summary)]).text))
+        }
+    }
+
+    // MARK: Outbound
+
+    /// An event from Redis for this socket.
+    func push(_ text: String, _ priority: OutboundQueue.Priority, progress: (String, Int64)?) {
+        if let progress { record(progress) }
+        session.send(text, priority)
+    }
+
+    private func record(_ progress: (String, Int64)) {
+        state.withLock { s in s.seen[progress.0] = max(s.seen[progress.0] ?? 0, progress.1) }
+    }
+
+    /// The answer to an event: its acknowledgement if it asked for one, else (for failures) an `error` event.
+    private func answer(_ ackID: Int?, _ result: Result<String, ChatError>) {
+        switch result {
+        case .success(let json):
+            if let ackID { session.send(SocketPacket.ackText(ackID, json: json)) }
+        case .failure(let error):
+            if let ackID {
+                session.send(SocketPacket.ackText(ackID, json: #"{"error":"# + ChatJSON.text(error) + #","ok":false}"#))
+            } else {
+                session.send(SocketPacket.eventText(ServerEventName.error.rawValue, json: ChatJSON.text(error)))
+            }
+        }
+    }
+
+    /// A store answer as its JSON result, or its error.
+    private func reply(_ result: Result<StoreReply, any Error>) -> Result<String, ChatError> {
+        switch result {
+        case .success(let reply):
+            if let error = reply.error { return .failure(error) }
+            return .success(reply.result ?? "{}")
+        case .failure(let error):
+            return .failure((error as? ChatError) ?? ChatError(.unavailable, "the message store is unreachable"))
+        }
+    }
+
+    private func newRequest() -> String { socketID + ":" + UUID().uuidString.lowercased() }
+
+    // MARK: Ending
+
+    /// The token expired or was revoked: tell the client, disconnect the namespace (the
+    /// client must connect again with a new token), keep the transport.
+    func endSession(_ reason: ChatError) {
+        guard let email = state.withLock({ s -> String? in
+            defer { s.claims = nil }
+            return s.claims?.sub
+        }) else { return }
+        answer(nil, .failure(reason))
+        session.send(SocketPacket(.disconnect).encoded)
+        server.detach(self, email: email)
+    }
+
+    /// The transport is gone.
+    func disconnected() {
+        guard let email = state.withLock({ s -> String? in
+            defer { s.claims = nil }
+            return s.claims?.sub
+        }) else { return }
+        server.detach(self, email: email)
+        Task { [store] in
+            await store.fireAndForget(.audit, user: email, body: AuditRequest(action: "socket_disconnect", outcome: "ok", detail: session.closeReason?.rawValue))
+        }
+    }
+}

@@ -1,0 +1,250 @@
+import ChatCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// The Socket.IO layer above Engine.IO: it consumes each session's packets.
+public protocol EngineDelegate: Sendable {
+    /// Reads `session.inbound` until it ends (the session closed); runs on its own task per session.
+    func serve(_ session: EngineSession) async
+}
+
+/// An Engine.IO v4 server at `/socket.io/`: the handshake, HTTP long-polling (GET to
+/// receive, POST to send, payloads joined by the record separator), WebSocket (from the
+/// start, or by upgrading a polling session with the `2probe`/`3probe`/`5` exchange), and
+/// server-initiated heartbeats.
+public final class EngineServer: Service, Sendable {
+    public static let path = "/socket.io/"
+
+    public let configuration: EngineConfiguration
+    private let delegate: any EngineDelegate
+    private let logger: Logger
+    private let sessions = Mutex<[String: EngineSession]>([:])
+    private let opened: AsyncStream<EngineSession>
+    private let openedContinuation: AsyncStream<EngineSession>.Continuation
+
+    public init(configuration: EngineConfiguration, delegate: any EngineDelegate, logger: Logger) {
+        self.configuration = configuration
+        self.delegate = delegate
+        self.logger = logger
+        (opened, openedContinuation) = AsyncStream.makeStream(of: EngineSession.self)
+    }
+
+    /// Serves every new session on its own child task, and runs the heartbeat, until shutdown;
+    /// then closes every session.
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.heartbeats() }
+            for await session in opened.cancelOnGracefulShutdown() {
+                group.addTask { await self.delegate.serve(session) }
+            }
+            group.cancelAll()
+        }
+        for session in sessions.withLock({ Array($0.values) }) { session.close(.serverClosed) }
+    }
+
+    /// Live sessions (for tests and metrics).
+    public var sessionCount: Int { sessions.withLock { $0.count } }
+
+    public func session(_ id: String) -> EngineSession? { sessions.withLock { $0[id] } }
+
+    private func heartbeats() async {
+        while !Task.isCancelled {
+            guard (try? await Task.sleep(for: configuration.tick)) != nil else { return }
+            let now = ContinuousClock.now
+            for session in sessions.withLock({ Array($0.values) }) {
+                switch session.heartbeat(now: now, configuration: configuration) {
+                case .none: break
+                case .ping: session.push(EnginePacket.ping("").encoded)
+                case .timedOut: session.close(.pingTimeout)
+                }
+            }
+        }
+    }
+
+    private func open(_ transport: EngineSession.Transport, remoteAddress: String?) -> EngineSession {
+        let id = Self.newSessionID()
+        let session = EngineSession(id: id, transport: transport, remoteAddress: remoteAddress, configuration: configuration) { [weak self] session, reason in
+            guard let self else { return }
+            self.sessions.withLock { _ = $0.removeValue(forKey: session.id) }
+            self.logger.debug("engine session closed", metadata: ["engine.sid": "\(session.id)", "engine.reason": "\(reason.rawValue)"])
+        }
+        sessions.withLock { $0[id] = session }
+        let handshake = EngineOpen(sid: id, upgrades: transport == .polling ? ["websocket"] : [],
+                                   pingInterval: Int(configuration.pingInterval.milliseconds), pingTimeout: Int(configuration.pingTimeout.milliseconds),
+                                   maxPayload: configuration.maxPayload)
+        session.push(EnginePacket.open(ChatJSON.text(handshake)).encoded)
+        openedContinuation.yield(session)
+        return session
+    }
+
+    /// 20 random bytes, base64url: unguessable, since the session id is all that identifies a polling client.
+    static func newSessionID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let bytes = (0..<15).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        return TokenService.base64URL(Data(bytes))
+    }
+
+    // MARK: HTTP long-polling
+
+    /// Adds the polling routes (GET and POST at ``path``) to `router`.
+    public func addRoutes<Context: RequestContext>(to router: Router<Context>, remoteAddress: @escaping @Sendable (Context) -> String?) {
+        router.get(RouterPath(stringLiteral: Self.path)) { request, context in
+            await self.poll(request, remoteAddress: remoteAddress(context))
+        }
+        router.post(RouterPath(stringLiteral: Self.path)) { request, context in
+            await self.receivePolling(request, context: context)
+        }
+    }
+
+    private func check(_ request: Request, transport expected: String) -> EngineError? {
+        let parameters = request.uri.queryParameters
+        guard parameters.get("EIO") == "4" else { return .unsupportedProtocolVersion }
+        guard let transport = parameters.get("transport"), ["polling", "websocket"].contains(transport) else { return .unknownTransport }
+        return transport == expected ? nil : .badRequest
+    }
+
+    private func poll(_ request: Request, remoteAddress: String?) async -> Response {
+        if let error = check(request, transport: "polling") { return Self.errorResponse(error) }
+        guard let sid = request.uri.queryParameters.get("sid") else {
+            let session = open(.polling, remoteAddress: remoteAddress)
+            return await answerPoll(session)
+        }
+        guard let session = session(sid) else { return Self.errorResponse(.unknownSessionID) }
+        guard session.transport == .polling else { return Self.errorResponse(.badRequest) }
+        return await answerPoll(session)
+    }
+
+    private func answerPoll(_ session: EngineSession) async -> Response {
+        guard session.beginPoll() else {
+            session.close(.overlappingPolls)
+            return Self.errorResponse(.badRequest)
+        }
+        defer { session.endPoll() }
+        let body: String
+        switch await session.queue.take(maximumBytes: configuration.maxPayload) {
+        case .packets(let packets): body = EnginePacket.encodePayload(packets)
+        case .interrupted: body = EnginePacket.noop.encoded
+        case .closed: body = EnginePacket.close.encoded
+        }
+        return Self.text(body)
+    }
+
+    private func receivePolling<Context: RequestContext>(_ request: Request, context: Context) async -> Response {
+        if let error = check(request, transport: "polling") { return Self.errorResponse(error) }
+        guard let sid = request.uri.queryParameters.get("sid"), let session = session(sid) else {
+            return Self.errorResponse(request.uri.queryParameters.get("sid") == nil ? .badHandshakeMethod : .unknownSessionID)
+        }
+        var request = request
+        guard let buffer = try? await request.collectBody(upTo: configuration.maxPayload) else {
+            session.close(.payloadTooLarge)
+            return Response(status: .contentTooLarge, headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(string: #"{"code":3,"message":"payload too large"}"#)))
+        }
+        guard let payload = String(validating: buffer.readableBytesView, as: UTF8.self), let packets = EnginePacket.decodePayload(payload) else {
+            session.close(.protocolError)
+            return Self.errorResponse(.badRequest)
+        }
+        for packet in packets { session.receive(packet, configuration: configuration) }
+        return Self.text("ok")
+    }
+
+    static func text(_ body: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "text/plain; charset=UTF-8", .cacheControl: "no-store"],
+                 body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+
+    static func errorResponse(_ error: EngineError) -> Response {
+        Response(status: .init(code: error.status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: error.body)))
+    }
+
+    // MARK: WebSocket
+
+    /// Adds the WebSocket route at ``path`` to `router` (the router given to the upgrade handler).
+    public func addWebSocketRoute<Context: WebSocketRequestContext>(to router: Router<Context>, remoteAddress: @escaping @Sendable (Context) -> String?) {
+        router.ws(RouterPath(stringLiteral: Self.path)) { request, _ in
+            if self.check(request, transport: "websocket") != nil { return .dontUpgrade }
+            if let sid = request.uri.queryParameters.get("sid") {
+                guard let session = self.session(sid), session.transport == .polling, !session.isUpgrading else { return .dontUpgrade }
+            }
+            return .upgrade([:])
+        } onUpgrade: { inbound, outbound, context in
+            let address = remoteAddress(context.requestContext)
+            if let sid = context.request.uri.queryParameters.get("sid") {
+                guard let session = self.session(sid) else { return }
+                try await self.upgrade(session, inbound: inbound, outbound: outbound)
+            } else {
+                let session = self.open(.websocket, remoteAddress: address)
+                await self.serveWebSocket(session, inbound: inbound.messages(maxSize: self.configuration.maxPayload).makeAsyncIterator(), outbound: outbound)
+            }
+        }
+    }
+
+    /// The upgrade of a polling session: `2probe` → `3probe`, the pending poll gets a noop, then `5`.
+    private func upgrade(_ session: EngineSession, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+        var messages = inbound.messages(maxSize: configuration.maxPayload).makeAsyncIterator()
+        guard case .text(let probe)? = try await messages.next(), probe == EnginePacket.ping("probe").encoded, session.beginUpgrade() else {
+            return
+        }
+        try await outbound.write(.text(EnginePacket.pong("probe").encoded))
+        while true {
+            guard case .text(let text)? = try await messages.next() else {
+                session.abandonUpgrade()
+                return
+            }
+            if text == EnginePacket.upgrade.encoded { break }
+            // A client may answer a ping over the new transport before it upgrades.
+            guard let packet = EnginePacket(text: text) else {
+                session.abandonUpgrade()
+                return
+            }
+            session.receive(packet, configuration: configuration)
+        }
+        session.completeUpgrade()
+        await serveWebSocket(session, inbound: messages, outbound: outbound)
+    }
+
+    /// Writes the queue to the socket and reads the socket into the session until either ends.
+    private func serveWebSocket(_ session: EngineSession, inbound: WebSocketInboundMessageStream.AsyncIterator, outbound: WebSocketOutboundWriter) async {
+        let configuration = self.configuration
+        nonisolated(unsafe) var inbound = inbound
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while case .packets(let packets) = await session.queue.take() {
+                    for packet in packets {
+                        do { try await outbound.write(.text(packet)) } catch { return }
+                    }
+                }
+            }
+            group.addTask {
+                do {
+                    while let message = try await inbound.next() {
+                        switch message {
+                        case .text(let text):
+                            guard let packet = EnginePacket(text: text) else {
+                                session.close(.protocolError)
+                                return
+                            }
+                            session.receive(packet, configuration: configuration)
+                        case .binary(let buffer):
+                            session.receive(.binary(Data(buffer.readableBytesView)), configuration: configuration)
+                        }
+                    }
+                } catch {}
+            }
+            await group.next()
+            // Whichever side ended first, end the other: closing the session wakes the writer.
+            session.close(session.closeReason ?? .transportClosed)
+            group.cancelAll()
+        }
+        // Finish the close handshake with the reason, when it was ours.
+        if let reason = session.closeReason, reason != .clientClosed, reason != .transportClosed {
+            try? await outbound.close(reason == .overflow ? .policyViolation : .normalClosure, reason: reason.rawValue)
+        }
+    }
+}

@@ -1,0 +1,189 @@
+import Foundation
+import Synchronization
+
+/// One Engine.IO connection: its transport (long-polling, possibly upgraded to
+/// WebSocket, or WebSocket from the start), its outbound queue, the heartbeat, and the
+/// stream of packets it received, consumed in order by one task.
+public final class EngineSession: Sendable {
+    public enum Transport: String, Sendable {
+        case polling
+        case websocket
+    }
+
+    /// Why a session ended (logged, and used by tests).
+    public enum CloseReason: String, Sendable {
+        case clientClosed = "client closed"
+        case transportClosed = "transport closed"
+        case pingTimeout = "ping timeout"
+        case overflow = "outbound queue full"
+        case inboundFlood = "too many unprocessed packets"
+        case protocolError = "protocol error"
+        case overlappingPolls = "overlapping polls"
+        case payloadTooLarge = "payload too large"
+        case serverClosed = "server closed"
+        case connectTimeout = "no CONNECT in time"
+    }
+
+    /// What arrives from the client, for the Socket.IO layer.
+    public enum Inbound: Sendable {
+        case message(String)
+        case binary(Data)
+    }
+
+    private struct State {
+        var transport: Transport
+        var upgrading = false
+        var polling = false
+        var closed: CloseReason?
+        var nextPing: ContinuousClock.Instant
+        var awaitingPongSince: ContinuousClock.Instant?
+    }
+
+    public let id: String
+    public let remoteAddress: String?
+    let queue: OutboundQueue
+    let inbound: AsyncStream<Inbound>
+    private let inboundContinuation: AsyncStream<Inbound>.Continuation
+    private let state: Mutex<State>
+    private let onClose: @Sendable (EngineSession, CloseReason) -> Void
+
+    init(id: String, transport: Transport, remoteAddress: String?, configuration: EngineConfiguration,
+         onClose: @escaping @Sendable (EngineSession, CloseReason) -> Void) {
+        self.id = id
+        self.remoteAddress = remoteAddress
+        self.queue = OutboundQueue(capacity: configuration.queueCapacity, maximumBytes: configuration.queueBytes)
+        (inbound, inboundContinuation) = AsyncStream.makeStream(of: Inbound.self, bufferingPolicy: .bufferingOldest(configuration.inboundBuffer))
+        self.state = Mutex(State(transport: transport, nextPing: .now + configuration.pingInterval))
+        self.onClose = onClose
+    }
+
+    public var transport: Transport { state.withLock { $0.transport } }
+    public var closeReason: CloseReason? { state.withLock { $0.closed } }
+    var isUpgrading: Bool { state.withLock { $0.upgrading } }
+
+    // MARK: Sending
+
+    /// Queues a Socket.IO packet (as an Engine.IO message). On overflow the session closes.
+    @discardableResult
+    func send(_ socketPacket: String, _ priority: OutboundQueue.Priority = .essential) -> OutboundQueue.PushResult {
+        push(EnginePacket.message(socketPacket).encoded, priority)
+    }
+
+    func push(_ encoded: String, _ priority: OutboundQueue.Priority = .essential) -> OutboundQueue.PushResult {
+        let result = queue.push(encoded, priority)
+        if result == .overflow { close(.overflow) }
+        return result
+    }
+
+    // MARK: Receiving
+
+    /// Handles a packet from either transport.
+    func receive(_ packet: EnginePacket, configuration: EngineConfiguration) {
+        switch packet {
+        case .message(let text):
+            deliver(.message(text))
+        case .binary(let data):
+            deliver(.binary(data))
+        case .pong:
+            state.withLock { s in
+                s.awaitingPongSince = nil
+                s.nextPing = .now + configuration.pingInterval
+            }
+        case .close:
+            close(.clientClosed)
+        case .ping, .noop, .upgrade, .open:
+            // A ping outside an upgrade probe, or packets only a server sends: ignored, as the reference server does.
+            break
+        }
+    }
+
+    private func deliver(_ item: Inbound) {
+        if case .dropped = inboundContinuation.yield(item) { close(.inboundFlood) }
+    }
+
+    // MARK: Polling and upgrade
+
+    /// Marks a GET as in progress; `false` if one already is (the protocol closes the session then).
+    func beginPoll() -> Bool {
+        state.withLock { s in
+            if s.polling { return false }
+            s.polling = true
+            return true
+        }
+    }
+
+    func endPoll() { state.withLock { $0.polling = false } }
+
+    /// A WebSocket probe arrived: the pending GET is answered with a noop so the client can finish the upgrade.
+    func beginUpgrade() -> Bool {
+        let started = state.withLock { s -> Bool in
+            guard s.closed == nil, s.transport == .polling, !s.upgrading else { return false }
+            s.upgrading = true
+            return true
+        }
+        if started { queue.interrupt() }
+        return started
+    }
+
+    /// The client sent `5`: from now on packets go over the WebSocket.
+    func completeUpgrade() {
+        state.withLock { s in
+            s.upgrading = false
+            s.transport = .websocket
+        }
+    }
+
+    func abandonUpgrade() { state.withLock { $0.upgrading = false } }
+
+    // MARK: Heartbeat
+
+    enum Heartbeat { case none, ping, timedOut }
+
+    /// Called on every tick: time to ping, or the pong is overdue.
+    func heartbeat(now: ContinuousClock.Instant, configuration: EngineConfiguration) -> Heartbeat {
+        state.withLock { s in
+            if s.closed != nil { return .none }
+            if let since = s.awaitingPongSince {
+                return now - since > configuration.pingTimeout ? .timedOut : .none
+            }
+            guard now >= s.nextPing else { return .none }
+            s.awaitingPongSince = now
+            return .ping
+        }
+    }
+
+    // MARK: Closing
+
+    /// Ends the session once: no more pushes, the transport finishes what is queued, the consumer stops.
+    public func close(_ reason: CloseReason) {
+        let first = state.withLock { s -> Bool in
+            guard s.closed == nil else { return false }
+            s.closed = reason
+            return true
+        }
+        guard first else { return }
+        queue.close()
+        inboundContinuation.finish()
+        onClose(self, reason)
+    }
+}
+
+/// Engine.IO settings (the handshake announces them to clients).
+public struct EngineConfiguration: Sendable {
+    public var pingInterval: Duration = .seconds(25)
+    public var pingTimeout: Duration = .seconds(20)
+    /// Largest polling payload or WebSocket message accepted, and announced as `maxPayload`.
+    public var maxPayload = 100_000
+    /// Packets a session may have waiting to be sent before it is closed.
+    public var queueCapacity = 1000
+    /// Bytes a session may have waiting to be sent before it is closed.
+    public var queueBytes = 8 << 20
+    /// Packets received but not yet processed before the session is closed as a flood.
+    public var inboundBuffer = 256
+    /// A session that has not connected a Socket.IO namespace by then is closed.
+    public var connectTimeout: Duration = .seconds(45)
+    /// How often the heartbeat runs.
+    public var tick: Duration { min(.seconds(1), min(pingInterval, pingTimeout) / 4) }
+
+    public init() {}
+}

@@ -1,0 +1,244 @@
+import ChatCore
+import Foundation
+import Logging
+import RedisClient
+import ServiceLifecycle
+import Synchronization
+
+/// Settings of the Socket.IO layer.
+public struct RealtimeConfiguration: Sendable {
+    public var gatewayID: String
+    public var messageRate: Double = 20
+    public var messageBurst: Double = 40
+    public var typingRate: Double = 5
+    public var typingBurst: Double = 10
+    /// Other events (read marks, sync, user_joined) per second per user.
+    public var otherRate: Double = 50
+    public var otherBurst: Double = 100
+    /// Messages one `sync` replays at most (kept well under the outbound queue).
+    public var syncLimit = 500
+    /// A socket's CONNECT attempts refused before its connection is closed.
+    public var maximumFailedConnects = 5
+
+    public init(gatewayID: String) { self.gatewayID = gatewayID }
+
+    public init(_ configuration: ChatConfiguration) {
+        gatewayID = configuration.gatewayID
+        messageRate = configuration.messageRate
+        messageBurst = configuration.messageBurst
+        typingRate = configuration.typingRate
+        typingBurst = configuration.typingBurst
+        syncLimit = max(1, min(500, configuration.socketQueue / 2))
+    }
+}
+
+/// The Socket.IO v5 server on the default namespace: authenticates sockets, turns client
+/// events into store commands and queries, and fans out what Redis publishes on
+/// `user:{email}` to that user's sockets on this gateway.
+///
+/// One subscription per user per gateway, shared by all of their sockets here, made
+/// before the CONNECT is answered and dropped when their last socket leaves.
+public final class RealtimeServer: EngineDelegate, Service, Sendable {
+    let configuration: RealtimeConfiguration
+    let engineConfiguration: EngineConfiguration
+    let store: StoreClient
+    let tokens: TokenService
+    let redis: RedisClient
+    let keys: RedisKeys
+    let subscriber: RedisSubscriber
+    let logger: Logger
+
+    struct UserSockets {
+        var sockets: [String: ClientConnection] = [:]
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var send: TokenBucket
+        var typing: TokenBucket
+        var other: TokenBucket
+    }
+
+    enum Limit { case send, typing, other }
+
+    private let users = Mutex<[String: UserSockets]>([:])
+    private let pendingSubscriptions = Mutex<Set<String>>([])
+    private let subscribed = Mutex<Set<String>>([])
+    private let wake: AsyncStream<Void>
+    private let wakeContinuation: AsyncStream<Void>.Continuation
+
+    public init(configuration: RealtimeConfiguration, engineConfiguration: EngineConfiguration, store: StoreClient, tokens: TokenService,
+                redis: RedisClient, keys: RedisKeys, subscriber: RedisSubscriber, logger: Logger) {
+        self.configuration = configuration
+        self.engineConfiguration = engineConfiguration
+        self.store = store
+        self.tokens = tokens
+        self.redis = redis
+        self.keys = keys
+        self.subscriber = subscriber
+        self.logger = logger
+        (wake, wakeContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Keeps subscriptions in step with connected users, and ends sockets whose token expired.
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.reconcileSubscriptions() }
+                group.addTask {
+                    while (try? await Task.sleep(for: .seconds(1))) != nil {
+                        let now = Int64(Date().timeIntervalSince1970)
+                        for connection in self.allConnections() where (connection.claims?.exp ?? .max) <= now {
+                            connection.endSession(ChatError(.unauthorized, "the access token has expired; log in again"))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sockets connected as `email` on this gateway (tests).
+    public func socketCount(of email: String) -> Int { users.withLock { $0[email.lowercased()]?.sockets.count ?? 0 } }
+
+    func allConnections() -> [ClientConnection] { users.withLock { $0.values.flatMap { $0.sockets.values } } }
+
+    // MARK: Engine delegate
+
+    public func serve(_ session: EngineSession) async {
+        let connection = ClientConnection(session: session, server: self)
+        await withDiscardingTaskGroup { group in
+            let timeout = engineConfiguration.connectTimeout
+            group.addTask {
+                guard (try? await Task.sleep(for: timeout)) != nil else { return }
+                if connection.claims == nil { session.close(.connectTimeout) }
+            }
+            for await item in session.inbound { await connection.handle(item) }
+            group.cancelAll()
+        }
+        connection.disconnected()
+    }
+
+    // MARK: Users and subscriptions
+
+    /// Registers a connected socket and returns once its user's channel is subscribed.
+    func attach(_ connection: ClientConnection, email: String) async {
+        users.withLock { users in
+            users[email, default: UserSockets(
+                send: TokenBucket(rate: configuration.messageRate, burst: configuration.messageBurst),
+                typing: TokenBucket(rate: configuration.typingRate, burst: configuration.typingBurst),
+                other: TokenBucket(rate: configuration.otherRate, burst: configuration.otherBurst))].sockets[connection.socketID] = connection
+        }
+        await withCheckedContinuation { continuation in
+            users.withLock { $0[email]?.waiters.append(continuation) }
+            requestReconcile(email)
+        }
+    }
+
+    func detach(_ connection: ClientConnection, email: String) {
+        users.withLock { _ = $0[email]?.sockets.removeValue(forKey: connection.socketID) }
+        requestReconcile(email)
+    }
+
+    /// Seconds to wait when `email` is over the limit, or nil.
+    func throttle(_ email: String, _ limit: Limit) -> Double? {
+        users.withLock { users in
+            switch limit {
+            case .send: return users[email]?.send.take()
+            case .typing: return users[email]?.typing.take()
+            case .other: return users[email]?.other.take()
+            }
+        }
+    }
+
+    private func requestReconcile(_ email: String) {
+        pendingSubscriptions.withLock { _ = $0.insert(email) }
+        wakeContinuation.yield()
+    }
+
+    /// The one task that (un)subscribes: it compares who is connected with what is
+    /// subscribed, so racing connects and disconnects of one user always end right.
+    private func reconcileSubscriptions() async {
+        for await _ in wake {
+            let emails = pendingSubscriptions.withLock { pending in
+                defer { pending = [] }
+                return pending
+            }
+            let wanted = users.withLock { users in Set(emails.filter { !(users[$0]?.sockets.isEmpty ?? true) }) }
+            let current = subscribed.withLock { $0 }
+            let add = wanted.subtracting(current)
+            let drop = emails.subtracting(wanted).intersection(current)
+            do {
+                if !add.isEmpty {
+                    try await subscriber.subscribe(add.map(keys.user))
+                    subscribed.withLock { $0.formUnion(add) }
+                }
+                if !drop.isEmpty {
+                    try await subscriber.unsubscribe(drop.map(keys.user))
+                    subscribed.withLock { $0.subtract(drop) }
+                }
+            } catch {
+                logger.warning("could not change subscriptions", metadata: ["chat.error": "\(error)"])
+            }
+            let nowSubscribed = subscribed.withLock { $0 }
+            let waiters = users.withLock { users -> [CheckedContinuation<Void, Never>] in
+                var waiters: [CheckedContinuation<Void, Never>] = []
+                for email in emails {
+                    waiters += users[email]?.waiters ?? []
+                    users[email]?.waiters = []
+                    if users[email]?.sockets.isEmpty == true, !nowSubscribed.contains(email) { users[email] = nil }
+                }
+                return waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    // MARK: Fan-out
+
+    /// What the store and presence publish on `user:{email}`.
+    struct Envelope: Decodable {
+        var event: String
+        var data: JSONValue
+        var gateway: String?
+        var request: String?
+    }
+
+    /// Events only gateways read.
+    static let revokeEvent = "session_revoked"
+
+    /// Hands a message from `user:{email}` to that user's sockets here.
+    public func deliver(email: String, payload: [UInt8]) {
+        guard let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(payload)) else {
+            logger.warning("dropped an unreadable user event", metadata: ["chat.user": "\(email)"])
+            return
+        }
+        let connections = users.withLock { users in users[email].map { Array($0.sockets.values) } ?? [] }
+        if envelope.event == Self.revokeEvent {
+            let tokenID = envelope.data["jti"]?.stringValue
+            for connection in connections where tokenID == nil || connection.claims?.jti == tokenID {
+                connection.endSession(ChatError(.unauthorized, "this session was ended (logged out or account disabled); log in again"))
+            }
+            return
+        }
+        let text = SocketPacket.eventText(envelope.event, json: envelope.data.text)
+        let droppable = [ServerEventName.userTyping.rawValue, ServerEventName.userOnline.rawValue, ServerEventName.userOffline.rawValue].contains(envelope.event)
+        let progress = Self.progress(envelope.event, envelope.data)
+        for connection in connections {
+            // The socket that asked gets its own answer through its request, exactly once.
+            if envelope.gateway == configuration.gatewayID, let request = envelope.request, request.hasPrefix(connection.socketID + ":") { continue }
+            connection.push(text, droppable ? .droppable : .essential, progress: progress)
+        }
+    }
+
+    /// For a message event, the conversation and seq it carries (sockets remember what they have).
+    static func progress(_ event: String, _ data: JSONValue) -> (String, Int64)? {
+        guard event == ServerEventName.receiveMessage.rawValue || event == ServerEventName.messageSentConfirmed.rawValue,
+              let conversation = data["conversation_id"]?.stringValue, case .number(let seq)? = data["seq"] else { return nil }
+        return (conversation, Int64(seq))
+    }
+
+    /// Redis dropped the subscriber's connection: what was published meanwhile is lost, so
+    /// every socket here replays what it missed from the store.
+    public func resynchronize() {
+        let connections = allConnections()
+        logger.notice("resynchronizing sockets after a lost subscription", metadata: ["chat.sockets": "\(connections.count)"])
+        for connection in connections { Task { await connection.resynchronize() } }
+    }
+}
