@@ -15,12 +15,16 @@ public struct GatewayService: Service {
     public let api: RESTAPI
     public let engine: EngineServer
     public let realtime: RealtimeServer
+    private let onListening: (@Sendable (Int) -> Void)?
 
-    public init(runtime: ChatRuntime, subscriber: RedisSubscriber, jwtSecret: String, engineConfiguration: EngineConfiguration? = nil) {
+    /// `onListening` gets the port the server bound (tests bind port 0).
+    public init(runtime: ChatRuntime, subscriber: RedisSubscriber, jwtSecret: String, engineConfiguration: EngineConfiguration? = nil,
+                storeTimeout: Duration = .seconds(5), onListening: (@Sendable (Int) -> Void)? = nil) {
         self.runtime = runtime
+        self.onListening = onListening
         self.subscriber = subscriber
         let configuration = runtime.configuration
-        self.store = StoreClient(redis: runtime.redis, keys: runtime.keys, gatewayID: configuration.gatewayID)
+        self.store = StoreClient(redis: runtime.redis, keys: runtime.keys, gatewayID: configuration.gatewayID, timeout: storeTimeout)
         let tokens = TokenService(secret: jwtSecret, lifetime: configuration.tokenTTL, redis: runtime.redis, keys: runtime.keys)
         self.api = RESTAPI(store: store, tokens: tokens, redis: runtime.redis, keys: runtime.keys, logger: runtime.logger)
         var engineSettings = engineConfiguration ?? EngineConfiguration()
@@ -39,6 +43,7 @@ public struct GatewayService: Service {
         try await subscriber.subscribe([store.replyChannel])
         let configuration = runtime.configuration
         let logger = runtime.logger
+        let onListening = self.onListening
         let router = api.makeRouter().router
         engine.addRoutes(to: router) { $0.remoteAddress }
         let webSocketRouter = Router(context: GatewayRequestContext.self)
@@ -48,6 +53,7 @@ public struct GatewayService: Service {
             server: .http1WebSocketUpgrade(webSocketRouter: webSocketRouter, configuration: .init(ws: .init(maxFrameSize: engine.configuration.maxPayload))),
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: nil),
             onServerRunning: { channel in
+                onListening?(channel.localAddress?.port ?? 0)
                 logger.info("ready", metadata: ["gateway.id": "\(configuration.gatewayID)", "http.address": "\(channel.localAddress?.description ?? "?")"])
             },
             logger: logger

@@ -11,6 +11,7 @@ public struct RESTAPI: Sendable {
     let store: StoreClient
     let tokens: TokenService
     let redis: RedisClient
+    let keys: RedisKeys
     let throttle: LoginThrottle
     let logger: Logger
 
@@ -18,6 +19,7 @@ public struct RESTAPI: Sendable {
         self.store = store
         self.tokens = tokens
         self.redis = redis
+        self.keys = keys
         self.throttle = LoginThrottle(redis: redis, keys: keys)
         self.logger = logger
     }
@@ -36,6 +38,8 @@ public struct RESTAPI: Sendable {
         routes.add(.post, "/api/auth/logout") { request, _ in
             let claims = try await self.authenticate(request)
             try await self.tokens.revoke(claims)
+            // Sockets opened with this token, on any gateway, end now.
+            _ = try? await self.redis.publish(#"{"data":{"jti":"\#(claims.jti)"},"event":"session_revoked"}"#, to: self.keys.user(claims.sub))
             await self.store.fireAndForget(.audit, user: claims.sub, body: AuditRequest(action: "logout", outcome: "ok"))
             return Response(status: .noContent)
         }

@@ -158,7 +158,9 @@ public final class CommandProcessor: Service, Sendable {
         case .user(let user):
             // Gateways refuse a disabled user's tokens while this key exists.
             let flag = user.disabled ? ["SET", keys.disabledUser(user.email), "1"] : ["DEL", keys.disabledUser(user.email)]
-            return try reply(result: json(user)) + [flag]
+            // A disabled user's open sockets end on every gateway.
+            let revoke = user.disabled ? [["PUBLISH", keys.user(user.email), #"{"data":{},"event":"session_revoked"}"#]] : []
+            return try reply(result: json(user)) + [flag] + revoke
         case .audited, .alreadyApplied, .compactRequested:
             return try reply(result: "{}")
         case .purged(let purge):

@@ -1,0 +1,281 @@
+import ChatCore
+import ChatTesting
+import Foundation
+import Gateway
+import HummingbirdWSClient
+import Logging
+import MessageStore
+import NIOCore
+import NIOWebSocket
+import RedisClient
+import Synchronization
+import Testing
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// A real WebSocket client speaking Engine.IO/Socket.IO by hand, so tests see every packet.
+/// It answers server pings unless told not to.
+final class SocketTestClient: Sendable {
+    private struct State {
+        var received: [String] = []
+        var outbound: WebSocketOutboundWriter?
+        var closed = false
+        var closeCode: WebSocketErrorCode?
+    }
+
+    private let state = Mutex(State())
+    private let task = Mutex<Task<Void, Never>?>(nil)
+    /// Running totals kept by `drainCount`.
+    let counter = Mutex<[String: Int]>([:])
+    let answersPings: Bool
+    let port: Int
+
+    private init(port: Int, answersPings: Bool) {
+        self.port = port
+        self.answersPings = answersPings
+    }
+
+    /// Opens a WebSocket to `/socket.io/` and waits for the Engine.IO open packet.
+    static func open(port: Int, query: String = "EIO=4&transport=websocket", answersPings: Bool = true,
+                     maxFrameSize: Int = 1 << 20) async throws -> SocketTestClient {
+        let client = SocketTestClient(port: port, answersPings: answersPings)
+        let task = Task {
+            do {
+                let frame = try await WebSocketClient.connect(
+                    url: "ws://127.0.0.1:\(port)/socket.io/?\(query)", configuration: .init(maxFrameSize: maxFrameSize),
+                    logger: Logger(label: "ws-test")
+                ) { inbound, outbound, _ in
+                    client.state.withLock { $0.outbound = outbound }
+                    for try await message in inbound.messages(maxSize: 1 << 24) {
+                        guard case .text(let text) = message else { continue }
+                        if text == "2", client.answersPings { try await outbound.write(.text("3")) }
+                        client.state.withLock { $0.received.append(text) }
+                    }
+                }
+                client.state.withLock {
+                    $0.closed = true
+                    $0.closeCode = frame?.closeCode
+                }
+            } catch {
+                client.state.withLock { $0.closed = true }
+            }
+        }
+        client.task.withLock { $0 = task }
+        guard await eventually({ client.state.withLock { $0.outbound != nil || $0.closed } }), !client.isClosed else {
+            throw ChatError(.unavailable, "the WebSocket did not open")
+        }
+        _ = try await client.next { $0.hasPrefix("0{") }
+        return client
+    }
+
+    /// Opens a WebSocket and connects the default namespace with `token`; returns the socket id.
+    static func connect(port: Int, token: String, since: [String: Int64]? = nil) async throws -> SocketTestClient {
+        let client = try await open(port: port)
+        var auth: [String: JSONValue] = ["token": .string(token)]
+        if let since { auth["since"] = .object(since.mapValues { .number(Double($0)) }) }
+        try await client.send("40" + JSONValue.object(auth).text)
+        let reply = try await client.next { $0.hasPrefix("40") || $0.hasPrefix("44") }
+        guard reply.hasPrefix("40{\"sid\"") else { throw ChatError(.unauthorized, "CONNECT refused: \(reply)") }
+        return client
+    }
+
+    func send(_ text: String) async throws {
+        guard let outbound = state.withLock({ $0.outbound }) else { throw ChatError(.unavailable, "not open") }
+        try await outbound.write(.text(text))
+    }
+
+    func sendBinary(_ bytes: [UInt8]) async throws {
+        guard let outbound = state.withLock({ $0.outbound }) else { throw ChatError(.unavailable, "not open") }
+        try await outbound.write(.binary(ByteBuffer(bytes: bytes)))
+    }
+
+    /// Emits a Socket.IO event (`42[name,data]`, or `42<ack>[...]`).
+    func emit(_ name: String, _ data: JSONValue, ack: Int? = nil) async throws {
+        try await send("42" + (ack.map(String.init) ?? "") + JSONValue.array([.string(name), data]).text)
+    }
+
+    /// Emits with an acknowledgement id and returns the acknowledgement's argument.
+    func call(_ name: String, _ data: JSONValue, ack: Int) async throws -> JSONValue {
+        try await emit(name, data, ack: ack)
+        let text = try await next { $0.hasPrefix("43\(ack)[") }
+        guard case .array(let items)? = JSONValue(parsing: text.dropFirst(2 + String(ack).count)), let first = items.first else {
+            throw ChatError(.internal, "bad ack \(text)")
+        }
+        return first
+    }
+
+    /// Takes the first received packet not taken yet that matches, waiting up to `timeout`.
+    func next(timeout: Duration = .seconds(10), _ matches: @Sendable (String) -> Bool) async throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let found = state.withLock { s -> String? in
+                guard let index = s.received.firstIndex(where: matches) else { return nil }
+                return s.received.remove(at: index)
+            }
+            if let found { return found }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw ChatError(.unavailable, "no matching packet within \(timeout); received: \(state.withLock { $0.received })")
+    }
+
+    /// The data of the next event called `name`.
+    func event(_ name: String, timeout: Duration = .seconds(10)) async throws -> JSONValue {
+        let prefix = "42[" + ChatJSON.text(name) + ","
+        let text = try await next(timeout: timeout) { $0.hasPrefix(prefix) }
+        guard case .array(let items)? = JSONValue(parsing: text.dropFirst(2)), items.count >= 2 else { throw ChatError(.internal, "bad event \(text)") }
+        return items[1]
+    }
+
+    /// Every event called `name` received so far (taken).
+    func drain(_ name: String) -> [JSONValue] {
+        let prefix = "42[" + ChatJSON.text(name) + ","
+        return state.withLock { s in
+            let matching = s.received.filter { $0.hasPrefix(prefix) }
+            s.received.removeAll { $0.hasPrefix(prefix) }
+            return matching.compactMap { text in
+                guard case .array(let items)? = JSONValue(parsing: text.dropFirst(2)), items.count >= 2 else { return nil }
+                return items[1]
+            }
+        }
+    }
+
+    var isClosed: Bool { state.withLock { $0.closed } }
+    var receivedSnapshot: [String] { state.withLock { $0.received } }
+    var closeCode: WebSocketErrorCode? { state.withLock { $0.closeCode } }
+
+    func waitClosed(timeout: Duration = .seconds(10)) async -> Bool {
+        await eventually(timeout: timeout) { self.isClosed }
+    }
+
+    func close() async {
+        if let outbound = state.withLock({ $0.outbound }) { try? await outbound.close(.normalClosure, reason: nil) }
+        _ = await waitClosed(timeout: .seconds(3))
+        task.withLock { $0 }?.cancel()
+    }
+}
+
+/// The whole system in process: a real redis-server, the messages service on a SQLite
+/// file, and `gateways` gateways each listening on its own port.
+struct RealtimeStack: Sendable {
+    let ports: [Int]
+    let store: MessageStore
+    let keys: RedisKeys
+    let redis: RedisClient
+    let tokens: TokenService
+    let services: [GatewayService]
+    let storeControl: StoreControl
+
+    /// Logs in over real HTTP and returns the token.
+    func login(_ email: String, gateway: Int = 0) async throws -> String {
+        let (status, json) = try await http("POST", "/api/auth/login", gateway: gateway, body: ["email": email, "password": password(email)])
+        guard status == 200, let token = json?["token"]?.stringValue else { throw ChatError(.unauthorized, "login \(email): \(status)") }
+        return token
+    }
+
+    func http(_ method: String, _ path: String, gateway: Int = 0, token: String? = nil, body: [String: String]? = nil, raw: String? = nil) async throws -> (Int, JSONValue?) {
+        let (status, data) = try await httpRaw(method, path, gateway: gateway, token: token, body: body.map { JSONValue.object($0.mapValues(JSONValue.string)).text } ?? raw)
+        return (status, JSONValue(parsing: String(decoding: data, as: UTF8.self)))
+    }
+
+    func httpRaw(_ method: String, _ path: String, gateway: Int = 0, token: String? = nil, body: String? = nil) async throws -> (Int, Data) {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(ports[gateway])\(path)")!)
+        request.httpMethod = method
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let body {
+            request.httpBody = Data(body.utf8)
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+    }
+
+    func connect(_ email: String, gateway: Int = 0, since: [String: Int64]? = nil) async throws -> SocketTestClient {
+        try await SocketTestClient.connect(port: ports[gateway], token: try await login(email, gateway: gateway), since: since)
+    }
+}
+
+/// Starts and stops the messages service inside a stack.
+final class StoreControl: Sendable {
+    private let start: @Sendable () -> Task<Void, Never>
+    private let task = Mutex<Task<Void, Never>?>(nil)
+
+    init(start: @escaping @Sendable () -> Task<Void, Never>) { self.start = start }
+
+    func run() { task.withLock { if $0 == nil { $0 = start() } } }
+
+    func stop() async {
+        let running = task.withLock { t -> Task<Void, Never>? in
+            defer { t = nil }
+            return t
+        }
+        running?.cancel()
+        await running?.value
+    }
+}
+
+func withRealtimeStack(gateways count: Int = 1, storeRunning: Bool = true, storeTimeout: Duration = .seconds(5),
+                       engine: EngineConfiguration = EngineConfiguration(), environment: [String: String] = [:],
+                       _ body: @Sendable (RealtimeStack) async throws -> Void) async throws {
+    let server = try RedisServer.required()
+    let keys = uniqueKeys("rt")
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rt-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let store = try MessageStore.open(path: directory.appendingPathComponent("chat.sqlite").path, retention: .seconds(90 * 86400))
+    for (email, name, role) in cast { _ = try store.createUser(email: email, name: name, role: role, password: password(email)) }
+    let secret = String(repeating: "s", count: 32)
+    var configured = try ChatConfiguration(environment: ["CHAT_REDIS_URL": server.url, "CHAT_JWT_SECRET": secret].merging(environment) { $1 })
+    configured.redisPrefix = keys.prefix
+    let base = configured
+    let redis = RedisClient(configuration: base.redis)
+    let tokens = TokenService(secret: secret, lifetime: base.tokenTTL, redis: redis, keys: keys)
+
+    try await withRunning(redis) { redis in
+        try await redis.waitUntilReady()
+        let storeRuntime = ChatRuntime(configuration: base, redis: redis, logger: Logger(label: "messages"))
+        let storeControl = StoreControl {
+            Task {
+                let subscriber = RedisSubscriber(configuration: base.redis)
+                await withDiscardingTaskGroup { group in
+                    group.addTask { try? await subscriber.run() }
+                    group.addTask { try? await MessagesService(runtime: storeRuntime, store: store, subscriber: subscriber, consumer: "m1").run() }
+                }
+            }
+        }
+        if storeRunning {
+            storeControl.run()
+            _ = await eventually { (try? await redis.send(["PUBSUB", "NUMSUB", keys.storeQueries]).array?.last?.int) == 1 }
+        }
+        var services: [GatewayService] = []
+        var subscribers: [RedisSubscriber] = []
+        let ports = Mutex<[Int: Int]>([:])
+        for index in 0..<count {
+            var configuration = base
+            configuration.gatewayID = "gw-\(index + 1)"
+            configuration.httpPort = 0
+            var subscriberConfiguration = configuration.redis
+            subscriberConfiguration.clientName = "gw-\(index + 1)-subscriber"
+            let subscriber = RedisSubscriber(configuration: subscriberConfiguration)
+            let runtime = ChatRuntime(configuration: configuration, redis: redis, logger: Logger(label: "gateway"))
+            subscribers.append(subscriber)
+            services.append(GatewayService(runtime: runtime, subscriber: subscriber, jwtSecret: secret, engineConfiguration: engine,
+                                           storeTimeout: storeTimeout) { port in
+                ports.withLock { $0[index] = port }
+            })
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (service, subscriber) in zip(services, subscribers) {
+                group.addTask { try await subscriber.run() }
+                group.addTask { try await service.run() }
+            }
+            #expect(await eventually { ports.withLock { $0.count } == count })
+            let stack = RealtimeStack(ports: (0..<count).map { i in ports.withLock { $0[i]! } }, store: store, keys: keys, redis: redis,
+                                      tokens: tokens, services: services, storeControl: storeControl)
+            try await body(stack)
+            group.cancelAll()
+        }
+        await storeControl.stop()
+    }
+}

@@ -1,0 +1,445 @@
+import ChatCore
+import ChatTesting
+import Foundation
+import Gateway
+import MessageStore
+import NIOWebSocket
+import RedisClient
+import Testing
+
+private let doctor = "doctor@clinic.com"
+private let admin = "admin@clinic.com"
+private let patel = "dr.patel@clinic.com"
+
+private func send(_ to: String, _ content: String, _ clientID: String) -> JSONValue {
+    .object(["receiver_email": .string(to), "content": .string(content), "client_id": .string(clientID)])
+}
+
+private func subscribers(_ stack: RealtimeStack, _ email: String) async throws -> Int {
+    try await stack.redis.send(["PUBSUB", "NUMSUB", stack.keys.user(email)]).array?.last?.int ?? -1
+}
+
+@Suite("Socket.IO gateway with a real WebSocket client, Redis and SQLite", .redisServer)
+struct RealtimeTests {
+    @Test("heartbeat: a client that answers pings stays; one that does not is closed after interval + timeout; CONNECT without a token is refused")
+    func heartbeat() async throws {
+        var engine = EngineConfiguration()
+        engine.pingInterval = .milliseconds(1500)
+        engine.pingTimeout = .milliseconds(700)
+        try await withRealtimeStack(engine: engine) { stack in
+            let client = try await SocketTestClient.open(port: stack.ports[0])
+            let silent = try await SocketTestClient.open(port: stack.ports[0], answersPings: false)
+            try await client.send("40{}")
+            let refused = try await client.next { $0.hasPrefix("44") }
+            let data = try #require(JSONValue(parsing: refused.dropFirst(2)))
+            #expect(data["message"]?.stringValue?.contains("token") == true)
+            #expect(data["data"]?["code"]?.stringValue == "unauthorized")
+            #expect(await silent.waitClosed(timeout: .seconds(5)))
+            try await Task.sleep(for: .seconds(3))
+            #expect(!client.isClosed)
+            await client.close()
+        }
+    }
+
+    @Test("the open packet's fields")
+    func openPacket() async throws {
+        try await withRealtimeStack { stack in
+            let (status, data) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling")
+            #expect(status == 200)
+            let text = String(decoding: data, as: UTF8.self)
+            #expect(text.hasPrefix("0{"))
+            let open = try #require(JSONValue(parsing: text.dropFirst()))
+            #expect(open["sid"]?.stringValue?.count == 20)
+            #expect(open["upgrades"] == .array([.string("websocket")]))
+            #expect(open["pingInterval"] == .number(25000))
+            #expect(open["pingTimeout"] == .number(20000))
+            #expect(open["maxPayload"] == .number(100_000))
+            // Protocol errors are the reference server's.
+            let (badVersion, body) = try await stack.httpRaw("GET", "/socket.io/?EIO=3&transport=polling")
+            #expect(badVersion == 400)
+            #expect(String(decoding: body, as: UTF8.self) == #"{"code":5,"message":"Unsupported protocol version"}"#)
+            let (unknown, unknownBody) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling&sid=nope")
+            #expect(unknown == 400)
+            #expect(String(decoding: unknownBody, as: UTF8.self) == #"{"code":1,"message":"Session ID unknown"}"#)
+            let (transport, _) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=carrier-pigeon")
+            #expect(transport == 400)
+        }
+    }
+
+    @Test("CONNECT_ERROR for a missing, garbage, forged, expired and revoked token; the transport stays and a good token then connects")
+    func connectErrors() async throws {
+        try await withRealtimeStack { stack in
+            let user = User(email: doctor, name: "Dr. Sarah Kim", role: .doctor, disabled: false)
+            let forger = TokenService(secret: String(repeating: "f", count: 32), lifetime: .seconds(3600), redis: stack.redis, keys: stack.keys)
+            let revoked = stack.tokens.issue(for: user)
+            try await stack.tokens.revoke(revoked.claims)
+            let cases: [(String, String)] = [
+                ("40", "authentication required"),
+                (#"40{"token":"garbage"}"#, "not valid"),
+                (#"40{"token":"\#(forger.issue(for: user).token)"}"#, "not valid"),
+                (#"40{"token":"\#(stack.tokens.issue(for: user, now: Date().addingTimeInterval(-2 * 86400)).token)"}"#, "expired"),
+                (#"40{"token":"\#(revoked.token)"}"#, "no longer valid"),
+            ]
+            for (index, (packet, words)) in cases.enumerated() {
+                let client = try await SocketTestClient.open(port: stack.ports[0])
+                try await client.send(packet)
+                let refused = try await client.next { $0.hasPrefix("44") }
+                let data = try #require(JSONValue(parsing: refused.dropFirst(2)))
+                #expect(data["message"]?.stringValue?.contains(words) == true, "case \(index): \(refused)")
+                #expect(data["data"]?["code"]?.stringValue == "unauthorized")
+                // Events before CONNECT are ignored; a valid token then connects on the same transport.
+                try await client.emit("send_message", send(admin, "too early", "early-\(index)"))
+                try await client.send(#"40{"token":"\#(try await stack.login(doctor))"}"#)
+                #expect(try await client.next { $0.hasPrefix("40") }.hasPrefix(#"40{"sid":""#))
+                if index == cases.count - 1 {
+                    // Another namespace is refused.
+                    try await client.send("40/admin,")
+                    #expect(try await client.next { $0.hasPrefix("44/admin,") }.contains("Invalid namespace"))
+                }
+                await client.close()
+            }
+            #expect(try stack.store.sync(for: doctor, since: [:]).conversations.isEmpty)
+        }
+    }
+
+    @Test("five refused CONNECTs close the transport")
+    func connectFlood() async throws {
+        try await withRealtimeStack { stack in
+            let client = try await SocketTestClient.open(port: stack.ports[0])
+            for _ in 1...5 { try await client.send(#"40{"token":"x"}"#) }
+            #expect(await client.waitClosed())
+        }
+    }
+
+    @Test("across two gateways: confirmation and ack after commit, delivery to the receiver, the sender's other device sees it")
+    func sendAcrossGateways() async throws {
+        try await withRealtimeStack(gateways: 2) { stack in
+            let sender = try await stack.connect(doctor, gateway: 0)
+            let senderPhone = try await stack.connect(doctor, gateway: 1)
+            let receiver = try await stack.connect(admin, gateway: 1)
+            let ack = try await sender.call("send_message", send(admin, "BP 120/80, please review", "c-1"), ack: 7)
+            #expect(ack["ok"] == .bool(true))
+            let message = try #require(ack["message"])
+            #expect(message["content"] == .string("BP 120/80, please review"))
+            #expect(message["seq"] == .number(1))
+            #expect(message["client_id"] == .string("c-1"))
+            // Committed when acknowledged.
+            let conversation = try #require(message["conversation_id"]?.stringValue)
+            #expect(try stack.store.history(for: doctor, conversationID: conversation).map(\.content) == ["BP 120/80, please review"])
+            let confirmed = try await sender.event("message_sent_confirmed")
+            #expect(confirmed["id"] == message["id"])
+            let received = try await receiver.event("receive_message")
+            #expect(received["id"] == message["id"])
+            #expect(received["sender_email"] == .string(doctor))
+            let onPhone = try await senderPhone.event("message_sent_confirmed")
+            #expect(onPhone["id"] == message["id"])
+            // The sending socket got exactly one confirmation.
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(sender.drain("message_sent_confirmed").isEmpty)
+            #expect(receiver.drain("receive_message").isEmpty)
+            // Replies and reads flow back the other way.
+            let receipt = try await receiver.call("mark_conversation_read", .object(["conversation_id": .string(conversation), "up_to_seq": .number(1)]), ack: 1)
+            #expect(receipt["ok"] == .bool(true))
+            let seen = try await sender.event("message_read_receipt")
+            #expect(seen["reader_email"] == .string(admin))
+            #expect(seen["up_to_seq"] == .number(1))
+            #expect(seen["message_id"] == message["id"])
+            for client in [sender, senderPhone, receiver] { await client.close() }
+        }
+    }
+
+    @Test("a group of four on two gateways: everyone else receives each message once")
+    func group() async throws {
+        try await withRealtimeStack(gateways: 2) { stack in
+            let token = try await stack.login(doctor)
+            let (status, created) = try await stack.http("POST", "/api/conversations", token: token,
+                                                         raw: #"{"participants":["admin@clinic.com","dr.patel@clinic.com","dr.okafor@clinic.com"],"title":"Ward 3"}"#)
+            #expect(status == 201)
+            let id = try #require(created?["id"]?.stringValue)
+            let members = [doctor, admin, patel, "dr.okafor@clinic.com"]
+            var clients: [SocketTestClient] = []
+            for (index, member) in members.enumerated() { clients.append(try await stack.connect(member, gateway: index % 2)) }
+            for (index, client) in clients.enumerated() {
+                let ack = try await client.call("send_message", .object(["conversation_id": .string(id), "content": .string("from \(index)"), "client_id": .string("g\(index)")]), ack: index + 1)
+                #expect(ack["ok"] == .bool(true))
+            }
+            for (index, client) in clients.enumerated() {
+                #expect(await eventually { client.drainCount("receive_message") >= 3 }, "member \(index)")
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            for client in clients {
+                #expect(client.drain("receive_message").isEmpty)
+                await client.close()
+            }
+        }
+    }
+
+    @Test("a send repeated with its client_id is stored once and confirmed again with the same message")
+    func idempotentSend() async throws {
+        try await withRealtimeStack { stack in
+            let sender = try await stack.connect(doctor)
+            let receiver = try await stack.connect(admin)
+            let first = try await sender.call("send_message", send(admin, "once", "same-id"), ack: 1)
+            let second = try await sender.call("send_message", send(admin, "once", "same-id"), ack: 2)
+            #expect(first["message"]?["id"] != nil)
+            #expect(first["message"]?["id"] == second["message"]?["id"])
+            _ = try await receiver.event("receive_message")
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(receiver.drain("receive_message").isEmpty)
+            let conversation = try #require(first["message"]?["conversation_id"]?.stringValue)
+            #expect(try stack.store.history(for: doctor, conversationID: conversation).count == 1)
+            await sender.close()
+            await receiver.close()
+        }
+    }
+
+    @Test("no confirmation while the store is down; it comes once the store has committed the queued send")
+    func confirmationWaitsForCommit() async throws {
+        try await withRealtimeStack(storeRunning: false, storeTimeout: .seconds(20)) { stack in
+            let token = stack.tokens.issue(for: User(email: doctor, name: "Dr. Sarah Kim", role: .doctor, disabled: false)).token
+            let sender = try await SocketTestClient.connect(port: stack.ports[0], token: token)
+            try await sender.emit("send_message", send(admin, "queued while the store is down", "down-1"), ack: 3)
+            try await Task.sleep(for: .seconds(1))
+            #expect(sender.drain("message_sent_confirmed").isEmpty)
+            #expect(try stack.store.sync(for: doctor, since: [:]).conversations.isEmpty)
+            stack.storeControl.run()
+            let ack = try await sender.next(timeout: .seconds(15)) { $0.hasPrefix("433[") }
+            #expect(ack.contains(#""ok":true"#))
+            let confirmed = try await sender.event("message_sent_confirmed")
+            #expect(confirmed["content"] == .string("queued while the store is down"))
+            #expect(try stack.store.sync(for: doctor, since: [:]).conversations.first?.messages.map(\.content) == ["queued while the store is down"])
+            await sender.close()
+        }
+    }
+
+    @Test("reconnect with since: missed messages in seq order, no duplicates; a receipt made while the sender was away reaches it")
+    func recovery() async throws {
+        try await withRealtimeStack(gateways: 2) { stack in
+            let sender = try await stack.connect(doctor, gateway: 0)
+            var receiver = try await stack.connect(admin, gateway: 1)
+            let first = try await sender.call("send_message", send(admin, "m1", "r1"), ack: 1)
+            let conversation = try #require(first["message"]?["conversation_id"]?.stringValue)
+            _ = try await receiver.event("receive_message")
+            await receiver.close()
+            for i in 2...4 { _ = try await sender.call("send_message", send(admin, "m\(i)", "r\(i)"), ack: i) }
+            // Back, on the other gateway, saying it has seq 1.
+            receiver = try await stack.connect(admin, gateway: 0, since: [conversation: 1])
+            var replayed: [JSONValue] = []
+            for _ in 2...4 { replayed.append(try await receiver.event("receive_message")) }
+            #expect(replayed.map { $0["seq"] } == [.number(2), .number(3), .number(4)])
+            #expect(replayed.map { $0["content"] } == [.string("m2"), .string("m3"), .string("m4")])
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(receiver.drain("receive_message").isEmpty)
+
+            // The sender goes away; the receiver reads everything; the sender comes back and syncs.
+            await sender.close()
+            let read = try await receiver.call("mark_conversation_read", .object(["conversation_id": .string(conversation), "up_to_seq": .number(4)]), ack: 9)
+            #expect(read["receipt"]?["up_to_seq"] == .number(4))
+            let back = try await stack.connect(doctor, gateway: 1)
+            let summary = try await back.call("sync", .object(["since": .object([conversation: .number(4)])]), ack: 5)
+            #expect(summary["ok"] == .bool(true))
+            #expect(summary["conversations"]?[conversation]?["last_seq"] == .number(4))
+            #expect(summary["conversations"]?[conversation]?["messages"] == .number(0))
+            let receipt = try await back.event("message_read_receipt")
+            #expect(receipt["reader_email"] == .string(admin))
+            #expect(receipt["up_to_seq"] == .number(4))
+            #expect(back.drain("receive_message").isEmpty)
+            await back.close()
+            await receiver.close()
+        }
+    }
+
+    @Test("one subscription per user per gateway, shared by their sockets, dropped with the last one")
+    func subscriptions() async throws {
+        try await withRealtimeStack { stack in
+            #expect(try await subscribers(stack, doctor) == 0)
+            let tab1 = try await stack.connect(doctor)
+            let tab2 = try await stack.connect(doctor)
+            #expect(try await subscribers(stack, doctor) == 1)
+            #expect(stack.services[0].realtime.socketCount(of: doctor) == 2)
+            await tab1.close()
+            #expect(await eventually { stack.services[0].realtime.socketCount(of: doctor) == 1 })
+            #expect(try await subscribers(stack, doctor) == 1)
+            // The remaining tab still receives.
+            let other = try await stack.connect(admin)
+            _ = try await other.call("send_message", send(doctor, "still here?", "s1"), ack: 1)
+            #expect(try await tab2.event("receive_message")["content"] == .string("still here?"))
+            await tab2.close()
+            #expect(await eventually { (try? await subscribers(stack, doctor)) == 0 })
+            await other.close()
+        }
+    }
+
+    @Test("rate limits per user, shared by their sockets: rate_limited with retry_after; typing too")
+    func rateLimits() async throws {
+        try await withRealtimeStack(environment: ["CHAT_MESSAGE_RATE": "0.5", "CHAT_MESSAGE_BURST": "3", "CHAT_TYPING_RATE": "0.5", "CHAT_TYPING_BURST": "2"]) { stack in
+            let tab1 = try await stack.connect(doctor)
+            let tab2 = try await stack.connect(doctor)
+            var outcomes: [String] = []
+            for i in 0..<5 {
+                let client = i % 2 == 0 ? tab1 : tab2
+                let ack = try await client.call("send_message", send(admin, "n\(i)", "rl\(i)"), ack: i + 1)
+                if ack["ok"] == .bool(true) {
+                    outcomes.append("ok")
+                } else {
+                    #expect(ack["error"]?["code"] == .string("rate_limited"))
+                    #expect(ack["error"]?["client_id"] == .string("rl\(i)"))
+                    guard case .number(let retry)? = ack["error"]?["retry_after"] else { Issue.record("no retry_after: \(ack)"); continue }
+                    #expect(retry > 0 && retry <= 2)
+                    outcomes.append("limited")
+                }
+            }
+            #expect(outcomes == ["ok", "ok", "ok", "limited", "limited"])
+            // Without an ack the refusal is an error event.
+            try await tab1.emit("send_message", send(admin, "again", "rl-x"))
+            #expect(try await tab1.event("error")["code"] == .string("rate_limited"))
+            var typing: [JSONValue] = []
+            for i in 0..<3 { typing.append(try await tab1.call("user_typing", .object(["receiver_email": .string(admin), "is_typing": .bool(true)]), ack: 100 + i)) }
+            #expect(typing.map { $0["ok"] } == [.bool(true), .bool(true), .bool(false)])
+            // Someone else is not limited.
+            let other = try await stack.connect(patel)
+            #expect(try await other.call("send_message", send(admin, "fine", "p1"), ack: 1)["ok"] == .bool(true))
+            for client in [tab1, tab2, other] { await client.close() }
+        }
+    }
+
+    @Test("bad input: malformed packets, unknown events, wrong shapes, binary, oversized frames; errors, and nothing else lost")
+    func badInput() async throws {
+        var engine = EngineConfiguration()
+        engine.maxPayload = 4096
+        try await withRealtimeStack(engine: engine) { stack in
+            let client = try await stack.connect(doctor)
+            let receiver = try await stack.connect(admin)
+            for packet in ["2[", #"2{"not":"an array"}"#, "9", "2[42]"] {
+                try await client.send("4" + packet)
+                let error = try await client.event("error")
+                #expect(error["code"] == .string("bad_request"), "\(packet)")
+            }
+            try await client.emit("no_such_event", .object([:]))
+            #expect(try await client.event("error")["message"]?.stringValue?.contains("unknown event") == true)
+            let wrong = try await client.call("send_message", .string("just text"), ack: 1)
+            #expect(wrong["error"]?["code"] == .string("bad_request"))
+            let empty = try await client.call("send_message", send(admin, "   ", "e1"), ack: 2)
+            #expect(empty["error"]?["code"] == .string("invalid_content"))
+            #expect(empty["error"]?["client_id"] == .string("e1"))
+            let stranger = try await client.call("mark_conversation_read", .object(["conversation_id": .string("not-mine"), "up_to_seq": .number(1)]), ack: 3)
+            #expect(stranger["error"]?["code"] == .string("not_found"))
+            let noSuchUser = try await client.call("send_message", send("nobody@clinic.com", "hi", "e2"), ack: 4)
+            #expect(noSuchUser["error"]?["code"] != nil)
+            let impostor = try await client.call("user_joined", .object(["email": .string(admin)]), ack: 5)
+            #expect(impostor["error"]?["code"] == .string("forbidden"))
+            try await client.send(#"451-["send_message",{"_placeholder":true,"num":0}]"#)
+            try await client.sendBinary([1, 2, 3])
+            #expect(try await client.event("error")["message"]?.stringValue?.contains("binary") == true)
+            // Still connected and working.
+            let ok = try await client.call("send_message", send(admin, "after the noise", "ok-1"), ack: 6)
+            #expect(ok["ok"] == .bool(true))
+            #expect(try await receiver.event("receive_message")["content"] == .string("after the noise"))
+
+            // An oversized frame is refused with close code 1009; the other socket is untouched.
+            let big = try await stack.connect(patel)
+            try await big.send("42" + JSONValue.array([.string("send_message"), send(admin, String(repeating: "x", count: 8000), "big")]).text)
+            #expect(await big.waitClosed())
+            #expect(big.closeCode == .messageTooLarge)
+            // A garbage Engine.IO packet closes that transport, as the protocol prescribes.
+            let garbage = try await stack.connect(patel)
+            try await garbage.send("z")
+            #expect(await garbage.waitClosed())
+            let still = try await client.call("send_message", send(admin, "still fine", "ok-2"), ack: 7)
+            #expect(still["ok"] == .bool(true))
+            #expect(try await receiver.event("receive_message")["content"] == .string("still fine"))
+            await client.close()
+            await receiver.close()
+        }
+    }
+
+    @Test("backpressure: a socket that stops reading is closed when its queue is full; others keep receiving; it recovers on reconnect")
+    func backpressure() async throws {
+        var engine = EngineConfiguration()
+        engine.queueCapacity = 20
+        try await withRealtimeStack(engine: engine) { stack in
+            // A polling client that connects and then never polls again.
+            let token = try await stack.login(admin)
+            let (_, openData) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling")
+            let sid = try #require(JSONValue(parsing: String(decoding: openData, as: UTF8.self).dropFirst())?["sid"]?.stringValue)
+            let (posted, _) = try await stack.httpRaw("POST", "/socket.io/?EIO=4&transport=polling&sid=\(sid)", body: #"40{"token":"\#(token)"}"#)
+            #expect(posted == 200)
+            let (_, connectData) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling&sid=\(sid)")
+            #expect(String(decoding: connectData, as: UTF8.self).hasPrefix("40{\"sid\""))
+            let healthy = try await stack.connect(admin)
+            let sender = try await stack.connect(doctor)
+            for i in 0..<25 { _ = try await sender.call("send_message", send(admin, "flood \(i)", "f\(i)"), ack: i + 1) }
+            // The stalled session is gone; the healthy one has all 25.
+            #expect(await eventually { stack.services[0].engine.session(sid) == nil })
+            let (status, _) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling&sid=\(sid)")
+            #expect(status == 400)
+            #expect(await eventually { healthy.drainCount("receive_message") == 25 })
+            // Reconnecting with what it had (nothing), it gets everything back.
+            let conversation = try #require(try stack.store.sync(for: admin, since: [:]).conversations.first?.id)
+            let back = try await stack.connect(admin, since: [conversation: 0])
+            #expect(await eventually { back.drainCount("receive_message") == 25 })
+            for client in [healthy, sender, back] { await client.close() }
+        }
+    }
+
+    @Test("an expired token or a logout ends the socket's session: error, then DISCONNECT")
+    func sessionEnds() async throws {
+        try await withRealtimeStack(environment: ["CHAT_TOKEN_TTL": "2s"]) { stack in
+            let shortLived = try await stack.connect(doctor)
+            let error = try await shortLived.event("error", timeout: .seconds(6))
+            #expect(error["code"] == .string("unauthorized"))
+            _ = try await shortLived.next { $0 == "41" }
+            #expect(!shortLived.isClosed)
+            await shortLived.close()
+        }
+        try await withRealtimeStack(gateways: 2) { stack in
+            let token = try await stack.login(doctor)
+            let socket = try await SocketTestClient.connect(port: stack.ports[1], token: token)
+            let otherDevice = try await stack.connect(doctor, gateway: 1)
+            let (status, _) = try await stack.http("POST", "/api/auth/logout", gateway: 0, token: token)
+            #expect(status == 204)
+            _ = try await socket.next { $0 == "41" }
+            // Only the logged-out token's socket ends.
+            let partner = try await stack.connect(admin)
+            _ = try await partner.call("send_message", send(doctor, "still there?", "lo1"), ack: 1)
+            #expect(try await otherDevice.event("receive_message")["content"] == .string("still there?"))
+            for client in [socket, otherDevice, partner] { await client.close() }
+        }
+    }
+
+    @Test("a lost subscriber connection: the gateway resubscribes and replays what its sockets missed, once")
+    func lostSubscription() async throws {
+        try await withRealtimeStack(gateways: 2) { stack in
+            let receiver = try await stack.connect(admin, gateway: 0)
+            let sender = try await stack.connect(doctor, gateway: 1)
+            _ = try await sender.call("send_message", send(admin, "before", "ls0"), ack: 1)
+            _ = try await receiver.event("receive_message")
+            _ = try await stack.redis.send(["CLIENT", "KILL", "TYPE", "pubsub"])
+            for i in 1...3 { _ = try await sender.call("send_message", send(admin, "during \(i)", "ls\(i)"), ack: i + 1) }
+            #expect(await eventually { receiver.drainCountPeek("receive_message") >= 3 })
+            try await Task.sleep(for: .milliseconds(500))
+            let contents = receiver.drain("receive_message").compactMap { $0["content"]?.stringValue }
+            #expect(Set(contents) == ["during 1", "during 2", "during 3"])
+            #expect(contents.count == 3, "duplicates: \(contents)")
+            await receiver.close()
+            await sender.close()
+        }
+    }
+}
+
+extension SocketTestClient {
+    /// Takes the events called `name` received so far and returns how many there were, adding to a running total.
+    func drainCount(_ name: String) -> Int {
+        let taken = drain(name).count
+        return counter.withLock { counts in
+            counts[name, default: 0] += taken
+            return counts[name]!
+        }
+    }
+
+    /// How many events called `name` are waiting (not taken).
+    func drainCountPeek(_ name: String) -> Int {
+        let prefix = "42[" + ChatJSON.text(name) + ","
+        return receivedSnapshot.filter { $0.hasPrefix(prefix) }.count
+    }
+}
