@@ -4,7 +4,7 @@
 SWIFT ?= swift
 CONFIGURATION ?= release
 
-.PHONY: deps build build-debug run test smoke-run bench bench-redis clean
+.PHONY: deps build build-debug run test smoke-run e2e bench bench-redis clean
 
 deps:
 	@scripts/install-deps.sh
@@ -19,14 +19,19 @@ build-debug: deps
 run: build
 	@CONFIGURATION=$(CONFIGURATION) deploy/local/run.sh
 
-## Every test: the Swift suites (real redis-server, real processes), then the launcher smoke test.
+## Every test: the Swift suites (real redis-server, real processes), the launcher smoke
+## test, and the end-to-end tests with a stock Socket.IO client (python-socketio).
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	@CONFIGURATION=debug scripts/smoke-run.sh
+	@CONFIGURATION=debug scripts/e2e-socketio.sh
 
 smoke-run:
 	@CONFIGURATION=debug scripts/smoke-run.sh
+
+e2e:
+	@CONFIGURATION=debug scripts/e2e-socketio.sh
 
 ## Measurements for BENCHMARKS.md (release build).
 bench: bench-redis

@@ -66,6 +66,41 @@ struct RealtimeTests {
         }
     }
 
+    @Test("long-polling upgraded to WebSocket, with a poll pending during the probe and without one")
+    func upgrade() async throws {
+        try await withRealtimeStack { stack in
+            let token = try await stack.login(doctor)
+            let receiver = try await stack.connect(admin)
+            for pollPending in [true, false] {
+                let (_, openData) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling")
+                let sid = try #require(JSONValue(parsing: String(decoding: openData, as: UTF8.self).dropFirst())?["sid"]?.stringValue)
+                let path = "/socket.io/?EIO=4&transport=polling&sid=\(sid)"
+                #expect(try await stack.httpRaw("POST", path, body: #"40{"token":"\#(token)"}"#).0 == 200)
+                #expect(String(decoding: try await stack.httpRaw("GET", path).1, as: UTF8.self).hasPrefix(#"40{"sid":"#))
+                // A second poll at once is a protocol error that ends the session; keep to one.
+                let poll = pollPending ? Task { try await stack.httpRaw("GET", path) } : nil
+                if pollPending { try await Task.sleep(for: .milliseconds(100)) }
+                let socket = try await SocketTestClient.open(port: stack.ports[0], query: "EIO=4&transport=websocket&sid=\(sid)", expectOpenPacket: false)
+                try await socket.send("2probe")
+                _ = try await socket.next { $0 == "3probe" }
+                if let poll {
+                    // The pending poll is released with a noop so the client can finish.
+                    let (status, body) = try await poll.value
+                    #expect(status == 200)
+                    #expect(String(decoding: body, as: UTF8.self) == "6")
+                }
+                try await socket.send("5")
+                let ack = try await socket.call("send_message", send(admin, "upgraded \(pollPending)", "up-\(pollPending)"), ack: 1)
+                #expect(ack["ok"] == .bool(true))
+                #expect(try await receiver.event("receive_message")["content"] == .string("upgraded \(pollPending)"))
+                // Polling is over for this session.
+                #expect(try await stack.httpRaw("GET", path).0 == 400)
+                await socket.close()
+            }
+            await receiver.close()
+        }
+    }
+
     @Test("CONNECT_ERROR for a missing, garbage, forged, expired and revoked token; the transport stays and a good token then connects")
     func connectErrors() async throws {
         try await withRealtimeStack { stack in

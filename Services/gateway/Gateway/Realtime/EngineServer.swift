@@ -215,9 +215,17 @@ public final class EngineServer: Service, Sendable {
         nonisolated(unsafe) var inbound = inbound
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                while case .packets(let packets) = await session.queue.take() {
-                    for packet in packets {
-                        do { try await outbound.write(.text(packet)) } catch { return }
+                while true {
+                    switch await session.queue.take() {
+                    case .packets(let packets):
+                        for packet in packets {
+                            do { try await outbound.write(.text(packet)) } catch { return }
+                        }
+                    case .interrupted:
+                        // Meant for a poll that the upgrade made unnecessary.
+                        continue
+                    case .closed:
+                        return
                     }
                 }
             }
