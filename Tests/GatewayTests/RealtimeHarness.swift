@@ -191,8 +191,23 @@ struct RealtimeStack: Sendable {
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
     }
 
+    /// A token as login would issue it (without a bcrypt round per socket; login itself is tested over HTTP).
+    func token(_ email: String) -> String {
+        let (_, name, role) = cast.first { $0.email == email }!
+        return tokens.issue(for: User(email: email, name: name, role: role, disabled: false)).token
+    }
+
+    /// Kills one gateway's pub/sub connection (only this stack's: tests share the redis-server).
+    func killSubscriber(gateway: Int) async throws {
+        let clients = try await redis.send(["CLIENT", "LIST"]).string ?? ""
+        let name = "name=\(keys.prefix)gw-\(gateway + 1)-subscriber "
+        let line = try #require(clients.split(separator: "\n").first { $0.contains(name) })
+        let id = try #require(line.split(separator: " ").first { $0.hasPrefix("id=") }?.dropFirst(3))
+        _ = try await redis.send(["CLIENT", "KILL", "ID", String(id)])
+    }
+
     func connect(_ email: String, gateway: Int = 0, since: [String: Int64]? = nil) async throws -> SocketTestClient {
-        try await SocketTestClient.connect(port: ports[gateway], token: try await login(email, gateway: gateway), since: since)
+        try await SocketTestClient.connect(port: ports[gateway], token: token(email), since: since)
     }
 }
 
@@ -223,7 +238,7 @@ func withRealtimeStack(gateways count: Int = 1, storeRunning: Bool = true, store
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rt-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
-    let store = try MessageStore.open(path: directory.appendingPathComponent("chat.sqlite").path, retention: .seconds(90 * 86400))
+    let store = try MessageStore.open(path: directory.appendingPathComponent("chat.sqlite").path, retention: .seconds(90 * 86400), bcryptCost: 4)
     for (email, name, role) in cast { _ = try store.createUser(email: email, name: name, role: role, password: password(email)) }
     let secret = String(repeating: "s", count: 32)
     var configured = try ChatConfiguration(environment: ["CHAT_REDIS_URL": server.url, "CHAT_JWT_SECRET": secret].merging(environment) { $1 })
@@ -256,7 +271,7 @@ func withRealtimeStack(gateways count: Int = 1, storeRunning: Bool = true, store
             configuration.gatewayID = "gw-\(index + 1)"
             configuration.httpPort = 0
             var subscriberConfiguration = configuration.redis
-            subscriberConfiguration.clientName = "gw-\(index + 1)-subscriber"
+            subscriberConfiguration.clientName = "\(keys.prefix)gw-\(index + 1)-subscriber"
             let subscriber = RedisSubscriber(configuration: subscriberConfiguration)
             let runtime = ChatRuntime(configuration: configuration, redis: redis, logger: Logger(label: "gateway"))
             subscribers.append(subscriber)

@@ -290,11 +290,13 @@ struct RealtimeTests {
             #expect(try await subscribers(stack, doctor) == 0)
             let tab1 = try await stack.connect(doctor)
             let tab2 = try await stack.connect(doctor)
-            #expect(try await subscribers(stack, doctor) == 1)
+            let shared = try await subscribers(stack, doctor)
+            #expect(shared == 1)
             #expect(stack.services[0].realtime.socketCount(of: doctor) == 2)
             await tab1.close()
             #expect(await eventually { stack.services[0].realtime.socketCount(of: doctor) == 1 })
-            #expect(try await subscribers(stack, doctor) == 1)
+            let remaining = try await subscribers(stack, doctor)
+            #expect(remaining == 1)
             // The remaining tab still receives.
             let other = try await stack.connect(admin)
             _ = try await other.call("send_message", send(doctor, "still here?", "s1"), ack: 1)
@@ -307,30 +309,40 @@ struct RealtimeTests {
 
     @Test("rate limits per user, shared by their sockets: rate_limited with retry_after; typing too")
     func rateLimits() async throws {
-        try await withRealtimeStack(environment: ["CHAT_MESSAGE_RATE": "0.5", "CHAT_MESSAGE_BURST": "3", "CHAT_TYPING_RATE": "0.5", "CHAT_TYPING_BURST": "2"]) { stack in
+        try await withRealtimeStack(environment: ["CHAT_MESSAGE_RATE": "0.1", "CHAT_MESSAGE_BURST": "3", "CHAT_TYPING_RATE": "0.1", "CHAT_TYPING_BURST": "2"]) { stack in
             let tab1 = try await stack.connect(doctor)
             let tab2 = try await stack.connect(doctor)
+            // Five sends at once from the user's two tabs (acks collected after, so no refill in between).
+            for i in 0..<5 { try await (i % 2 == 0 ? tab1 : tab2).emit("send_message", send(admin, "n\(i)", "rl\(i)"), ack: i + 1) }
             var outcomes: [String] = []
             for i in 0..<5 {
                 let client = i % 2 == 0 ? tab1 : tab2
-                let ack = try await client.call("send_message", send(admin, "n\(i)", "rl\(i)"), ack: i + 1)
+                let text = try await client.next { $0.hasPrefix("43\(i + 1)[") }
+                guard case .array(let items)? = JSONValue(parsing: text.dropFirst(2 + String(i + 1).count)), let ack = items.first else {
+                    Issue.record("bad ack \(text)")
+                    continue
+                }
                 if ack["ok"] == .bool(true) {
                     outcomes.append("ok")
                 } else {
                     #expect(ack["error"]?["code"] == .string("rate_limited"))
                     #expect(ack["error"]?["client_id"] == .string("rl\(i)"))
                     guard case .number(let retry)? = ack["error"]?["retry_after"] else { Issue.record("no retry_after: \(ack)"); continue }
-                    #expect(retry > 0 && retry <= 2)
+                    #expect(retry > 0 && retry <= 10)
                     outcomes.append("limited")
                 }
             }
-            #expect(outcomes == ["ok", "ok", "ok", "limited", "limited"])
+            // Which two are refused depends on which tab's packet the gateway reads first.
+            #expect(outcomes.filter { $0 == "ok" }.count == 3)
+            #expect(outcomes.filter { $0 == "limited" }.count == 2)
             // Without an ack the refusal is an error event.
             try await tab1.emit("send_message", send(admin, "again", "rl-x"))
             #expect(try await tab1.event("error")["code"] == .string("rate_limited"))
-            var typing: [JSONValue] = []
-            for i in 0..<3 { typing.append(try await tab1.call("user_typing", .object(["receiver_email": .string(admin), "is_typing": .bool(true)]), ack: 100 + i)) }
-            #expect(typing.map { $0["ok"] } == [.bool(true), .bool(true), .bool(false)])
+            for i in 0..<3 { try await tab1.emit("user_typing", .object(["receiver_email": .string(admin), "is_typing": .bool(true)]), ack: 100 + i) }
+            var typing: [String] = []
+            for i in 0..<3 { typing.append(try await tab1.next { $0.hasPrefix("43\(100 + i)[") }) }
+            #expect(typing.map { $0.contains(#""ok":true"#) } == [true, true, false])
+            #expect(typing.last?.contains("rate_limited") == true)
             // Someone else is not limited.
             let other = try await stack.connect(patel)
             #expect(try await other.call("send_message", send(admin, "fine", "p1"), ack: 1)["ok"] == .bool(true))
@@ -388,13 +400,13 @@ struct RealtimeTests {
         }
     }
 
-    @Test("backpressure: a socket that stops reading is closed when its queue is full; others keep receiving; it recovers on reconnect")
+    @Test("backpressure: a socket that stops reading is closed when its queue is full; others keep receiving; a reconnect replays what fits, newest first")
     func backpressure() async throws {
         var engine = EngineConfiguration()
-        engine.queueCapacity = 20
+        engine.queueCapacity = 30
         try await withRealtimeStack(engine: engine) { stack in
             // A polling client that connects and then never polls again.
-            let token = try await stack.login(admin)
+            let token = stack.token(admin)
             let (_, openData) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling")
             let sid = try #require(JSONValue(parsing: String(decoding: openData, as: UTF8.self).dropFirst())?["sid"]?.stringValue)
             let (posted, _) = try await stack.httpRaw("POST", "/socket.io/?EIO=4&transport=polling&sid=\(sid)", body: #"40{"token":"\#(token)"}"#)
@@ -403,25 +415,30 @@ struct RealtimeTests {
             #expect(String(decoding: connectData, as: UTF8.self).hasPrefix("40{\"sid\""))
             let healthy = try await stack.connect(admin)
             let sender = try await stack.connect(doctor)
-            for i in 0..<25 { _ = try await sender.call("send_message", send(admin, "flood \(i)", "f\(i)"), ack: i + 1) }
-            // The stalled session is gone; the healthy one has all 25.
+            for i in 1...40 { _ = try await sender.call("send_message", send(admin, "flood \(i)", "f\(i)"), ack: i) }
+            // The stalled session is gone; the healthy one has all 40.
             #expect(await eventually { stack.services[0].engine.session(sid) == nil })
             let (status, _) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling&sid=\(sid)")
             #expect(status == 400)
-            #expect(await eventually { healthy.drainCount("receive_message") == 25 })
-            // Reconnecting with what it had (nothing), it gets everything back.
+            #expect(await eventually { healthy.drainCount("receive_message") == 40 })
+            // Back with nothing: a sync replays at most half a queue (15), the newest, and says it was truncated.
             let conversation = try #require(try stack.store.sync(for: admin, since: [:]).conversations.first?.id)
-            let back = try await stack.connect(admin, since: [conversation: 0])
-            #expect(await eventually { back.drainCount("receive_message") == 25 })
+            let back = try await stack.connect(admin)
+            let summary = try await back.call("sync", .object(["since": .object([conversation: .number(0)])]), ack: 1)
+            #expect(summary["conversations"]?[conversation]?["truncated"] == .bool(true))
+            #expect(summary["conversations"]?[conversation]?["messages"] == .number(15))
+            let replayed = back.drain("receive_message").compactMap { $0["seq"] }
+            #expect(replayed == (26...40).map { .number(Double($0)) })
+            #expect(!back.isClosed)
             for client in [healthy, sender, back] { await client.close() }
         }
     }
 
     @Test("an expired token or a logout ends the socket's session: error, then DISCONNECT")
     func sessionEnds() async throws {
-        try await withRealtimeStack(environment: ["CHAT_TOKEN_TTL": "2s"]) { stack in
+        try await withRealtimeStack(environment: ["CHAT_TOKEN_TTL": "4s"]) { stack in
             let shortLived = try await stack.connect(doctor)
-            let error = try await shortLived.event("error", timeout: .seconds(6))
+            let error = try await shortLived.event("error", timeout: .seconds(10))
             #expect(error["code"] == .string("unauthorized"))
             _ = try await shortLived.next { $0 == "41" }
             #expect(!shortLived.isClosed)
@@ -449,7 +466,7 @@ struct RealtimeTests {
             let sender = try await stack.connect(doctor, gateway: 1)
             _ = try await sender.call("send_message", send(admin, "before", "ls0"), ack: 1)
             _ = try await receiver.event("receive_message")
-            _ = try await stack.redis.send(["CLIENT", "KILL", "TYPE", "pubsub"])
+            try await stack.killSubscriber(gateway: 0)
             for i in 1...3 { _ = try await sender.call("send_message", send(admin, "during \(i)", "ls\(i)"), ack: i + 1) }
             #expect(await eventually { receiver.drainCountPeek("receive_message") >= 3 })
             try await Task.sleep(for: .milliseconds(500))

@@ -33,7 +33,10 @@ public struct GatewayService: Service {
             engineSettings.pingTimeout = configuration.pingTimeout
             engineSettings.queueCapacity = configuration.socketQueue
         }
-        self.realtime = RealtimeServer(configuration: RealtimeConfiguration(configuration), engineConfiguration: engineSettings, store: store,
+        var realtimeSettings = RealtimeConfiguration(configuration)
+        // A replay must fit in the socket's queue with room to spare.
+        realtimeSettings.syncLimit = max(1, min(500, engineSettings.queueCapacity / 2))
+        self.realtime = RealtimeServer(configuration: realtimeSettings, engineConfiguration: engineSettings, store: store,
                                        tokens: tokens, redis: runtime.redis, keys: runtime.keys, subscriber: subscriber, logger: runtime.logger)
         self.engine = EngineServer(configuration: engineSettings, delegate: realtime, logger: runtime.logger)
     }

@@ -1,4 +1,5 @@
 import ChatCore
+import DequeModule
 import Foundation
 import Logging
 import Synchronization
@@ -19,6 +20,18 @@ final class ClientConnection: Sendable {
         var skipBinary = 0
         /// The newest seq this socket has been given, per conversation.
         var seen: [String: Int64] = [:]
+        /// Ids of the messages given most recently, so a replay never shows one twice.
+        var recent = Set<String>()
+        var recentOrder = Deque<String>()
+
+        /// Records a message given to the client; false if it was given already.
+        mutating func remember(_ message: RealtimeServer.Delivered) -> Bool {
+            seen[message.conversationID] = max(seen[message.conversationID] ?? 0, message.seq)
+            guard recent.insert(message.id).inserted else { return false }
+            recentOrder.append(message.id)
+            if recentOrder.count > 2000, let oldest = recentOrder.popFirst() { recent.remove(oldest) }
+            return true
+        }
     }
 
     private let state = Mutex(State())
@@ -171,8 +184,8 @@ final class ClientConnection: Sendable {
                     switch reply(result) {
                     case .success(let message):
                         // The confirmation, then the acknowledgement: this socket sees its message committed.
-                        if let progress = RealtimeServer.progress(ServerEventName.messageSentConfirmed.rawValue, JSONValue(parsing: message) ?? .null) {
-                            record(progress)
+                        if let delivered = RealtimeServer.delivered(ServerEventName.messageSentConfirmed.rawValue, JSONValue(parsing: message) ?? .null) {
+                            _ = state.withLock { $0.remember(delivered) }
                         }
                         session.send(SocketPacket.eventText(ServerEventName.messageSentConfirmed.rawValue, json: message))
                         if let ackID { session.send(SocketPacket.ackText(ackID, json: #"{"message":"# + message + #","ok":true}"#)) }
@@ -286,9 +299,10 @@ final class ClientConnection: Sendable {
             var summary: [String: JSONValue] = [:]
             for conversation in synced.conversations {
                 for message in conversation.messages {
-                    guard let json = try? encoder.encode(message) else { continue }
+                    // Skip what reached this socket live while the sync was on its way.
+                    let delivered = RealtimeServer.Delivered(conversationID: message.conversationID, seq: message.seq, id: message.id)
+                    guard state.withLock({ $0.remember(delivered) }), let json = try? encoder.encode(message) else { continue }
                     session.send(SocketPacket.eventText(ServerEventName.receiveMessage.rawValue, json: String(decoding: json, as: UTF8.self)))
-                    record((message.conversationID, message.seq))
                 }
                 for receipt in conversation.receipts {
                     session.send(SocketPacket.eventText(ServerEventName.messageReadReceipt.rawValue, json: ChatJSON.text(receipt)))
@@ -305,13 +319,9 @@ final class ClientConnection: Sendable {
     // MARK: Outbound
 
     /// An event from Redis for this socket.
-    func push(_ text: String, _ priority: OutboundQueue.Priority, progress: (String, Int64)?) {
-        if let progress { record(progress) }
+    func push(_ text: String, _ priority: OutboundQueue.Priority, delivered: RealtimeServer.Delivered?) {
+        if let delivered, !state.withLock({ $0.remember(delivered) }) { return }
         session.send(text, priority)
-    }
-
-    private func record(_ progress: (String, Int64)) {
-        state.withLock { s in s.seen[progress.0] = max(s.seen[progress.0] ?? 0, progress.1) }
     }
 
     /// The answer to an event: its acknowledgement if it asked for one, else (for failures) an `error` event.

@@ -28,7 +28,6 @@ public struct RealtimeConfiguration: Sendable {
         messageBurst = configuration.messageBurst
         typingRate = configuration.typingRate
         typingBurst = configuration.typingBurst
-        syncLimit = max(1, min(500, configuration.socketQueue / 2))
     }
 }
 
@@ -219,19 +218,26 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         }
         let text = SocketPacket.eventText(envelope.event, json: envelope.data.text)
         let droppable = [ServerEventName.userTyping.rawValue, ServerEventName.userOnline.rawValue, ServerEventName.userOffline.rawValue].contains(envelope.event)
-        let progress = Self.progress(envelope.event, envelope.data)
+        let delivered = Self.delivered(envelope.event, envelope.data)
         for connection in connections {
             // The socket that asked gets its own answer through its request, exactly once.
             if envelope.gateway == configuration.gatewayID, let request = envelope.request, request.hasPrefix(connection.socketID + ":") { continue }
-            connection.push(text, droppable ? .droppable : .essential, progress: progress)
+            connection.push(text, droppable ? .droppable : .essential, delivered: delivered)
         }
     }
 
-    /// For a message event, the conversation and seq it carries (sockets remember what they have).
-    static func progress(_ event: String, _ data: JSONValue) -> (String, Int64)? {
+    /// A message a socket was given: where it belongs and its id.
+    struct Delivered: Sendable {
+        var conversationID: String
+        var seq: Int64
+        var id: String
+    }
+
+    /// For a message event, the message it carries (sockets remember what they have).
+    static func delivered(_ event: String, _ data: JSONValue) -> Delivered? {
         guard event == ServerEventName.receiveMessage.rawValue || event == ServerEventName.messageSentConfirmed.rawValue,
-              let conversation = data["conversation_id"]?.stringValue, case .number(let seq)? = data["seq"] else { return nil }
-        return (conversation, Int64(seq))
+              let conversation = data["conversation_id"]?.stringValue, case .number(let seq)? = data["seq"], let id = data["id"]?.stringValue else { return nil }
+        return Delivered(conversationID: conversation, seq: Int64(seq), id: id)
     }
 
     /// Redis dropped the subscriber's connection: what was published meanwhile is lost, so
