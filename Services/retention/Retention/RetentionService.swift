@@ -106,9 +106,11 @@ public final class RetentionWorker: Service, Sendable {
         while true {
             let ids = try await redis.zrangeByScore(keys.retentionDue, min: "-inf", max: cutoff, limit: configuration.batchSize)
             guard !ids.isEmpty else { break }
-            let command = try StoreCommand(type: .purge, user: "", body: PurgeRequest(messageIDs: ids))
-            try await redis.xadd(keys.commands, fields: command.fields)
-            // Only now that the purge is queued may the ids leave the schedule.
+            // One batch at a time, each waiting for the store to apply it: a large backlog never
+            // floods chat:commands, so sends queued meanwhile are not stuck behind it.
+            let reply = try await store.command(.purge, user: "", body: PurgeRequest(messageIDs: ids))
+            if let error = reply.error { throw error }
+            // Only now that the purge is done may the ids leave the schedule.
             try await redis.zrem(keys.retentionDue, ids)
             sent += ids.count
         }
@@ -126,9 +128,16 @@ public final class RetentionWorker: Service, Sendable {
     }
 
     /// If `retention:due` is gone (Redis lost it), asks the store for every message still
-    /// stored and schedules it again.
+    /// stored and schedules it again. The pages go to a side key that is merged in at the
+    /// end, under a marker key, so a worker killed halfway leaves the marker and the next
+    /// one starts over instead of trusting a partial schedule.
     func rebuildScheduleIfMissing() async throws {
-        guard try await redis.exists([keys.retentionDue]) == 0 else { return }
+        let building = keys.retentionDue + ":rebuild"
+        let marker = keys.retentionDue + ":rebuilding"
+        let scheduleMissing = try await redis.exists([keys.retentionDue]) == 0
+        let interrupted = try await redis.exists([marker]) > 0
+        guard scheduleMissing || interrupted else { return }
+        _ = try await redis.pipeline([["SET", marker, "1"], ["DEL", building]])
         var cursor: String?
         var total = 0
         while true {
@@ -137,10 +146,12 @@ public final class RetentionWorker: Service, Sendable {
                 $0.query = cursor
             })
             guard let last = page.last else { break }
-            try await redis.zadd(keys.retentionDue, page.map { (Double(Int64($0.expiresAt.timeIntervalSince1970 * 1000)), $0.id) })
+            try await redis.zadd(building, page.map { (Double(Int64($0.expiresAt.timeIntervalSince1970 * 1000)), $0.id) })
             total += page.count
             cursor = "\(Int64(last.expiresAt.timeIntervalSince1970 * 1000)):\(last.id)"
         }
+        // Merged, not renamed: messages scheduled from `stored` events meanwhile stay.
+        _ = try await redis.pipeline([["ZUNIONSTORE", keys.retentionDue, "2", keys.retentionDue, building], ["DEL", building, marker]])
         if total > 0 { logger.notice("rebuilt the retention schedule from the store", metadata: ["chat.count": "\(total)"]) }
     }
 
