@@ -105,8 +105,10 @@ let package = Package(
         .executableTarget(
             name: "chat-bench",
             dependencies: [
-                "RedisClient", "ChatCore", "ChatTesting",
+                "RedisClient", "ChatCore", "ChatTesting", "MessageStore", "Retention",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tools/chat-bench"
         ),
@@ -131,7 +133,7 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "MessageStore", "ChatCore", "ChatTesting", "RedisClient",
+                "Gateway", "MessageStore", "Presence", "ChatCore", "ChatTesting", "RedisClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),

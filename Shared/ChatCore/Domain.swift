@@ -94,6 +94,8 @@ public struct Conversation: Codable, Sendable, Hashable {
     public var lastMessage: Message?
     /// Messages after the caller's read marker, not sent by the caller.
     public var unreadCount: Int
+    /// Each participant's presence, filled by the gateway in the conversation list.
+    public var presence: [String: PresenceState]?
 
     public init(id: String, kind: Kind, title: String?, participants: [String], createdAt: Date, lastMessageAt: Date? = nil, lastMessage: Message? = nil, unreadCount: Int = 0) {
         self.id = id
@@ -112,5 +114,6 @@ public struct Conversation: Codable, Sendable, Hashable {
         case lastMessageAt = "last_message_at"
         case lastMessage = "last_message"
         case unreadCount = "unread_count"
+        case presence
     }
 }

@@ -165,6 +165,11 @@ public struct StoreQuery: Codable, Sendable, Hashable {
         case dueMessages = "due_messages"
         /// What a reconnecting socket missed: messages after `since` per conversation, and read receipts.
         case sync
+        /// Presence: the user's name and everyone who shares a conversation with them.
+        case partners
+        /// Presence (typing): a conversation's participants, by `conversation_id` or by the other
+        /// person of a 1:1 (`query`); `not_found` unless the user takes part.
+        case participants
     }
 
     public var kind: Kind
@@ -292,5 +297,29 @@ public struct SyncedConversation: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey {
         case id, messages, receipts, truncated
         case lastSeq = "last_seq"
+    }
+}
+
+/// The `partners` answer.
+public struct PartnersResult: Codable, Sendable, Hashable {
+    public var name: String
+    public var partners: [String]
+    public init(name: String, partners: [String]) {
+        self.name = name
+        self.partners = partners
+    }
+}
+
+/// The `participants` answer.
+public struct ParticipantsResult: Codable, Sendable, Hashable {
+    public var conversationID: String
+    public var participants: [String]
+    public init(conversationID: String, participants: [String]) {
+        self.conversationID = conversationID
+        self.participants = participants
+    }
+    enum CodingKeys: String, CodingKey {
+        case participants
+        case conversationID = "conversation_id"
     }
 }

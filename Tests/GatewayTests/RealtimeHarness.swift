@@ -5,6 +5,7 @@ import Gateway
 import HummingbirdWSClient
 import Logging
 import MessageStore
+import Presence
 import NIOCore
 import NIOWebSocket
 import RedisClient
@@ -160,12 +161,15 @@ final class SocketTestClient: Sendable {
 /// file, and `gateways` gateways each listening on its own port.
 struct RealtimeStack: Sendable {
     let ports: [Int]
+    let redisURL: String
     let store: MessageStore
     let keys: RedisKeys
     let redis: RedisClient
     let tokens: TokenService
     let services: [GatewayService]
     let storeControl: StoreControl
+    /// Starts and stops the presence service (running from the start when asked for).
+    let presenceControl: StoreControl
 
     /// Logs in over real HTTP and returns the token.
     func login(_ email: String, gateway: Int = 0) async throws -> String {
@@ -230,7 +234,7 @@ final class StoreControl: Sendable {
     }
 }
 
-func withRealtimeStack(gateways count: Int = 1, storeRunning: Bool = true, storeTimeout: Duration = .seconds(5),
+func withRealtimeStack(gateways count: Int = 1, storeRunning: Bool = true, presence: Bool = false, storeTimeout: Duration = .seconds(5),
                        engine: EngineConfiguration = EngineConfiguration(), environment: [String: String] = [:],
                        _ body: @Sendable (RealtimeStack) async throws -> Void) async throws {
     let server = try RedisServer.required()
@@ -259,6 +263,16 @@ func withRealtimeStack(gateways count: Int = 1, storeRunning: Bool = true, store
                 }
             }
         }
+        let presenceControl = StoreControl {
+            Task {
+                let subscriber = RedisSubscriber(configuration: base.redis)
+                await withDiscardingTaskGroup { group in
+                    group.addTask { try? await subscriber.run() }
+                    group.addTask { try? await PresenceService(runtime: storeRuntime, subscriber: subscriber).run() }
+                }
+            }
+        }
+        if presence { presenceControl.run() }
         if storeRunning {
             storeControl.run()
             _ = await eventually { (try? await redis.send(["PUBSUB", "NUMSUB", keys.storeQueries]).array?.last?.int) == 1 }
@@ -286,11 +300,13 @@ func withRealtimeStack(gateways count: Int = 1, storeRunning: Bool = true, store
                 group.addTask { try await service.run() }
             }
             #expect(await eventually { ports.withLock { $0.count } == count })
-            let stack = RealtimeStack(ports: (0..<count).map { i in ports.withLock { $0[i]! } }, store: store, keys: keys, redis: redis,
-                                      tokens: tokens, services: services, storeControl: storeControl)
+            let stack = RealtimeStack(ports: (0..<count).map { i in ports.withLock { $0[i]! } }, redisURL: server.url, store: store, keys: keys, redis: redis,
+                                      tokens: tokens, services: services, storeControl: storeControl,
+                                      presenceControl: presenceControl)
             try await body(stack)
             group.cancelAll()
         }
+        await presenceControl.stop()
         await storeControl.stop()
     }
 }

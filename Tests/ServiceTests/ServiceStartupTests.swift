@@ -29,11 +29,13 @@ struct ServiceStartupTests {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await subscriber.run() }
                 group.addTask { try await MessagesService(runtime: rt, store: store, subscriber: subscriber, consumer: "m1").run() }
-                group.addTask { try await PresenceService(runtime: rt).run() }
+                let presenceSubscriber = RedisSubscriber(configuration: rt.configuration.redis)
+                group.addTask { try await presenceSubscriber.run() }
+                group.addTask { try await PresenceService(runtime: rt, subscriber: presenceSubscriber).run() }
                 let retentionSubscriber = RedisSubscriber(configuration: rt.configuration.redis)
                 group.addTask { try await retentionSubscriber.run() }
                 group.addTask { try await RetentionService(runtime: rt, subscriber: retentionSubscriber).run() }
-                let expected = [(keys.commands, "messages"), (keys.presenceCommands, "presence"), (keys.events, "retention")]
+                let expected = [(keys.commands, "messages"), (keys.presenceCommands, "presence"), (keys.events, "retention"), (keys.events, "presence")]
                 try await server.withClient { redis in
                     for (stream, name) in expected {
                         let found = await eventually {

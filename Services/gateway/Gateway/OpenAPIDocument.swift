@@ -1444,6 +1444,22 @@ enum OpenAPIDocument {
      },
      "unread_count": {
       "type": "integer"
+     },
+     "presence": {
+      "type": "object",
+      "description": "each participant's presence (conversation list only)",
+      "additionalProperties": {
+       "type": "object",
+       "properties": {
+        "online": {
+         "type": "boolean"
+        },
+        "last_seen": {
+         "type": "string",
+         "format": "date-time"
+        }
+       }
+      }
      }
     },
     "required": [

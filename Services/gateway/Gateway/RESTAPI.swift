@@ -12,6 +12,7 @@ public struct RESTAPI: Sendable {
     let tokens: TokenService
     let redis: RedisClient
     let keys: RedisKeys
+    let presence: PresenceReader
     let throttle: LoginThrottle
     let logger: Logger
 
@@ -20,6 +21,7 @@ public struct RESTAPI: Sendable {
         self.tokens = tokens
         self.redis = redis
         self.keys = keys
+        self.presence = PresenceReader(redis: redis, keys: keys)
         self.throttle = LoginThrottle(redis: redis, keys: keys)
         self.logger = logger
     }
@@ -50,7 +52,13 @@ public struct RESTAPI: Sendable {
 
         routes.add(.get, "/api/conversations") { request, _ in
             let claims = try await self.authenticate(request, ownEmailParameter: true)
-            return try self.pass(await self.store.query(.conversations, user: claims.sub))
+            var conversations: [Conversation] = try self.store.result(await self.store.query(.conversations, user: claims.sub))
+            // Everyone's presence in one round trip.
+            let states = (try? await self.presence.states(conversations.flatMap(\.participants))) ?? [:]
+            for index in conversations.indices {
+                conversations[index].presence = states.filter { conversations[index].participants.contains($0.key) }
+            }
+            return try json(conversations)
         }
         routes.add(.post, "/api/conversations") { request, context in
             let claims = try await self.authenticate(request)
@@ -109,10 +117,16 @@ public struct RESTAPI: Sendable {
                 guard let role = Role(rawValue: text.lowercased()) else { throw ChatError(.badRequest, "user_role is admin or doctor") }
                 return role
             }
-            return try self.pass(await self.store.query(.searchUsers, user: claims.sub) {
+            var users: [User] = try self.store.result(await self.store.query(.searchUsers, user: claims.sub) {
                 $0.query = request.uri.queryParameters.get("q") ?? ""
                 $0.role = role
             })
+            let states = (try? await self.presence.states(users.map(\.email))) ?? [:]
+            for index in users.indices {
+                users[index].online = states[users[index].email]?.online ?? false
+                users[index].lastSeen = states[users[index].email]?.lastSeen
+            }
+            return try json(users)
         }
 
         routes.add(.get, "/api/admin/users") { request, _ in

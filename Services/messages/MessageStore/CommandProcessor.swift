@@ -138,7 +138,7 @@ public final class CommandProcessor: Service, Sendable {
                 // No message text in events: retention needs only the id and the expiry.
                 out.append(RedisClient.xaddCommand(keys.events, fields: [
                     ("type", "stored"), ("message_id", message.id), ("conversation_id", message.conversationID),
-                    ("seq", String(message.seq)), ("expires_at", String(Int64(message.expiresAt.timeIntervalSince1970 * 1000))),
+                    ("seq", String(message.seq)), ("sender", message.senderEmail), ("expires_at", String(Int64(message.expiresAt.timeIntervalSince1970 * 1000))),
                 ], trim: .maxLength(1_000_000)))
             }
             return out

@@ -106,6 +106,10 @@ public final class QueryResponder: Service, Sendable {
                 try json(store.sync(for: query.user, since: query.since ?? [:], after: query.after.map(Date.init(milliseconds:)),
                                     limit: query.limit ?? 200, now: now))
             }
+        case .partners:
+            return try json(store.partners(of: query.user))
+        case .participants:
+            return try json(store.participants(of: query.user, conversationID: query.conversationID, receiver: query.query))
         case .auditLog:
             try requireAdmin(query.user)
             try store.record([AuditEntry(at: now, context: context, action: "admin.audit_log", target: nil, outcome: "ok")])

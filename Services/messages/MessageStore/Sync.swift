@@ -53,3 +53,35 @@ extension MessageStore {
         }
     }
 }
+
+extension MessageStore {
+    /// The user's name and everyone who shares a conversation with them (presence fan-out).
+    public func partners(of user: String) throws -> PartnersResult {
+        let user = user.lowercased()
+        return try read { db in
+            let name = try String.fetchOne(db, sql: "SELECT name FROM users WHERE email = ?", arguments: [user]) ?? user
+            let partners = try String.fetchAll(db, sql: """
+                SELECT DISTINCT other.email FROM participants mine JOIN participants other ON other.conversation_id = mine.conversation_id
+                WHERE mine.email = ? AND other.email != ? ORDER BY other.email
+                """, arguments: [user, user])
+            return PartnersResult(name: name, partners: partners)
+        }
+    }
+
+    /// A conversation's participants for typing: by id, or the 1:1 between `user` and `receiver`.
+    public func participants(of user: String, conversationID: String?, receiver: String?) throws -> ParticipantsResult {
+        let user = user.lowercased()
+        return try read { db in
+            var id = conversationID
+            if id == nil, let receiver {
+                id = try String.fetchOne(db, sql: """
+                    SELECT c.id FROM conversations c JOIN participants a ON a.conversation_id = c.id JOIN participants b ON b.conversation_id = c.id
+                    WHERE c.kind = 'direct' AND a.email = ? AND b.email = ?
+                    """, arguments: [user, receiver.lowercased()])
+            }
+            guard let id else { throw ChatError(.notFound, "conversation not found") }
+            _ = try self.requireParticipant(db, id, user)
+            return ParticipantsResult(conversationID: id, participants: try self.participants(db, id))
+        }
+    }
+}

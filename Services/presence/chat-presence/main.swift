@@ -1,6 +1,10 @@
 import ChatCore
 import Presence
+import RedisClient
 
 await ServiceMain.run("chat-presence") { runtime in
-    [PresenceService(runtime: runtime)]
+    var configuration = runtime.configuration.redis
+    configuration.clientName = "chat-presence-subscriber"
+    let subscriber = RedisSubscriber(configuration: configuration, logger: runtime.logger)
+    return [subscriber, PresenceService(runtime: runtime, subscriber: subscriber)]
 }

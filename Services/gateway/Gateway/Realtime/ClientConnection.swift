@@ -88,6 +88,7 @@ final class ClientConnection: Sendable {
             if let email = claims?.sub {
                 state.withLock { $0.claims = nil }
                 server.detach(self, email: email)
+                await server.presence(.disconnect, conn: socketID, user: email)
             }
         case .event:
             guard let claims, let (name, arguments) = packet.event else { return }
@@ -131,6 +132,7 @@ final class ClientConnection: Sendable {
         }
         await server.attach(self, email: verified.sub)
         session.send(SocketPacket(.connect, data: .object(["sid": .string(socketID)])).encoded)
+        await server.presence(.connect, conn: socketID, user: verified.sub)
         await store.fireAndForget(.audit, user: verified.sub, body: AuditRequest(action: "socket_connect", outcome: "ok", detail: session.remoteAddress))
         if let since = auth?["since"] {
             await sync(since, ackID: nil, claims: verified)
@@ -363,6 +365,7 @@ final class ClientConnection: Sendable {
         answer(nil, .failure(reason))
         session.send(SocketPacket(.disconnect).encoded)
         server.detach(self, email: email)
+        Task { [server, socketID] in await server.presence(.disconnect, conn: socketID, user: email) }
     }
 
     /// The transport is gone.
@@ -372,7 +375,8 @@ final class ClientConnection: Sendable {
             return s.claims?.sub
         }) else { return }
         server.detach(self, email: email)
-        Task { [store] in
+        Task { [store, server, socketID] in
+            await server.presence(.disconnect, conn: socketID, user: email)
             await store.fireAndForget(.audit, user: email, body: AuditRequest(action: "socket_disconnect", outcome: "ok", detail: session.closeReason?.rawValue))
         }
     }

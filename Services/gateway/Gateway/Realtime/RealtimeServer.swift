@@ -19,6 +19,8 @@ public struct RealtimeConfiguration: Sendable {
     public var syncLimit = 500
     /// A socket's CONNECT attempts refused before its connection is closed.
     public var maximumFailedConnects = 5
+    /// Presence: connections are kept alive with a heartbeat every third of this.
+    public var presenceTTL: Duration = .seconds(30)
 
     public init(gatewayID: String) { self.gatewayID = gatewayID }
 
@@ -28,6 +30,7 @@ public struct RealtimeConfiguration: Sendable {
         messageBurst = configuration.messageBurst
         typingRate = configuration.typingRate
         typingBurst = configuration.typingBurst
+        presenceTTL = configuration.presenceTTL
     }
 }
 
@@ -82,6 +85,9 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.reconcileSubscriptions() }
                 group.addTask {
+                    while (try? await Task.sleep(for: self.configuration.presenceTTL / 3)) != nil { await self.heartbeat() }
+                }
+                group.addTask {
                     while (try? await Task.sleep(for: .seconds(1))) != nil {
                         let now = Int64(Date().timeIntervalSince1970)
                         for connection in self.allConnections() where (connection.claims?.exp ?? .max) <= now {
@@ -91,6 +97,31 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
                 }
             }
         }
+    }
+
+    // MARK: Presence
+
+    /// Tells the presence service a socket connected or left.
+    func presence(_ type: PresenceCommandType, conn: String, user: String) async {
+        do {
+            try await redis.xadd(keys.presenceCommands, fields: [("type", type.rawValue), ("user", user), ("conn", conn), ("gateway", configuration.gatewayID)],
+                                 trim: .maxLength(100_000))
+        } catch {
+            // The heartbeat (connect) or the expiry (disconnect) puts it right.
+            logger.warning("could not report presence", metadata: ["chat.error": "\(error)"])
+        }
+    }
+
+    /// Every connected socket here is alive: one pipeline of heartbeat entries (500 connections each).
+    func heartbeat() async {
+        let live = allConnections().compactMap { connection in connection.claims.map { "\(connection.socketID) \($0.sub)" } }
+        guard !live.isEmpty else { return }
+        let commands = stride(from: 0, to: live.count, by: 500).map { start in
+            RedisClient.xaddCommand(keys.presenceCommands, fields: [("type", PresenceCommandType.heartbeat.rawValue), ("gateway", configuration.gatewayID),
+                                                                   ("conns", live[start..<min(live.count, start + 500)].joined(separator: "\n"))],
+                                    trim: .maxLength(100_000))
+        }
+        do { _ = try await redis.pipeline(commands) } catch { logger.warning("could not send the presence heartbeat", metadata: ["chat.error": "\(error)"]) }
     }
 
     /// Sockets connected as `email` on this gateway (tests).

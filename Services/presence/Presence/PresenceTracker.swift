@@ -1,0 +1,134 @@
+import ChatCore
+import Foundation
+import RedisClient
+
+/// The presence state in Redis, changed only through Lua scripts so every transition
+/// (first connection of a user, last one gone) is decided atomically, once, even with
+/// several presence instances.
+///
+/// - `presence:conn:{id}` = email, with the TTL (what a gateway keeps alive),
+/// - `presence:user:{email}` = set of live connection ids (no TTL: it changes only through
+///   these scripts, so a presence service that was down longer than the TTL finds it intact),
+/// - `presence:expiry` = `conn|email` scored by expiry (ms), popped when overdue,
+/// - `presence:last_seen` = hash email → ms,
+/// - `presence:typing` = `conversation|email` scored by when typing stops by itself.
+public struct PresenceTracker: Sendable {
+    let redis: RedisClient
+    let keys: RedisKeys
+    public let ttl: Duration
+
+    public init(redis: RedisClient, keys: RedisKeys, ttl: Duration) {
+        self.redis = redis
+        self.keys = keys
+        self.ttl = ttl
+    }
+
+    /// Adds a connection (or refreshes it); returns true when the user was offline before.
+    static let connectScript = RedisScript("""
+        local p, ttl, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+        local came = {}
+        for i = 4, #ARGV, 2 do
+          local conn, user = ARGV[i], ARGV[i + 1]
+          local userKey = p .. 'presence:user:' .. user
+          local before = redis.call('SCARD', userKey)
+          redis.call('SADD', userKey, conn)
+          redis.call('SET', p .. 'presence:conn:' .. conn, user, 'PX', ttl)
+          redis.call('ZADD', p .. 'presence:expiry', now + ttl, conn .. '|' .. user)
+          if before == 0 then table.insert(came, user) end
+        end
+        return came
+        """)
+
+    /// Removes a connection; returns the user's last-seen time (ms) when it was their last one.
+    static let disconnectScript = RedisScript("""
+        local p, conn, user, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+        local userKey = p .. 'presence:user:' .. user
+        local removed = redis.call('ZREM', p .. 'presence:expiry', conn .. '|' .. user)
+        redis.call('DEL', p .. 'presence:conn:' .. conn)
+        redis.call('SREM', userKey, conn)
+        if removed == 1 and redis.call('SCARD', userKey) == 0 then
+          redis.call('DEL', userKey)
+          redis.call('HSET', p .. 'presence:last_seen', user, now)
+          return now
+        end
+        return false
+        """)
+
+    /// Pops overdue connections; returns `email|lastSeenMs` for each user left with none.
+    static let expireScript = RedisScript("""
+        local p, now, ttl, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+        local gone = {}
+        local due = redis.call('ZRANGEBYSCORE', p .. 'presence:expiry', '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+        for i = 1, #due, 2 do
+          local member, score = due[i], tonumber(due[i + 1])
+          if redis.call('ZREM', p .. 'presence:expiry', member) == 1 then
+            local bar = string.find(member, '|', 1, true)
+            local conn, user = string.sub(member, 1, bar - 1), string.sub(member, bar + 1)
+            local userKey = p .. 'presence:user:' .. user
+            redis.call('SREM', userKey, conn)
+            redis.call('DEL', p .. 'presence:conn:' .. conn)
+            if redis.call('SCARD', userKey) == 0 then
+              redis.call('DEL', userKey)
+              local seen = score - ttl
+              redis.call('HSET', p .. 'presence:last_seen', user, seen)
+              table.insert(gone, user .. '|' .. seen)
+            end
+          end
+        end
+        return gone
+        """)
+
+    /// Pops typing that ran out; returns the `conversation|email` members.
+    static let expireTypingScript = RedisScript("""
+        local key, now = KEYS[1], ARGV[1]
+        local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, 500)
+        local popped = {}
+        for _, member in ipairs(due) do
+          if redis.call('ZREM', key, member) == 1 then table.insert(popped, member) end
+        end
+        return popped
+        """)
+
+    private var nowMs: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    /// Connects (or keeps alive) `(connection, email)` pairs; returns the users that came online.
+    public func connect(_ connections: [(conn: String, user: String)]) async throws -> [String] {
+        guard !connections.isEmpty else { return [] }
+        let arguments = [keys.prefix, String(ttl.milliseconds), String(nowMs)] + connections.flatMap { [$0.conn, $0.user] }
+        return try await redis.run(Self.connectScript, arguments: arguments).array?.compactMap(\.string) ?? []
+    }
+
+    /// Disconnects; the user's last-seen time if that was their last connection.
+    public func disconnect(conn: String, user: String) async throws -> Date? {
+        let reply = try await redis.run(Self.disconnectScript, arguments: [keys.prefix, conn, user, String(nowMs)])
+        return reply.int.map { Date(timeIntervalSince1970: Double($0) / 1000) } ?? reply.string.flatMap(Int64.init).map { Date(timeIntervalSince1970: Double($0) / 1000) }
+    }
+
+    /// Users whose last connection expired, with when they were last seen.
+    public func expire(limit: Int = 1000) async throws -> [(user: String, lastSeen: Date)] {
+        let reply = try await redis.run(Self.expireScript, arguments: [keys.prefix, String(nowMs), String(ttl.milliseconds), String(limit)])
+        return (reply.array ?? []).compactMap { item in
+            guard let text = item.string, let bar = text.lastIndex(of: "|"), let ms = Double(text[text.index(after: bar)...]) else { return nil }
+            return (String(text[..<bar]), Date(timeIntervalSince1970: ms / 1000))
+        }
+    }
+
+    /// Typing started (or refreshed): stops by itself after `expiry`.
+    public func startTyping(conversation: String, user: String, expiry: Duration) async throws {
+        _ = try await redis.zadd(keys.presenceTyping, [(Double(nowMs + expiry.milliseconds), conversation + "|" + user)])
+    }
+
+    /// Typing stopped; true if it was on (so the stop is announced once).
+    public func stopTyping(conversation: String, user: String) async throws -> Bool {
+        try await redis.send(["ZREM", keys.presenceTyping, conversation + "|" + user]).int == 1
+    }
+
+    /// Typing that ran out: `(conversation, user)`.
+    public func expireTyping() async throws -> [(conversation: String, user: String)] {
+        let reply = try await redis.run(Self.expireTypingScript, keys: [keys.presenceTyping], arguments: [String(nowMs)])
+        return (reply.array ?? []).compactMap { item in
+            guard let text = item.string, let bar = text.firstIndex(of: "|") else { return nil }
+            return (String(text[..<bar]), String(text[text.index(after: bar)...]))
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import Logging
+import RedisClient
+import ServiceLifecycle
+
+/// The consumer-group loop every service uses: first its own pending entries (a crash
+/// between processing and XACK leaves them there), then new ones; entries that a dead
+/// consumer left pending are claimed (XAUTOCLAIM); a batch is acknowledged (and the
+/// stream trimmed below what is still pending) only after `process` returned. A batch
+/// that throws stays pending and is tried again.
+public struct StreamConsumer: Sendable {
+    public var stream: String
+    public var group: String
+    public var consumer: String
+    public var batchSize = 256
+    public var block: Duration = .seconds(1)
+    public var claimIdle: Duration = .seconds(30)
+    public var retryDelay: Duration = .milliseconds(200)
+    /// Trim the stream below the oldest pending entry after each batch.
+    public var trim = true
+
+    public init(stream: String, group: String, consumer: String) {
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+    }
+
+    /// Runs until cancelled or the service group shuts down.
+    public func run(redis: RedisClient, logger: Logger, process: @Sendable ([StreamEntry]) async throws -> Void) async {
+        var ownPendingFirst = true
+        var lastClaim = ContinuousClock.now - claimIdle
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                if ContinuousClock.now - lastClaim >= claimIdle / 2 {
+                    lastClaim = .now
+                    try await claimAbandoned(redis: redis, logger: logger, process: process)
+                }
+                let read = try await redis.xreadgroup(group: group, consumer: consumer, streams: [(stream, ownPendingFirst ? "0" : ">")],
+                                                      count: batchSize, block: ownPendingFirst ? nil : block)
+                let entries = read[stream] ?? []
+                if ownPendingFirst && entries.count < batchSize { ownPendingFirst = false }
+                if !entries.isEmpty { try await finish(entries, redis: redis, process: process) }
+            } catch is CancellationError {
+                break
+            } catch {
+                if Task.isCancelled || Task.isShuttingDownGracefully { break }
+                logger.warning("batch failed; it stays pending and is retried", metadata: ["redis.stream": "\(stream)", "chat.error": "\(error)"])
+                ownPendingFirst = true
+                try? await Task.sleep(for: retryDelay)
+            }
+        }
+    }
+
+    private func claimAbandoned(redis: RedisClient, logger: Logger, process: @Sendable ([StreamEntry]) async throws -> Void) async throws {
+        var start = "0-0"
+        repeat {
+            let claim = try await redis.xautoclaim(stream, group: group, consumer: consumer, minIdle: claimIdle, start: start, count: batchSize)
+            if !claim.entries.isEmpty {
+                logger.info("claimed abandoned entries", metadata: ["redis.stream": "\(stream)", "chat.count": "\(claim.entries.count)"])
+                try await finish(claim.entries, redis: redis, process: process)
+            }
+            start = claim.nextStart
+        } while start != "0-0"
+    }
+
+    private func finish(_ entries: [StreamEntry], redis: RedisClient, process: @Sendable ([StreamEntry]) async throws -> Void) async throws {
+        try await process(entries)
+        if trim {
+            try await redis.acknowledgeAndTrim(stream, group: group, ids: entries.map(\.id))
+        } else {
+            _ = try await redis.xack(stream, group: group, ids: entries.map(\.id))
+        }
+    }
+}
