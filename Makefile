@@ -23,7 +23,7 @@ run: build
 ## test, and the end-to-end tests with a stock Socket.IO client (python-socketio).
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --no-parallel
 	@CONFIGURATION=debug scripts/smoke-run.sh
 	@CONFIGURATION=debug scripts/e2e-socketio.sh
 
