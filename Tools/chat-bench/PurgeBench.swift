@@ -1,0 +1,128 @@
+import ArgumentParser
+import ChatCore
+import ChatTesting
+import Foundation
+import GRDB
+import Logging
+import MessageStore
+import RedisClient
+import Retention
+
+/// `chat-bench purge`: how much a large retention purge slows sends down. Send latency
+/// (a store round trip: XADD, commit, answer) with nothing to purge, then the same sends
+/// while retention deletes `--messages` expired messages, in one run, on one machine.
+struct PurgeBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "purge",
+        abstract: "Send latency while retention purges expired messages, next to the same sends with nothing to purge."
+    )
+
+    @Option(help: "Expired messages to purge.")
+    var messages = 100_000
+
+    @Option(help: "Sends measured with nothing to purge.")
+    var sends = 300
+
+    @Option(help: "Pause between sends (ms), so sends sample the whole purge.")
+    var pause = 5
+
+    func run() async throws {
+        let server = try await RedisServer.start()
+        defer { server.stop() }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("purge-bench-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+
+        let store = try MessageStore.open(path: directory.appendingPathComponent("chat.sqlite").path, retention: .seconds(86400), bcryptCost: 4)
+        for email in ["a@clinic.com", "b@clinic.com"] { _ = try store.createUser(email: email, name: email, role: .doctor, password: "password") }
+        let conversation = try store.openDirectConversation("a@clinic.com", "b@clinic.com").id
+        let seedStart = ContinuousClock.now
+        let past = Date().addingTimeInterval(-2 * 86400)
+        for chunk in stride(from: 0, to: messages, by: 5000) {
+            let requests = (chunk..<min(messages, chunk + 5000)).map { i in
+                SendRequest(sender: i % 2 == 0 ? "a@clinic.com" : "b@clinic.com", conversationID: conversation,
+                            content: "expired note \(i) " + String(repeating: "x", count: 80), clientID: nil)
+            }
+            _ = try store.append(requests, now: past)
+        }
+        log("seeded \(messages) expired messages in \(ContinuousClock.now - seedStart)")
+        @Sendable func expired() throws -> Int {
+            try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages WHERE expires_at <= ?", arguments: [Int64(Date().timeIntervalSince1970 * 1000)]) ?? 0 }
+        }
+
+        let configuration = try ChatConfiguration(environment: [
+            "CHAT_REDIS_URL": server.url, "CHAT_RETENTION": "1d", "CHAT_SWEEP_INTERVAL": "1s", "LOG_LEVEL": "warning",
+        ])
+        var logger = Logger(label: "bench")
+        logger.logLevel = .warning
+        let redis = RedisClient(configuration: configuration.redis)
+        let runtime = ChatRuntime(configuration: configuration, redis: redis, logger: logger)
+        let storeSubscriber = RedisSubscriber(configuration: configuration.redis)
+        let benchSubscriber = RedisSubscriber(configuration: configuration.redis)
+        let retentionSubscriber = RedisSubscriber(configuration: configuration.redis)
+        let client = StoreClient(redis: redis, keys: configuration.keys, gatewayID: "bench", timeout: .seconds(30))
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await redis.run() }
+            for subscriber in [storeSubscriber, benchSubscriber, retentionSubscriber] {
+                group.addTask { try await subscriber.run() }
+            }
+            group.addTask { try await MessagesService(runtime: runtime, store: store, subscriber: storeSubscriber, consumer: "bench").run() }
+            group.addTask { await client.pumpReplies(from: benchSubscriber) }
+            try await redis.waitUntilReady()
+            try await benchSubscriber.subscribe([client.replyChannel])
+
+            var counter = 0
+            func send() async throws -> Double {
+                counter += 1
+                let start = ContinuousClock.now
+                let reply = try await client.command(.send, user: "a@clinic.com", body: SendMessageRequest(
+                    conversationID: conversation, content: "live note \(counter)", clientID: "bench-\(counter)"))
+                if let error = reply.error { throw error }
+                return ms(ContinuousClock.now - start)
+            }
+
+            for _ in 0..<20 { _ = try await send() }  // warm up
+            var idle: [Double] = []
+            for _ in 0..<sends {
+                idle.append(try await send())
+                try await Task.sleep(for: .milliseconds(pause))
+            }
+            log("idle: \(sends) sends, median \(fixed2(median(idle))) ms, p99 \(fixed2(percentile(idle, 0.99))) ms")
+
+            let purgeStart = ContinuousClock.now
+            group.addTask { try await RetentionService(runtime: runtime, subscriber: retentionSubscriber).run() }
+            var during: [Double] = []
+            var remaining = try expired()
+            while remaining > 0 {
+                during.append(try await send())
+                try await Task.sleep(for: .milliseconds(pause))
+                if during.count % 20 == 0 { remaining = try expired() }
+                if ContinuousClock.now - purgeStart > .seconds(600) { throw ValidationError("the purge did not finish in 10 minutes") }
+            }
+            let purgeTime = ContinuousClock.now - purgeStart
+            log("during the purge: \(during.count) sends, median \(fixed2(median(during))) ms, p99 \(fixed2(percentile(during, 0.99))) ms")
+            print("""
+
+            | sends | n | median ms | p99 ms |
+            |---|---|---|---|
+            | nothing to purge | \(idle.count) | \(fixed2(median(idle))) | \(fixed2(percentile(idle, 0.99))) |
+            | while purging \(messages) | \(during.count) | \(fixed2(median(during))) | \(fixed2(percentile(during, 0.99))) |
+
+            median during / idle: \(fixed2(median(during) / median(idle)))×; p99 during / idle: \(fixed2(percentile(during, 0.99) / percentile(idle, 0.99)))×
+            purge of \(messages) messages (schedule rebuilt from the store, batches of 1,000): \(fixed2(ms(purgeTime) / 1000)) s, \(Int(Double(messages) / (ms(purgeTime) / 1000))) messages/s
+            """)
+            group.cancelAll()
+        }
+    }
+}
+
+func percentile(_ values: [Double], _ p: Double) -> Double {
+    guard !values.isEmpty else { return 0 }
+    let sorted = values.sorted()
+    return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * p).rounded()))]
+}
+
+func ms(_ duration: Duration) -> Double { Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15 }
+
+func fixed2(_ value: Double) -> String { String(format: "%.2f", value) }
