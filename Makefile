@@ -4,7 +4,7 @@
 SWIFT ?= swift
 CONFIGURATION ?= release
 
-.PHONY: deps build build-debug run test smoke-run e2e bench bench-redis clean
+.PHONY: deps build build-debug run test smoke-run e2e bench bench-redis bench-purge clean
 
 deps:
 	@scripts/install-deps.sh
@@ -34,11 +34,17 @@ e2e:
 	@CONFIGURATION=debug scripts/e2e-socketio.sh
 
 ## Measurements for BENCHMARKS.md (release build).
-bench: bench-redis
+bench: bench-redis bench-purge
 
 bench-redis: deps
 	$(SWIFT) build -c release --product chat-bench
 	@scripts/bench-redis.sh
+
+bench-purge: deps
+	$(SWIFT) build -c release --product chat-bench
+	@echo "machine: $$(nproc) cores, $$(free -g | awk '/Mem/{print $$2}') GiB, $$(uname -sr)"
+	@echo "command: .build/release/chat-bench purge --messages 100000"
+	@.build/release/chat-bench purge --messages 100000
 
 clean:
 	rm -rf .build run
