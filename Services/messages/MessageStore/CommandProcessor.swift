@@ -44,49 +44,22 @@ public final class CommandProcessor: Service, Sendable {
     }
 
     public func run() async throws {
-        let stream = keys.commands
-        var ownPendingFirst = true
-        var lastClaim = ContinuousClock.now - configuration.claimIdle
-        while !Task.isCancelledOrShuttingDown {
-            do {
-                if ContinuousClock.now - lastClaim >= configuration.claimIdle / 2 {
-                    lastClaim = .now
-                    try await claimAbandoned()
-                }
-                let read = try await redis.xreadgroup(
-                    group: RedisKeys.messagesGroup, consumer: configuration.consumer,
-                    streams: [(stream, ownPendingFirst ? "0" : ">")], count: configuration.batchSize,
-                    block: ownPendingFirst ? nil : configuration.block)
-                let entries = read[stream] ?? []
-                if ownPendingFirst && entries.count < configuration.batchSize { ownPendingFirst = false }
-                if !entries.isEmpty { try await process(entries) }
-            } catch is CancellationError {
-                break
-            } catch {
-                if Task.isCancelledOrShuttingDown { break }
-                logger.warning("command batch failed; it stays pending and is retried", metadata: ["chat.error": "\(error)"])
-                ownPendingFirst = true
-                try? await Task.sleep(for: configuration.retryDelay)
-            }
-        }
-    }
-
-    /// Takes over what consumers that died left pending, and applies it.
-    private func claimAbandoned() async throws {
-        var start = "0-0"
-        repeat {
-            let claim = try await redis.xautoclaim(keys.commands, group: RedisKeys.messagesGroup, consumer: configuration.consumer,
-                                                   minIdle: configuration.claimIdle, start: start, count: configuration.batchSize)
-            if !claim.entries.isEmpty {
-                logger.info("claimed abandoned commands", metadata: ["chat.count": "\(claim.entries.count)"])
-                try await process(claim.entries)
-            }
-            start = claim.nextStart
-        } while start != "0-0"
+        var consumer = StreamConsumer(stream: keys.commands, group: RedisKeys.messagesGroup, consumer: configuration.consumer)
+        consumer.batchSize = configuration.batchSize
+        consumer.block = configuration.block
+        consumer.claimIdle = configuration.claimIdle
+        consumer.retryDelay = configuration.retryDelay
+        await consumer.run(redis: redis, logger: logger) { try await self.apply($0) }
     }
 
     /// Applies one batch, announces the results, acknowledges, and trims what is done.
     func process(_ entries: [StreamEntry]) async throws {
+        try await apply(entries)
+        try await redis.acknowledgeAndTrim(keys.commands, group: RedisKeys.messagesGroup, ids: entries.map(\.id))
+    }
+
+    /// Applies one batch in one transaction and announces the results (the caller acknowledges).
+    func apply(_ entries: [StreamEntry]) async throws {
         var batch: [(id: String, command: StoreCommand)] = []
         var malformed: [String] = []
         for entry in entries {
@@ -110,9 +83,6 @@ public final class CommandProcessor: Service, Sendable {
             // Fire and forget: a failed PUBLISH loses a live notification, never data (clients resync).
             _ = try? await redis.pipeline(announcements)
         }
-        let ids = entries.map(\.id)
-        // Applied and acknowledged: drop the text from the stream (entries older than the oldest still pending).
-        try await redis.acknowledgeAndTrim(keys.commands, group: RedisKeys.messagesGroup, ids: ids)
     }
 
     /// The PUBLISH and XADD commands that tell everyone concerned what happened.
@@ -195,9 +165,4 @@ public final class CommandProcessor: Service, Sendable {
         }
     }
 
-}
-
-extension Task where Success == Never, Failure == Never {
-    /// Cancelled, or the service group is shutting down.
-    static var isCancelledOrShuttingDown: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
 }

@@ -57,7 +57,7 @@ public final class RetentionWorker: Service, Sendable {
             }
         }
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await self.scheduleStoredMessages() }
+            group.addTask { await self.scheduleStoredMessages() }
             group.addTask {
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
                     do {
@@ -72,28 +72,15 @@ public final class RetentionWorker: Service, Sendable {
     }
 
     /// Reads `stored` events into the schedule.
-    func scheduleStoredMessages() async throws {
-        var ownPendingFirst = true
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            do {
-                let read = try await redis.xreadgroup(group: RedisKeys.retentionGroup, consumer: configuration.consumer,
-                                                      streams: [(keys.events, ownPendingFirst ? "0" : ">")], count: 1000,
-                                                      block: ownPendingFirst ? nil : .seconds(1))
-                let entries = read[keys.events] ?? []
-                if ownPendingFirst && entries.count < 1000 { ownPendingFirst = false }
-                guard !entries.isEmpty else { continue }
-                let due = entries.compactMap { entry -> (Double, String)? in
-                    guard entry.fields["type"] == "stored", let id = entry.fields["message_id"], let ms = entry.fields["expires_at"].flatMap(Double.init) else { return nil }
-                    return (ms, id)
-                }
-                if !due.isEmpty { try await redis.zadd(keys.retentionDue, due) }
-                try await redis.acknowledgeAndTrim(keys.events, group: RedisKeys.retentionGroup, ids: entries.map(\.id))
-            } catch {
-                if Task.isCancelled || Task.isShuttingDownGracefully { return }
-                logger.warning("scheduling failed; retrying", metadata: ["chat.error": "\(error)"])
-                ownPendingFirst = true
-                try? await Task.sleep(for: .milliseconds(200))
+    func scheduleStoredMessages() async {
+        var consumer = StreamConsumer(stream: keys.events, group: RedisKeys.retentionGroup, consumer: configuration.consumer)
+        consumer.batchSize = 1000
+        await consumer.run(redis: redis, logger: logger) { entries in
+            let due = entries.compactMap { entry -> (Double, String)? in
+                guard entry.fields["type"] == "stored", let id = entry.fields["message_id"], let ms = entry.fields["expires_at"].flatMap(Double.init) else { return nil }
+                return (ms, id)
             }
+            if !due.isEmpty { try await self.redis.zadd(self.keys.retentionDue, due) }
         }
     }
 
