@@ -43,3 +43,9 @@ public enum ChatJSON {
         return try? Date.ISO8601FormatStyle().parse(text)
     }
 }
+
+extension Date {
+    /// Milliseconds since 1970, rounded (not truncated: a time read back from milliseconds
+    /// must give the same milliseconds, or a cursor "after this one" returns it again).
+    public var epochMilliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
+}

@@ -62,3 +62,13 @@ struct DomainJSONTests {
         #expect(Set(ChatError.Code.allCases.map(\.httpStatus)).count == ChatError.Code.allCases.count)
     }
 }
+
+@Test("milliseconds survive a round trip through JSON and Date (a truncating conversion made the retention cursor return a message again)")
+func millisecondsRoundTrip() {
+    let start: Int64 = 1_764_066_447_000
+    func throughJSON(_ ms: Int64) -> Date { ChatJSON.parseTimestamp(ChatJSON.formatTimestamp(Date(timeIntervalSince1970: Double(ms) / 1000)))! }
+    let broken = (start..<start + 10_000).filter { throughJSON($0).epochMilliseconds != $0 }
+    #expect(broken.isEmpty, "\(broken.prefix(5))")
+    let truncated = (start..<start + 10_000).filter { Int64(throughJSON($0).timeIntervalSince1970 * 1000) != $0 }
+    #expect(!truncated.isEmpty, "the old conversion is exact here too, so this test proves nothing")
+}

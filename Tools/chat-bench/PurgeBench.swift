@@ -47,7 +47,7 @@ struct PurgeBench: AsyncParsableCommand {
         }
         log("seeded \(messages) expired messages in \(ContinuousClock.now - seedStart)")
         @Sendable func expired() throws -> Int {
-            try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages WHERE expires_at <= ?", arguments: [Int64(Date().timeIntervalSince1970 * 1000)]) ?? 0 }
+            try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages WHERE expires_at <= ?", arguments: [Date().epochMilliseconds]) ?? 0 }
         }
 
         let configuration = try ChatConfiguration(environment: [

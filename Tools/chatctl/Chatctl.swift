@@ -154,7 +154,7 @@ struct RetentionCommand: AsyncParsableCommand {
         @Option(help: "How far ahead to look, in days (0: only what is already due).") var days = 7
 
         func run() async throws {
-            let cutoff = Int64(Date().addingTimeInterval(TimeInterval(days) * 86400).timeIntervalSince1970 * 1000)
+            let cutoff = Date().addingTimeInterval(TimeInterval(days) * 86400).epochMilliseconds
             let due: [DueMessage] = try await withStore { store in
                 var all: [DueMessage] = []
                 var cursor: String?
@@ -166,7 +166,7 @@ struct RetentionCommand: AsyncParsableCommand {
                     })
                     guard let last = page.last else { break }
                     all += page
-                    cursor = "\(Int64(last.expiresAt.timeIntervalSince1970 * 1000)):\(last.id)"
+                    cursor = "\(last.expiresAt.epochMilliseconds):\(last.id)"
                 }
                 return all
             }

@@ -108,7 +108,7 @@ public final class CommandProcessor: Service, Sendable {
                 // No message text in events: retention needs only the id and the expiry.
                 out.append(RedisClient.xaddCommand(keys.events, fields: [
                     ("type", "stored"), ("message_id", message.id), ("conversation_id", message.conversationID),
-                    ("seq", String(message.seq)), ("sender", message.senderEmail), ("expires_at", String(Int64(message.expiresAt.timeIntervalSince1970 * 1000))),
+                    ("seq", String(message.seq)), ("sender", message.senderEmail), ("expires_at", String(message.expiresAt.epochMilliseconds)),
                 ], trim: .maxLength(1_000_000)))
             }
             return out
@@ -150,7 +150,7 @@ public final class CommandProcessor: Service, Sendable {
             let rescheduled = released.map { due in
                 RedisClient.xaddCommand(keys.events, fields: [
                     ("type", "stored"), ("message_id", due.id), ("conversation_id", due.conversationID),
-                    ("expires_at", String(Int64(due.expiresAt.timeIntervalSince1970 * 1000))),
+                    ("expires_at", String(due.expiresAt.epochMilliseconds)),
                 ], trim: .maxLength(1_000_000))
             }
             return try reply(result: json(["conversation_id": conversation, "legal_hold": held ? "on" : "off"])) + rescheduled

@@ -89,7 +89,7 @@ public struct PresenceTracker: Sendable {
         return popped
         """)
 
-    private var nowMs: Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+    private var nowMs: Int64 { Date().epochMilliseconds }
 
     /// Connects (or keeps alive) `(connection, email)` pairs; returns the users that came online.
     public func connect(_ connections: [(conn: String, user: String)]) async throws -> [String] {

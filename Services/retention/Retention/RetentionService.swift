@@ -89,7 +89,7 @@ public final class RetentionWorker: Service, Sendable {
     @discardableResult
     public func sweep(now: Date = Date()) async throws -> Int {
         var sent = 0
-        let cutoff = String(Int64(now.timeIntervalSince1970 * 1000))
+        let cutoff = String(now.epochMilliseconds)
         while true {
             let ids = try await redis.zrangeByScore(keys.retentionDue, min: "-inf", max: cutoff, limit: configuration.batchSize)
             guard !ids.isEmpty else { break }
@@ -133,9 +133,9 @@ public final class RetentionWorker: Service, Sendable {
                 $0.query = cursor
             })
             guard let last = page.last else { break }
-            try await redis.zadd(building, page.map { (Double(Int64($0.expiresAt.timeIntervalSince1970 * 1000)), $0.id) })
+            try await redis.zadd(building, page.map { (Double($0.expiresAt.epochMilliseconds), $0.id) })
             total += page.count
-            cursor = "\(Int64(last.expiresAt.timeIntervalSince1970 * 1000)):\(last.id)"
+            cursor = "\(last.expiresAt.epochMilliseconds):\(last.id)"
         }
         // Merged, not renamed: messages scheduled from `stored` events meanwhile stay.
         _ = try await redis.pipeline([["ZUNIONSTORE", keys.retentionDue, "2", keys.retentionDue, building], ["DEL", building, marker]])

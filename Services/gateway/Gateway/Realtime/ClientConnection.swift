@@ -284,7 +284,7 @@ final class ClientConnection: Sendable {
         let limit = server.configuration.syncLimit
         await store.ask(.sync, user: email, {
             $0.since = since
-            $0.after = after.map { Int64($0.timeIntervalSince1970 * 1000) }
+            $0.after = after.map { $0.epochMilliseconds }
             $0.limit = limit
         }) { [self] result in
             let synced: SyncResult
