@@ -4,7 +4,7 @@
 SWIFT ?= swift
 CONFIGURATION ?= release
 
-.PHONY: deps build build-debug run test smoke-run e2e bench bench-redis bench-purge clean
+.PHONY: deps build build-debug run test smoke-run e2e browser bench bench-redis bench-purge clean
 
 deps:
 	@scripts/install-deps.sh
@@ -20,18 +20,23 @@ run: build
 	@CONFIGURATION=$(CONFIGURATION) deploy/local/run.sh
 
 ## Every test: the Swift suites (real redis-server, real processes), the launcher smoke
-## test, and the end-to-end tests with a stock Socket.IO client (python-socketio).
+## test, the end-to-end tests with a stock Socket.IO client (python-socketio), and the
+## web client in headless Chromium (selenium).
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --no-parallel
 	@CONFIGURATION=debug scripts/smoke-run.sh
 	@CONFIGURATION=debug scripts/e2e-socketio.sh
+	@CONFIGURATION=debug scripts/e2e-browser.sh
 
 smoke-run:
 	@CONFIGURATION=debug scripts/smoke-run.sh
 
 e2e:
 	@CONFIGURATION=debug scripts/e2e-socketio.sh
+
+browser:
+	@CONFIGURATION=debug scripts/e2e-browser.sh
 
 ## Measurements for BENCHMARKS.md (release build).
 bench: bench-redis bench-purge

@@ -54,6 +54,8 @@ public struct ChatConfiguration: Sendable {
     public var pingTimeout: Duration
     /// `CHAT_SOCKET_QUEUE`, default 1000: packets one socket may have waiting before it is closed.
     public var socketQueue: Int
+    /// `CHAT_PUBLIC_DIR`, default `Services/gateway/Public`: the web client the gateway serves at `/`.
+    public var publicDirectory: String
 
     /// The defaults, with a gateway id made from this host and process.
     public init() {
@@ -78,6 +80,7 @@ public struct ChatConfiguration: Sendable {
         self.pingInterval = .seconds(25)
         self.pingTimeout = .seconds(20)
         self.socketQueue = 1000
+        self.publicDirectory = "Services/gateway/Public"
     }
 
     /// Reads the variables above from `environment`; unset or empty variables keep their defaults.
@@ -126,6 +129,7 @@ public struct ChatConfiguration: Sendable {
         pingInterval = try Self.duration("CHAT_PING_INTERVAL", env, default: pingInterval)
         pingTimeout = try Self.duration("CHAT_PING_TIMEOUT", env, default: pingTimeout)
         socketQueue = Int(try Self.positive("CHAT_SOCKET_QUEUE", env, default: Double(socketQueue)))
+        publicDirectory = env["CHAT_PUBLIC_DIR"] ?? publicDirectory
         if let level = env["LOG_LEVEL"] {
             guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
                 throw ConfigurationError(variable: "LOG_LEVEL", expected: "one of trace, debug, info, notice, warning, error, critical", value: level)

@@ -96,6 +96,8 @@ public struct Conversation: Codable, Sendable, Hashable {
     public var unreadCount: Int
     /// Each participant's presence, filled by the gateway in the conversation list.
     public var presence: [String: PresenceState]?
+    /// The participants with their names and roles (for lists: "Dr. Kim · doctor").
+    public var members: [User]?
 
     public init(id: String, kind: Kind, title: String?, participants: [String], createdAt: Date, lastMessageAt: Date? = nil, lastMessage: Message? = nil, unreadCount: Int = 0) {
         self.id = id
@@ -114,6 +116,6 @@ public struct Conversation: Codable, Sendable, Hashable {
         case lastMessageAt = "last_message_at"
         case lastMessage = "last_message"
         case unreadCount = "unread_count"
-        case presence
+        case presence, members
     }
 }

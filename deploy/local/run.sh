@@ -17,6 +17,7 @@ mkdir -p "$run_dir/logs" "$run_dir/redis" "$run_dir/data"
 export CHAT_REDIS_URL=${CHAT_REDIS_URL:-redis://127.0.0.1:$redis_port}
 export CHAT_DB_PATH=${CHAT_DB_PATH:-$run_dir/data/chat.sqlite}
 export LOG_LEVEL=${LOG_LEVEL:-info}
+export CHAT_PUBLIC_DIR=${CHAT_PUBLIC_DIR:-$root/Services/gateway/Public}
 # One signing key for every gateway, kept in the run folder so tokens survive restarts.
 [ -s "$run_dir/jwt-secret" ] || head -c 48 /dev/urandom | base64 | tr -d '\n/+=' > "$run_dir/jwt-secret"
 export CHAT_JWT_SECRET=${CHAT_JWT_SECRET:-$(cat "$run_dir/jwt-secret")}

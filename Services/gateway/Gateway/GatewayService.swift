@@ -48,6 +48,8 @@ public struct GatewayService: Service {
         let logger = runtime.logger
         let onListening = self.onListening
         let router = api.makeRouter().router
+        // The web client: files under CHAT_PUBLIC_DIR at `/` (index.html for `/`).
+        router.add(middleware: FileMiddleware(configuration.publicDirectory, searchForIndexHtml: true, logger: logger))
         engine.addRoutes(to: router) { $0.remoteAddress }
         let webSocketRouter = Router(context: GatewayRequestContext.self)
         engine.addWebSocketRoute(to: webSocketRouter) { $0.remoteAddress }

@@ -39,6 +39,9 @@ struct ErrorMiddleware: RouterMiddleware {
         }
         response.headers[.cacheControl] = response.headers[.cacheControl] ?? "no-store"
         response.headers[.init("X-Content-Type-Options")!] = "nosniff"
+        // The web client loads only its own files and talks only to this origin; no framing.
+        response.headers[.init("Content-Security-Policy")!] = "default-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+        response.headers[.init("Referrer-Policy")!] = "no-referrer"
         return response
     }
 

@@ -1445,6 +1445,13 @@ enum OpenAPIDocument {
      "unread_count": {
       "type": "integer"
      },
+     "members": {
+      "type": "array",
+      "description": "the participants with their names and roles",
+      "items": {
+       "$ref": "#/components/schemas/User"
+      }
+     },
      "presence": {
       "type": "object",
       "description": "each participant's presence (conversation list only)",

@@ -292,11 +292,15 @@ public struct MessageStore: Sendable {
             SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? ORDER BY seq DESC LIMIT 1
             """, arguments: [record.id, now.milliseconds])
         let receiverOf = Self.receiver(kind: record.kind, participants: participants)
-        return Conversation(
+        var conversation = Conversation(
             id: record.id, kind: Conversation.Kind(rawValue: record.kind) ?? .direct, title: record.title, participants: participants,
             createdAt: Date(milliseconds: record.createdAt), lastMessageAt: last.map { Date(milliseconds: $0.createdAt) },
             lastMessage: last.map { $0.message(receiver: receiverOf($0.senderEmail)) },
             unreadCount: try unreadCount(db, conversation: record.id, user: user, now: now))
+        conversation.members = try UserRecord.fetchAll(db, sql: """
+            SELECT u.* FROM users u JOIN participants p ON p.email = u.email WHERE p.conversation_id = ? ORDER BY u.email
+            """, arguments: [record.id]).map(\.user)
+        return conversation
     }
 
     /// The conversation if `user` takes part; otherwise `notFound`, as if it did not exist.

@@ -1,0 +1,50 @@
+// The REST API, with the session's token. Errors are thrown as ApiError.
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+export class Api {
+  constructor(getToken, onUnauthorized) {
+    this.getToken = getToken;
+    this.onUnauthorized = onUnauthorized;
+  }
+
+  async request(method, path, body) {
+    const headers = { Accept: "application/json" };
+    const token = this.getToken();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    let response;
+    try {
+      response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch {
+      throw new ApiError(0, "unavailable", "The server cannot be reached. Check the connection and try again.");
+    }
+    const text = await response.text();
+    const json = text ? JSON.parse(text) : null;
+    if (!response.ok) {
+      const error = (json && json.error) || {};
+      if (response.status === 401 && path !== "/api/auth/login") this.onUnauthorized();
+      throw new ApiError(response.status, error.code || "error", error.message || `HTTP ${response.status}`,
+                         Number(response.headers.get("Retry-After")) || undefined);
+    }
+    return json;
+  }
+
+  login(email, password) { return this.request("POST", "/api/auth/login", { email, password }); }
+  logout() { return this.request("POST", "/api/auth/logout"); }
+  me() { return this.request("GET", "/api/me"); }
+  conversations() { return this.request("GET", "/api/conversations"); }
+  createConversation(participants, title) { return this.request("POST", "/api/conversations", title ? { participants, title } : { participants }); }
+  history(id, before) { return this.request("GET", `/api/conversations/${encodeURIComponent(id)}/messages?limit=30${before ? `&before=${before}` : ""}`); }
+  send(message) { return this.request("POST", "/api/messages", message); }
+  markRead(id, upToSeq) { return this.request("POST", `/api/conversations/${encodeURIComponent(id)}/read`, { up_to_seq: upToSeq }); }
+  searchUsers(q, role) { return this.request("GET", `/api/users/search?q=${encodeURIComponent(q)}${role ? `&user_role=${role}` : ""}`); }
+  searchMessages(q) { return this.request("GET", `/api/messages/search?q=${encodeURIComponent(q)}`); }
+}

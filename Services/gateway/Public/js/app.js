@@ -1,0 +1,668 @@
+// The clinic messaging page. Every piece of user data is put on the page with
+// textContent (never innerHTML), so message text is always shown as text.
+import { Api } from "./api.js";
+import { SocketClient } from "./socketio.js";
+
+const $ = (id) => document.getElementById(id);
+const SESSION_KEY = "clinic.session";
+
+const state = {
+  session: null,           // {token, user: {email, name, role}}
+  conversations: new Map(),// id -> conversation (from the API, kept current by events)
+  messages: new Map(),     // id -> [message] sorted by seq
+  oldestLoaded: new Map(), // id -> true when the first message is loaded
+  people: new Map(),       // email -> {name, role}
+  presence: new Map(),     // email -> {online, last_seen}
+  typing: new Map(),       // conversation id -> {email, timer}
+  current: null,
+  pending: new Map(),      // client_id -> {conversation_id, content, state: "pending"|"failed", receiver_email}
+  status: "offline",
+  lastTyping: 0,
+};
+
+const api = new Api(() => state.session && state.session.token, () => logout("Your session has ended. Please log in again."));
+let socket = null;
+
+// MARK: Helpers
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function nameOf(email) {
+  if (state.session && email === state.session.user.email) return "You";
+  return (state.people.get(email) || {}).name || email;
+}
+
+function titleOf(conversation) {
+  if (conversation.kind === "group") return conversation.title || "Group";
+  const other = conversation.participants.find((p) => p !== state.session.user.email) || state.session.user.email;
+  return nameOf(other);
+}
+
+function partnerOf(conversation) {
+  if (conversation.kind === "group") return null;
+  return conversation.participants.find((p) => p !== state.session.user.email) || null;
+}
+
+function time(iso) {
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function day(iso) {
+  return new Date(iso).toLocaleDateString([], { weekday: "long", year: "numeric", month: "long", day: "numeric" });
+}
+
+function announce(text) {
+  $("announcer").textContent = text;
+}
+
+function uuid() {
+  return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`;
+}
+
+// MARK: Session
+
+function saveSession() {
+  localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
+}
+
+async function login(event) {
+  event.preventDefault();
+  const email = $("login-email").value.trim();
+  const password = $("login-password").value;
+  $("login-error").textContent = "";
+  if (!email || !password) {
+    $("login-error").textContent = "Enter your email and password.";
+    return;
+  }
+  $("login-submit").disabled = true;
+  try {
+    const result = await api.login(email, password);
+    state.session = { token: result.token, user: result.user };
+    saveSession();
+    await showApp();
+  } catch (error) {
+    $("login-error").textContent = error.status === 429
+      ? `Too many attempts. Try again in ${error.retryAfter || 60} seconds.`
+      : error.status === 401 ? "Wrong email or password." : error.message;
+  } finally {
+    $("login-submit").disabled = false;
+  }
+}
+
+async function logout(message) {
+  if (state.session) {
+    const token = state.session.token;
+    state.session = null;
+    localStorage.removeItem(SESSION_KEY);
+    if (!message) fetch("/api/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${token}` } }).catch(() => {});
+  }
+  if (socket) socket.stop();
+  socket = null;
+  state.conversations.clear();
+  state.messages.clear();
+  state.oldestLoaded.clear();
+  state.current = null;
+  $("app-view").hidden = true;
+  $("login-view").hidden = false;
+  $("login-error").textContent = message || "";
+  document.title = "Clinic messages";
+}
+
+// Idle logout: no input for data-idle-minutes minutes ends the session.
+let idleTimer;
+function resetIdle() {
+  clearTimeout(idleTimer);
+  const minutes = Number(document.body.dataset.idleMinutes || 30);
+  if (state.session) idleTimer = setTimeout(() => logout("You were logged out after a period of inactivity."), minutes * 60000);
+}
+
+// MARK: Start
+
+async function showApp() {
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+  $("me-name").textContent = state.session.user.name;
+  $("notify-button").hidden = !("Notification" in window) || Notification.permission !== "default";
+  resetIdle();
+  await loadConversations();
+  socket = new SocketClient({
+    auth: () => ({ token: state.session.token, since: sinceMap() }),
+    onEvent: handleEvent,
+    onStatus: setStatus,
+    onRefused: () => logout("Your session has ended. Please log in again."),
+  });
+  socket.start();
+}
+
+function sinceMap() {
+  const since = {};
+  for (const [id, list] of state.messages) if (list.length) since[id] = list[list.length - 1].seq;
+  return since;
+}
+
+function setStatus(status) {
+  const wasOffline = state.status !== "online";
+  state.status = status;
+  const label = { online: "Online", reconnecting: "Reconnecting…", offline: "Offline" }[status];
+  $("connection").textContent = label;
+  $("connection").dataset.state = status;
+  if (status === "online" && wasOffline) {
+    // Back: refresh the list (new conversations, unread counts) and resend what failed.
+    loadConversations().catch(() => {});
+    for (const [clientID, pending] of state.pending) if (pending.state === "failed") retry(clientID);
+  }
+}
+
+// MARK: Conversations
+
+async function loadConversations() {
+  const list = await api.conversations();
+  for (const conversation of list) {
+    for (const member of conversation.members || []) state.people.set(member.email, { name: member.name, role: member.role });
+    for (const [email, presence] of Object.entries(conversation.presence || {})) state.presence.set(email, presence);
+    state.conversations.set(conversation.id, conversation);
+  }
+  renderList();
+  renderHeader();
+}
+
+function sortedConversations() {
+  return [...state.conversations.values()].sort((a, b) =>
+    (b.last_message_at || b.created_at).localeCompare(a.last_message_at || a.created_at));
+}
+
+function renderList() {
+  const list = $("conversation-list");
+  list.replaceChildren();
+  for (const conversation of sortedConversations()) {
+    const item = el("li");
+    const button = el("button", "conversation" + (conversation.id === state.current ? " selected" : ""));
+    button.type = "button";
+    button.dataset.id = conversation.id;
+    const partner = partnerOf(conversation);
+    const dot = el("span", "dot" + (partner && (state.presence.get(partner) || {}).online ? " online" : ""));
+    dot.setAttribute("aria-label", partner && (state.presence.get(partner) || {}).online ? "online" : "offline");
+    const main = el("span", "conversation-main");
+    const top = el("span", "conversation-top");
+    top.append(el("span", "conversation-title", titleOf(conversation)));
+    if (partner) top.append(el("span", "role", (state.people.get(partner) || {}).role || ""));
+    if (conversation.last_message) top.append(el("span", "conversation-time", time(conversation.last_message.timestamp)));
+    const preview = el("span", "preview", conversation.last_message ? conversation.last_message.content : "No messages yet");
+    main.append(top, preview);
+    button.append(dot, main);
+    if (conversation.unread_count > 0) {
+      const badge = el("span", "badge", String(conversation.unread_count));
+      badge.setAttribute("aria-label", `${conversation.unread_count} unread`);
+      button.append(badge);
+    }
+    button.addEventListener("click", () => openConversation(conversation.id));
+    item.append(button);
+    list.append(item);
+  }
+  const total = [...state.conversations.values()].reduce((sum, c) => sum + (c.unread_count || 0), 0);
+  document.title = total > 0 ? `(${total}) Clinic messages` : "Clinic messages";
+}
+
+function renderHeader() {
+  const conversation = state.conversations.get(state.current);
+  if (!conversation) return;
+  $("pane-title").textContent = titleOf(conversation);
+  const partner = partnerOf(conversation);
+  if (!partner) {
+    $("pane-status").textContent = conversation.participants.map(nameOf).join(", ");
+    return;
+  }
+  const presence = state.presence.get(partner) || {};
+  $("pane-status").textContent = presence.online ? "Online"
+    : presence.last_seen ? `Last seen ${day(presence.last_seen)} ${time(presence.last_seen)}` : "Offline";
+}
+
+async function openConversation(id) {
+  state.current = id;
+  document.body.classList.add("in-conversation");
+  $("composer").hidden = false;
+  $("new-pill").hidden = true;
+  renderList();
+  renderHeader();
+  renderTyping();
+  if (!state.messages.has(id)) {
+    const page = await api.history(id);
+    state.messages.set(id, page);
+    if (page.length < 30) state.oldestLoaded.set(id, true);
+  }
+  renderMessages({ toBottom: true });
+  markRead();
+  $("composer-input").focus();
+}
+
+async function loadOlder() {
+  const id = state.current;
+  const list = state.messages.get(id);
+  if (!id || !list || !list.length || state.oldestLoaded.get(id) || state.loadingOlder) return;
+  state.loadingOlder = true;
+  try {
+    const page = await api.history(id, list[0].seq);
+    if (page.length < 30) state.oldestLoaded.set(id, true);
+    const box = $("messages");
+    const before = box.scrollHeight;
+    upsert(page);
+    renderMessages();
+    box.scrollTop += box.scrollHeight - before;  // the reader's place stays put
+  } finally {
+    state.loadingOlder = false;
+  }
+}
+
+// MARK: Messages
+
+function upsert(messages) {
+  for (const message of messages) {
+    const list = state.messages.get(message.conversation_id);
+    if (!list) continue;
+    const index = list.findIndex((m) => m.id === message.id);
+    if (index >= 0) list[index] = { ...list[index], ...message };
+    else list.push(message);
+    list.sort((a, b) => a.seq - b.seq);
+  }
+}
+
+function atBottom() {
+  const box = $("messages");
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+}
+
+function renderMessages({ toBottom = false } = {}) {
+  const box = $("messages");
+  const stick = toBottom || atBottom();
+  box.replaceChildren();
+  const me = state.session.user.email;
+  const list = state.messages.get(state.current) || [];
+  let lastDay = "";
+  const pending = [...state.pending.entries()].filter(([, p]) => p.conversation_id === state.current);
+  for (const message of list) {
+    const thisDay = day(message.timestamp);
+    if (thisDay !== lastDay) {
+      box.append(el("div", "day", thisDay));
+      lastDay = thisDay;
+    }
+    box.append(bubble(message.sender_email === me, message.sender_email, message.content, message.timestamp,
+                      message.sender_email === me ? (message.read ? "read" : "sent") : null, message.id));
+  }
+  for (const [clientID, p] of pending) {
+    const node = bubble(true, me, p.content, new Date().toISOString(), p.state, clientID);
+    if (p.state === "failed") {
+      const retryButton = el("button", "link retry", "Not sent. Retry");
+      retryButton.type = "button";
+      retryButton.addEventListener("click", () => retry(clientID));
+      node.append(retryButton);
+    }
+    box.append(node);
+  }
+  if (stick) box.scrollTop = box.scrollHeight;
+}
+
+function bubble(own, sender, content, timestamp, tick, key) {
+  const node = el("div", "message" + (own ? " own" : ""));
+  node.dataset.key = key;
+  if (!own && (state.conversations.get(state.current) || {}).kind === "group") node.append(el("div", "sender", nameOf(sender)));
+  node.append(el("div", "text", content));
+  const meta = el("div", "meta", time(timestamp));
+  if (tick) {
+    const symbols = { pending: "…", sent: "✓", read: "✓✓", failed: "!" };
+    const labels = { pending: "sending", sent: "sent", read: "read", failed: "not sent" };
+    const mark = el("span", "tick " + tick, symbols[tick]);
+    mark.setAttribute("aria-label", labels[tick]);
+    mark.dataset.state = tick;
+    meta.append(mark);
+  }
+  node.append(meta);
+  return node;
+}
+
+function markRead() {
+  const conversation = state.conversations.get(state.current);
+  const list = state.messages.get(state.current) || [];
+  if (!conversation || !list.length || document.hidden) return;
+  const upTo = list[list.length - 1].seq;
+  if (conversation.unread_count === 0 && conversation.readUpTo >= upTo) return;
+  conversation.unread_count = 0;
+  conversation.readUpTo = upTo;
+  renderList();
+  const body = { conversation_id: conversation.id, up_to_seq: upTo };
+  if (socket && socket.connected) socket.emit("mark_conversation_read", body).catch(() => api.markRead(conversation.id, upTo).catch(() => {}));
+  else api.markRead(conversation.id, upTo).catch(() => {});
+}
+
+// MARK: Sending
+
+async function send(content) {
+  const conversation = state.conversations.get(state.current);
+  if (!conversation || !content.trim()) return;
+  const clientID = uuid();
+  state.pending.set(clientID, { conversation_id: conversation.id, content, state: "pending" });
+  renderMessages({ toBottom: true });
+  stopTyping();
+  await deliver(clientID);
+}
+
+async function deliver(clientID) {
+  const pending = state.pending.get(clientID);
+  if (!pending) return;
+  const body = { conversation_id: pending.conversation_id, content: pending.content, client_id: clientID };
+  let message = null;
+  let failure = null;
+  try {
+    const ack = await socket.emit("send_message", body);
+    if (ack && ack.ok) message = ack.message;
+    else failure = ack && ack.error;
+  } catch {
+    // The socket is down or slow: the same send through REST (the client_id makes it safe).
+    try {
+      message = await api.send(body);
+    } catch (error) {
+      failure = { code: error.code, message: error.message };
+    }
+  }
+  if (message) confirm(message);
+  else {
+    pending.state = "failed";
+    pending.error = failure;
+    if (pending.conversation_id === state.current) renderMessages();
+  }
+}
+
+function retry(clientID) {
+  const pending = state.pending.get(clientID);
+  if (!pending) return;
+  pending.state = "pending";
+  renderMessages();
+  deliver(clientID);
+}
+
+function confirm(message) {
+  if (message.client_id) state.pending.delete(message.client_id);
+  received(message, true);
+}
+
+function received(message, own) {
+  const conversation = state.conversations.get(message.conversation_id);
+  if (!conversation) {
+    loadConversations().catch(() => {});
+    return;
+  }
+  if (state.messages.has(message.conversation_id)) upsert([message]);
+  const newer = !conversation.last_message || conversation.last_message.seq <= message.seq;
+  if (newer) {
+    conversation.last_message = message;
+    conversation.last_message_at = message.timestamp;
+  }
+  const mine = message.sender_email === state.session.user.email;
+  const seen = message.conversation_id === state.current && !document.hidden;
+  if (!mine && !seen && newer && !own) conversation.unread_count = (conversation.unread_count || 0) + 1;
+  if (message.conversation_id === state.current) {
+    const wasAtBottom = atBottom();
+    renderMessages();
+    if (!mine && !wasAtBottom) $("new-pill").hidden = false;
+    if (!mine) markRead();
+  }
+  if (!mine) {
+    announce(`New message from ${nameOf(message.sender_email)}: ${message.content}`);
+    clearTyping(message.conversation_id);
+    if (document.hidden && "Notification" in window && Notification.permission === "granted") {
+      new Notification(`Message from ${nameOf(message.sender_email)}`, { body: message.content, tag: message.conversation_id });
+    }
+  }
+  renderList();
+}
+
+// MARK: Events from the server
+
+function handleEvent(name, data) {
+  switch (name) {
+    case "receive_message":
+      received(data, false);
+      break;
+    case "message_sent_confirmed":
+      confirm(data);
+      break;
+    case "message_read_receipt": {
+      const me = state.session.user.email;
+      if (data.reader_email === me) {
+        const conversation = state.conversations.get(data.conversation_id);
+        if (conversation) {
+          conversation.unread_count = 0;
+          renderList();
+        }
+        break;
+      }
+      for (const message of state.messages.get(data.conversation_id) || []) {
+        if (message.sender_email === me && message.seq <= data.up_to_seq) {
+          message.read = true;
+          message.read_at = message.read_at || data.read_at;
+        }
+      }
+      if (data.conversation_id === state.current) renderMessages();
+      break;
+    }
+    case "user_typing":
+      if (data.is_typing) showTyping(data.conversation_id, data.sender_email);
+      else clearTyping(data.conversation_id);
+      break;
+    case "user_online":
+    case "user_offline":
+      state.presence.set(data.email, { online: name === "user_online", last_seen: data.last_seen });
+      if (data.name && !state.people.has(data.email)) state.people.set(data.email, { name: data.name });
+      renderList();
+      renderHeader();
+      break;
+    case "messages_purged":
+      state.messages.set(data.conversation_id, (state.messages.get(data.conversation_id) || []).filter((m) => !data.message_ids.includes(m.id)));
+      if (data.conversation_id === state.current) renderMessages();
+      break;
+    case "error":
+      if (data && data.client_id && state.pending.has(data.client_id)) {
+        state.pending.get(data.client_id).state = "failed";
+        renderMessages();
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+// MARK: Typing
+
+function showTyping(conversationID, email) {
+  const previous = state.typing.get(conversationID);
+  if (previous) clearTimeout(previous.timer);
+  state.typing.set(conversationID, { email, timer: setTimeout(() => clearTyping(conversationID), 4000) });
+  renderTyping();
+}
+
+function clearTyping(conversationID) {
+  const previous = state.typing.get(conversationID);
+  if (previous) clearTimeout(previous.timer);
+  state.typing.delete(conversationID);
+  renderTyping();
+}
+
+function renderTyping() {
+  const typing = state.typing.get(state.current);
+  $("typing").textContent = typing ? `${nameOf(typing.email)} is typing…` : "";
+}
+
+function typed() {
+  if (!socket || !state.current) return;
+  const now = Date.now();
+  if (now - state.lastTyping > 2000) {
+    state.lastTyping = now;
+    socket.send("user_typing", { conversation_id: state.current, is_typing: true });
+  }
+  clearTimeout(state.typingStop);
+  state.typingStop = setTimeout(stopTyping, 3000);
+}
+
+function stopTyping() {
+  clearTimeout(state.typingStop);
+  if (state.lastTyping && socket && state.current) socket.send("user_typing", { conversation_id: state.current, is_typing: false });
+  state.lastTyping = 0;
+}
+
+// MARK: New conversation
+
+const chosen = new Map();
+
+async function searchPeople() {
+  const q = $("people-search").value.trim();
+  const role = $("people-role").value;
+  const results = $("people-results");
+  try {
+    const users = await api.searchUsers(q, role);
+    results.replaceChildren();
+    for (const user of users) {
+      state.people.set(user.email, { name: user.name, role: user.role });
+      const item = el("li");
+      const label = el("label", "person");
+      const box = el("input");
+      box.type = "checkbox";
+      box.checked = chosen.has(user.email);
+      box.addEventListener("change", () => (box.checked ? chosen.set(user.email, user) : chosen.delete(user.email)));
+      label.append(box, el("span", "person-name", user.name), el("span", "role", user.role), el("span", "person-email", user.email),
+                   el("span", "dot" + (user.online ? " online" : "")));
+      item.append(label);
+      results.append(item);
+    }
+    if (!users.length) results.append(el("li", "empty", "Nobody found"));
+  } catch (error) {
+    $("new-error").textContent = error.message;
+  }
+}
+
+async function startConversation(event) {
+  event.preventDefault();
+  const emails = [...chosen.keys()];
+  const title = $("group-title").value.trim();
+  if (!emails.length) {
+    $("new-error").textContent = "Choose at least one person.";
+    return;
+  }
+  if (emails.length > 1 && !title) {
+    $("new-error").textContent = "A group needs a title.";
+    return;
+  }
+  try {
+    const conversation = await api.createConversation(emails, emails.length > 1 ? title : undefined);
+    $("new-dialog").close();
+    await loadConversations();
+    await openConversation(conversation.id);
+  } catch (error) {
+    $("new-error").textContent = error.message;
+  }
+}
+
+// MARK: Search
+
+let searchTimer;
+function searchMessages() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(async () => {
+    const q = $("search-input").value.trim();
+    const results = $("search-results");
+    results.replaceChildren();
+    results.hidden = !q;
+    if (!q) return;
+    try {
+      const found = await api.searchMessages(q);
+      for (const message of found) {
+        const item = el("li");
+        const button = el("button", "search-hit");
+        button.type = "button";
+        button.append(el("span", "sender", nameOf(message.sender_email)), el("span", "preview", message.content));
+        button.addEventListener("click", () => {
+          results.hidden = true;
+          $("search-input").value = "";
+          openConversation(message.conversation_id);
+        });
+        item.append(button);
+        results.append(item);
+      }
+      if (!found.length) results.append(el("li", "empty", "No messages found"));
+    } catch (error) {
+      results.append(el("li", "error", error.message));
+    }
+  }, 250);
+}
+
+// MARK: Wiring
+
+function wire() {
+  $("login-form").addEventListener("submit", login);
+  $("logout-button").addEventListener("click", () => logout());
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("composer-input");
+    const text = input.value;
+    input.value = "";
+    send(text);
+  });
+  $("composer-input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("composer-input").addEventListener("input", typed);
+  $("messages").addEventListener("scroll", () => {
+    if ($("messages").scrollTop < 40) loadOlder();
+    if (atBottom()) $("new-pill").hidden = true;
+  });
+  $("new-pill").addEventListener("click", () => {
+    $("messages").scrollTop = $("messages").scrollHeight;
+    $("new-pill").hidden = true;
+  });
+  $("new-message").addEventListener("click", () => {
+    chosen.clear();
+    $("people-search").value = "";
+    $("group-title").value = "";
+    $("new-error").textContent = "";
+    $("new-dialog").showModal();
+    searchPeople();
+  });
+  $("people-search").addEventListener("input", () => searchPeople());
+  $("people-role").addEventListener("change", () => searchPeople());
+  $("new-form").addEventListener("submit", startConversation);
+  $("new-cancel").addEventListener("click", () => $("new-dialog").close());
+  $("search-input").addEventListener("input", searchMessages);
+  $("back-button").addEventListener("click", () => document.body.classList.remove("in-conversation"));
+  $("notify-button").addEventListener("click", async () => {
+    await Notification.requestPermission();
+    $("notify-button").hidden = Notification.permission !== "default";
+  });
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) markRead(); });
+  for (const type of ["keydown", "pointerdown", "scroll"]) document.addEventListener(type, resetIdle, { passive: true });
+}
+
+async function boot() {
+  wire();
+  const saved = localStorage.getItem(SESSION_KEY);
+  if (saved) {
+    try {
+      state.session = JSON.parse(saved);
+      await api.me();
+      await showApp();
+      return;
+    } catch {
+      state.session = null;
+      localStorage.removeItem(SESSION_KEY);
+    }
+  }
+  $("login-view").hidden = false;
+  $("login-email").focus();
+}
+
+boot();

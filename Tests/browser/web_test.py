@@ -1,0 +1,234 @@
+"""Browser tests of the web client with headless Chromium (selenium), against the running
+stack: an admin and a doctor in two browser sessions.
+
+    python web_test.py http://127.0.0.1:PORT [--screenshots DIR]
+
+A failing test saves a screenshot of each browser in .build/browser-failures/.
+"""
+import json
+import os
+import sys
+import time
+import traceback
+import urllib.request
+import uuid
+
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, TimeoutException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+BASE = sys.argv[1]
+SHOTS = sys.argv[sys.argv.index("--screenshots") + 1] if "--screenshots" in sys.argv else None
+FAILURES = os.path.join(os.path.dirname(__file__), "..", "..", ".build", "browser-failures")
+ADMIN, DOCTOR, PATEL = "admin@clinic.com", "doctor@clinic.com", "dr.patel@clinic.com"
+
+
+def rest(method, path, token=None, body=None):
+    request = urllib.request.Request(BASE + path, method=method, data=json.dumps(body).encode() if body is not None else None)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+        return json.loads(text) if text else None
+
+
+def token(email):
+    return rest("POST", "/api/auth/login", body={"email": email, "password": "password"})["token"]
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,800", "--disable-gpu"]:
+        options.add_argument(argument)
+    if os.path.exists("/usr/bin/chromium"):
+        options.binary_location = "/usr/bin/chromium"
+    service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver") if os.path.exists("/usr/bin/chromedriver") else None
+    driver = webdriver.Chrome(options=options, service=service) if service else webdriver.Chrome(options=options)
+    driver.implicitly_wait(0)
+    return driver
+
+
+def wait(driver, condition, timeout=10, message=""):
+    # The page re-renders lists as events arrive: an element found a moment ago may be gone.
+    return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]).until(condition, message)
+
+
+def open_conversation(driver, title):
+    def click(d):
+        button = conversation_button(d, title)
+        if button is None:
+            return False
+        button.click()
+        return d.find_element(By.ID, "pane-title").text == title
+    wait(driver, click, message=f"open {title}")
+
+
+def login(driver, email):
+    driver.get(BASE + "/")
+    wait(driver, EC.visibility_of_element_located((By.ID, "login-email")))
+    driver.find_element(By.ID, "login-email").send_keys(email)
+    driver.find_element(By.ID, "login-password").send_keys("password")
+    driver.find_element(By.ID, "login-submit").click()
+    wait(driver, EC.visibility_of_element_located((By.ID, "app-view")))
+    wait(driver, lambda d: d.find_element(By.ID, "connection").text == "Online", message="socket online")
+
+
+def conversation_button(driver, title):
+    for button in driver.find_elements(By.CSS_SELECTOR, "#conversation-list .conversation"):
+        if button.find_element(By.CSS_SELECTOR, ".conversation-title").text == title:
+            return button
+    return None
+
+
+def badge(driver, title):
+    button = conversation_button(driver, title)
+    if not button:
+        return None
+    badges = button.find_elements(By.CSS_SELECTOR, ".badge")
+    return badges[0].text if badges else ""
+
+
+def texts(driver):
+    return [node.text for node in driver.find_elements(By.CSS_SELECTOR, "#messages .message .text")]
+
+
+def send(driver, text):
+    box = driver.find_element(By.ID, "composer-input")
+    box.send_keys(text)
+    box.send_keys(Keys.ENTER)
+
+
+class Session:
+    def __init__(self):
+        self.browsers = []
+
+    def new(self):
+        driver = browser()
+        self.browsers.append(driver)
+        return driver
+
+    def close(self, failed_name=None):
+        for index, driver in enumerate(self.browsers):
+            if failed_name:
+                os.makedirs(FAILURES, exist_ok=True)
+                path = os.path.join(FAILURES, f"{failed_name}-{index}.png")
+                driver.save_screenshot(path)
+                print(f"        screenshot: {os.path.abspath(path)}")
+            driver.quit()
+
+
+def test_login_errors(s):
+    driver = s.new()
+    driver.get(BASE + "/")
+    wait(driver, EC.visibility_of_element_located((By.ID, "login-email")))
+    if SHOTS:
+        driver.save_screenshot(os.path.join(SHOTS, "login.png"))
+    driver.find_element(By.ID, "login-email").send_keys(ADMIN)
+    driver.find_element(By.ID, "login-password").send_keys("wrong password")
+    driver.find_element(By.ID, "login-submit").click()
+    wait(driver, lambda d: "Wrong email or password" in d.find_element(By.ID, "login-error").text)
+
+
+def test_admin_and_doctor(s):
+    admin, doctor = s.new(), s.new()
+    login(admin, ADMIN)
+    login(doctor, DOCTOR)
+
+    # The admin finds the doctor and starts a 1:1.
+    admin.find_element(By.ID, "new-message").click()
+    wait(admin, EC.visibility_of_element_located((By.ID, "people-search")))
+    admin.find_element(By.ID, "people-search").send_keys("kim")
+    wait(admin, lambda d: any("Dr. Sarah Kim" in n.text for n in d.find_elements(By.CSS_SELECTOR, "#people-results .person")))
+    if SHOTS:
+        admin.save_screenshot(os.path.join(SHOTS, "new-message.png"))
+    for person in admin.find_elements(By.CSS_SELECTOR, "#people-results .person"):
+        if "Dr. Sarah Kim" in person.text:
+            person.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    admin.find_element(By.ID, "new-start").click()
+    wait(admin, lambda d: d.find_element(By.ID, "pane-title").text == "Dr. Sarah Kim")
+
+    # It arrives without a reload, with an unread badge.
+    send(admin, "Lab results for bed 4 are in")
+    wait(doctor, lambda d: badge(d, "Alex Morgan") == "1", message="badge 1 at the doctor")
+    send(admin, "Please call back")
+    wait(doctor, lambda d: badge(d, "Alex Morgan") == "2", message="badge 2 at the doctor")
+    # Confirmed: a single tick, not yet blue.
+    wait(admin, lambda d: [t.get_attribute("data-state") for t in d.find_elements(By.CSS_SELECTOR, "#messages .tick")] == ["sent", "sent"])
+
+    # The doctor opens it: the badge clears and the admin's ticks turn blue.
+    open_conversation(doctor, "Alex Morgan")
+    wait(doctor, lambda d: texts(d) == ["Lab results for bed 4 are in", "Please call back"])
+    wait(doctor, lambda d: badge(d, "Alex Morgan") == "")
+    wait(admin, lambda d: [t.get_attribute("data-state") for t in d.find_elements(By.CSS_SELECTOR, "#messages .tick")] == ["read", "read"],
+         message="blue ticks")
+
+    # Typing shows and clears.
+    doctor.find_element(By.ID, "composer-input").send_keys("On my")
+    wait(admin, lambda d: d.find_element(By.ID, "typing").text == "Dr. Sarah Kim is typing…", message="typing shown")
+    wait(admin, lambda d: d.find_element(By.ID, "typing").text == "", timeout=12, message="typing cleared")
+    doctor.find_element(By.ID, "composer-input").send_keys(" way" + Keys.ENTER)
+    wait(admin, lambda d: "On my way" in texts(d))
+    if SHOTS:
+        admin.save_screenshot(os.path.join(SHOTS, "messaging.png"))
+
+    # Markup is shown as text and never runs.
+    attack = "<img src=x onerror=alert(1)>"
+    send(admin, attack)
+    wait(doctor, lambda d: attack in texts(d))
+    assert not doctor.find_elements(By.CSS_SELECTOR, "#messages img"), "an img element was created"
+    try:
+        doctor.switch_to.alert
+        raise AssertionError("an alert ran")
+    except NoAlertPresentException:
+        pass
+
+    # A reload keeps the session and the history.
+    doctor.refresh()
+    wait(doctor, lambda d: d.find_element(By.ID, "connection").text == "Online")
+    open_conversation(doctor, "Alex Morgan")
+    wait(doctor, lambda d: texts(d)[:2] == ["Lab results for bed 4 are in", "Please call back"] and attack in texts(d))
+
+
+def test_scroll_loads_older(s):
+    patel_token = token(PATEL)
+    for i in range(45):
+        rest("POST", "/api/messages", patel_token, {"receiver_email": ADMIN, "content": f"history {i:02d}", "client_id": f"hist-{uuid.uuid4()}"})
+    admin = s.new()
+    login(admin, ADMIN)
+    open_conversation(admin, "Dr. Ravi Patel")
+    wait(admin, lambda d: len(texts(d)) == 30, message="the latest 30")
+    assert texts(admin)[-1] == "history 44", texts(admin)[-1]
+    admin.execute_script("document.getElementById('messages').scrollTop = 0")
+    wait(admin, lambda d: len(texts(d)) == 45, message="older messages loaded")
+    assert texts(admin)[0] == "history 00"
+    # The reader stays where they were: not thrown to the top or the bottom.
+    top = admin.execute_script("return document.getElementById('messages').scrollTop")
+    assert top > 0, top
+
+
+def main():
+    if SHOTS:
+        os.makedirs(SHOTS, exist_ok=True)
+    tests = [value for name, value in globals().items() if name.startswith("test_")]
+    failed = 0
+    for test in tests:
+        session = Session()
+        try:
+            test(session)
+            session.close()
+            print(f"  ok    {test.__name__}")
+        except (Exception, TimeoutException):
+            failed += 1
+            print(f"  FAIL  {test.__name__}")
+            traceback.print_exc()
+            session.close(failed_name=test.__name__)
+    print(f"{len(tests) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
