@@ -8,7 +8,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.build/e2e-venv"
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get install -y -qq chromium chromium-driver >/dev/null || { echo "browser: cannot install chromium"; exit 1; }
+  echo "installing: chromium chromium-driver"
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+    || { echo "browser: cannot install chromium"; exit 1; }
 fi
 if ! "$venv/bin/python" -c 'import selenium' 2>/dev/null; then
   [ -x "$venv/bin/python" ] || python3 -m venv --clear "$venv" || { echo "browser: cannot create a virtualenv"; exit 1; }

@@ -6,7 +6,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.build/e2e-venv"
 if ! "$venv/bin/python" -c 'import socketio, requests, websocket' 2>/dev/null; then
-  python3 -m venv --clear "$venv" 2>/dev/null || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv --clear "$venv"; } || { echo "e2e: cannot create a virtualenv"; exit 1; }
+  python3 -m venv --clear "$venv" 2>/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && python3 -m venv --clear "$venv"; } || { echo "e2e: cannot create a virtualenv"; exit 1; }
   "$venv/bin/pip" install -q "python-socketio[client]>=5,<6" "websocket-client>=1.6" "requests>=2.28" || { echo "e2e: pip install failed"; exit 1; }
 fi
 
