@@ -210,6 +210,60 @@ def test_scroll_loads_older(s):
     assert top > 0, top
 
 
+def test_group_search_and_logout(s):
+    admin, okafor = s.new(), s.new()
+    login(admin, ADMIN)
+    login(okafor, "dr.okafor@clinic.com")
+    # A group of two others, by role filter and search.
+    admin.find_element(By.ID, "new-message").click()
+    wait(admin, EC.visibility_of_element_located((By.ID, "people-search")))
+    admin.find_element(By.CSS_SELECTOR, "#people-role option[value=doctor]").click()
+    wait(admin, lambda d: d.find_elements(By.CSS_SELECTOR, "#people-results .person"))
+    roles = {n.text.lower() for n in admin.find_elements(By.CSS_SELECTOR, "#people-results .person .role")}
+    assert roles == {"doctor"}, roles
+    for name in ["Dr. Ada Okafor", "Dr. Jan Novak"]:
+        search = admin.find_element(By.ID, "people-search")
+        search.clear()
+        search.send_keys(name.split()[-1])
+        wait(admin, lambda d: any(name in n.text for n in d.find_elements(By.CSS_SELECTOR, "#people-results .person")))
+        for person in admin.find_elements(By.CSS_SELECTOR, "#people-results .person"):
+            if name in person.text:
+                person.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    admin.find_element(By.ID, "new-start").click()
+    wait(admin, lambda d: "title" in d.find_element(By.ID, "new-error").text)
+    admin.find_element(By.ID, "group-title").send_keys("Night shift")
+    admin.find_element(By.ID, "new-start").click()
+    wait(admin, lambda d: d.find_element(By.ID, "pane-title").text == "Night shift")
+    send(admin, "Handover at 7, bring the sepsis charts")
+    wait(okafor, lambda d: badge(d, "Night shift") == "1", message="the group reaches a member")
+    # Message search finds it and opens the conversation.
+    okafor.find_element(By.ID, "search-input").send_keys("sepsis")
+    wait(okafor, lambda d: any("sepsis" in n.text for n in d.find_elements(By.CSS_SELECTOR, "#search-results .search-hit")))
+    okafor.find_element(By.CSS_SELECTOR, "#search-results .search-hit").click()
+    wait(okafor, lambda d: d.find_element(By.ID, "pane-title").text == "Night shift" and "Handover at 7, bring the sepsis charts" in texts(d))
+    # Logout clears the session: a reload shows the login page.
+    okafor.find_element(By.ID, "logout-button").click()
+    wait(okafor, EC.visibility_of_element_located((By.ID, "login-email")))
+    okafor.refresh()
+    wait(okafor, EC.visibility_of_element_located((By.ID, "login-email")))
+    assert okafor.execute_script("return localStorage.getItem('clinic.session')") is None
+
+
+def test_phone_width(s):
+    phone = s.new()
+    phone.set_window_size(390, 800)
+    login(phone, DOCTOR)
+    wait(phone, lambda d: conversation_button(d, "Alex Morgan") is not None)
+    # One column: the list, then the conversation with a way back.
+    assert phone.find_element(By.ID, "conversation-list").is_displayed()
+    open_conversation(phone, "Alex Morgan")
+    assert not phone.find_element(By.ID, "conversation-list").is_displayed()
+    phone.find_element(By.ID, "back-button").click()
+    wait(phone, lambda d: d.find_element(By.ID, "conversation-list").is_displayed())
+    width = phone.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 390, f"wider than the phone: {width}"
+
+
 def main():
     if SHOTS:
         os.makedirs(SHOTS, exist_ok=True)
