@@ -249,6 +249,51 @@ def test_group_search_and_logout(s):
     assert okafor.execute_script("return localStorage.getItem('clinic.session')") is None
 
 
+def test_rest_fallback_while_the_socket_is_down(s):
+    rest("POST", "/api/conversations", token(ADMIN), {"participants": [DOCTOR]})
+    doctor = s.new()
+    login(doctor, DOCTOR)
+    admin = s.new()
+    # This browser's WebSocket never connects (as behind a proxy that drops it); REST still works.
+    admin.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        window.WebSocket = class { constructor() { this.readyState = 3; setTimeout(() => this.onclose && this.onclose(), 20); }
+                                   send() {} close() {} };
+        window.WebSocket.OPEN = 1;
+    """})
+    admin.get(BASE + "/")
+    wait(admin, EC.visibility_of_element_located((By.ID, "login-email")))
+    admin.find_element(By.ID, "login-email").send_keys(ADMIN)
+    admin.find_element(By.ID, "login-password").send_keys("password")
+    admin.find_element(By.ID, "login-submit").click()
+    wait(admin, lambda d: d.find_element(By.ID, "connection").text == "Reconnecting…", message="the socket is down")
+    open_conversation(admin, "Dr. Sarah Kim")
+    send(admin, "Sent while the socket is down")
+    # Stored through REST: confirmed at the sender, delivered live to the doctor.
+    wait(admin, lambda d: [t.get_attribute("data-state") for t in d.find_elements(By.CSS_SELECTOR, "#messages .tick")][-1:] == ["sent"],
+         message="confirmed through REST")
+    wait(doctor, lambda d: badge(d, "Alex Morgan") not in (None, "", "0"), message="the doctor is told")
+    open_conversation(doctor, "Alex Morgan")
+    wait(doctor, lambda d: "Sent while the socket is down" in texts(d))
+
+    # The network drops the next send too: it stays, marked, with Retry; Retry stores it once.
+    admin.execute_script("""
+        const real = window.fetch; let failOnce = true;
+        window.fetch = (url, options) => {
+          if (failOnce && String(url).endsWith('/api/messages')) { failOnce = false; return Promise.reject(new TypeError('network down')); }
+          return real(url, options);
+        };
+    """)
+    send(admin, "Retry me")
+    wait(admin, lambda d: d.find_elements(By.CSS_SELECTOR, "#messages .retry"), message="a Retry button")
+    assert admin.find_elements(By.CSS_SELECTOR, "#messages .tick")[-1].get_attribute("data-state") == "failed"
+    admin.find_element(By.CSS_SELECTOR, "#messages .retry").click()
+    wait(admin, lambda d: not d.find_elements(By.CSS_SELECTOR, "#messages .retry")
+         and d.find_elements(By.CSS_SELECTOR, "#messages .tick")[-1].get_attribute("data-state") in ("sent", "read"))
+    wait(doctor, lambda d: texts(d).count("Retry me") == 1)
+    time.sleep(0.5)
+    assert texts(doctor).count("Retry me") == 1
+
+
 def test_phone_width(s):
     phone = s.new()
     phone.set_window_size(390, 800)
