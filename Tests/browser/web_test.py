@@ -309,6 +309,77 @@ def test_phone_width(s):
     assert width <= 390, f"wider than the phone: {width}"
 
 
+def test_resync_after_reconnect_and_new_messages_pill(s):
+    patel_token = token(PATEL)
+    admin = s.new()
+    # A WebSocket this test can hold down and let through again.
+    admin.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        const RealWebSocket = window.WebSocket;
+        window.__socketAllowed = true;
+        window.__sockets = [];
+        window.WebSocket = function (url) {
+          if (!window.__socketAllowed) {
+            const fake = { readyState: 3, send() {}, close() {} };
+            setTimeout(() => fake.onclose && fake.onclose(), 20);
+            return fake;
+          }
+          const socket = new RealWebSocket(url);
+          window.__sockets.push(socket);
+          return socket;
+        };
+        window.WebSocket.OPEN = RealWebSocket.OPEN;
+    """})
+    login(admin, ADMIN)
+    open_conversation(admin, "Dr. Ravi Patel")
+    wait(admin, lambda d: len(texts(d)) >= 1)
+    # The connection drops and stays down while Dr. Patel writes.
+    admin.execute_script("window.__socketAllowed = false; window.__sockets.forEach((s) => s.close());")
+    wait(admin, lambda d: d.find_element(By.ID, "connection").text == "Reconnecting…")
+    rest("POST", "/api/messages", patel_token, {"receiver_email": ADMIN, "content": "written while you were away", "client_id": f"away-{uuid.uuid4()}"})
+    time.sleep(1)
+    assert "written while you were away" not in texts(admin)
+    # Back: the CONNECT carries what the page has, and the gateway replays the rest.
+    admin.execute_script("window.__socketAllowed = true;")
+    wait(admin, lambda d: d.find_element(By.ID, "connection").text == "Online", timeout=15)
+    wait(admin, lambda d: "written while you were away" in texts(d), message="replayed after the reconnect")
+    assert texts(admin).count("written while you were away") == 1
+
+    # Scrolled up, a new message shows the pill instead of moving the page.
+    admin.execute_script("const m = document.getElementById('messages'); m.scrollTop = m.scrollHeight / 3;")
+    time.sleep(0.5)
+    rest("POST", "/api/messages", patel_token, {"receiver_email": ADMIN, "content": "another one", "client_id": f"pill-{uuid.uuid4()}"})
+    wait(admin, lambda d: d.find_element(By.ID, "new-pill").is_displayed(), message="the new-messages pill")
+    admin.find_element(By.ID, "new-pill").click()
+    wait(admin, lambda d: not d.find_element(By.ID, "new-pill").is_displayed())
+    assert admin.execute_script("const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight") < 40
+
+
+def test_idle_logout(s):
+    driver = s.new()
+    login(driver, "dr.novak@clinic.com")
+    driver.execute_script("document.body.dataset.idleMinutes = '0.03'")  # about 2 s
+    driver.find_element(By.ID, "search-input").send_keys("x")
+    wait(driver, EC.visibility_of_element_located((By.ID, "login-email")), timeout=15, message="logged out when idle")
+    assert "inactivity" in driver.find_element(By.ID, "login-error").text
+
+
+def test_zz_throttling_message(s):
+    # Last: five failures from this address throttle every login from it for a minute.
+    driver = s.new()
+    driver.get(BASE + "/")
+    wait(driver, EC.visibility_of_element_located((By.ID, "login-email")))
+    driver.find_element(By.ID, "login-email").send_keys("dr.garcia@clinic.com")
+    for _ in range(7):
+        field = driver.find_element(By.ID, "login-password")
+        field.clear()
+        field.send_keys("not the password")
+        driver.find_element(By.ID, "login-submit").click()
+        time.sleep(0.3)
+        if "Too many attempts" in driver.find_element(By.ID, "login-error").text:
+            break
+    wait(driver, lambda d: "Too many attempts. Try again in" in d.find_element(By.ID, "login-error").text)
+
+
 def main():
     if SHOTS:
         os.makedirs(SHOTS, exist_ok=True)
