@@ -62,6 +62,16 @@ public final class StoreClient: Sendable {
         }
     }
 
+    /// Sends a write, runs `queued` once it is in the stream, then waits for the store's
+    /// answer (or `unavailable` after ``timeout``).
+    public func command<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body,
+                                                    queued: @Sendable () async throws -> Void) async throws -> StoreReply {
+        let slot = ReplySlot()
+        try await submit(type, user: user, body: body) { slot.complete($0) }
+        try await queued()
+        return try await slot.value()
+    }
+
     /// Asks a query without waiting: `onReply` runs exactly once, like ``submit(_:user:body:request:onReply:)``.
     public func ask(_ kind: StoreQuery.Kind, user: String, _ fill: (inout StoreQuery) -> Void = { _ in },
                     onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async {
@@ -150,5 +160,36 @@ public final class StoreClient: Sendable {
         guard let waiter = waiting.withLock({ $0.removeValue(forKey: request) }) else { return }
         waiter.timer?.cancel()
         waiter.complete(.failure(error))
+    }
+}
+
+/// One answer that may come before or after someone waits for it.
+private final class ReplySlot: Sendable {
+    private struct State {
+        var result: Result<StoreReply, any Error>?
+        var waiter: CheckedContinuation<StoreReply, any Error>?
+    }
+
+    private let state = Mutex(State())
+
+    func complete(_ result: Result<StoreReply, any Error>) {
+        let waiter = state.withLock { s -> CheckedContinuation<StoreReply, any Error>? in
+            guard s.result == nil else { return nil }
+            s.result = result
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume(with: result)
+    }
+
+    func value() async throws -> StoreReply {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready = state.withLock { s -> Result<StoreReply, any Error>? in
+                if let result = s.result { return result }
+                s.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
     }
 }

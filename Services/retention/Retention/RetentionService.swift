@@ -93,12 +93,15 @@ public final class RetentionWorker: Service, Sendable {
         while true {
             let ids = try await redis.zrangeByScore(keys.retentionDue, min: "-inf", max: cutoff, limit: configuration.batchSize)
             guard !ids.isEmpty else { break }
-            // One batch at a time, each waiting for the store to apply it: a large backlog never
-            // floods chat:commands, so sends queued meanwhile are not stuck behind it.
-            let reply = try await store.command(.purge, user: "", body: PurgeRequest(messageIDs: ids))
+            // The ids leave the schedule once the purge is in the stream (a crash before that
+            // leaves them scheduled), and before the store applies it (so a legal hold released
+            // meanwhile, which schedules them again, is not undone). Then wait for the store:
+            // one batch at a time, so a large backlog never floods chat:commands and sends
+            // queued meanwhile are not stuck behind it.
+            let reply = try await store.command(.purge, user: "", body: PurgeRequest(messageIDs: ids)) {
+                try await self.redis.zrem(self.keys.retentionDue, ids)
+            }
             if let error = reply.error { throw error }
-            // Only now that the purge is done may the ids leave the schedule.
-            try await redis.zrem(keys.retentionDue, ids)
             sent += ids.count
         }
         guard sent > 0 else { return 0 }
