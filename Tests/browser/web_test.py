@@ -159,6 +159,11 @@ def test_admin_and_doctor(s):
     # Confirmed: a single tick, not yet blue.
     wait(admin, lambda d: [t.get_attribute("data-state") for t in d.find_elements(By.CSS_SELECTOR, "#messages .tick")] == ["sent", "sent"])
 
+    # The list shows the partner's presence and role; the header says online; incoming text is announced.
+    wait(admin, lambda d: "online" in conversation_button(d, "Dr. Sarah Kim").find_element(By.CSS_SELECTOR, ".dot").get_attribute("class"))
+    assert conversation_button(admin, "Dr. Sarah Kim").find_element(By.CSS_SELECTOR, ".role").text.lower() == "doctor"
+    assert admin.find_element(By.ID, "pane-status").text == "Online"
+    wait(doctor, lambda d: "Please call back" in d.find_element(By.ID, "announcer").get_attribute("textContent"))
     # The doctor opens it: the badge clears and the admin's ticks turn blue.
     open_conversation(doctor, "Alex Morgan")
     wait(doctor, lambda d: texts(d) == ["Lab results for bed 4 are in", "Please call back"])
@@ -172,6 +177,13 @@ def test_admin_and_doctor(s):
     wait(admin, lambda d: d.find_element(By.ID, "typing").text == "", timeout=12, message="typing cleared")
     doctor.find_element(By.ID, "composer-input").send_keys(" way" + Keys.ENTER)
     wait(admin, lambda d: "On my way" in texts(d))
+    # Shift+Enter is a new line, Enter sends; messages of a day sit under its separator.
+    box = admin.find_element(By.ID, "composer-input")
+    box.send_keys("line one")
+    box.send_keys(Keys.SHIFT, Keys.ENTER)
+    box.send_keys("line two" + Keys.ENTER)
+    wait(doctor, lambda d: "line one\nline two" in texts(d))
+    assert len(admin.find_elements(By.CSS_SELECTOR, "#messages .day")) == 1
     if SHOTS:
         admin.save_screenshot(os.path.join(SHOTS, "messaging.png"))
 
@@ -352,6 +364,42 @@ def test_resync_after_reconnect_and_new_messages_pill(s):
     admin.find_element(By.ID, "new-pill").click()
     wait(admin, lambda d: not d.find_element(By.ID, "new-pill").is_displayed())
     assert admin.execute_script("const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight") < 40
+
+
+def test_notifications_while_hidden(s):
+    patel_token = token(PATEL)
+    admin = s.new()
+    # A recording Notification (headless Chromium has none to grant) and a tab the test can hide.
+    admin.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        window.__shown = [];
+        window.Notification = class {
+          constructor(title, options) { window.__shown.push({ title, body: options && options.body }); }
+          static requestPermission() { window.Notification.permission = 'granted'; return Promise.resolve('granted'); }
+        };
+        window.Notification.permission = 'default';
+        window.__hidden = false;
+        Object.defineProperty(document, 'hidden', { get: () => window.__hidden });
+    """})
+    login(admin, ADMIN)
+    button = admin.find_element(By.ID, "notify-button")
+    assert button.is_displayed(), "asks for permission from a click"
+    button.click()
+    wait(admin, lambda d: not d.find_element(By.ID, "notify-button").is_displayed())
+    admin.execute_script("window.__hidden = true;")
+    rest("POST", "/api/messages", patel_token, {"receiver_email": ADMIN, "content": "Bed 7 needs you", "client_id": f"note-{uuid.uuid4()}"})
+    wait(admin, lambda d: d.execute_script("return window.__shown.length") >= 1, message="a notification")
+    shown = admin.execute_script("return window.__shown")[-1]
+    assert shown == {"title": "Message from Dr. Ravi Patel", "body": "Bed 7 needs you"}, shown
+    wait(admin, lambda d: d.title.startswith("("), message="unread total in the title")
+
+
+def test_logout_elsewhere_ends_the_page_session(s):
+    driver = s.new()
+    login(driver, "dr.okafor@clinic.com")
+    page_token = driver.execute_script("return JSON.parse(localStorage.getItem('clinic.session')).token")
+    rest("POST", "/api/auth/logout", page_token)  # the token is revoked (another tab logged out)
+    wait(driver, EC.visibility_of_element_located((By.ID, "login-email")), message="back to login")
+    assert "session has ended" in driver.find_element(By.ID, "login-error").text
 
 
 def test_idle_logout(s):
