@@ -62,19 +62,36 @@ public final class StoreClient: Sendable {
         }
     }
 
-    /// Sends a write, runs `queued` once it is in the stream, then waits for the store's
-    /// answer (or `unavailable` after ``timeout``).
-    public func command<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body,
-                                                    queued: @Sendable () async throws -> Void) async throws -> StoreReply {
+    /// Sends a write and waits for the store to commit it (or refuse it). `queued` runs once the
+    /// command is in the stream, before the answer is awaited.
+    public func command<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String = UUID().uuidString,
+                                                    queued: @Sendable () async throws -> Void = {}) async throws -> StoreReply {
         let slot = ReplySlot()
-        try await submit(type, user: user, body: body) { slot.complete($0) }
+        try await submit(type, user: user, body: body, request: request) { slot.complete($0) }
         try await queued()
-        return try await slot.value()
+        return try await wait(for: slot, request: request)
+    }
+
+    /// Asks a query and waits for the answer.
+    public func query(_ kind: StoreQuery.Kind, user: String, _ fill: (inout StoreQuery) -> Void = { _ in }) async throws -> StoreReply {
+        let slot = ReplySlot()
+        let request = await ask(kind, user: user, fill) { slot.complete($0) }
+        return try await wait(for: slot, request: request)
+    }
+
+    private func wait(for slot: ReplySlot, request: String) async throws -> StoreReply {
+        try await withTaskCancellationHandler {
+            try await slot.value()
+        } onCancel: {
+            self.fail(request, ChatError(.unavailable, "the request was cancelled"))
+        }
     }
 
     /// Asks a query without waiting: `onReply` runs exactly once, like ``submit(_:user:body:request:onReply:)``.
+    /// Returns the request id.
+    @discardableResult
     public func ask(_ kind: StoreQuery.Kind, user: String, _ fill: (inout StoreQuery) -> Void = { _ in },
-                    onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async {
+                    onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async -> String {
         var query = StoreQuery(kind: kind, user: user, gateway: gatewayID, request: UUID().uuidString)
         fill(&query)
         let request = query.request
@@ -85,6 +102,7 @@ public final class StoreClient: Sendable {
         } catch {
             fail(request, (error as? ChatError) ?? ChatError(.unavailable, "the message store is unreachable"))
         }
+        return request
     }
 
     private func register(_ request: String, _ complete: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) {
@@ -97,29 +115,10 @@ public final class StoreClient: Sendable {
         waiting.withLock { $0[request]?.timer = timer }
     }
 
-    /// Sends a write and waits for the store to commit it (or refuse it).
-    public func command<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String = UUID().uuidString) async throws -> StoreReply {
-        let command = try StoreCommand(type: type, user: user, gateway: gatewayID, request: request, body: body)
-        return try await roundTrip(request) { [redis, keys] in
-            try await redis.xadd(keys.commands, fields: command.fields)
-        }
-    }
-
     /// Sends a write nobody waits for (audit lines); it still names this gateway for the audit log.
     public func fireAndForget<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String? = nil) async {
         guard let command = try? StoreCommand(type: type, user: user, gateway: gatewayID, request: request, body: body) else { return }
         _ = try? await redis.xadd(keys.commands, fields: command.fields)
-    }
-
-    /// Asks a query and waits for the answer.
-    public func query(_ kind: StoreQuery.Kind, user: String, _ fill: (inout StoreQuery) -> Void = { _ in }) async throws -> StoreReply {
-        var query = StoreQuery(kind: kind, user: user, gateway: gatewayID, request: UUID().uuidString)
-        fill(&query)
-        let text = String(decoding: try ChatJSON.makeEncoder().encode(query), as: UTF8.self)
-        return try await roundTrip(query.request) { [redis, keys] in
-            // Nobody subscribed means the store is down: say so now rather than after the timeout.
-            guard try await redis.publish(text, to: keys.storeQueries) > 0 else { throw ChatError(.unavailable, "the message store is not running") }
-        }
     }
 
     /// The answer's result decoded as `T`, or its error thrown.
@@ -127,33 +126,6 @@ public final class StoreClient: Sendable {
         if let error = reply.error { throw error }
         guard let result = reply.result else { throw ChatError(.internal, "the store sent an empty answer") }
         return try ChatJSON.makeDecoder().decode(T.self, from: Data(result.utf8))
-    }
-
-    private func roundTrip(_ request: String, send: @escaping @Sendable () async throws -> Void) async throws -> StoreReply {
-        try await withTaskCancellationHandler {
-            try await waitForReply(request, send: send)
-        } onCancel: {
-            self.fail(request, ChatError(.unavailable, "the request was cancelled"))
-        }
-    }
-
-    private func waitForReply(_ request: String, send: @escaping @Sendable () async throws -> Void) async throws -> StoreReply {
-        try await withCheckedThrowingContinuation { continuation in
-            waiting.withLock { $0[request] = Waiter(complete: { continuation.resume(with: $0) }) }
-            let timer = Task {
-                do {
-                    try await send()
-                } catch {
-                    let failure = (error as? ChatError) ?? ChatError(.unavailable, "the message store is unreachable")
-                    self.fail(request, failure)
-                    return
-                }
-                // Cancelled when the answer comes, so no timer outlives its request.
-                guard (try? await Task.sleep(for: timeout)) != nil else { return }
-                self.fail(request, ChatError(.unavailable, "the message store did not answer in time; retry (sends are safe to retry with the same client_id)"))
-            }
-            waiting.withLock { $0[request]?.timer = timer }
-        }
     }
 
     private func fail(_ request: String, _ error: ChatError) {
