@@ -53,6 +53,7 @@ struct SocketIOProtocolTests {
             == #"4/admin,{"message":"Invalid namespace"}"#)
         #expect(SocketPacket(.disconnect).encoded == "1")
         #expect(SocketPacket.eventText("receive_message", json: #"{"seq":1}"#) == #"2["receive_message",{"seq":1}]"#)
+        #expect(SocketPacket.eventText(#"odd"name"#, json: "1") == #"2["odd\"name",1]"#)
         #expect(SocketPacket.ackText(7, json: #"{"ok":true}"#) == #"37[{"ok":true}]"#)
         // Whole numbers stay whole.
         #expect(JSONValue.object(["seq": .number(12)]).text == #"{"seq":12}"#)

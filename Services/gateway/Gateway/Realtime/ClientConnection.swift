@@ -1,7 +1,6 @@
 import ChatCore
 import DequeModule
 import Foundation
-import Logging
 import Synchronization
 
 /// One client's Socket.IO socket on the default namespace, over one Engine.IO session.
@@ -45,7 +44,6 @@ final class ClientConnection: Sendable {
     var claims: TokenClaims? { state.withLock { $0.claims } }
 
     private var store: StoreClient { server.store }
-    private var logger: Logger { server.logger }
 
     // MARK: Inbound
 
@@ -307,7 +305,8 @@ final class ClientConnection: Sendable {
                     session.send(SocketPacket.eventText(ServerEventName.receiveMessage.rawValue, json: String(decoding: json, as: UTF8.self)))
                 }
                 for receipt in conversation.receipts {
-                    session.send(SocketPacket.eventText(ServerEventName.messageReadReceipt.rawValue, json: ChatJSON.text(receipt)))
+                    guard let json = try? encoder.encode(receipt) else { continue }
+                    session.send(SocketPacket.eventText(ServerEventName.messageReadReceipt.rawValue, json: String(decoding: json, as: UTF8.self)))
                 }
                 summary[conversation.id] = .object([
                     "last_seq": .number(Double(conversation.lastSeq)), "messages": .number(Double(conversation.messages.count)),

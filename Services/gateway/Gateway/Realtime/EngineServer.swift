@@ -48,9 +48,6 @@ public final class EngineServer: Service, Sendable {
         for session in sessions.withLock({ Array($0.values) }) { session.close(.serverClosed) }
     }
 
-    /// Live sessions (for tests and metrics).
-    public var sessionCount: Int { sessions.withLock { $0.count } }
-
     public func session(_ id: String) -> EngineSession? { sessions.withLock { $0[id] } }
 
     private func heartbeats() async {

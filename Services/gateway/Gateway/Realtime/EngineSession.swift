@@ -69,6 +69,7 @@ public final class EngineSession: Sendable {
         push(EnginePacket.message(socketPacket).encoded, priority)
     }
 
+    @discardableResult
     func push(_ encoded: String, _ priority: OutboundQueue.Priority = .essential) -> OutboundQueue.PushResult {
         let result = queue.push(encoded, priority)
         if result == .overflow { close(.overflow) }

@@ -81,7 +81,7 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
 
     /// Keeps subscriptions in step with connected users, and ends sockets whose token expired.
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.reconcileSubscriptions() }
                 group.addTask {
