@@ -7,6 +7,7 @@ var serviceLibraryDependencies: [Target.Dependency] {
     [
         "ChatCore", "RedisClient",
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "Prometheus", package: "swift-prometheus"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
     ]
 }
@@ -35,6 +36,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // MARK: Shared
@@ -61,8 +64,21 @@ let package = Package(
                 "RedisClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "Shared/ChatCore"
+        ),
+        // Health, readiness and metrics over HTTP, and the body of every executable.
+        .target(
+            name: "Operations",
+            dependencies: [
+                "ChatCore", "RedisClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            path: "Shared/Operations"
         ),
         .target(
             name: "ChatTesting",
@@ -74,14 +90,17 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: serviceLibraryDependencies + [
+                "Operations",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
             path: "Services/gateway/Gateway"
         ),
-        .executableTarget(name: "chat-gateway", dependencies: ["Gateway", "ChatCore"], path: "Services/gateway/chat-gateway"),
+        .executableTarget(name: "chat-gateway", dependencies: ["Gateway", "ChatCore", "Operations"], path: "Services/gateway/chat-gateway"),
         .target(
             name: "MessageStore",
             dependencies: serviceLibraryDependencies + [
@@ -90,11 +109,11 @@ let package = Package(
             ],
             path: "Services/messages/MessageStore"
         ),
-        .executableTarget(name: "chat-messages", dependencies: ["MessageStore", "ChatCore"], path: "Services/messages/chat-messages"),
+        .executableTarget(name: "chat-messages", dependencies: ["MessageStore", "ChatCore", "Operations"], path: "Services/messages/chat-messages"),
         .target(name: "Presence", dependencies: serviceLibraryDependencies, path: "Services/presence/Presence"),
-        .executableTarget(name: "chat-presence", dependencies: ["Presence", "ChatCore"], path: "Services/presence/chat-presence"),
+        .executableTarget(name: "chat-presence", dependencies: ["Presence", "ChatCore", "Operations"], path: "Services/presence/chat-presence"),
         .target(name: "Retention", dependencies: serviceLibraryDependencies, path: "Services/retention/Retention"),
-        .executableTarget(name: "chat-retention", dependencies: ["Retention", "ChatCore"], path: "Services/retention/chat-retention"),
+        .executableTarget(name: "chat-retention", dependencies: ["Retention", "ChatCore", "Operations"], path: "Services/retention/chat-retention"),
 
         // MARK: Tools
         .executableTarget(
@@ -138,6 +157,7 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             path: "Tests/GatewayTests"
         ),
@@ -148,7 +168,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ServiceTests",
-            dependencies: ["ChatCore", "ChatTesting", "RedisClient", "Gateway", "MessageStore", "Presence", "Retention", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["ChatCore", "ChatTesting", "RedisClient", "Gateway", "MessageStore", "Presence", "Retention", "Operations", .product(name: "GRDB", package: "GRDB.swift")],
             path: "Tests/ServiceTests"
         ),
     ]

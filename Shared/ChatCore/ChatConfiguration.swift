@@ -56,6 +56,18 @@ public struct ChatConfiguration: Sendable {
     public var socketQueue: Int
     /// `CHAT_PUBLIC_DIR`, default `Services/gateway/Public`: the web client the gateway serves at `/`.
     public var publicDirectory: String
+    /// `CHAT_ALLOW_PLAINTEXT`, default off: `1` lets the gateway serve plain HTTP on a
+    /// non-loopback address (behind a proxy or ingress that terminates TLS).
+    public var allowPlaintext: Bool
+    /// `CHAT_ADMIN_HOST`, default `127.0.0.1`: where `/healthz`, `/readyz` and `/metrics` listen
+    /// for the services without HTTP of their own.
+    public var adminHost: String
+    /// `CHAT_ADMIN_PORT`: their port; defaults messages 9091, presence 9092, retention 9093
+    /// (the gateway serves them on `CHAT_HTTP_PORT`); `off` disables, `0` picks a free port.
+    public var adminPort: AdminPort
+    /// `CHAT_SHUTDOWN_GRACE`, default `10s`: how long a stopping gateway waits for sends in
+    /// flight to be confirmed before it closes its sockets.
+    public var shutdownGrace: Duration
 
     /// The defaults, with a gateway id made from this host and process.
     public init() {
@@ -81,6 +93,10 @@ public struct ChatConfiguration: Sendable {
         self.pingTimeout = .seconds(20)
         self.socketQueue = 1000
         self.publicDirectory = "Services/gateway/Public"
+        self.allowPlaintext = false
+        self.adminHost = "127.0.0.1"
+        self.adminPort = .serviceDefault
+        self.shutdownGrace = .seconds(10)
     }
 
     /// Reads the variables above from `environment`; unset or empty variables keep their defaults.
@@ -130,12 +146,42 @@ public struct ChatConfiguration: Sendable {
         pingTimeout = try Self.duration("CHAT_PING_TIMEOUT", env, default: pingTimeout)
         socketQueue = Int(try Self.positive("CHAT_SOCKET_QUEUE", env, default: Double(socketQueue)))
         publicDirectory = env["CHAT_PUBLIC_DIR"] ?? publicDirectory
+        if let plaintext = env["CHAT_ALLOW_PLAINTEXT"] {
+            guard ["0", "1", "true", "false"].contains(plaintext) else {
+                throw ConfigurationError(variable: "CHAT_ALLOW_PLAINTEXT", expected: "1 or 0", value: plaintext)
+            }
+            allowPlaintext = plaintext == "1" || plaintext == "true"
+        }
+        adminHost = env["CHAT_ADMIN_HOST"] ?? adminHost
+        if let port = env["CHAT_ADMIN_PORT"] {
+            if port == "off" {
+                adminPort = .off
+            } else if let p = Int(port), (0...65535).contains(p) {
+                adminPort = .port(p)
+            } else {
+                throw ConfigurationError(variable: "CHAT_ADMIN_PORT", expected: "a port number from 0 to 65535, or off", value: port)
+            }
+        }
+        shutdownGrace = try Self.duration("CHAT_SHUTDOWN_GRACE", env, default: shutdownGrace)
         if let level = env["LOG_LEVEL"] {
             guard let parsed = Logger.Level(rawValue: level.lowercased()) else {
                 throw ConfigurationError(variable: "LOG_LEVEL", expected: "one of trace, debug, info, notice, warning, error, critical", value: level)
             }
             logLevel = parsed
         }
+    }
+
+    /// True when ``httpHost`` can only be reached from this machine.
+    public var listensOnLoopbackOnly: Bool {
+        let host = httpHost.lowercased()
+        return host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+    }
+
+    /// Plain HTTP on an address others can reach is refused unless ``allowPlaintext``:
+    /// message text is patient information.
+    public func checkTransportSecurity() throws(ConfigurationError) {
+        guard tlsCertificatePath == nil, !listensOnLoopbackOnly, !allowPlaintext else { return }
+        throw ConfigurationError(variable: "CHAT_HTTP_HOST", expected: "a loopback address unless CHAT_TLS_CERT/CHAT_TLS_KEY are set (or CHAT_ALLOW_PLAINTEXT=1 behind a proxy that terminates TLS)", value: httpHost)
     }
 
     /// The key and channel names for ``redisPrefix``.
@@ -155,6 +201,21 @@ public struct ChatConfiguration: Sendable {
             throw ConfigurationError(variable: variable, expected: DurationParser.expected, value: text)
         }
         return duration
+    }
+}
+
+/// `CHAT_ADMIN_PORT`: the service's default, a port, or none.
+public enum AdminPort: Sendable, Hashable {
+    case serviceDefault, off
+    case port(Int)
+
+    /// The port to listen on, given the service's default (nil: no admin server).
+    public func port(default value: Int?) -> Int? {
+        switch self {
+        case .serviceDefault: value
+        case .off: nil
+        case .port(let port): port
+        }
     }
 }
 

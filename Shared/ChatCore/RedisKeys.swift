@@ -32,6 +32,8 @@ public struct RedisKeys: Sendable, Hashable {
 
     // MARK: Keys
 
+    /// Set of the users online now (at least one live connection); kept by the presence scripts.
+    public var presenceOnline: String { prefix + "presence:online" }
     /// Exists (with a TTL) while the user has a live connection.
     public func presenceUser(_ email: String) -> String { prefix + "presence:user:" + email }
     /// Exists (with a TTL) while one connection is alive.

@@ -21,6 +21,9 @@ public final class StoreClient: Sendable {
 
     private let waiting = Mutex<[String: Waiter]>([:])
 
+    /// Commands and queries sent and not yet answered (a stopping gateway waits for them).
+    public var pendingRequests: Int { waiting.withLock { $0.count } }
+
     public init(redis: RedisClient, keys: RedisKeys, gatewayID: String, timeout: Duration = .seconds(5)) {
         self.redis = redis
         self.keys = keys

@@ -7,6 +7,7 @@ import Logging
 import MessageStore
 import Presence
 import NIOCore
+import NIOSSL
 import NIOWebSocket
 import RedisClient
 import Synchronization
@@ -40,13 +41,13 @@ final class SocketTestClient: Sendable {
 
     /// Opens a WebSocket to `/socket.io/` and waits for the Engine.IO open packet.
     static func open(port: Int, query: String = "EIO=4&transport=websocket", answersPings: Bool = true,
-                     maxFrameSize: Int = 1 << 20, expectOpenPacket: Bool = true) async throws -> SocketTestClient {
+                     maxFrameSize: Int = 1 << 20, expectOpenPacket: Bool = true, tls: TLSConfiguration? = nil) async throws -> SocketTestClient {
         let client = SocketTestClient(port: port, answersPings: answersPings)
         let task = Task {
             do {
                 let frame = try await WebSocketClient.connect(
-                    url: "ws://127.0.0.1:\(port)/socket.io/?\(query)", configuration: .init(maxFrameSize: maxFrameSize),
-                    logger: Logger(label: "ws-test")
+                    url: tls == nil ? "ws://127.0.0.1:\(port)/socket.io/?\(query)" : "wss://localhost:\(port)/socket.io/?\(query)", configuration: .init(maxFrameSize: maxFrameSize),
+                    tlsConfiguration: tls, logger: Logger(label: "ws-test")
                 ) { inbound, outbound, _ in
                     client.state.withLock { $0.outbound = outbound }
                     for try await message in inbound.messages(maxSize: 1 << 24) {
@@ -72,8 +73,8 @@ final class SocketTestClient: Sendable {
     }
 
     /// Opens a WebSocket and connects the default namespace with `token`; returns the socket id.
-    static func connect(port: Int, token: String, since: [String: Int64]? = nil) async throws -> SocketTestClient {
-        let client = try await open(port: port)
+    static func connect(port: Int, token: String, since: [String: Int64]? = nil, tls: TLSConfiguration? = nil) async throws -> SocketTestClient {
+        let client = try await open(port: port, tls: tls)
         var auth: [String: JSONValue] = ["token": .string(token)]
         if let since { auth["since"] = .object(since.mapValues { .number(Double($0)) }) }
         try await client.send("40" + JSONValue.object(auth).text)

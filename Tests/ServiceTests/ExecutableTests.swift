@@ -10,10 +10,12 @@ func executablePath(_ name: String) throws -> String {
     return path
 }
 
-/// Runs an executable with `environment` added, its output in a temporary file.
+/// Runs an executable with `environment` added, its output in a temporary file. The admin
+/// endpoints of the services without HTTP go to a free port unless `environment` says otherwise.
 func launch(_ name: String, environment: [String: String]) throws -> (ChildProcess, URL) {
     let log = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString.prefix(8)).log")
-    let env = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let admin = name == "chat-gateway" ? [:] : ["CHAT_ADMIN_PORT": "0"]
+    let env = ProcessInfo.processInfo.environment.merging(admin) { $1 }.merging(environment) { $1 }
     return (try ChildProcess(executable: try executablePath(name), arguments: [], environment: env, outputPath: log.path), log)
 }
 

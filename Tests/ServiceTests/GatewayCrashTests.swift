@@ -21,6 +21,13 @@ struct PollingClient: Sendable {
         return PollingClient(base: "http://127.0.0.1:\(port)/socket.io/?EIO=4&transport=polling&sid=\(open)", sid: open)
     }
 
+    /// A handshake that may be refused (a stopping gateway answers 503): nil then.
+    static func handshake(port: Int) async throws -> PollingClient? {
+        let (status, body) = try await request("GET", "http://127.0.0.1:\(port)/socket.io/?EIO=4&transport=polling")
+        guard status == 200, let sid = JSONValue(parsing: body.dropFirst())?["sid"]?.stringValue else { return nil }
+        return PollingClient(base: "http://127.0.0.1:\(port)/socket.io/?EIO=4&transport=polling&sid=\(sid)", sid: sid)
+    }
+
     static func request(_ method: String, _ url: String, body: String? = nil) async throws -> (Int, String) {
         var request = URLRequest(url: URL(string: url)!)
         request.httpMethod = method

@@ -1,7 +1,11 @@
 import ChatCore
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import HummingbirdWebSocket
 import Logging
+import NIOSSL
+import Operations
 import RedisClient
 import ServiceLifecycle
 
@@ -26,7 +30,10 @@ public struct GatewayService: Service {
         let configuration = runtime.configuration
         self.store = StoreClient(redis: runtime.redis, keys: runtime.keys, gatewayID: configuration.gatewayID, timeout: storeTimeout)
         let tokens = TokenService(secret: jwtSecret, lifetime: configuration.tokenTTL, redis: runtime.redis, keys: runtime.keys)
-        self.api = RESTAPI(store: store, tokens: tokens, redis: runtime.redis, keys: runtime.keys, logger: runtime.logger)
+        let store = self.store
+        let operations = OperationsEndpoints(runtime: runtime) { _ = try store.result(await store.query(.ping, user: ""), as: [String: String].self) }
+        self.api = RESTAPI(store: store, tokens: tokens, redis: runtime.redis, keys: runtime.keys, logger: runtime.logger,
+                           operations: operations, hsts: configuration.tlsCertificatePath != nil)
         var engineSettings = engineConfiguration ?? EngineConfiguration()
         if engineConfiguration == nil {
             engineSettings.pingInterval = configuration.pingInterval
@@ -36,9 +43,14 @@ public struct GatewayService: Service {
         var realtimeSettings = RealtimeConfiguration(configuration)
         // A replay must fit in the socket's queue with room to spare.
         realtimeSettings.syncLimit = max(1, min(500, engineSettings.queueCapacity / 2))
+        let metrics = GatewayMetrics(registry: runtime.metrics)
         self.realtime = RealtimeServer(configuration: realtimeSettings, engineConfiguration: engineSettings, store: store,
-                                       tokens: tokens, redis: runtime.redis, keys: runtime.keys, subscriber: subscriber, logger: runtime.logger)
-        self.engine = EngineServer(configuration: engineSettings, delegate: realtime, logger: runtime.logger)
+                                       tokens: tokens, redis: runtime.redis, keys: runtime.keys, subscriber: subscriber, logger: runtime.logger,
+                                       metrics: metrics)
+        self.engine = EngineServer(configuration: engineSettings, delegate: realtime, logger: runtime.logger) { reason in
+            metrics.sessionClosed(reason.rawValue).increment()
+        }
+        metrics.register(on: runtime, realtime: realtime, engine: engine)
     }
 
     public func run() async throws {
@@ -53,21 +65,75 @@ public struct GatewayService: Service {
         engine.addRoutes(to: router) { $0.remoteAddress }
         let webSocketRouter = Router(context: GatewayRequestContext.self)
         engine.addWebSocketRoute(to: webSocketRouter) { $0.remoteAddress }
+        let health = runtime.health
+        let server = HTTPServerBuilder.http1WebSocketUpgrade(webSocketRouter: webSocketRouter,
+                                                              configuration: .init(ws: .init(maxFrameSize: engine.configuration.maxPayload)))
         let app = Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: webSocketRouter, configuration: .init(ws: .init(maxFrameSize: engine.configuration.maxPayload))),
+            server: try Self.tlsConfiguration(configuration).map { try .tls(server, tlsConfiguration: $0) } ?? server,
             configuration: .init(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: nil),
             onServerRunning: { channel in
                 onListening?(channel.localAddress?.port ?? 0)
-                logger.info("ready", metadata: ["gateway.id": "\(configuration.gatewayID)", "http.address": "\(channel.localAddress?.description ?? "?")"])
+                health.markReady()
+                logger.info("ready", metadata: ["gateway.id": "\(configuration.gatewayID)", "http.address": "\(channel.localAddress?.description ?? "?")",
+                                                "http.tls": "\(configuration.tlsCertificatePath != nil)"])
             },
             logger: logger
         )
+        // The parts run in a group of their own, so a stop can be done in order (drain) rather
+        // than by every part at once: see ``drain()``.
+        var partsConfiguration = ServiceGroupConfiguration(
+            services: ([ClosureService { await pump() }, realtime, engine, app] as [any Service]).map { .init(service: $0) },
+            gracefulShutdownSignals: [],
+            logger: logger
+        )
+        // Connections that still linger after the drain are cut.
+        partsConfiguration.maximumGracefulShutdownDuration = .seconds(5)
+        let parts = ServiceGroup(configuration: partsConfiguration)
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { await pump() }
-            group.addTask { try await engine.run() }
-            group.addTask { try await realtime.run() }
-            group.addTask { try await app.runService() }
+            group.addTask { try await parts.run() }
+            group.addTask {
+                // Cancelled (not stopped gracefully): the group is ending anyway.
+                do { try await gracefulShutdown() } catch { return }
+                await drain()
+                await parts.triggerGracefulShutdown()
+            }
+        }
+    }
+
+    /// A stop in order: `/readyz` turns 503 and new sessions are refused; events that would
+    /// start new work are answered "reconnect" while the sends already in flight are
+    /// confirmed (up to `CHAT_SHUTDOWN_GRACE`); then every socket is closed as "going away"
+    /// so clients reconnect to another gateway; then the HTTP server stops.
+    public func drain() async {
+        let grace = runtime.configuration.shutdownGrace
+        let deadline = ContinuousClock.now + grace
+        runtime.health.startDraining()
+        engine.stopAccepting()
+        realtime.startDraining()
+        let sockets = realtime.allConnections().count
+        runtime.logger.notice("draining", metadata: ["chat.sockets": "\(sockets)", "chat.pending": "\(store.pendingRequests)",
+                                                     "chat.grace": "\(DurationParser.format(grace))"])
+        while store.pendingRequests > 0, ContinuousClock.now < deadline, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let unanswered = store.pendingRequests
+        engine.closeAll()
+        // The writers flush what is queued (confirmations included) and close the transports.
+        while engine.sessionCount > 0, ContinuousClock.now < deadline, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        runtime.logger.notice("drained", metadata: ["chat.sockets.closed": "\(sockets)", "chat.unanswered": "\(unanswered)"])
+    }
+
+    static func tlsConfiguration(_ configuration: ChatConfiguration) throws -> TLSConfiguration? {
+        guard let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath else { return nil }
+        do {
+            let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }
+            return TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+        } catch {
+            throw ConfigurationError(variable: "CHAT_TLS_CERT", expected: "a readable PEM certificate chain (and CHAT_TLS_KEY its PEM private key)",
+                                     value: certificate, reason: "\(error)")
         }
     }
 
@@ -87,4 +153,11 @@ public struct GatewayService: Service {
             }
         }
     }
+}
+
+/// A closure run as a service (it ends on graceful shutdown by itself).
+struct ClosureService: Service {
+    let body: @Sendable () async -> Void
+    init(_ body: @escaping @Sendable () async -> Void) { self.body = body }
+    func run() async throws { await body() }
 }

@@ -29,6 +29,7 @@ public struct GatewayRequestContext: RequestContext, WebSocketRequestContext {
 struct ErrorMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let logger: Logger
+    var hsts = false
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var response: Response
@@ -37,11 +38,18 @@ struct ErrorMiddleware: RouterMiddleware {
         } catch {
             response = Self.response(for: Self.chatError(error, logger: logger, path: request.uri.path))
         }
-        response.headers[.cacheControl] = response.headers[.cacheControl] ?? "no-store"
+        // API answers hold patient information: never stored by a browser or proxy. The web
+        // client's own files may be cached but are revalidated (ETag) on every load.
+        let isAPI = request.uri.path.hasPrefix("/api/") || request.uri.path.hasPrefix("/socket.io/") || response.status.code >= 400
+        response.headers[.cacheControl] = response.headers[.cacheControl] ?? (isAPI ? "no-store" : "no-cache")
         response.headers[.init("X-Content-Type-Options")!] = "nosniff"
         // The web client loads only its own files and talks only to this origin; no framing.
         response.headers[.init("Content-Security-Policy")!] = "default-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
         response.headers[.init("Referrer-Policy")!] = "no-referrer"
+        if hsts {
+            // Browsers that saw this over HTTPS never use plain HTTP for this host again.
+            response.headers[.init("Strict-Transport-Security")!] = "max-age=31536000; includeSubDomains"
+        }
         return response
     }
 

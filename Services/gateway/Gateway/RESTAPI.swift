@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
+import Operations
 import RedisClient
 
 /// The REST API of DESIGN.md. Every handler authenticates (but login, health and the
@@ -15,8 +16,16 @@ public struct RESTAPI: Sendable {
     let presence: PresenceReader
     let throttle: LoginThrottle
     let logger: Logger
+    /// `/readyz` (with the service's phase) and `/metrics`; without it, `/readyz` checks only
+    /// Redis and the store and `/metrics` is empty.
+    let operations: OperationsEndpoints?
+    /// Served over TLS: responses carry Strict-Transport-Security.
+    let hsts: Bool
 
-    public init(store: StoreClient, tokens: TokenService, redis: RedisClient, keys: RedisKeys, logger: Logger) {
+    public init(store: StoreClient, tokens: TokenService, redis: RedisClient, keys: RedisKeys, logger: Logger,
+                operations: OperationsEndpoints? = nil, hsts: Bool = false) {
+        self.operations = operations
+        self.hsts = hsts
         self.store = store
         self.tokens = tokens
         self.redis = redis
@@ -29,11 +38,18 @@ public struct RESTAPI: Sendable {
     /// A router with every route; `registered` lists them (the OpenAPI test reads it).
     public func makeRouter() -> (router: Router<GatewayRequestContext>, registered: [String]) {
         let router = Router(context: GatewayRequestContext.self)
-        router.add(middleware: ErrorMiddleware(logger: logger))
+        router.add(middleware: ErrorMiddleware(logger: logger, hsts: hsts))
         let routes = RouteRecorder(router: router)
 
         routes.add(.get, "/healthz") { _, _ in try json(["status": "ok"]) }
-        routes.add(.get, "/readyz") { _, _ in try await self.readiness() }
+        routes.add(.get, "/readyz") { _, _ in
+            guard let operations = self.operations else { return try await self.readiness() }
+            return await operations.readiness()
+        }
+        routes.add(.get, "/metrics") { _, _ in
+            guard let operations = self.operations else { return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"]) }
+            return await operations.metrics()
+        }
         routes.add(.get, "/api/openapi.json") { _, _ in rawJSON(Array(OpenAPIDocument.json.utf8)) }
 
         routes.add(.post, "/api/auth/login") { request, context in try await self.login(request, context) }
@@ -214,11 +230,16 @@ public struct RESTAPI: Sendable {
     func readiness() async throws -> Response {
         do {
             try await redis.ping()
-            _ = try store.result(await store.query(.ping, user: ""), as: [String: String].self)
+            try await storeAnswers()
             return try json(["status": "ready"])
         } catch {
             throw ChatError(.unavailable, "not ready: \((error as? ChatError)?.message ?? "Redis is unreachable")")
         }
+    }
+
+    /// The gateway's own readiness: the messages service answers a ping.
+    func storeAnswers() async throws {
+        _ = try store.result(await store.query(.ping, user: ""), as: [String: String].self)
     }
 
     /// The caller's claims; 401 without a valid token. `ownEmailParameter`: a `user_email`

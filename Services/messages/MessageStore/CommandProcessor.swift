@@ -34,13 +34,15 @@ public final class CommandProcessor: Service, Sendable {
     private let keys: RedisKeys
     private let configuration: Configuration
     private let logger: Logger
+    private let metrics: StoreMetrics?
 
-    public init(store: MessageStore, redis: RedisClient, keys: RedisKeys, configuration: Configuration, logger: Logger) {
+    public init(store: MessageStore, redis: RedisClient, keys: RedisKeys, configuration: Configuration, logger: Logger, metrics: StoreMetrics? = nil) {
         self.store = store
         self.redis = redis
         self.keys = keys
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
     }
 
     public func run() async throws {
@@ -68,7 +70,9 @@ public final class CommandProcessor: Service, Sendable {
         if !malformed.isEmpty {
             logger.warning("dropped malformed commands", metadata: ["chat.count": "\(malformed.count)", "redis.ids": "\(malformed.prefix(5))"])
         }
+        let started = ContinuousClock.now
         let outcomes = try store.apply(batch)
+        metrics?.record(batch: batch.map(\.command), malformed: malformed.count, duration: .now - started)
         for case .compactRequested(let auditRetention) in outcomes {
             try store.compactAfterPurge()
             let removed = try store.purgeAuditLog(olderThan: auditRetention)

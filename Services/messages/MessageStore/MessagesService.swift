@@ -24,10 +24,13 @@ public struct MessagesService: Service {
         let keys = runtime.keys
         guard try await ServiceStartup.prepare(runtime, groups: [(keys.commands, RedisKeys.messagesGroup)]) else { return }
         let processor = CommandProcessor(store: store, redis: runtime.redis, keys: keys,
-                                         configuration: .init(consumer: consumer), logger: runtime.logger)
+                                         configuration: .init(consumer: consumer), logger: runtime.logger,
+                                         metrics: StoreMetrics(registry: runtime.metrics))
+        StreamMetrics.register(runtime, stream: keys.commands, group: RedisKeys.messagesGroup)
         let responder = QueryResponder(store: store, redis: runtime.redis, subscriber: subscriber, keys: keys, logger: runtime.logger)
         runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.commands)", "redis.group": "\(RedisKeys.messagesGroup)",
                                                 "chat.consumer": "\(consumer)", "chat.database": "\(runtime.configuration.databasePath)"])
+        runtime.health.markReady()
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await processor.run() }
             group.addTask { try await responder.run() }

@@ -1,9 +1,10 @@
 import ChatCore
 import Foundation
 import MessageStore
+import Operations
 import RedisClient
 
-await ServiceMain.run("chat-messages") { runtime in
+await ServiceMain.run("chat-messages", adminPort: 9091) { runtime in
     let configuration = runtime.configuration
     let store = try MessageStore.open(path: configuration.databasePath, retention: configuration.retention)
     var subscriberConfiguration = configuration.redis

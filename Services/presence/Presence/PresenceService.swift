@@ -1,6 +1,7 @@
 import ChatCore
 import Foundation
 import Logging
+import Prometheus
 import RedisClient
 import ServiceLifecycle
 import Synchronization
@@ -44,12 +45,15 @@ public struct PresenceService: Service {
         let instance = "presence-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         let store = StoreClient(redis: runtime.redis, keys: keys, gatewayID: instance, timeout: .seconds(5))
         try await subscriber.subscribe([store.replyChannel])
+        let metrics = PresenceMetrics(runtime: runtime)
         let engine = PresenceEngine(redis: runtime.redis, keys: keys, store: store,
                                     tracker: PresenceTracker(redis: runtime.redis, keys: keys, ttl: configuration.presenceTTL),
-                                    settings: settings, logger: runtime.logger)
+                                    settings: settings, logger: runtime.logger, metrics: metrics)
+        StreamMetrics.register(runtime, stream: keys.presenceCommands, group: RedisKeys.presenceGroup)
         let consumerName = configuration.consumerName.replacingOccurrences(of: "messages-", with: "presence-")
         runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.presenceCommands)", "redis.group": "\(RedisKeys.presenceGroup)",
                                                 "chat.presence.ttl": "\(DurationParser.format(configuration.presenceTTL))"])
+        runtime.health.markReady()
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await store.pumpReplies(from: subscriber) }
             group.addTask {
@@ -90,9 +94,12 @@ final class PresenceEngine: Sendable {
     let tracker: PresenceTracker
     let settings: PresenceService.Settings
     let logger: Logger
+    let metrics: PresenceMetrics?
     private let participantsCache = Mutex<[String: (ParticipantsResult, ContinuousClock.Instant)]>([:])
 
-    init(redis: RedisClient, keys: RedisKeys, store: StoreClient, tracker: PresenceTracker, settings: PresenceService.Settings, logger: Logger) {
+    init(redis: RedisClient, keys: RedisKeys, store: StoreClient, tracker: PresenceTracker, settings: PresenceService.Settings, logger: Logger,
+         metrics: PresenceMetrics? = nil) {
+        self.metrics = metrics
         self.redis = redis
         self.keys = keys
         self.store = store
@@ -214,11 +221,13 @@ final class PresenceEngine: Sendable {
     // MARK: Announcements
 
     private func announceOnline(_ user: String) async {
+        metrics?.cameOnline.increment()
         guard let found = await partners(of: user) else { return }
         await publish(UserEvent(event: .userOnline, data: UserOnlineEvent(email: user, name: found.name)), to: found.partners)
     }
 
     private func announceOffline(_ user: String, lastSeen: Date) async {
+        metrics?.wentOffline.increment()
         guard let found = await partners(of: user) else { return }
         await publish(UserEvent(event: .userOffline, data: UserOfflineEvent(email: user, lastSeen: lastSeen)), to: found.partners)
     }
@@ -237,6 +246,32 @@ final class PresenceEngine: Sendable {
             _ = try await redis.pipeline(users.map { ["PUBLISH", keys.user($0), text] })
         } catch {
             logger.warning("could not publish a presence event", metadata: ["chat.error": "\(error)"])
+        }
+    }
+}
+
+/// The presence service's metrics: users and connections online (read from Redis on each
+/// scrape, so every instance reports the same truth) and the transitions this instance announced.
+struct PresenceMetrics: Sendable {
+    let cameOnline: Counter
+    let wentOffline: Counter
+
+    init(runtime: ChatRuntime) {
+        let registry = runtime.metrics
+        let help = "Presence transitions announced by this instance."
+        cameOnline = registry.counter("chat_presence_transitions_total", help: help, labels: [("to", "online")])
+        wentOffline = registry.counter("chat_presence_transitions_total", help: help, labels: [("to", "offline")])
+        let users = registry.gauge("chat_presence_online_users", help: "Users with at least one live connection.")
+        let connections = registry.gauge("chat_presence_connections", help: "Live connections on all gateways.")
+        let typing = registry.gauge("chat_presence_typing", help: "Users typing now.")
+        let redis = runtime.redis
+        let keys = runtime.keys
+        runtime.scrape.add {
+            guard let replies = try? await redis.pipeline([["SCARD", keys.presenceOnline], ["ZCARD", keys.presenceExpiry], ["ZCARD", keys.presenceTyping]]),
+                  replies.count == 3 else { return }
+            users.set(Double(replies[0].int ?? 0))
+            connections.set(Double(replies[1].int ?? 0))
+            typing.set(Double(replies[2].int ?? 0))
         }
     }
 }

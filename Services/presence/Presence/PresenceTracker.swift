@@ -9,6 +9,7 @@ import RedisClient
 /// - `presence:conn:{id}` = email, with the TTL (what a gateway keeps alive),
 /// - `presence:user:{email}` = set of live connection ids (no TTL: it changes only through
 ///   these scripts, so a presence service that was down longer than the TTL finds it intact),
+/// - `presence:online` = set of the emails with at least one live connection,
 /// - `presence:expiry` = `conn|email` scored by expiry (ms), popped when overdue,
 /// - `presence:last_seen` = hash email → ms,
 /// - `presence:typing` = `conversation|email` scored by when typing stops by itself.
@@ -34,7 +35,10 @@ public struct PresenceTracker: Sendable {
           redis.call('SADD', userKey, conn)
           redis.call('SET', p .. 'presence:conn:' .. conn, user, 'PX', ttl)
           redis.call('ZADD', p .. 'presence:expiry', now + ttl, conn .. '|' .. user)
-          if before == 0 then table.insert(came, user) end
+          if before == 0 then
+            redis.call('SADD', p .. 'presence:online', user)
+            table.insert(came, user)
+          end
         end
         return came
         """)
@@ -48,6 +52,7 @@ public struct PresenceTracker: Sendable {
         redis.call('SREM', userKey, conn)
         if removed == 1 and redis.call('SCARD', userKey) == 0 then
           redis.call('DEL', userKey)
+          redis.call('SREM', p .. 'presence:online', user)
           redis.call('HSET', p .. 'presence:last_seen', user, now)
           return now
         end
@@ -69,6 +74,7 @@ public struct PresenceTracker: Sendable {
             redis.call('DEL', p .. 'presence:conn:' .. conn)
             if redis.call('SCARD', userKey) == 0 then
               redis.call('DEL', userKey)
+              redis.call('SREM', p .. 'presence:online', user)
               local seen = score - ttl
               redis.call('HSET', p .. 'presence:last_seen', user, seen)
               table.insert(gone, user .. '|' .. seen)

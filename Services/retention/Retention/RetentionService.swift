@@ -1,6 +1,7 @@
 import ChatCore
 import Foundation
 import Logging
+import Prometheus
 import RedisClient
 import ServiceLifecycle
 
@@ -30,8 +31,11 @@ public final class RetentionWorker: Service, Sendable {
     private let store: StoreClient
     private let configuration: Configuration
     private let logger: Logger
+    private let metrics: RetentionMetrics?
 
-    public init(redis: RedisClient, keys: RedisKeys, store: StoreClient, configuration: Configuration, logger: Logger) {
+    public init(redis: RedisClient, keys: RedisKeys, store: StoreClient, configuration: Configuration, logger: Logger,
+                metrics: RetentionMetrics? = nil) {
+        self.metrics = metrics
         self.redis = redis
         self.keys = keys
         self.store = store
@@ -103,7 +107,10 @@ public final class RetentionWorker: Service, Sendable {
             }
             if let error = reply.error { throw error }
             sent += ids.count
+            metrics?.purged.increment(by: Int64(ids.count))
         }
+        metrics?.sweeps.increment()
+        metrics?.lastSweep.set(now.timeIntervalSince1970)
         guard sent > 0 else { return 0 }
         try await redis.xadd(keys.commands, fields: try StoreCommand(type: .compact, user: "", body: CompactRequest(auditRetention: configuration.auditRetention)).fields)
         try await redis.xadd(keys.commands, fields: try StoreCommand(type: .audit, user: "", body: AuditRequest(
@@ -165,13 +172,40 @@ public struct RetentionService: Service {
         try await subscriber.subscribe([store.replyChannel])
         let worker = RetentionWorker(redis: runtime.redis, keys: keys, store: store, configuration: .init(
             consumer: "retention-\(ProcessInfo.processInfo.hostName)", sweepInterval: configuration.sweepInterval,
-            auditRetention: configuration.auditRetention), logger: runtime.logger)
+            auditRetention: configuration.auditRetention), logger: runtime.logger, metrics: RetentionMetrics(runtime: runtime))
+        StreamMetrics.register(runtime, stream: keys.events, group: RedisKeys.retentionGroup)
         runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.events)", "redis.group": "\(RedisKeys.retentionGroup)",
                                                 "chat.retention": "\(DurationParser.format(configuration.retention))",
                                                 "chat.sweep": "\(DurationParser.format(configuration.sweepInterval))"])
+        runtime.health.markReady()
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await store.pumpReplies(from: self.subscriber) }
             group.addTask { try await worker.run() }
+        }
+    }
+}
+
+/// The retention worker's metrics: messages purged, sweeps and when the last one ended,
+/// and the schedule (read from Redis on each scrape).
+public struct RetentionMetrics: Sendable {
+    let purged: Counter
+    let sweeps: Counter
+    let lastSweep: Gauge
+
+    public init(runtime: ChatRuntime) {
+        let registry = runtime.metrics
+        purged = registry.counter("chat_retention_purged_total", help: "Messages purged (the store confirmed the purge command).")
+        sweeps = registry.counter("chat_retention_sweeps_total", help: "Sweeps completed.")
+        lastSweep = registry.gauge("chat_retention_last_sweep_timestamp_seconds", help: "When the last sweep completed, in seconds since the Unix epoch.")
+        let scheduled = registry.gauge("chat_retention_scheduled", help: "Messages in the retention schedule (retention:due).")
+        let due = registry.gauge("chat_retention_due", help: "Scheduled messages whose expiry has passed (purged by the next sweep).")
+        let redis = runtime.redis
+        let key = runtime.keys.retentionDue
+        runtime.scrape.add {
+            let now = String(Date().epochMilliseconds)
+            guard let replies = try? await redis.pipeline([["ZCARD", key], ["ZCOUNT", key, "-inf", now]]), replies.count == 2 else { return }
+            scheduled.set(Double(replies[0].int ?? 0))
+            due.set(Double(replies[1].int ?? 0))
         }
     }
 }

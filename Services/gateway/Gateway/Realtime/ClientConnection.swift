@@ -154,11 +154,18 @@ final class ClientConnection: Sendable {
 
     private func event(_ name: String, _ arguments: [JSONValue], ackID: Int?, claims: TokenClaims) async {
         guard let event = ClientEventName(rawValue: name) else {
+            server.metrics.eventIn("unknown").increment()
             answer(ackID, .failure(ChatError(.badRequest, "unknown event \"\(name.prefix(64))\"")))
             return
         }
+        server.metrics.eventIn(name).increment()
         let argument = arguments.first
         let email = claims.sub
+        if server.isDraining, event != .userJoined {
+            // Answers already owed still arrive; new work goes to the gateway the client reconnects to.
+            return answer(ackID, .failure(ChatError(.unavailable, "this gateway is restarting; reconnect (another gateway takes over) and send again",
+                                                    clientID: event == .sendMessage ? argument?["client_id"]?.stringValue : nil)))
+        }
         switch event {
         case .userJoined:
             guard allowed(email, .other, ackID: ackID) else { return }
@@ -179,6 +186,7 @@ final class ClientConnection: Sendable {
             // Every send carries a client id, so a retry is stored once; a client that sent none gets one.
             if body.clientID == nil { body.clientID = UUID().uuidString.lowercased() }
             let sentClientID = body.clientID
+            let received = ContinuousClock.now
             do {
                 try await store.submit(.send, user: email, body: body, request: newRequest()) { [self] result in
                     switch reply(result) {
@@ -188,6 +196,8 @@ final class ClientConnection: Sendable {
                             _ = state.withLock { $0.remember(delivered) }
                         }
                         session.send(SocketPacket.eventText(ServerEventName.messageSentConfirmed.rawValue, json: message))
+                        server.metrics.confirmLatency.record(.now - received)
+                        server.metrics.eventOut(ServerEventName.messageSentConfirmed.rawValue).increment()
                         if let ackID { session.send(SocketPacket.ackText(ackID, json: #"{"message":"# + message + #","ok":true}"#)) }
                     case .failure(var error):
                         error.clientID = sentClientID
@@ -240,6 +250,7 @@ final class ClientConnection: Sendable {
     /// Whether the user is within `limit`; if not, the event is answered with `rate_limited`.
     private func allowed(_ email: String, _ limit: RealtimeServer.Limit, ackID: Int?, clientID: String? = nil) -> Bool {
         guard let retryAfter = server.throttle(email, limit) else { return true }
+        server.metrics.rateLimited(limit.name).increment()
         let wait = (retryAfter * 1000).rounded(.up) / 1000
         answer(ackID, .failure(ChatError(.rateLimited, "too many events; wait \(wait) s", clientID: clientID, retryAfter: wait)))
         return false
@@ -320,9 +331,12 @@ final class ClientConnection: Sendable {
     // MARK: Outbound
 
     /// An event from Redis for this socket.
-    func push(_ text: String, _ priority: OutboundQueue.Priority, delivered: RealtimeServer.Delivered?) {
-        if let delivered, !state.withLock({ $0.remember(delivered) }) { return }
+    /// False when the socket already had that message.
+    @discardableResult
+    func push(_ text: String, _ priority: OutboundQueue.Priority, delivered: RealtimeServer.Delivered?) -> Bool {
+        if let delivered, !state.withLock({ $0.remember(delivered) }) { return false }
         session.send(text, priority)
+        return true
     }
 
     /// The answer to an event: its acknowledgement if it asked for one, else (for failures) an `error` event.
@@ -335,6 +349,7 @@ final class ClientConnection: Sendable {
                 session.send(SocketPacket.ackText(ackID, json: #"{"error":"# + ChatJSON.text(error) + #","ok":false}"#))
             } else {
                 session.send(SocketPacket.eventText(ServerEventName.error.rawValue, json: ChatJSON.text(error)))
+                server.metrics.eventOut(ServerEventName.error.rawValue).increment()
             }
         }
     }

@@ -25,10 +25,15 @@ public final class EngineServer: Service, Sendable {
     private let delegate: any EngineDelegate
     private let logger: Logger
     private let sessions = Mutex<[String: EngineSession]>([:])
+    private let accepting = Mutex(true)
+    private let onSessionClosed: (@Sendable (EngineSession.CloseReason) -> Void)?
     private let opened: AsyncStream<EngineSession>
     private let openedContinuation: AsyncStream<EngineSession>.Continuation
 
-    public init(configuration: EngineConfiguration, delegate: any EngineDelegate, logger: Logger) {
+    /// `onSessionClosed` hears why each session ended (for metrics).
+    public init(configuration: EngineConfiguration, delegate: any EngineDelegate, logger: Logger,
+                onSessionClosed: (@Sendable (EngineSession.CloseReason) -> Void)? = nil) {
+        self.onSessionClosed = onSessionClosed
         self.configuration = configuration
         self.delegate = delegate
         self.logger = logger
@@ -45,10 +50,25 @@ public final class EngineServer: Service, Sendable {
             }
             group.cancelAll()
         }
-        for session in sessions.withLock({ Array($0.values) }) { session.close(.serverClosed) }
+        closeAll()
     }
 
     public func session(_ id: String) -> EngineSession? { sessions.withLock { $0[id] } }
+
+    public var sessionCount: Int { sessions.withLock { $0.count } }
+
+    /// New sessions are refused from now on (503 to a polling handshake, no upgrade for a
+    /// new WebSocket), so clients that reconnect land on another gateway.
+    public func stopAccepting() { accepting.withLock { $0 = false } }
+
+    var isAccepting: Bool { accepting.withLock { $0 } }
+
+    /// Closes every session as the server going away: a WebSocket gets close code 1001, a
+    /// poll gets the close packet, and stock clients reconnect (to another gateway behind a
+    /// load balancer, since this one no longer accepts).
+    public func closeAll() {
+        for session in sessions.withLock({ Array($0.values) }) { session.close(.serverClosed) }
+    }
 
     private func heartbeats() async {
         while !Task.isCancelled {
@@ -69,6 +89,7 @@ public final class EngineServer: Service, Sendable {
         let session = EngineSession(id: id, transport: transport, remoteAddress: remoteAddress, configuration: configuration) { [weak self] session, reason in
             guard let self else { return }
             self.sessions.withLock { _ = $0.removeValue(forKey: session.id) }
+            self.onSessionClosed?(reason)
             self.logger.debug("engine session closed", metadata: ["engine.sid": "\(session.id)", "engine.reason": "\(reason.rawValue)"])
         }
         sessions.withLock { $0[id] = session }
@@ -109,6 +130,7 @@ public final class EngineServer: Service, Sendable {
     private func poll(_ request: Request, remoteAddress: String?) async -> Response {
         if let error = check(request, transport: "polling") { return Self.errorResponse(error) }
         guard let sid = request.uri.queryParameters.get("sid") else {
+            guard isAccepting else { return Self.shuttingDownResponse() }
             let session = open(.polling, remoteAddress: remoteAddress)
             return await answerPoll(session)
         }
@@ -156,6 +178,11 @@ public final class EngineServer: Service, Sendable {
                  body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 
+    static func shuttingDownResponse() -> Response {
+        Response(status: .serviceUnavailable, headers: [.contentType: "application/json", .retryAfter: "1"],
+                 body: .init(byteBuffer: ByteBuffer(string: #"{"code":3,"message":"Server shutting down; reconnect"}"#)))
+    }
+
     static func errorResponse(_ error: EngineError) -> Response {
         Response(status: .init(code: error.status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: error.body)))
     }
@@ -168,6 +195,8 @@ public final class EngineServer: Service, Sendable {
             if self.check(request, transport: "websocket") != nil { return .dontUpgrade }
             if let sid = request.uri.queryParameters.get("sid") {
                 guard let session = self.session(sid), session.transport == .polling, !session.isUpgrading else { return .dontUpgrade }
+            } else if !self.isAccepting {
+                return .dontUpgrade
             }
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
@@ -249,7 +278,8 @@ public final class EngineServer: Service, Sendable {
         }
         // Finish the close handshake with the reason, when it was ours.
         if let reason = session.closeReason, reason != .clientClosed, reason != .transportClosed {
-            try? await outbound.close(reason == .overflow ? .policyViolation : .normalClosure, reason: reason.rawValue)
+            // 1008 for a client too slow to keep up, 1001 when this gateway is going away.
+            try? await outbound.close(reason == .overflow ? .policyViolation : reason == .serverClosed ? .goingAway : .normalClosure, reason: reason.rawValue)
         }
     }
 }

@@ -20,7 +20,7 @@ public final class EngineSession: Sendable {
         case protocolError = "protocol error"
         case overlappingPolls = "overlapping polls"
         case payloadTooLarge = "payload too large"
-        case serverClosed = "server closed"
+        case serverClosed = "server shutting down"
         case connectTimeout = "no CONNECT in time"
     }
 

@@ -49,6 +49,7 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     let keys: RedisKeys
     let subscriber: RedisSubscriber
     let logger: Logger
+    let metrics: GatewayMetrics
 
     struct UserSockets {
         var sockets: [String: ClientConnection] = [:]
@@ -58,16 +59,21 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         var other: TokenBucket
     }
 
-    enum Limit { case send, typing, other }
+    enum Limit: String {
+        case send, typing, other
+        var name: String { rawValue }
+    }
 
     private let users = Mutex<[String: UserSockets]>([:])
+    private let draining = Mutex(false)
     private let pendingSubscriptions = Mutex<Set<String>>([])
     private let subscribed = Mutex<Set<String>>([])
     private let wake: AsyncStream<Void>
     private let wakeContinuation: AsyncStream<Void>.Continuation
 
     public init(configuration: RealtimeConfiguration, engineConfiguration: EngineConfiguration, store: StoreClient, tokens: TokenService,
-                redis: RedisClient, keys: RedisKeys, subscriber: RedisSubscriber, logger: Logger) {
+                redis: RedisClient, keys: RedisKeys, subscriber: RedisSubscriber, logger: Logger, metrics: GatewayMetrics = GatewayMetrics()) {
+        self.metrics = metrics
         self.configuration = configuration
         self.engineConfiguration = engineConfiguration
         self.store = store
@@ -124,6 +130,15 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         do { _ = try await redis.pipeline(commands) } catch { logger.warning("could not send the presence heartbeat", metadata: ["chat.error": "\(error)"]) }
     }
 
+    /// Distinct users with a socket here.
+    public var userCount: Int { users.withLock { $0.values.count { !$0.sockets.isEmpty } } }
+
+    /// The gateway is stopping: events that would start new work are refused (with a
+    /// reason that tells the client to reconnect), while answers already owed still arrive.
+    public var isDraining: Bool { draining.withLock { $0 } }
+
+    public func startDraining() { draining.withLock { $0 = true } }
+
     /// Sockets connected as `email` on this gateway (tests).
     public func socketCount(of email: String) -> Int { users.withLock { $0[email.lowercased()]?.sockets.count ?? 0 } }
 
@@ -155,6 +170,7 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
                 typing: TokenBucket(rate: configuration.typingRate, burst: configuration.typingBurst),
                 other: TokenBucket(rate: configuration.otherRate, burst: configuration.otherBurst))].sockets[connection.socketID] = connection
         }
+        metrics.connections.increment()
         await withCheckedContinuation { continuation in
             users.withLock { $0[email]?.waiters.append(continuation) }
             requestReconcile(email)
@@ -162,7 +178,7 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     }
 
     func detach(_ connection: ClientConnection, email: String) {
-        users.withLock { _ = $0[email]?.sockets.removeValue(forKey: connection.socketID) }
+        if users.withLock({ $0[email]?.sockets.removeValue(forKey: connection.socketID) }) != nil { metrics.connections.decrement() }
         requestReconcile(email)
     }
 
@@ -250,11 +266,15 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         let text = SocketPacket.eventText(envelope.event, json: envelope.data.text)
         let droppable = [ServerEventName.userTyping.rawValue, ServerEventName.userOnline.rawValue, ServerEventName.userOffline.rawValue].contains(envelope.event)
         let delivered = Self.delivered(envelope.event, envelope.data)
+        var pushed = 0
         for connection in connections {
             // The socket that asked gets its own answer through its request, exactly once.
             if envelope.gateway == configuration.gatewayID, let request = envelope.request, request.hasPrefix(connection.socketID + ":") { continue }
-            connection.push(text, droppable ? .droppable : .essential, delivered: delivered)
+            if connection.push(text, droppable ? .droppable : .essential, delivered: delivered) { pushed += 1 }
         }
+        guard pushed > 0 else { return }
+        metrics.eventOut(envelope.event).increment(by: Int64(pushed))
+        if envelope.event == ServerEventName.receiveMessage.rawValue { metrics.delivered(timestamp: envelope.data["timestamp"]?.stringValue) }
     }
 
     /// A message a socket was given: where it belongs and its id.

@@ -1,31 +1,21 @@
+import ChatCore
 import Foundation
 import Logging
+import Prometheus
 import RedisClient
 import ServiceLifecycle
-
-/// What a service is built from: its configuration, a running Redis client and a logger.
-public struct ChatRuntime: Sendable {
-    public let configuration: ChatConfiguration
-    public let redis: RedisClient
-    public let logger: Logger
-
-    public init(configuration: ChatConfiguration, redis: RedisClient, logger: Logger) {
-        self.configuration = configuration
-        self.redis = redis
-        self.logger = logger
-    }
-
-    /// The key and channel names of this deployment.
-    public var keys: RedisKeys { configuration.keys }
-}
 
 /// The body of every executable: read the configuration, start logging and Redis,
 /// run the services in one `ServiceGroup`, stop gracefully on SIGTERM or SIGINT.
 public enum ServiceMain {
     /// Runs until a signal; exits 0 after a graceful stop, 1 after a failure,
     /// 2 (with one line on stderr naming the variable) for a bad configuration.
+    ///
+    /// `adminPort` is the service's default `CHAT_ADMIN_PORT` (nil for the gateway, which
+    /// serves `/healthz`, `/readyz` and `/metrics` on its own port unless the variable is set).
     public static func run(
         _ name: String,
+        adminPort defaultAdminPort: Int?,
         environment: [String: String] = ProcessInfo.processInfo.environment,
         makeServices: (ChatRuntime) throws -> [any Service]
     ) async -> Never {
@@ -50,12 +40,19 @@ public enum ServiceMain {
         redisConfiguration.clientName = name
         let redis = RedisClient(configuration: redisConfiguration, logger: logger)
         let runtime = ChatRuntime(configuration: configuration, redis: redis, logger: logger)
+        let process = ProcessMetrics(registry: runtime.metrics)
+        runtime.scrape.add { process.update() }
 
         do {
             let services = try makeServices(runtime)
-            // The Redis client comes first so that it is shut down last.
+            var admin: [any Service] = []
+            if let port = configuration.adminPort.port(default: defaultAdminPort) {
+                admin.append(AdminServer(endpoints: OperationsEndpoints(runtime: runtime), host: configuration.adminHost, port: port, logger: logger))
+            }
+            // Shut down in reverse: first /readyz turns 503 (DrainSignal), then the services
+            // finish their work, then the admin endpoints, and the Redis client last.
             let group = ServiceGroup(configuration: .init(
-                services: [.init(service: redis)] + services.map { .init(service: $0) },
+                services: ([redis] + admin + services + [DrainSignal(health: runtime.health)]).map { .init(service: $0) },
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             ))
@@ -69,25 +66,13 @@ public enum ServiceMain {
     }
 }
 
-/// Start-up steps every service shares.
-public enum ServiceStartup {
-    /// Waits for Redis (returning `false` if the service is stopped first) and creates
-    /// the consumer groups the service reads, starting at the beginning of each stream.
-    public static func prepare(_ runtime: ChatRuntime, groups: [(stream: String, group: String)]) async throws -> Bool {
-        do {
-            try await cancelWhenGracefulShutdown {
-                try await runtime.redis.waitUntilReady()
-            }
-        } catch is CancellationError {
-            return false
-        } catch let error as RedisConnectionError where error.code == .shutdown {
-            return false
-        }
-        for (stream, group) in groups {
-            if try await runtime.redis.xgroupCreate(stream, group: group, startingAt: "0", makeStream: true) {
-                runtime.logger.info("created consumer group", metadata: ["redis.stream": "\(stream)", "redis.group": "\(group)"])
-            }
-        }
-        return true
+/// Marks the service draining the moment a stop is requested (it is the first service
+/// the group tells), so `/readyz` answers 503 while the others wind down.
+struct DrainSignal: Service {
+    let health: ServiceHealth
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        health.startDraining()
     }
 }

@@ -1,0 +1,54 @@
+import Foundation
+import Synchronization
+
+/// Whether a service should receive work: what `/readyz` reports.
+///
+/// A service starts `starting`, becomes `ready` once it has reached Redis and begun its
+/// work, and turns `draining` when it is asked to stop, so that a load balancer or
+/// Kubernetes takes it out of rotation before it closes. `/healthz` (the process answers)
+/// does not depend on it.
+public final class ServiceHealth: Sendable {
+    public enum Phase: String, Sendable {
+        case starting, ready, draining
+    }
+
+    private let state = Mutex(Phase.starting)
+
+    public init() {}
+
+    public var phase: Phase { state.withLock { $0 } }
+
+    /// Start-up is over; ignored once draining (a stop outranks a late start).
+    public func markReady() {
+        state.withLock { if $0 == .starting { $0 = .ready } }
+    }
+
+    /// The service is stopping: `/readyz` answers 503 from now on.
+    public func startDraining() {
+        state.withLock { $0 = .draining }
+    }
+}
+
+/// Work a `/metrics` request does first: gauges that are cheaper to read when asked
+/// (a SCARD, an XINFO) than to keep current on every change.
+public final class ScrapeHooks: Sendable {
+    public typealias Hook = @Sendable () async -> Void
+    private let hooks = LockedHooks()
+
+    public init() {}
+
+    public func add(_ hook: @escaping Hook) { hooks.append(hook) }
+
+    public func run() async {
+        for hook in hooks.all { await hook() }
+    }
+}
+
+private final class LockedHooks: @unchecked Sendable {
+    private let lock = NSLock()
+    private var hooks: [ScrapeHooks.Hook] = []
+
+    func append(_ hook: @escaping ScrapeHooks.Hook) { lock.withLock { hooks.append(hook) } }
+    var all: [ScrapeHooks.Hook] { lock.withLock { hooks } }
+}
+
