@@ -6,11 +6,12 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# ADMIN_PORT=0: the services' admin endpoints on free ports (read back from the output).
 out="$work/launcher.out"
 
 # A background job starts with SIGINT ignored (and bash cannot trap a signal ignored on
 # entry), so restore the default first, as a terminal's Ctrl-C would find it.
-RUN_DIR="$work/run" REDIS_PORT="$port" CHAT_HTTP_PORT=0 GATEWAYS=2 setsid python3 -c \
+RUN_DIR="$work/run" REDIS_PORT="$port" CHAT_HTTP_PORT=0 ADMIN_PORT=0 GATEWAYS=2 setsid python3 -c \
   'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])' \
   "$root/deploy/local/run.sh" >"$out" 2>&1 &
 launcher=$!
@@ -24,6 +25,16 @@ redis-cli -p "$port" xinfo groups chat:commands | grep -q messages || fail "the 
 grep -q "account  doctor@clinic.com" "$out" || fail "the demo accounts were not seeded"
 gateway_port=$(grep -o 'http.address=[^ ]*' "$work/run/logs/gateway-1.log" | head -1 | grep -o '[0-9]*$')
 curl -fsS "http://127.0.0.1:$gateway_port/readyz" | grep -q ready || fail "/readyz of the first gateway did not answer ready"
+curl -fsS "http://127.0.0.1:$gateway_port/" | grep -q "<title>" || fail "the web page did not load"
+grep -q "web and API: http://127.0.0.1:$gateway_port" "$out" || fail "the launcher did not print the gateway's URL"
+for service in chat-messages chat-presence chat-retention; do
+  metrics=$(grep "^$service .*ready" "$out" | grep -o 'http://[^ ]*/metrics')
+  [ -n "$metrics" ] || fail "$service did not print its admin address"
+  curl -fsS "${metrics%/metrics}/readyz" | grep -q ready || fail "$service: /readyz did not answer ready"
+  curl -fsS "$metrics" | grep -q '^process_resident_memory_bytes' || fail "$service: /metrics has no process metrics"
+done
+started=$(awk '{print $2}' "$work/run/pids")
+[ "$(echo "$started" | wc -w)" -eq 6 ] || fail "run/pids should list redis and 5 services: $started"
 token=$(curl -fsS -X POST "http://127.0.0.1:$gateway_port/api/auth/login" -H 'content-type: application/json' \
   -d '{"email":"doctor@clinic.com","password":"password"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])') \
   || fail "the demo doctor could not log in"
@@ -32,7 +43,7 @@ curl -fsS "http://127.0.0.1:$gateway_port/api/me" -H "authorization: Bearer $tok
 kill -INT "$launcher"
 for _ in $(seq 1 100); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$launcher" 2>/dev/null && fail "the launcher did not stop within 10 s of SIGINT"
-leftover=$(pgrep -f "$work/run" ; pgrep -f "redis-server 127.0.0.1:$port")
+leftover=$(for pid in $started; do kill -0 "$pid" 2>/dev/null && echo "$pid"; done; pgrep -f "redis-server 127.0.0.1:$port")
 [ -z "$leftover" ] || fail "processes left behind: $leftover"
 grep -q "^stopped" "$out" || fail "the launcher did not report a clean stop"
 rm -rf "$work"

@@ -2,7 +2,10 @@
 # The local stack: redis-server (append-only, data under run/), the messages, presence
 # and retention services and GATEWAYS gateways (default 1) on consecutive ports from
 # CHAT_HTTP_PORT (default 8080). One line per service when ready; logs in run/logs/.
-# Ctrl-C (or SIGTERM) stops everything and leaves no process behind.
+# The messages, presence and retention services answer /healthz, /readyz and /metrics on
+# ADMIN_PORT, ADMIN_PORT+1 and ADMIN_PORT+2 (default 9091; 0 picks free ports); the
+# gateways on their own ports. Ctrl-C (or SIGTERM) stops everything and leaves no process
+# behind; run/pids lists what is running.
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -12,6 +15,7 @@ run_dir=${RUN_DIR:-$root/run}
 redis_port=${REDIS_PORT:-6390}
 gateways=${GATEWAYS:-1}
 http_port=${CHAT_HTTP_PORT:-8080}
+admin_port=${ADMIN_PORT:-9091}
 
 mkdir -p "$run_dir/logs" "$run_dir/redis" "$run_dir/data"
 export CHAT_REDIS_URL=${CHAT_REDIS_URL:-redis://127.0.0.1:$redis_port}
@@ -23,6 +27,7 @@ export CHAT_PUBLIC_DIR=${CHAT_PUBLIC_DIR:-$root/Services/gateway/Public}
 export CHAT_JWT_SECRET=${CHAT_JWT_SECRET:-$(cat "$run_dir/jwt-secret")}
 
 pids=()
+: > "$run_dir/pids"
 stop_all() {
   trap - INT TERM EXIT
   echo "stopping..."
@@ -32,6 +37,7 @@ stop_all() {
     redis-cli -p "$redis_port" shutdown >/dev/null 2>&1 || kill -TERM "$redis_pid" 2>/dev/null
     wait "$redis_pid" 2>/dev/null
   fi
+  : > "$run_dir/pids"
   echo "stopped"
 }
 trap 'stop_all; exit 0' INT TERM
@@ -52,24 +58,38 @@ done
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$run_dir/redis" \
   --appendonly yes --save "" --daemonize no --logfile "$run_dir/logs/redis.log" &
 redis_pid=$!
+echo "redis-server $redis_pid" >> "$run_dir/pids"
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 redis-cli -p "$redis_port" ping >/dev/null 2>&1 || { echo "redis-server did not start; see $run_dir/logs/redis.log"; exit 1; }
 echo "redis        ready  $CHAT_REDIS_URL (append-only files in $run_dir/redis)"
+
+address_in() { # log pattern: the host:port logged on the line matching pattern
+  grep "$2" "$1" | grep -o 'http.address=[^ ]*' | head -1 | sed 's/http.address=//; s/^\[IPv4\]//; s/^[^/]*\///'
+}
 
 start() { # name log [env...]
   local name=$1 log=$2; shift 2
   env "$@" "$bin/$name" >"$log" 2>&1 &
   pids+=($!)
+  echo "$name $!" >> "$run_dir/pids"
   if wait_for_line "$log" "\] ready" 30; then
-    printf '%-12s ready  (log %s)\n' "$name" "$log"
+    local admin serving
+    admin=$(address_in "$log" "admin endpoints listening")
+    serving=$(address_in "$log" "\] ready")
+    if [ -n "$admin" ]; then
+      printf '%-14s ready  log %s  health and metrics http://%s/metrics\n' "$name" "$log" "$admin"
+    else
+      printf '%-14s ready  log %s  serving %s\n' "$name" "$log" "$serving"
+    fi
   else
     echo "$name did not become ready; its log:"; tail -20 "$log"; exit 1
   fi
 }
 
-start chat-messages "$run_dir/logs/messages.log"
-start chat-presence "$run_dir/logs/presence.log"
-start chat-retention "$run_dir/logs/retention.log"
+admin() { [ "$admin_port" = 0 ] && echo 0 || echo $(( admin_port + $1 )); }
+start chat-messages "$run_dir/logs/messages.log" CHAT_ADMIN_PORT="$(admin 0)"
+start chat-presence "$run_dir/logs/presence.log" CHAT_ADMIN_PORT="$(admin 1)"
+start chat-retention "$run_dir/logs/retention.log" CHAT_ADMIN_PORT="$(admin 2)"
 for i in $(seq 1 "$gateways"); do
   port=$(( http_port + i - 1 ))
   start chat-gateway "$run_dir/logs/gateway-$i.log" CHAT_HTTP_PORT="$port" CHAT_GATEWAY_ID="gw-local-$i"
@@ -80,7 +100,9 @@ done
 if [ "${DEMO:-1}" = "1" ]; then seed_flags=--demo-password; else seed_flags=; fi
 "$bin/chatctl" seed-demo $seed_flags | sed 's/^/  account  /'
 
-echo "web and API: http://${CHAT_HTTP_HOST:-127.0.0.1}:$http_port  (health: /healthz, API description: /api/openapi.json)"
+first_gateway=$(address_in "$run_dir/logs/gateway-1.log" "\] ready")
+scheme=http; [ -n "${CHAT_TLS_CERT:-}" ] && scheme=https
+echo "web and API: $scheme://${first_gateway:-127.0.0.1:$http_port}  (health: /healthz /readyz, metrics: /metrics, API description: /api/openapi.json)"
 echo "all services ready; Ctrl-C stops them"
 wait -n "${pids[@]}" 2>/dev/null
 echo "a service exited unexpectedly; see $run_dir/logs/"
