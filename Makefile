@@ -4,7 +4,7 @@
 SWIFT ?= swift
 CONFIGURATION ?= release
 
-.PHONY: deps build build-debug run test smoke-run e2e browser bench bench-redis bench-purge clean
+.PHONY: deps build build-debug run test smoke-run e2e browser check-deploy bench bench-redis bench-purge clean
 
 deps:
 	@scripts/install-deps.sh
@@ -19,10 +19,11 @@ build-debug: deps
 run: build
 	@CONFIGURATION=$(CONFIGURATION) deploy/local/run.sh
 
-## Every test: the Swift suites (real redis-server, real processes), the launcher smoke
-## test, the end-to-end tests with a stock Socket.IO client (python-socketio), and the
-## web client in headless Chromium (selenium).
+## Every test: the deploy manifests against the code, the Swift suites (real redis-server,
+## real processes), the launcher smoke test, the end-to-end tests with a stock Socket.IO
+## client (python-socketio), and the web client in headless Chromium (selenium).
 test: deps
+	@scripts/check-deploy.sh
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --no-parallel
 	@CONFIGURATION=debug scripts/smoke-run.sh
@@ -37,6 +38,9 @@ e2e:
 
 browser:
 	@CONFIGURATION=debug scripts/e2e-browser.sh
+
+check-deploy:
+	@scripts/check-deploy.sh
 
 ## Measurements for BENCHMARKS.md (release build).
 bench: bench-redis bench-purge
