@@ -26,6 +26,7 @@ grep -q "account  doctor@clinic.com" "$out" || fail "the demo accounts were not 
 gateway_port=$(grep -o 'http.address=[^ ]*' "$work/run/logs/gateway-1.log" | head -1 | grep -o '[0-9]*$')
 curl -fsS "http://127.0.0.1:$gateway_port/readyz" | grep -q ready || fail "/readyz of the first gateway did not answer ready"
 curl -fsS "http://127.0.0.1:$gateway_port/" | grep -q "<title>" || fail "the web page did not load"
+curl -fsS "http://127.0.0.1:$gateway_port/metrics" | grep -q "^chat_gateway_connections" || fail "the gateway has no metrics"
 grep -q "web and API: http://127.0.0.1:$gateway_port" "$out" || fail "the launcher did not print the gateway's URL"
 for service in chat-messages chat-presence chat-retention; do
   metrics=$(grep "^$service .*ready" "$out" | grep -o 'http://[^ ]*/metrics')

@@ -103,7 +103,7 @@ struct RESTTests {
     @Test("every endpoint answers 401 to no token, a garbage token, an expired token and a revoked token")
     func authenticationMatrix() async throws {
         try await withGateway { gw in
-            let open: Set<String> = ["GET /healthz", "GET /readyz", "GET /api/openapi.json", "POST /api/auth/login"]
+            let open: Set<String> = ["GET /healthz", "GET /readyz", "GET /metrics", "GET /api/openapi.json", "POST /api/auth/login"]
             let revoked = try await gw.login("admin@clinic.com")
             #expect(try await gw.call(.post, "/api/auth/logout", token: revoked).status == .noContent)
             let user = User(email: "admin@clinic.com", name: "Alex Admin", role: .admin)

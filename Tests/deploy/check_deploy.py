@@ -232,6 +232,14 @@ for service in SERVICES - seen:
     problem("systemd", f"has no unit for {service}")
 checked.append(f"systemd has {units} units running real executables with known variables")
 
+# --- The operator's documentation lists every variable --------------------------------
+
+operations = (ROOT / "docs/operations.md").read_text()
+for name in sorted(VARIABLES):
+    if f"`{name}`" not in operations:
+        problem("docs/operations.md", f"does not document {name}")
+checked.append(f"docs/operations.md documents all {len(VARIABLES)} variables")
+
 for line in checked:
     print("check-deploy:", line)
 if problems:

@@ -44,7 +44,7 @@ enum OpenAPIDocument {
   },
   "/readyz": {
    "get": {
-    "summary": "Readiness: Redis reachable and the message store answering (503 otherwise).",
+    "summary": "Readiness: started, not shutting down, Redis reachable and the message store answering (503 with the reason otherwise).",
     "responses": {
      "200": {
       "description": "OK",
@@ -70,6 +70,23 @@ enum OpenAPIDocument {
      },
      "503": {
       "$ref": "#/components/responses/Unavailable"
+     }
+    }
+   }
+  },
+  "/metrics": {
+   "get": {
+    "summary": "Prometheus metrics of this gateway (text exposition format): sockets, events in and out, confirmation and delivery latency, rate-limited events, process CPU and memory. Counts only, no message data; keep it off the public ingress.",
+    "responses": {
+     "200": {
+      "description": "Prometheus text format 0.0.4",
+      "content": {
+       "text/plain": {
+        "schema": {
+         "type": "string"
+        }
+       }
+      }
      }
     }
    }

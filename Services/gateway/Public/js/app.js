@@ -356,14 +356,21 @@ async function deliver(clientID) {
   const body = { conversation_id: pending.conversation_id, content: pending.content, client_id: clientID };
   let message = null;
   let failure = null;
+  let viaREST = false;
   try {
     const ack = await socket.emit("send_message", body);
     if (ack && ack.ok) message = ack.message;
     else failure = ack && ack.error;
+    // The gateway is restarting (or the store was slow): another gateway takes it over REST.
+    viaREST = Boolean(failure && failure.code === "unavailable");
   } catch {
     // The socket is down or slow: the same send through REST (the client_id makes it safe).
+    viaREST = true;
+  }
+  if (viaREST) {
     try {
       message = await api.send(body);
+      failure = null;
     } catch (error) {
       failure = { code: error.code, message: error.message };
     }
