@@ -1,0 +1,268 @@
+import ArgumentParser
+import Foundation
+import Histogram
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Where the system under test is, and who the virtual users are.
+struct LoadOptions: ParsableArguments {
+    @Option(help: "The gateway's base URL.")
+    var gateway = "http://127.0.0.1:8080"
+    @Option(help: "The launcher's run folder: its `pids` file names the processes whose CPU and memory are reported.")
+    var runDir: String?
+    @Option(help: "Virtual users are <prefix>-00000@bench.local ... (made by `chat-bench seed`).")
+    var userPrefix = "bench"
+    @Option(help: "Their password.")
+    var password = "bench-password"
+    @Option(help: "Event-loop threads of the load tool.")
+    var threads = 1
+
+    var host: String { URL(string: gateway)?.host ?? "127.0.0.1" }
+    var port: Int { URL(string: gateway)?.port ?? 8080 }
+
+    func email(_ user: Int) -> String { String(format: "%@-%05d@bench.local", userPrefix, user) }
+}
+
+/// Monotonic nanoseconds, the clock every send is stamped with.
+@inline(__always) func nowNanoseconds() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+/// REST calls of the load tool (login, conversations, history).
+struct REST: Sendable {
+    let base: String
+
+    func call(_ method: String, _ path: String, token: String? = nil, body: [String: Any]? = nil) async throws -> (Int, Any?) {
+        var request = URLRequest(url: URL(string: base + path)!)
+        request.httpMethod = method
+        request.timeoutInterval = 60
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        if let body {
+            request.httpBody = try JSONSerialization.data(withJSONObject: body)
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, try? JSONSerialization.jsonObject(with: data))
+    }
+
+    /// Logs every user in, `concurrency` at a time; the tokens in user order.
+    func login(_ emails: [String], password: String, concurrency: Int = 16) async throws -> [String] {
+        var tokens = [String](repeating: "", count: emails.count)
+        try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            var next = 0
+            func add() {
+                let index = next
+                next += 1
+                group.addTask {
+                    let (status, json) = try await call("POST", "/api/auth/login", body: ["email": emails[index], "password": password])
+                    guard status == 200, let token = (json as? [String: Any])?["token"] as? String else {
+                        throw ValidationError("login \(emails[index]) answered \(status): run `chat-bench seed` against the store first")
+                    }
+                    return (index, token)
+                }
+            }
+            for _ in 0..<min(concurrency, emails.count) { add() }
+            while let (index, token) = try await group.next() {
+                tokens[index] = token
+                if next < emails.count { add() }
+            }
+        }
+        return tokens
+    }
+}
+
+/// Latencies and message accounting, shared by every socket's callbacks.
+final class Recorder: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var delivery = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+    private var confirmation = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+    /// Per receiving socket: the (sender, n) keys it got, and the last n per sender.
+    private var seen: [Int: Set<UInt64>] = [:]
+    private var lastFrom: [Int: [Int: Int]] = [:]
+    private(set) var received = 0
+    private(set) var duplicates = 0
+    private(set) var outOfOrder = 0
+    private(set) var confirmed = 0
+    private(set) var errors: [String: Int] = [:]
+    private(set) var firstSend: UInt64 = 0
+    private(set) var lastReceive: UInt64 = 0
+
+    func sent(at time: UInt64) {
+        lock.withLock { if firstSend == 0 || time < firstSend { firstSend = time } }
+    }
+
+    /// A `receive_message` at `socket`.
+    func receive(socket: Int, sender: Int, n: Int, sentAt: UInt64) {
+        let now = nowNanoseconds()
+        let key = UInt64(sender) << 32 | UInt64(n)
+        lock.withLock {
+            received += 1
+            lastReceive = max(lastReceive, now)
+            _ = delivery.record((now &- sentAt) / 1000)
+            if !seen[socket, default: []].insert(key).inserted { duplicates += 1 }
+            if let last = lastFrom[socket]?[sender], n < last { outOfOrder += 1 }
+            lastFrom[socket, default: [:]][sender] = max(n, lastFrom[socket]?[sender] ?? 0)
+        }
+    }
+
+    func confirm(sentAt: UInt64) {
+        let now = nowNanoseconds()
+        lock.withLock {
+            confirmed += 1
+            _ = confirmation.record((now &- sentAt) / 1000)
+        }
+    }
+
+    func error(_ code: String) { lock.withLock { errors[code, default: 0] += 1 } }
+
+    /// Messages each receiving socket should have had but did not.
+    func lost(expected: [Int: Set<UInt64>]) -> Int {
+        lock.withLock { expected.reduce(0) { $0 + $1.value.subtracting(seen[$1.key] ?? []).count } }
+    }
+
+    func snapshot() -> (delivery: Histogram<UInt64>, confirmation: Histogram<UInt64>) { lock.withLock { (delivery, confirmation) } }
+
+    var deliveredCount: Int { lock.withLock { received } }
+    var confirmedCount: Int { lock.withLock { confirmed } }
+}
+
+/// `b|<sender user>|<n>|<send time ns>`: what every bench message carries as its content.
+enum BenchContent {
+    static func make(sender: Int, n: Int, at time: UInt64) -> String { "b|\(sender)|\(n)|\(time)" }
+
+    /// The event name of a `42["name",...]` packet.
+    static func eventName(_ packet: String) -> Substring? {
+        let utf8 = packet.utf8
+        guard utf8.count > 5 else { return nil }
+        let start = packet.index(packet.startIndex, offsetBy: 4)
+        guard let end = packet[start...].firstIndex(of: "\"") else { return nil }
+        return packet[start..<end]
+    }
+
+    /// (sender, n, sent at) from the packet's `"content":"b|..."`.
+    static func parse(_ packet: String) -> (sender: Int, n: Int, sentAt: UInt64)? {
+        guard let range = packet.range(of: "\"content\":\"b|") else { return nil }
+        var fields: [UInt64] = []
+        var value: UInt64 = 0
+        for byte in packet[range.upperBound...].utf8 {
+            if byte >= 48 && byte <= 57 {
+                value = value &* 10 &+ UInt64(byte - 48)
+            } else {
+                fields.append(value)
+                value = 0
+                if byte != UInt8(ascii: "|") { break }
+            }
+        }
+        guard fields.count == 3 else { return nil }
+        return (Int(fields[0]), Int(fields[1]), fields[2])
+    }
+
+    /// The `code` of an `error` event.
+    static func errorCode(_ packet: String) -> String {
+        guard let range = packet.range(of: "\"code\":\"") else { return "?" }
+        return String(packet[range.upperBound...].prefix { $0 != "\"" })
+    }
+}
+
+/// CPU seconds and memory of the processes under test, from /proc.
+struct ProcessSample {
+    var name: String
+    var pid: Int32
+    var cpuSeconds: Double
+    var residentBytes: Int
+    var peakResidentBytes: Int
+
+    static let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+
+    static func read(name: String, pid: Int32) -> ProcessSample? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
+              let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        func kib(_ key: String) -> Int {
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(key) }) else { return 0 }
+            return (Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0) * 1024
+        }
+        return ProcessSample(name: name, pid: pid, cpuSeconds: (user + system) / ticks, residentBytes: kib("VmRSS:"), peakResidentBytes: kib("VmHWM:"))
+    }
+
+    /// The processes in the launcher's `pids` file, and this tool.
+    static func all(runDir: String?) -> [ProcessSample] {
+        var samples: [ProcessSample] = []
+        if let runDir, let text = try? String(contentsOfFile: runDir + "/pids", encoding: .utf8) {
+            var counts: [String: Int] = [:]
+            for line in text.split(separator: "\n") {
+                let parts = line.split(separator: " ")
+                guard parts.count == 2, let pid = Int32(parts[1]) else { continue }
+                let name = String(parts[0])
+                counts[name, default: 0] += 1
+                let label = name == "chat-gateway" ? "\(name)-\(counts[name]!)" : name
+                if let sample = read(name: label, pid: pid) { samples.append(sample) }
+            }
+        }
+        if let me = read(name: "chat-bench", pid: getpid()) { samples.append(me) }
+        return samples
+    }
+}
+
+/// The report of one run, printed as Markdown.
+struct LoadReport {
+    var workload: String
+    var command: String
+    var seconds: Double
+    var rows: [(String, String)] = []
+
+    mutating func add(_ name: String, _ value: String) { rows.append((name, value)) }
+
+    mutating func latency(_ name: String, _ histogram: Histogram<UInt64>) {
+        guard histogram.totalCount > 0 else {
+            add(name, "none")
+            return
+        }
+        func ms(_ microseconds: UInt64) -> String { String(format: "%.2f", Double(microseconds) / 1000) }
+        add(name, "p50 \(ms(histogram.valueAtPercentile(50))) · p90 \(ms(histogram.valueAtPercentile(90))) · p99 \(ms(histogram.valueAtPercentile(99))) · p99.9 \(ms(histogram.valueAtPercentile(99.9))) · max \(ms(histogram.max)) ms (n = \(histogram.totalCount))")
+    }
+
+    mutating func processes(before: [ProcessSample], after: [ProcessSample]) {
+        for end in after {
+            guard let start = before.first(where: { $0.pid == end.pid }) else { continue }
+            add("\(end.name)", String(format: "%.2f CPU s (%.0f%% of a core), RSS %.1f MiB, peak %.1f MiB",
+                                      end.cpuSeconds - start.cpuSeconds, (end.cpuSeconds - start.cpuSeconds) / max(seconds, 0.001) * 100,
+                                      Double(end.residentBytes) / 1_048_576, Double(end.peakResidentBytes) / 1_048_576))
+        }
+    }
+
+    func print() {
+        Swift.print("### \(workload)\n")
+        Swift.print("`\(command)`\n")
+        Swift.print("| measure | value |\n|---|---|")
+        for (name, value) in rows { Swift.print("| \(name) | \(value) |") }
+        Swift.print("")
+    }
+}
+
+/// Opens `count` sockets for `users` (socket i is user `user(i)`), `rate` per second at most.
+func openSockets(_ count: Int, options: LoadOptions, group: EventLoopGroup, tokens: [String], user: (Int) -> Int,
+                 delegate: any VirtualSocketDelegate, rate: Int = 2000) async throws -> [VirtualSocket] {
+    var sockets: [VirtualSocket] = []
+    sockets.reserveCapacity(count)
+    let started = ContinuousClock.now
+    var futures: [EventLoopFuture<Void>] = []
+    for index in 0..<count {
+        let socket = VirtualSocket(index: index, user: user(index), delegate: delegate)
+        sockets.append(socket)
+        futures.append(socket.connect(group: group, host: options.host, port: options.port, token: tokens[socket.user]))
+        let due = started + .milliseconds(Int64((index + 1) * 1000 / max(rate, 1)))
+        if ContinuousClock.now < due { try await Task.sleep(until: due) }
+    }
+    for future in futures { try await future.get() }
+    return sockets
+}
+
+/// A progress line on standard error (the report goes to standard output).
+func progress(_ text: String) {
+    FileHandle.standardError.write(Data("chat-bench: \(text)\n".utf8))
+}

@@ -1,0 +1,232 @@
+import ArgumentParser
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// The sockets of a messaging workload: senders keep a window of unconfirmed sends (or
+/// are paced from outside), receivers record what arrives.
+final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
+    let recorder = Recorder()
+    private let lock = NIOLock()
+    private var connectedCount = 0
+    private var closedCount = 0
+    private var inFlight: [Int: Int] = [:]
+    private var nextN: [Int: Int] = [:]
+    /// Closed loop: messages per sender and window; 0 = paced from outside.
+    var perSender = 0
+    var window = 0
+    /// Where a sender's message goes: a receiver's email, or a conversation id.
+    var target: (Int) -> (receiver: String?, conversation: String?) = { _ in (nil, nil) }
+    /// Which sockets expect which messages (filled as messages are sent).
+    private(set) var expected: [Int: Set<UInt64>] = [:]
+    var recipients: (Int) -> [Int] = { _ in [] }
+    /// Client ids are unique per run: the store confirms a repeated one with the stored message and delivers nothing.
+    let run = String(UUID().uuidString.prefix(8))
+
+    var connected: Int { lock.withLock { connectedCount } }
+    var closed: Int { lock.withLock { closedCount } }
+
+    func connected(_ socket: VirtualSocket) { lock.withLock { connectedCount += 1 } }
+
+    func closed(_ socket: VirtualSocket, reason: String) {
+        lock.withLock { closedCount += 1 }
+        recorder.error("closed: \(reason)")
+    }
+
+    func pinged(_ socket: VirtualSocket) {}
+
+    static let trace = ProcessInfo.processInfo.environment["BENCH_TRACE"] != nil
+
+    func event(_ socket: VirtualSocket, packet: String) {
+        if Self.trace { progress("socket \(socket.index) (user \(socket.user)): \(packet.prefix(300))") }
+        guard let name = BenchContent.eventName(packet) else { return }
+        switch name {
+        case "receive_message":
+            if let (sender, n, sentAt) = BenchContent.parse(packet) { recorder.receive(socket: socket.index, sender: sender, n: n, sentAt: sentAt) }
+        case "message_sent_confirmed":
+            guard let (_, _, sentAt) = BenchContent.parse(packet) else { return }
+            recorder.confirm(sentAt: sentAt)
+            guard perSender > 0 else { return }
+            let more = lock.withLock { () -> Bool in
+                inFlight[socket.index, default: 1] -= 1
+                return (nextN[socket.index] ?? 0) < perSender
+            }
+            if more { send(from: socket) }
+        case "error":
+            recorder.error(BenchContent.errorCode(packet))
+        default:
+            break
+        }
+    }
+
+    /// Sends the sender's next message (closed loop: up to the window).
+    func send(from socket: VirtualSocket, at scheduled: UInt64? = nil) {
+        let n = lock.withLock { () -> Int? in
+            let n = (nextN[socket.index] ?? 0) + 1
+            if perSender > 0 && n > perSender { return nil }
+            nextN[socket.index] = n
+            inFlight[socket.index, default: 0] += 1
+            let key = UInt64(socket.user) << 32 | UInt64(n)
+            for recipient in recipients(socket.index) { expected[recipient, default: []].insert(key) }
+            return n
+        }
+        guard let n else { return }
+        let time = scheduled ?? nowNanoseconds()
+        recorder.sent(at: time)
+        let (receiver, conversation) = target(socket.index)
+        let address = receiver.map { "\"receiver_email\":\"\($0)\"" } ?? "\"conversation_id\":\"\(conversation ?? "")\""
+        socket.emit("send_message", json: "{\(address),\"content\":\"\(BenchContent.make(sender: socket.user, n: n, at: time))\",\"client_id\":\"b\(run)-\(socket.user)-\(n)\"}")
+    }
+
+    func startWindow(_ senders: [VirtualSocket]) {
+        for socket in senders { for _ in 0..<window { send(from: socket) } }
+    }
+
+    var totalSent: Int { lock.withLock { nextN.values.reduce(0, +) } }
+}
+
+/// Paces sends at `rate` per second across `senders` (round robin) for `duration`, each
+/// stamped with its scheduled time, so a stall shows as latency (no coordinated omission).
+func pace(_ load: MessagingLoad, senders: [VirtualSocket], rate: Double, duration: Double) async throws {
+    let start = nowNanoseconds()
+    var sent = 0
+    var next = 0
+    let end = start + UInt64(duration * 1e9)
+    while true {
+        let now = nowNanoseconds()
+        if now >= end { break }
+        let due = Int(Double(now - start) / 1e9 * rate)
+        while sent < due {
+            let scheduled = start + UInt64(Double(sent) / rate * 1e9)
+            load.send(from: senders[next % senders.count], at: scheduled)
+            next += 1
+            sent += 1
+        }
+        try await Task.sleep(for: .microseconds(500))
+    }
+}
+
+/// Waits until `done` or `timeout` seconds; `status` is printed every 2 s meanwhile.
+func settle(timeout: Double, status: (() -> String)? = nil, _ done: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+    var lastStatus = ContinuousClock.now
+    while !done(), ContinuousClock.now < deadline {
+        try await Task.sleep(for: .milliseconds(20))
+        if let status, ContinuousClock.now - lastStatus > .seconds(2) {
+            lastStatus = .now
+            progress(status())
+        }
+    }
+}
+
+extension MessagingLoad {
+    var status: String {
+        "sent \(totalSent), confirmed \(recorder.confirmedCount), delivered \(recorder.deliveredCount), closed \(closed), errors \(recorder.errors)"
+    }
+}
+
+struct PairsBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pairs",
+        abstract: "P pairs of users; each sender sends to its partner, closed loop (window W) or open loop (total rate R).")
+
+    @OptionGroup var options: LoadOptions
+    @Option(help: "Pairs of users (users 0..2P-1).") var pairs = 100
+    @Option(help: "Closed loop: messages per sender.") var messages = 200
+    @Option(help: "Closed loop: unconfirmed sends per sender.") var window = 16
+    @Option(help: "Open loop: total messages per second (0 = closed loop).") var rate: Double = 0
+    @Option(help: "Open loop: seconds.") var duration: Double = 10
+
+    func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
+        let rest = REST(base: options.gateway)
+        let tokens = try await rest.login((0..<2 * pairs).map(options.email), password: options.password)
+        progress("\(tokens.count) users logged in")
+        let load = MessagingLoad()
+        load.target = { index in (options.email(index % pairs * 2 + 1), nil) }
+        // Socket i < P sends (user 2i); socket P + i receives (user 2i + 1).
+        load.recipients = { index in [index + pairs] }
+        let sockets = try await openSockets(2 * pairs, options: options, group: group, tokens: tokens,
+                                            user: { $0 < pairs ? $0 * 2 : ($0 - pairs) * 2 + 1 }, delegate: load)
+        progress("\(sockets.count) sockets open")
+        try await settle(timeout: 30) { load.connected == 2 * pairs }
+        progress("\(load.connected) sockets connected; sending")
+        let senders = Array(sockets[..<pairs])
+        let before = ProcessSample.all(runDir: options.runDir)
+        let started = nowNanoseconds()
+        var total: Int
+        if rate > 0 {
+            try await pace(load, senders: senders, rate: rate, duration: duration)
+            total = load.totalSent
+        } else {
+            load.perSender = messages
+            load.window = window
+            load.startWindow(senders)
+            total = pairs * messages
+        }
+        try await settle(timeout: rate > 0 ? 15 : 600, status: { load.status }) { load.recorder.deliveredCount >= total && load.recorder.confirmedCount >= total }
+        total = load.totalSent
+        let elapsed = Double(max(load.recorder.lastReceive, started + 1) - started) / 1e9
+        let after = ProcessSample.all(runDir: options.runDir)
+        var report = LoadReport(workload: rate > 0 ? "pairs, open loop \(Int(rate))/s" : "pairs, closed loop",
+                                command: "chat-bench pairs --pairs \(pairs) " + (rate > 0 ? "--rate \(Int(rate)) --duration \(Int(duration))" : "--messages \(messages) --window \(window)"),
+                                seconds: elapsed)
+        summarize(&report, load: load, total: total, elapsed: elapsed)
+        report.processes(before: before, after: after)
+        report.print()
+        for socket in sockets { socket.close() }
+    }
+}
+
+func summarize(_ report: inout LoadReport, load: MessagingLoad, total: Int, elapsed: Double) {
+    let recorder = load.recorder
+    let (delivery, confirmation) = recorder.snapshot()
+    report.add("sent / confirmed / delivered", "\(total) / \(recorder.confirmedCount) / \(recorder.deliveredCount)")
+    report.add("delivered per second", String(format: "%.0f (over %.2f s)", Double(recorder.deliveredCount) / elapsed, elapsed))
+    report.latency("send → receive", delivery)
+    report.latency("send → confirmed", confirmation)
+    report.add("lost / duplicated / out of order", "\(recorder.lost(expected: load.expected)) / \(recorder.duplicates) / \(recorder.outOfOrder)")
+    if !recorder.errors.isEmpty { report.add("errors", recorder.errors.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
+}
+
+struct GroupBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "group",
+        abstract: "One group of G members; members take turns sending at a total rate R; every message fans out to G−1.")
+
+    @OptionGroup var options: LoadOptions
+    @Option(help: "Members (users 0..G-1).") var members = 50
+    @Option(help: "Messages per second, all senders together.") var rate: Double = 200
+    @Option(help: "Seconds.") var duration: Double = 10
+
+    func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
+        let rest = REST(base: options.gateway)
+        let emails = (0..<members).map(options.email)
+        let tokens = try await rest.login(emails, password: options.password)
+        let (status, json) = try await rest.call("POST", "/api/conversations", token: tokens[0],
+                                                 body: ["participants": Array(emails.dropFirst()), "title": "bench group \(UUID().uuidString.prefix(6))"])
+        guard status == 201 || status == 200, let conversation = (json as? [String: Any])?["id"] as? String else {
+            throw ValidationError("creating the group answered \(status): \(String(describing: json))")
+        }
+        let load = MessagingLoad()
+        load.target = { _ in (nil, conversation) }
+        load.recipients = { index in (0..<members).filter { $0 != index } }
+        let sockets = try await openSockets(members, options: options, group: group, tokens: tokens, user: { $0 }, delegate: load)
+        try await settle(timeout: 30) { load.connected == members }
+        let before = ProcessSample.all(runDir: options.runDir)
+        let started = nowNanoseconds()
+        try await pace(load, senders: sockets, rate: rate, duration: duration)
+        let total = load.totalSent
+        try await settle(timeout: 15, status: { load.status }) { load.recorder.deliveredCount >= total * (members - 1) && load.recorder.confirmedCount >= total }
+        let elapsed = Double(max(load.recorder.lastReceive, started + 1) - started) / 1e9
+        let after = ProcessSample.all(runDir: options.runDir)
+        var report = LoadReport(workload: "group of \(members) at \(Int(rate)) messages/s",
+                                command: "chat-bench group --members \(members) --rate \(Int(rate)) --duration \(Int(duration))", seconds: elapsed)
+        summarize(&report, load: load, total: total, elapsed: elapsed)
+        report.processes(before: before, after: after)
+        report.print()
+        for socket in sockets { socket.close() }
+    }
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# `make bench`: starts the stack as `make run` does (release build, its own redis-server,
+# one gateway) with virtual users seeded and per-user limits lifted, runs the standard
+# workloads of `chat-bench`, and writes the results, the machine and the exact commands
+# to BENCHMARKS.md (between the load-tool markers). WORKLOADS=... runs a subset.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+configuration=${CONFIGURATION:-release}
+bench="$root/.build/$configuration/chat-bench"
+work=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+redis_port=$(free_port)
+http_port=$(free_port)
+out="$work/results.md"
+workloads=${WORKLOADS:-"pairs-closed pairs-5000 pairs-10000 group idle churn history purge"}
+
+# Tens of thousands of sockets need as many descriptors in the gateway and the tool.
+ulimit -n 200000 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+
+mkdir -p "$work/run/data"
+"$bench" seed --database "$work/run/data/chat.sqlite" --users 400 >/dev/null || exit 1
+
+export RUN_DIR="$work/run" REDIS_PORT="$redis_port" CHAT_HTTP_PORT="$http_port" ADMIN_PORT=0 GATEWAYS=1 CONFIGURATION="$configuration"
+# The load is many messages per user: lift the per-user limits; shorter pings so the idle
+# run sees several; a deeper socket queue for the replay-free fan-out of the group run.
+export CHAT_MESSAGE_RATE=1000000 CHAT_MESSAGE_BURST=1000000 CHAT_PING_INTERVAL=5s CHAT_PING_TIMEOUT=10s
+setsid "$root/deploy/local/run.sh" >"$work/launcher.out" 2>&1 &
+launcher=$!
+stop() { kill -INT "$launcher" 2>/dev/null; wait "$launcher" 2>/dev/null; rm -rf "$work"; }
+trap stop EXIT
+trap "exit 1" INT TERM
+for _ in $(seq 1 600); do grep -q "all services ready" "$work/launcher.out" && break; sleep 0.1; done
+grep -q "all services ready" "$work/launcher.out" || { cat "$work/launcher.out"; exit 1; }
+
+common=(--gateway "http://127.0.0.1:$http_port" --run-dir "$work/run")
+run() { echo "running: chat-bench $*" >&2; "$bench" "$@" "${common[@]}" | tee -a "$out"; }
+for workload in $workloads; do
+  case $workload in
+    pairs-closed) run pairs --pairs 100 --messages 200 --window 16 ;;
+    pairs-5000) run pairs --pairs 100 --rate 5000 --duration 10 ;;
+    pairs-10000) run pairs --pairs 100 --rate 10000 --duration 10 ;;
+    group) run group --members 50 --rate 200 --duration 10 ;;
+    idle) run idle --sockets "${IDLE_SOCKETS:-20000}" --users 200 --duration 20 --ping-interval 5 ;;
+    churn) run churn --rate 200 --duration 10 ;;
+    history) run history --messages 1000 --clients 8 --requests 2000 ;;
+    purge) echo "running: chat-bench purge --messages 100000" >&2
+           { echo "### sends while retention purges 100,000 messages"; echo; echo '`chat-bench purge --messages 100000` (its own Redis and store)'; echo; "$bench" purge --messages 100000; echo; } | tee -a "$out" ;;
+  esac
+done
+
+machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), $(redis-server --version | cut -d' ' -f3), $(swift --version 2>/dev/null | head -1 | sed 's/.*Swift version \([0-9.]*\).*/Swift \1/'), $configuration build, $(date -u +%Y-%m-%d)"
+python3 - "$root/BENCHMARKS.md" "$out" "$machine" "$workloads" <<'PY'
+import sys
+path, results, machine, workloads = sys.argv[1:]
+text = open(path).read()
+begin, end = "<!-- load-tool:begin -->", "<!-- load-tool:end -->"
+body = (f"{begin}\n\nMachine: {machine}. Reproduce: `make bench` (or `WORKLOADS=\"{workloads}\" scripts/bench.sh`"
+        f" after a release build). The stack is `make run`'s launcher with one gateway, `CHAT_MESSAGE_RATE` lifted, "
+        f"`CHAT_PING_INTERVAL=5s`; the load tool runs on the same two cores.\n\n" + open(results).read() + f"\n{end}")
+if begin in text:
+    text = text[:text.index(begin)] + body + text[text.index(end) + len(end):]
+else:
+    text = text.rstrip() + "\n\n## The load tool: `chat-bench` against the running stack\n\n" + body + "\n"
+open(path, "w").write(text)
+PY
+echo "bench: results written to BENCHMARKS.md"
