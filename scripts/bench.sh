@@ -26,7 +26,7 @@ export RUN_DIR="$work/run" REDIS_PORT="$redis_port" CHAT_HTTP_PORT="$http_port" 
 export CHAT_MESSAGE_RATE=1000000 CHAT_MESSAGE_BURST=1000000 CHAT_PING_INTERVAL=5s CHAT_PING_TIMEOUT=10s
 setsid "$root/deploy/local/run.sh" >"$work/launcher.out" 2>&1 &
 launcher=$!
-stop() { kill -INT "$launcher" 2>/dev/null; wait "$launcher" 2>/dev/null; rm -rf "$work"; }
+stop() { kill -TERM "$launcher" 2>/dev/null; wait "$launcher" 2>/dev/null; rm -rf "$work"; }
 trap stop EXIT
 trap "exit 1" INT TERM
 for _ in $(seq 1 600); do grep -q "all services ready" "$work/launcher.out" && break; sleep 0.1; done

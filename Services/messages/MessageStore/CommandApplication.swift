@@ -31,15 +31,15 @@ extension MessageStore {
             var outcomes: [CommandOutcome] = []
             outcomes.reserveCapacity(batch.count)
             for (id, command) in batch {
-                if let previous = try Row.fetchOne(db, sql: "SELECT message_id FROM applied_commands WHERE entry_id = ?", arguments: [id]) {
+                if let previous = try Row.fetchOne(db.cachedStatement(sql: "SELECT message_id FROM applied_commands WHERE entry_id = ?"), arguments: [id]) {
                     outcomes.append(try self.replay(db, messageID: previous["message_id"]))
                     continue
                 }
                 let outcome = try self.applyInSavepoint(db, command, now: now)
                 var messageID: String?
                 if case .sent(let stored) = outcome { messageID = stored.message.id }
-                try db.execute(sql: "INSERT INTO applied_commands (entry_id, applied_at, message_id) VALUES (?, ?, ?)",
-                               arguments: [id, now.milliseconds, messageID])
+                try db.cachedStatement(sql: "INSERT INTO applied_commands (entry_id, applied_at, message_id) VALUES (?, ?, ?)")
+                    .execute(arguments: [id, now.milliseconds, messageID])
                 try self.record(db, [self.auditEntry(for: command, outcome: outcome, now: now)].compactMap { $0 })
                 outcomes.append(outcome)
             }

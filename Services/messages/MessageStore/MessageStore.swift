@@ -241,7 +241,7 @@ public struct MessageStore: Sendable {
         let pair = [a.lowercased(), b.lowercased()].sorted()
         guard pair[0] != pair[1] else { throw ChatError(.badRequest, "a 1:1 conversation needs two different people") }
         let key = pair.joined(separator: " ")
-        if let existing = try ConversationRecord.filter(ConversationRecord.Columns.directKey == key).fetchOne(db) { return existing }
+        if let existing = try db.cachedFetchOne(ConversationRecord.self, "SELECT * FROM conversations WHERE direct_key = ?", [key]) { return existing }
         for email in pair { try requireActiveUser(db, email) }
         let record = ConversationRecord(id: Self.newID(), kind: Conversation.Kind.direct.rawValue, title: nil, directKey: key,
                                         createdBy: a.lowercased(), createdAt: now.milliseconds, lastSeq: 0, lastMessageAt: nil)
@@ -266,7 +266,9 @@ public struct MessageStore: Sendable {
     }
 
     private func requireActiveUser(_ db: Database, _ email: String) throws {
-        guard let user = try UserRecord.fetchOne(db, key: email), !user.disabled else { throw ChatError(.notFound, "no such user: \(email)") }
+        guard let user = try db.cachedFetchOne(UserRecord.self, "SELECT * FROM users WHERE email = ?", [email]), !user.disabled else {
+            throw ChatError(.notFound, "no such user: \(email)")
+        }
     }
 
     /// The caller's conversations, most recent activity first, with the last visible message and unread count.
@@ -305,9 +307,9 @@ public struct MessageStore: Sendable {
 
     /// The conversation if `user` takes part; otherwise `notFound`, as if it did not exist.
     func requireParticipant(_ db: Database, _ conversationID: String, _ user: String) throws -> ConversationRecord {
-        guard let record = try ConversationRecord.fetchOne(db, sql: """
+        guard let record = try db.cachedFetchOne(ConversationRecord.self, """
             SELECT c.* FROM conversations c JOIN participants p ON p.conversation_id = c.id WHERE c.id = ? AND p.email = ?
-            """, arguments: [conversationID, user.lowercased()]) else {
+            """, [conversationID, user.lowercased()]) else {
             throw ChatError(.notFound, "conversation not found")
         }
         return record
@@ -331,8 +333,8 @@ public struct MessageStore: Sendable {
         let content = try Validation.content(request.content)
         if let clientID = request.clientID {
             guard (1...128).contains(clientID.count) else { throw ChatError(.badRequest, "client_id has 1 to 128 characters") }
-            if let existing = try MessageRecord.filter(MessageRecord.Columns.senderEmail == sender && MessageRecord.Columns.clientID == clientID).fetchOne(db) {
-                let conversation = try ConversationRecord.fetchOne(db, key: existing.conversationID)!
+            if let existing = try db.cachedFetchOne(MessageRecord.self, "SELECT * FROM messages WHERE sender_email = ? AND client_id = ?", [sender, clientID]) {
+                let conversation = try db.cachedFetchOne(ConversationRecord.self, "SELECT * FROM conversations WHERE id = ?", [existing.conversationID])!
                 let participants = try participants(db, existing.conversationID)
                 return StoredMessage(message: existing.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(sender)),
                                      participants: participants, duplicate: true)
@@ -360,7 +362,7 @@ public struct MessageStore: Sendable {
     }
 
     func participants(_ db: Database, _ conversationID: String) throws -> [String] {
-        try String.fetchAll(db, sql: "SELECT email FROM participants WHERE conversation_id = ? ORDER BY email", arguments: [conversationID])
+        try String.fetchAll(db.cachedStatement(sql: "SELECT email FROM participants WHERE conversation_id = ? ORDER BY email"), arguments: [conversationID])
     }
 
     /// Moves `reader`'s marker forward to `upToSeq` (never back, never past the last message).
@@ -504,5 +506,14 @@ extension ChatError {
     /// Store errors as they are; anything else (SQLite, I/O) as an internal error whose text stays in the logs.
     static func wrap(_ error: any Error) -> ChatError {
         (error as? ChatError) ?? ChatError(.internal, "the store could not complete the request")
+    }
+}
+
+extension Database {
+    /// One record through a statement compiled once per connection (the hot path of every
+    /// send: compiling SQL, and SQLite's authorizer callbacks while it does, cost more than
+    /// running it).
+    func cachedFetchOne<Record: FetchableRecord>(_ type: Record.Type, _ sql: String, _ arguments: StatementArguments) throws -> Record? {
+        try Record.fetchOne(cachedStatement(sql: sql), arguments: arguments)
     }
 }

@@ -249,8 +249,28 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     /// Events only gateways read.
     static let revokeEvent = "session_revoked"
 
-    /// Hands a message from `user:{email}` to that user's sockets here.
+    /// Hands a message from `user:{email}` to that user's sockets here: the event's `data`
+    /// is forwarded as published, reading only the fields needed (see ``JSONScan``).
     public func deliver(email: String, payload: [UInt8]) {
+        guard let envelope = JSONScan(payload), let event = envelope.string("event"), event != Self.revokeEvent, let data = envelope.range("data"),
+              envelope.isNull("gateway") || envelope.string("gateway") != nil, envelope.isNull("request") || envelope.string("request") != nil,
+              let fields = payload[data.lowerBound] == UInt8(ascii: "{") ? JSONScan(payload, in: data) : JSONScan([UInt8]("{}".utf8)) else {
+            return deliverDecoded(email: email, payload: payload)
+        }
+        var delivered: Delivered?
+        if event == ServerEventName.receiveMessage.rawValue || event == ServerEventName.messageSentConfirmed.rawValue {
+            guard let conversation = fields.string("conversation_id"), let seq = fields.integer("seq"), let id = fields.string("id") else {
+                return deliverDecoded(email: email, payload: payload)
+            }
+            delivered = Delivered(conversationID: conversation, seq: seq, id: id)
+        }
+        let text = SocketPacket.eventText(event, json: String(decoding: payload[data], as: UTF8.self))
+        fanOut(email: email, event: event, text: text, gateway: envelope.string("gateway"), request: envelope.string("request"), delivered: delivered,
+               timestamp: { fields.string("timestamp") })
+    }
+
+    /// The slow path: the whole envelope decoded (escaped fields, session revocations).
+    func deliverDecoded(email: String, payload: [UInt8]) {
         guard let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(payload)) else {
             logger.warning("dropped an unreadable user event", metadata: ["chat.user": "\(email)"])
             return
@@ -264,17 +284,24 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
             return
         }
         let text = SocketPacket.eventText(envelope.event, json: envelope.data.text)
-        let droppable = [ServerEventName.userTyping.rawValue, ServerEventName.userOnline.rawValue, ServerEventName.userOffline.rawValue].contains(envelope.event)
-        let delivered = Self.delivered(envelope.event, envelope.data)
+        fanOut(email: email, event: envelope.event, text: text, gateway: envelope.gateway, request: envelope.request,
+               delivered: Self.delivered(envelope.event, envelope.data), timestamp: { envelope.data["timestamp"]?.stringValue })
+    }
+
+    private static let droppableEvents: Set<String> = [ServerEventName.userTyping.rawValue, ServerEventName.userOnline.rawValue, ServerEventName.userOffline.rawValue]
+
+    private func fanOut(email: String, event: String, text: String, gateway: String?, request: String?, delivered: Delivered?, timestamp: () -> String?) {
+        let connections = users.withLock { users in users[email].map { Array($0.sockets.values) } ?? [] }
+        let priority: OutboundQueue.Priority = Self.droppableEvents.contains(event) ? .droppable : .essential
         var pushed = 0
         for connection in connections {
             // The socket that asked gets its own answer through its request, exactly once.
-            if envelope.gateway == configuration.gatewayID, let request = envelope.request, request.hasPrefix(connection.socketID + ":") { continue }
-            if connection.push(text, droppable ? .droppable : .essential, delivered: delivered) { pushed += 1 }
+            if gateway == configuration.gatewayID, let request, request.hasPrefix(connection.socketID + ":") { continue }
+            if connection.push(text, priority, delivered: delivered) { pushed += 1 }
         }
         guard pushed > 0 else { return }
-        metrics.eventOut(envelope.event).increment(by: Int64(pushed))
-        if envelope.event == ServerEventName.receiveMessage.rawValue { metrics.delivered(timestamp: envelope.data["timestamp"]?.stringValue) }
+        metrics.eventOut(event).increment(by: Int64(pushed))
+        if event == ServerEventName.receiveMessage.rawValue { metrics.delivered(timestamp: timestamp()) }
     }
 
     /// A message a socket was given: where it belongs and its id.
