@@ -12,10 +12,13 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 redis_port=$(free_port)
 http_port=$(free_port)
 out="$work/results.md"
-workloads=${WORKLOADS:-"pairs-closed pairs-5000 pairs-10000 group idle churn history purge"}
+workloads=${WORKLOADS:-"pairs-closed group idle churn history pairs-5000 pairs-10000 purge"}
 
-# Tens of thousands of sockets need as many descriptors in the gateway and the tool.
-ulimit -n 200000 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+# Tens of thousands of sockets need as many descriptors in the gateway and the tool: as
+# many as the hard limit allows (a container may cap it; the idle run is sized below it).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fd_limit=$(ulimit -n)
+idle_sockets=${IDLE_SOCKETS:-$(( fd_limit < 20500 ? fd_limit - 1000 : 20000 ))}
 
 mkdir -p "$work/run/data"
 "$bench" seed --database "$work/run/data/chat.sqlite" --users 400 >/dev/null || exit 1
@@ -33,14 +36,23 @@ for _ in $(seq 1 600); do grep -q "all services ready" "$work/launcher.out" && b
 grep -q "all services ready" "$work/launcher.out" || { cat "$work/launcher.out"; exit 1; }
 
 common=(--gateway "http://127.0.0.1:$http_port" --run-dir "$work/run")
-run() { echo "running: chat-bench $*" >&2; "$bench" "$@" "${common[@]}" | tee -a "$out"; }
+# Each workload starts with the store caught up (an overload run leaves a backlog behind).
+caught_up() {
+  for _ in $(seq 1 1200); do
+    info=$(redis-cli -p "$redis_port" XINFO GROUPS chat:commands 2>/dev/null | tr '\n' ' ')
+    echo "$info" | grep -Eq 'pending 0 .*lag 0' && return 0
+    sleep 0.5
+  done
+  echo "bench: the store did not catch up" >&2
+}
+run() { caught_up; sleep 3; caught_up; echo "running: chat-bench $*" >&2; "$bench" "$@" "${common[@]}" | tee -a "$out"; }
 for workload in $workloads; do
   case $workload in
     pairs-closed) run pairs --pairs 100 --messages 200 --window 16 ;;
     pairs-5000) run pairs --pairs 100 --rate 5000 --duration 10 ;;
     pairs-10000) run pairs --pairs 100 --rate 10000 --duration 10 ;;
     group) run group --members 50 --rate 200 --duration 10 ;;
-    idle) run idle --sockets "${IDLE_SOCKETS:-20000}" --users 200 --duration 20 --ping-interval 5 ;;
+    idle) run idle --sockets "$idle_sockets" --users 200 --duration 20 --ping-interval 5 ;;
     churn) run churn --rate 200 --duration 10 ;;
     history) run history --messages 1000 --clients 8 --requests 2000 ;;
     purge) echo "running: chat-bench purge --messages 100000" >&2
@@ -48,15 +60,15 @@ for workload in $workloads; do
   esac
 done
 
-machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), $(redis-server --version | cut -d' ' -f3), $(swift --version 2>/dev/null | head -1 | sed 's/.*Swift version \([0-9.]*\).*/Swift \1/'), $configuration build, $(date -u +%Y-%m-%d)"
-python3 - "$root/BENCHMARKS.md" "$out" "$machine" "$workloads" <<'PY'
+machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), redis-server $(redis-server --version | cut -d' ' -f3 | sed 's/v=//'), $(swift --version 2>/dev/null | head -1 | sed 's/.*Swift version \([0-9.]*\).*/Swift \1/'), $configuration build, $(date -u +%Y-%m-%d)"
+python3 - "$root/BENCHMARKS.md" "$out" "$machine" "$workloads" "$fd_limit" <<'PY'
 import sys
-path, results, machine, workloads = sys.argv[1:]
+path, results, machine, workloads, fdlimit = sys.argv[1:]
 text = open(path).read()
 begin, end = "<!-- load-tool:begin -->", "<!-- load-tool:end -->"
 body = (f"{begin}\n\nMachine: {machine}. Reproduce: `make bench` (or `WORKLOADS=\"{workloads}\" scripts/bench.sh`"
         f" after a release build). The stack is `make run`'s launcher with one gateway, `CHAT_MESSAGE_RATE` lifted, "
-        f"`CHAT_PING_INTERVAL=5s`; the load tool runs on the same two cores.\n\n" + open(results).read() + f"\n{end}")
+        f"`CHAT_PING_INTERVAL=5s`; the load tool runs on the same two cores. Open files: {fdlimit} per process (the hard limit here).\n\n" + open(results).read() + f"\n{end}")
 if begin in text:
     text = text[:text.index(begin)] + body + text[text.index(end) + len(end):]
 else:

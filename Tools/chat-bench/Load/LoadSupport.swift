@@ -94,8 +94,15 @@ final class Recorder: @unchecked Sendable {
         lock.withLock { if firstSend == 0 || time < firstSend { firstSend = time } }
     }
 
+    /// Per receiving socket and conversation: the last seq seen (the order the system guarantees).
+    private var lastSeq: [Int: [String: Int64]] = [:]
+    /// Messages of one sender that arrived after a later one of theirs (send order, which
+    /// the store keeps for one socket's sends unless some were refused and sent again).
+    private(set) var sendOrderInversions = 0
+    private var confirmedKeys: Set<UInt64> = []
+
     /// A `receive_message` at `socket`.
-    func receive(socket: Int, sender: Int, n: Int, sentAt: UInt64) {
+    func receive(socket: Int, sender: Int, n: Int, sentAt: UInt64, conversation: Substring?, seq: Int64?) {
         let now = nowNanoseconds()
         let key = UInt64(sender) << 32 | UInt64(n)
         lock.withLock {
@@ -103,24 +110,31 @@ final class Recorder: @unchecked Sendable {
             lastReceive = max(lastReceive, now)
             _ = delivery.record((now &- sentAt) / 1000)
             if !seen[socket, default: []].insert(key).inserted { duplicates += 1 }
-            if let last = lastFrom[socket]?[sender], n < last { outOfOrder += 1 }
+            if let last = lastFrom[socket]?[sender], n < last { sendOrderInversions += 1 }
             lastFrom[socket, default: [:]][sender] = max(n, lastFrom[socket]?[sender] ?? 0)
+            if let conversation, let seq {
+                let id = String(conversation)
+                if let last = lastSeq[socket]?[id], seq <= last { outOfOrder += 1 }
+                lastSeq[socket, default: [:]][id] = max(seq, lastSeq[socket]?[id] ?? 0)
+            }
         }
     }
 
-    func confirm(sentAt: UInt64) {
+    func confirm(sender: Int, n: Int, sentAt: UInt64) {
         let now = nowNanoseconds()
         lock.withLock {
             confirmed += 1
+            confirmedKeys.insert(UInt64(sender) << 32 | UInt64(n))
             _ = confirmation.record((now &- sentAt) / 1000)
         }
     }
 
     func error(_ code: String) { lock.withLock { errors[code, default: 0] += 1 } }
 
-    /// Messages each receiving socket should have had but did not.
+    /// Confirmed messages a receiving socket should have had but did not (a refused send,
+    /// answered with an error, is not confirmed and not counted here).
     func lost(expected: [Int: Set<UInt64>]) -> Int {
-        lock.withLock { expected.reduce(0) { $0 + $1.value.subtracting(seen[$1.key] ?? []).count } }
+        lock.withLock { expected.reduce(0) { $0 + $1.value.intersection(confirmedKeys).subtracting(seen[$1.key] ?? []).count } }
     }
 
     func snapshot() -> (delivery: Histogram<UInt64>, confirmation: Histogram<UInt64>) { lock.withLock { (delivery, confirmation) } }
@@ -158,6 +172,14 @@ enum BenchContent {
         }
         guard fields.count == 3 else { return nil }
         return (Int(fields[0]), Int(fields[1]), fields[2])
+    }
+
+    /// The `conversation_id` and `seq` of a message event.
+    static func position(_ packet: String) -> (conversation: Substring, seq: Int64)? {
+        guard let c = packet.range(of: "\"conversation_id\":\""), let s = packet.range(of: "\"seq\":") else { return nil }
+        let conversation = packet[c.upperBound...].prefix { $0 != "\"" }
+        guard let seq = Int64(packet[s.upperBound...].prefix { $0.isNumber }) else { return nil }
+        return (conversation, seq)
     }
 
     /// The `code` of an `error` event.

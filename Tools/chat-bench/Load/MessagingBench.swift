@@ -43,10 +43,13 @@ final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
         guard let name = BenchContent.eventName(packet) else { return }
         switch name {
         case "receive_message":
-            if let (sender, n, sentAt) = BenchContent.parse(packet) { recorder.receive(socket: socket.index, sender: sender, n: n, sentAt: sentAt) }
+            if let (sender, n, sentAt) = BenchContent.parse(packet) {
+                let position = BenchContent.position(packet)
+                recorder.receive(socket: socket.index, sender: sender, n: n, sentAt: sentAt, conversation: position?.conversation, seq: position?.seq)
+            }
         case "message_sent_confirmed":
-            guard let (_, _, sentAt) = BenchContent.parse(packet) else { return }
-            recorder.confirm(sentAt: sentAt)
+            guard let (sender, n, sentAt) = BenchContent.parse(packet) else { return }
+            recorder.confirm(sender: sender, n: n, sentAt: sentAt)
             guard perSender > 0 else { return }
             let more = lock.withLock { () -> Bool in
                 inFlight[socket.index, default: 1] -= 1
@@ -186,7 +189,8 @@ func summarize(_ report: inout LoadReport, load: MessagingLoad, total: Int, elap
     report.add("delivered per second", String(format: "%.0f (over %.2f s)", Double(recorder.deliveredCount) / elapsed, elapsed))
     report.latency("send → receive", delivery)
     report.latency("send → confirmed", confirmation)
-    report.add("lost / duplicated / out of order", "\(recorder.lost(expected: load.expected)) / \(recorder.duplicates) / \(recorder.outOfOrder)")
+    report.add("lost / duplicated / out of order (seq per conversation)", "\(recorder.lost(expected: load.expected)) / \(recorder.duplicates) / \(recorder.outOfOrder)")
+    if recorder.sendOrderInversions > 0 { report.add("arrived before an earlier send of the same sender", "\(recorder.sendOrderInversions)") }
     if !recorder.errors.isEmpty { report.add("errors", recorder.errors.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
 }
 

@@ -37,6 +37,7 @@ final class VirtualSocket: @unchecked Sendable {
         let source = "127.0.0.\(2 + index % 249)"
         let handler = SocketIOHandler(socket: self, token: token)
         let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(.seconds(60))
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
