@@ -145,6 +145,17 @@ struct TransportSecurityTests {
         #expect(await eventually(timeout: .seconds(20)) { contents(allowedLog).contains("] ready") }, "\(contents(allowedLog))")
     }
 
+    @Test("a certificate that cannot be read stops the gateway with one line naming CHAT_TLS_CERT")
+    func unreadableCertificate() async throws {
+        let (process, log) = try launch("chat-gateway", environment: [
+            "CHAT_JWT_SECRET": String(repeating: "u", count: 32), "CHAT_TLS_CERT": "/nonexistent/tls.crt", "CHAT_TLS_KEY": "/nonexistent/tls.key",
+        ])
+        defer { try? FileManager.default.removeItem(at: log) }
+        #expect(await process.wait(timeout: .seconds(10)) == 2)
+        let lines = contents(log).split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("chat-gateway: CHAT_TLS_CERT: expected a readable PEM certificate chain"), "\(lines)")
+    }
+
     @Test("with CHAT_TLS_CERT/KEY the gateway serves HTTPS only, with HSTS, and Engine.IO over it")
     func https() async throws {
         let server = try RedisServer.required()

@@ -126,7 +126,9 @@ public struct GatewayService: Service {
         runtime.logger.notice("drained", metadata: ["chat.sockets.closed": "\(sockets)", "chat.unanswered": "\(unanswered)"])
     }
 
-    static func tlsConfiguration(_ configuration: ChatConfiguration) throws -> TLSConfiguration? {
+    /// The server's TLS settings from `CHAT_TLS_CERT`/`CHAT_TLS_KEY` (nil without them); a
+    /// file that cannot be read or parsed is a ``ConfigurationError``.
+    public static func tlsConfiguration(_ configuration: ChatConfiguration) throws -> TLSConfiguration? {
         guard let certificate = configuration.tlsCertificatePath, let key = configuration.tlsKeyPath else { return nil }
         do {
             let chain = try NIOSSLCertificate.fromPEMFile(certificate).map { NIOSSLCertificateSource.certificate($0) }

@@ -11,6 +11,7 @@ await ServiceMain.run("chat-gateway", adminPort: nil) { runtime in
     }
     do {
         try runtime.configuration.checkTransportSecurity()
+        _ = try GatewayService.tlsConfiguration(runtime.configuration)
     } catch {
         FileHandle.standardError.write(Data("chat-gateway: \(error)\n".utf8))
         exit(2)
