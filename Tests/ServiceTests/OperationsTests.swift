@@ -29,15 +29,9 @@ struct OperationsTests {
     func metricsAfterTraffic() async throws {
         let server = try RedisServer.required()
         let keys = uniqueKeys("ops")
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ops-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let database = directory.appendingPathComponent("chat.sqlite").path
-        try {
-            let store = try MessageStore.open(path: database, retention: .seconds(86400), bcryptCost: 4)
-            try store.createUser(email: "admin@clinic.com", name: "Alex Admin", role: .admin, password: "password1")
-            try store.createUser(email: "doctor@clinic.com", name: "Dr. Sarah Kim", role: .doctor, password: "password1")
-        }()
+        let accounts = try TwoUserStore("ops")
+        defer { accounts.remove() }
+        let database = accounts.database
         let secret = String(repeating: "o", count: 40)
         let started = Date().timeIntervalSince1970
         let environment = [
@@ -70,11 +64,7 @@ struct OperationsTests {
         }
 
         // Traffic: two users connected, eight sends of which the limit (burst 5) lets five through.
-        let tokens = try await server.withClient { redis in
-            let service = TokenService(secret: secret, lifetime: .seconds(3600), redis: redis, keys: keys)
-            return (service.issue(for: User(email: "admin@clinic.com", name: "Alex Admin", role: .admin)).token,
-                    service.issue(for: User(email: "doctor@clinic.com", name: "Dr. Sarah Kim", role: .doctor)).token)
-        }
+        let tokens = try await TwoUserStore.tokens(server: server, keys: keys, secret: secret)
         let doctor = try await PollingClient.open(port: ports["chat-gateway"]!)
         try await doctor.connect(token: tokens.1)
         let admin = try await PollingClient.open(port: ports["chat-gateway"]!)
@@ -187,5 +177,30 @@ struct TransportSecurityTests {
         #expect(untrusted != 0)
         let (plain, _) = try await runCommand("/usr/bin/curl", ["-sS", "-o", "/dev/null", "--max-time", "5", "http://127.0.0.1:\(port)/healthz"])
         #expect(plain != 0)
+    }
+}
+
+/// A store in a temporary folder holding the admin and the doctor (password `password1`).
+struct TwoUserStore {
+    let directory: URL
+    var database: String { directory.appendingPathComponent("chat.sqlite").path }
+
+    init(_ label: String) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("\(label)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let store = try MessageStore.open(path: directory.appendingPathComponent("chat.sqlite").path, retention: .seconds(86400), bcryptCost: 4)
+        try store.createUser(email: "admin@clinic.com", name: "Alex Admin", role: .admin, password: "password1")
+        try store.createUser(email: "doctor@clinic.com", name: "Dr. Sarah Kim", role: .doctor, password: "password1")
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: directory) }
+
+    /// Access tokens for the admin and the doctor, as the gateways (sharing `secret`) issue them.
+    static func tokens(server: RedisServer, keys: RedisKeys, secret: String) async throws -> (admin: String, doctor: String) {
+        try await server.withClient { redis in
+            let service = TokenService(secret: secret, lifetime: .seconds(3600), redis: redis, keys: keys)
+            return (service.issue(for: User(email: "admin@clinic.com", name: "Alex Admin", role: .admin)).token,
+                    service.issue(for: User(email: "doctor@clinic.com", name: "Dr. Sarah Kim", role: .doctor)).token)
+        }
     }
 }

@@ -141,15 +141,9 @@ struct RollingRestartTests {
     func rollingRestart() async throws {
         let server = try RedisServer.required()
         let keys = uniqueKeys("rolling")
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rolling-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let database = directory.appendingPathComponent("chat.sqlite").path
-        try {
-            let store = try MessageStore.open(path: database, retention: .seconds(86400), bcryptCost: 4)
-            try store.createUser(email: "admin@clinic.com", name: "Alex Admin", role: .admin, password: "password1")
-            try store.createUser(email: "doctor@clinic.com", name: "Dr. Sarah Kim", role: .doctor, password: "password1")
-        }()
+        let accounts = try TwoUserStore("rolling")
+        defer { accounts.remove() }
+        let database = accounts.database
         let secret = String(repeating: "r", count: 40)
         let environment = [
             "CHAT_REDIS_URL": server.url, "CHAT_REDIS_PREFIX": keys.prefix, "CHAT_DB_PATH": database, "CHAT_JWT_SECRET": secret,
@@ -178,11 +172,7 @@ struct RollingRestartTests {
         }
         for index in services.indices { try await start(index) }
 
-        let tokens = try await server.withClient { redis in
-            let service = TokenService(secret: secret, lifetime: .seconds(3600), redis: redis, keys: keys)
-            return (service.issue(for: User(email: "admin@clinic.com", name: "Alex Admin", role: .admin)).token,
-                    service.issue(for: User(email: "doctor@clinic.com", name: "Dr. Sarah Kim", role: .doctor)).token)
-        }
+        let tokens = try await TwoUserStore.tokens(server: server, keys: keys, secret: secret)
         let sender = ResilientClient(ports: gatewayPorts, token: tokens.0)
         let receiver = ResilientClient(ports: gatewayPorts.reversed(), token: tokens.1)
         await sender.reconnect(after: gatewayPorts.count - 1)
