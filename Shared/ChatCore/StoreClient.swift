@@ -43,10 +43,19 @@ public final class StoreClient: Sendable {
 
     /// Hands an answer from `gateway:{id}` to whoever waits for it (late answers are dropped).
     public func handleReply(_ payload: [UInt8]) {
-        guard let reply = try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data(payload)) else { return }
+        guard let reply = Self.fastReply(payload) ?? (try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data(payload))) else { return }
         guard let waiter = waiting.withLock({ $0.removeValue(forKey: reply.request) }) else { return }
         waiter.timer?.cancel()
         waiter.complete(.success(reply))
+    }
+
+    /// A successful answer read with ``JSONScan`` (every send's confirmation comes this way);
+    /// nil for an error or anything unusual, which the decoder then reads.
+    static func fastReply(_ payload: [UInt8]) -> StoreReply? {
+        guard let scan = JSONScan(payload), let request = scan.string("request"), scan.isNull("error") else { return nil }
+        if scan.isNull("result") { return StoreReply(request: request) }
+        guard let result = scan.decodedString("result") else { return nil }
+        return StoreReply(request: request, result: result)
     }
 
     /// Sends a write without waiting for its answer: `onReply` runs exactly once, with the

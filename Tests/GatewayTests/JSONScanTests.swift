@@ -25,6 +25,19 @@ struct JSONScanTests {
         #expect(fields.members.map(\.key) == ["content", "conversation_id", "id", "seq", "timestamp"])
     }
 
+    @Test("decodes an escaped string member as JSONDecoder does, a store reply's result among them")
+    func decodedString() throws {
+        for text in [#"plain"#, #"{"id":"m1","content":"say \"hi\"\n"}"#, "tab\there é ünï 🩺 \u{1F468}\u{200D}\u{2695}\u{FE0F}", "\u{0}\u{1f}/\\"] {
+            let payload = Array(JSONValue.object(["request": .string("r1"), "result": .string(text), "error": .null]).text.utf8)
+            let scan = try #require(JSONScan(payload))
+            #expect(scan.decodedString("result") == text)
+        }
+        let escapedUnicode = Array(#"{"a":"caf\u00e9 \ud83e\ude7a \/"}"#.utf8)
+        #expect(JSONScan(escapedUnicode)?.decodedString("a") == "café 🩺 /")
+        #expect(JSONScan(Array(#"{"a":"bad \q"}"#.utf8))?.decodedString("a") == nil)
+        #expect(JSONScan(Array(#"{"a":"lone \ud83e"}"#.utf8))?.decodedString("a") == nil)
+    }
+
     @Test("gives nil for what is not a well-formed object", arguments: ["", "[]", "{", #"{"a":1"#, #"{"a" 1}"#, #"{"a":"x}"#, #"{"a\"b":1}"#, #"{"a":{"b":1}"#])
     func malformed(text: String) {
         #expect(JSONScan(Array(text.utf8)) == nil)

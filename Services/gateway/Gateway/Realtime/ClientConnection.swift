@@ -192,8 +192,9 @@ final class ClientConnection: Sendable {
                     switch reply(result) {
                     case .success(let message):
                         // The confirmation, then the acknowledgement: this socket sees its message committed.
-                        if let delivered = RealtimeServer.delivered(ServerEventName.messageSentConfirmed.rawValue, JSONValue(parsing: message) ?? .null) {
-                            _ = state.withLock { $0.remember(delivered) }
+                        if let fields = JSONScan(Array(message.utf8)), let conversation = fields.string("conversation_id"),
+                           let seq = fields.integer("seq"), let id = fields.string("id") {
+                            _ = state.withLock { $0.remember(RealtimeServer.Delivered(conversationID: conversation, seq: seq, id: id)) }
                         }
                         session.send(SocketPacket.eventText(ServerEventName.messageSentConfirmed.rawValue, json: message))
                         server.metrics.confirmLatency.record(.now - received)

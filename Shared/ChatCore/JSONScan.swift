@@ -1,13 +1,13 @@
 /// The top-level members of a JSON object, found without decoding it: each key with the
-/// byte range of its raw value. The fan-out path reads a few fields of every event this
-/// way and forwards the `data` member as it came, instead of decoding and re-encoding it.
-/// Anything it does not understand (escaped keys, bad JSON) gives nil, and the caller
-/// decodes the slow way.
-struct JSONScan {
-    let bytes: [UInt8]
-    private(set) var members: [(key: String, value: Range<Int>)] = []
+/// byte range of its raw value. The hot paths read a few fields of every event and store
+/// reply this way (a gateway forwards an event's `data` as it came, instead of decoding
+/// and re-encoding it). Anything it does not understand (escaped keys, bad JSON) gives
+/// nil, and the caller decodes the slow way.
+public struct JSONScan: Sendable {
+    public let bytes: [UInt8]
+    public private(set) var members: [(key: String, value: Range<Int>)] = []
 
-    init?(_ bytes: [UInt8], in range: Range<Int>? = nil) {
+    public init?(_ bytes: [UInt8], in range: Range<Int>? = nil) {
         self.bytes = bytes
         var index = range?.lowerBound ?? 0
         let end = range?.upperBound ?? bytes.count
@@ -74,25 +74,72 @@ struct JSONScan {
         return nil
     }
 
-    func range(_ key: String) -> Range<Int>? { members.first { $0.key == key }?.value }
+    public func range(_ key: String) -> Range<Int>? { members.first { $0.key == key }?.value }
 
     /// A string member without escapes, or nil (absent, not a string, or escaped).
-    func string(_ key: String) -> String? {
+    public func string(_ key: String) -> String? {
         guard let range = range(key), range.count >= 2, bytes[range.lowerBound] == UInt8(ascii: "\"") else { return nil }
         let inner = bytes[(range.lowerBound + 1)..<(range.upperBound - 1)]
         return inner.contains(UInt8(ascii: "\\")) ? nil : String(decoding: inner, as: UTF8.self)
     }
 
     /// True when the member is there and is `null` (or absent).
-    func isNull(_ key: String) -> Bool {
+    public func isNull(_ key: String) -> Bool {
         guard let range = range(key) else { return true }
         return bytes[range].elementsEqual("null".utf8)
     }
 
-    func integer(_ key: String) -> Int64? {
+    public func integer(_ key: String) -> Int64? {
         guard let range = range(key) else { return nil }
         return Int64(String(decoding: bytes[range], as: UTF8.self))
     }
 
-    func raw(_ key: String) -> String? { range(key).map { String(decoding: bytes[$0], as: UTF8.self) } }
+    public func raw(_ key: String) -> String? { range(key).map { String(decoding: bytes[$0], as: UTF8.self) } }
+
+    /// A string member with its escapes resolved (`\"`, `\\`, `\n`, `\u00e9`, surrogate
+    /// pairs, ...), or nil if it is absent, not a string, or badly escaped.
+    public func decodedString(_ key: String) -> String? {
+        guard let range = range(key), range.count >= 2, bytes[range.lowerBound] == UInt8(ascii: "\"") else { return nil }
+        let end = range.upperBound - 1
+        var index = range.lowerBound + 1
+        var out: [UInt8] = []
+        out.reserveCapacity(end - index)
+        func hex(_ at: Int) -> UInt32? {
+            guard at + 4 <= end else { return nil }
+            return UInt32(String(decoding: bytes[at..<(at + 4)], as: UTF8.self), radix: 16)
+        }
+        while index < end {
+            let byte = bytes[index]
+            guard byte == UInt8(ascii: "\\") else {
+                out.append(byte)
+                index += 1
+                continue
+            }
+            guard index + 1 < end else { return nil }
+            let escape = bytes[index + 1]
+            index += 2
+            switch escape {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(escape)
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0C)
+            case UInt8(ascii: "n"): out.append(0x0A)
+            case UInt8(ascii: "r"): out.append(0x0D)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "u"):
+                guard var code = hex(index) else { return nil }
+                index += 4
+                if (0xD800...0xDBFF).contains(code) {
+                    guard index + 6 <= end, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u"),
+                          let low = hex(index + 2), (0xDC00...0xDFFF).contains(low) else { return nil }
+                    index += 6
+                    code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                }
+                guard let scalar = Unicode.Scalar(code) else { return nil }
+                out.append(contentsOf: String(Character(scalar)).utf8)
+            default:
+                return nil
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
 }
