@@ -94,8 +94,6 @@ public struct JSONScan: Sendable {
         return Int64(String(decoding: bytes[range], as: UTF8.self))
     }
 
-    public func raw(_ key: String) -> String? { range(key).map { String(decoding: bytes[$0], as: UTF8.self) } }
-
     /// A string member with its escapes resolved (`\"`, `\\`, `\n`, `\u00e9`, surrogate
     /// pairs, ...), or nil if it is absent, not a string, or badly escaped.
     public func decodedString(_ key: String) -> String? {

@@ -1,4 +1,3 @@
-import Foundation
 import Synchronization
 
 /// Whether a service should receive work: what `/readyz` reports.
@@ -33,22 +32,13 @@ public final class ServiceHealth: Sendable {
 /// (a SCARD, an XINFO) than to keep current on every change.
 public final class ScrapeHooks: Sendable {
     public typealias Hook = @Sendable () async -> Void
-    private let hooks = LockedHooks()
+    private let hooks = Mutex<[Hook]>([])
 
     public init() {}
 
-    public func add(_ hook: @escaping Hook) { hooks.append(hook) }
+    public func add(_ hook: @escaping Hook) { hooks.withLock { $0.append(hook) } }
 
     public func run() async {
-        for hook in hooks.all { await hook() }
+        for hook in hooks.withLock({ $0 }) { await hook() }
     }
 }
-
-private final class LockedHooks: @unchecked Sendable {
-    private let lock = NSLock()
-    private var hooks: [ScrapeHooks.Hook] = []
-
-    func append(_ hook: @escaping ScrapeHooks.Hook) { lock.withLock { hooks.append(hook) } }
-    var all: [ScrapeHooks.Hook] { lock.withLock { hooks } }
-}
-

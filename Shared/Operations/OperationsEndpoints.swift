@@ -71,17 +71,3 @@ public struct OperationsEndpoints: Sendable {
                  body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 }
-
-/// Runs `body`, throwing `CancellationError` if it takes longer than `timeout`.
-func withTimeout<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T?.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            return nil
-        }
-        defer { group.cancelAll() }
-        guard let first = try await group.next(), let value = first else { throw CancellationError() }
-        return value
-    }
-}

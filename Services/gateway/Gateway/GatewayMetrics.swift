@@ -9,6 +9,11 @@ public struct GatewayMetrics: Sendable {
     let confirmLatency: DurationHistogram
     let deliveryLatency: ValueHistogram
     private let registry: PrometheusCollectorRegistry
+    /// The labelled counters of every known name, made once: the registry takes a lock and
+    /// builds a label key per lookup, too much for every message.
+    private let eventsIn: [String: Counter]
+    private let eventsOut: [String: Counter]
+    private let rateLimitedBy: [String: Counter]
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -19,20 +24,30 @@ public struct GatewayMetrics: Sendable {
         deliveryLatency = registry.valueHistogram(
             "chat_gateway_delivery_latency_seconds", help: "From a message's commit time (its timestamp) to its hand-off to a recipient socket here.",
             buckets: PrometheusCollectorRegistry.latencyBuckets.map { Double($0.components.attoseconds) / 1e18 + Double($0.components.seconds) })
-        for name in ClientEventName.allCases.map(\.rawValue) + ["unknown"] { _ = eventIn(name) }
-        for name in ServerEventName.allCases.map(\.rawValue) { _ = eventOut(name) }
-        for limit in ["send", "typing", "other"] { _ = rateLimited(limit) }
+        func counters(_ names: [String], _ make: (String) -> Counter) -> [String: Counter] {
+            Dictionary(uniqueKeysWithValues: names.map { ($0, make($0)) })
+        }
+        eventsIn = counters(ClientEventName.allCases.map(\.rawValue) + ["unknown"]) { Self.eventIn($0, registry) }
+        eventsOut = counters(ServerEventName.allCases.map(\.rawValue)) { Self.eventOut($0, registry) }
+        rateLimitedBy = counters(["send", "typing", "other"]) { Self.rateLimited($0, registry) }
     }
 
-    func eventIn(_ name: String) -> Counter {
+    func eventIn(_ name: String) -> Counter { eventsIn[name] ?? Self.eventIn(name, registry) }
+
+    /// Events gateways read themselves (`session_revoked`) are made on first use.
+    func eventOut(_ name: String) -> Counter { eventsOut[name] ?? Self.eventOut(name, registry) }
+
+    func rateLimited(_ limit: String) -> Counter { rateLimitedBy[limit] ?? Self.rateLimited(limit, registry) }
+
+    private static func eventIn(_ name: String, _ registry: PrometheusCollectorRegistry) -> Counter {
         registry.counter("chat_gateway_events_in_total", help: "Socket.IO events received from clients, by name.", labels: [("event", name)])
     }
 
-    func eventOut(_ name: String) -> Counter {
+    private static func eventOut(_ name: String, _ registry: PrometheusCollectorRegistry) -> Counter {
         registry.counter("chat_gateway_events_out_total", help: "Socket.IO events sent to clients, by name (one per socket).", labels: [("event", name)])
     }
 
-    func rateLimited(_ limit: String) -> Counter {
+    private static func rateLimited(_ limit: String, _ registry: PrometheusCollectorRegistry) -> Counter {
         registry.counter("chat_gateway_rate_limited_total", help: "Events refused with rate_limited, by limit (send, typing, other).",
                          labels: [("limit", limit)])
     }

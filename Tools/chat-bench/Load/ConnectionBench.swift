@@ -123,7 +123,7 @@ struct ChurnBench: AsyncParsableCommand {
         for index in 0..<total {
             let socket = VirtualSocket(index: index, user: index % users, delegate: load)
             load.opening(index)
-            socket.connect(group: group, host: options.host, port: options.port, token: tokens[socket.user]).whenFailure { error in
+            socket.connect(group: group, host: options.host, port: options.port, token: tokens[socket.user]).whenFailure { _ in
                 load.closed(socket, reason: "connect failed")
             }
             let due = started + .milliseconds(Int64((index + 1) * 1000 / rate))

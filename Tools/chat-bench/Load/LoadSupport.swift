@@ -1,4 +1,5 @@
 import ArgumentParser
+import ChatCore
 import Foundation
 import Histogram
 import NIOConcurrencyHelpers
@@ -87,12 +88,7 @@ final class Recorder: @unchecked Sendable {
     private(set) var outOfOrder = 0
     private(set) var confirmed = 0
     private(set) var errors: [String: Int] = [:]
-    private(set) var firstSend: UInt64 = 0
     private(set) var lastReceive: UInt64 = 0
-
-    func sent(at time: UInt64) {
-        lock.withLock { if firstSend == 0 || time < firstSend { firstSend = time } }
-    }
 
     /// Per receiving socket and conversation: the last seq seen (the order the system guarantees).
     private var lastSeq: [Int: [String: Int64]] = [:]
@@ -197,18 +193,10 @@ struct ProcessSample {
     var residentBytes: Int
     var peakResidentBytes: Int
 
-    static let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-
     static func read(name: String, pid: Int32) -> ProcessSample? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
-              let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
-        func kib(_ key: String) -> Int {
-            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(key) }) else { return 0 }
-            return (Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0) * 1024
+        ProcessStatus.read(pid: pid).map {
+            ProcessSample(name: name, pid: pid, cpuSeconds: $0.cpuSeconds, residentBytes: $0.residentBytes, peakResidentBytes: $0.peakResidentBytes)
         }
-        return ProcessSample(name: name, pid: pid, cpuSeconds: (user + system) / ticks, residentBytes: kib("VmRSS:"), peakResidentBytes: kib("VmHWM:"))
     }
 
     /// The processes in the launcher's `pids` file, and this tool.

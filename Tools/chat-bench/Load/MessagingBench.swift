@@ -11,7 +11,6 @@ final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
     private let lock = NIOLock()
     private var connectedCount = 0
     private var closedCount = 0
-    private var inFlight: [Int: Int] = [:]
     private var nextN: [Int: Int] = [:]
     /// Closed loop: messages per sender and window; 0 = paced from outside.
     var perSender = 0
@@ -51,10 +50,7 @@ final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
             guard let (sender, n, sentAt) = BenchContent.parse(packet) else { return }
             recorder.confirm(sender: sender, n: n, sentAt: sentAt)
             guard perSender > 0 else { return }
-            let more = lock.withLock { () -> Bool in
-                inFlight[socket.index, default: 1] -= 1
-                return (nextN[socket.index] ?? 0) < perSender
-            }
+            let more = lock.withLock { (nextN[socket.index] ?? 0) < perSender }
             if more { send(from: socket) }
         case "error":
             recorder.error(BenchContent.errorCode(packet))
@@ -69,14 +65,12 @@ final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
             let n = (nextN[socket.index] ?? 0) + 1
             if perSender > 0 && n > perSender { return nil }
             nextN[socket.index] = n
-            inFlight[socket.index, default: 0] += 1
             let key = UInt64(socket.user) << 32 | UInt64(n)
             for recipient in recipients(socket.index) { expected[recipient, default: []].insert(key) }
             return n
         }
         guard let n else { return }
         let time = scheduled ?? nowNanoseconds()
-        recorder.sent(at: time)
         let (receiver, conversation) = target(socket.index)
         let address = receiver.map { "\"receiver_email\":\"\($0)\"" } ?? "\"conversation_id\":\"\(conversation ?? "")\""
         socket.emit("send_message", json: "{\(address),\"content\":\"\(BenchContent.make(sender: socket.user, n: n, at: time))\",\"client_id\":\"b\(run)-\(socket.user)-\(n)\"}")
