@@ -37,11 +37,26 @@ public struct SendMessageRequest: Codable, Sendable, Hashable {
         self.clientID = clientID
     }
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case content
         case receiverEmail = "receiver_email"
         case conversationID = "conversation_id"
         case clientID = "client_id"
+    }
+
+    /// The body read with ``JSONScan`` (the store reads one per send): nil for anything but
+    /// the plain shape (an unknown or repeated key, a member of the wrong type), which the
+    /// caller then decodes the usual way, with its usual error.
+    public init?(scanning bytes: [UInt8]) {
+        guard let scan = JSONScan(bytes), scan.members.count <= CodingKeys.allCases.count,
+              Set(scan.members.map(\.key)).count == scan.members.count,
+              scan.members.allSatisfy({ CodingKeys(rawValue: $0.key) != nil }),
+              let content = scan.decodedString("content") else { return nil }
+        func optional(_ key: CodingKeys) -> String?? {
+            scan.isNull(key.rawValue) ? .some(nil) : scan.decodedString(key.rawValue).map { .some($0) }
+        }
+        guard let receiver = optional(.receiverEmail), let conversation = optional(.conversationID), let client = optional(.clientID) else { return nil }
+        self.init(receiverEmail: receiver, conversationID: conversation, content: content, clientID: client)
     }
 }
 

@@ -227,6 +227,52 @@ struct ConversationTests {
         #expect(try store.searchMessages(for: "admin@clinic.com", query: "   ").isEmpty)
     }
 
+    @Test("a batch's sends are searchable together, sends rolled back in it are not, and the search index stays consistent through a purge")
+    func searchIndexPerBatch() throws {
+        let store = try makeStore()
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        func send(_ content: String, _ conversation: String = c.id) throws -> (id: String, command: StoreCommand) {
+            (UUID().uuidString, try StoreCommand(type: .send, user: "admin@clinic.com", body: SendMessageRequest(conversationID: conversation, content: content, clientID: nil)))
+        }
+        let outcomes = try store.apply([try send("heparin drip started"), try send("   "), try send("heparin for nobody", "no-such-conversation"),
+                                        try send("heparin paused for surgery"), try send("bell \u{07} heparin")])
+        let stored = outcomes.compactMap { outcome -> Message? in if case .sent(let s) = outcome { return s.message } else { return nil } }
+        #expect(stored.map(\.content) == ["heparin drip started", "heparin paused for surgery"])
+        #expect(Set(try store.searchMessages(for: "doctor@clinic.com", query: "heparin").map(\.id)) == Set(stored.map(\.id)))
+        func indexIsConsistent() throws -> Bool {
+            // FTS5 compares the index with the messages table; a row indexed twice or not at all fails it.
+            (try? store.write { db in try db.execute(sql: "INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)") }) != nil
+        }
+        #expect(try indexIsConsistent())
+        _ = try store.write { db in try store.purge(db, ids: [stored[0].id], now: Date().addingTimeInterval(91 * 86400)) }
+        #expect(try store.searchMessages(for: "doctor@clinic.com", query: "heparin").map(\.id) == [stored[1].id])
+        #expect(try indexIsConsistent())
+    }
+
+    @Test("message ids are UUIDs of version 7 that sort in the order the messages were stored")
+    func timeOrderedIDs() throws {
+        let store = try makeStore()
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        let start = Date()
+        var ids: [String] = []
+        for minute in 0..<5 {
+            let batch = try store.append((0..<20).map { SendRequest(sender: "admin@clinic.com", conversationID: c.id, content: "note \(minute).\($0)", clientID: nil) },
+                                         now: start.addingTimeInterval(Double(minute) * 60))
+            ids += try batch.map { try $0.get().message.id }
+        }
+        #expect(Set(ids).count == 100)
+        for id in ids {
+            let uuid = try #require(UUID(uuidString: id))
+            #expect(uuid.uuid.6 >> 4 == 7 && uuid.uuid.8 >> 6 == 0b10, "\(id)")
+            #expect(id == id.lowercased())
+        }
+        // Across milliseconds the order is the time order (within one millisecond it is random).
+        let byMinute = stride(from: 0, to: 100, by: 20).map { ids[$0] }
+        #expect(byMinute == byMinute.sorted())
+        let firstMillisecond = Int64(ids[0].replacingOccurrences(of: "-", with: "").prefix(12), radix: 16)
+        #expect(firstMillisecond == start.epochMilliseconds)
+    }
+
     @Test("an expired message is gone from history, previews, unread counts and search at once")
     func expiredMessagesAreInvisible() throws {
         let store = try makeStore(retention: .seconds(60))

@@ -26,8 +26,10 @@ extension MessageStore {
     /// back alone and answered with its error. Entries are recorded as applied in the same
     /// transaction: a redelivered entry is not applied twice (a send is confirmed again).
     /// Anything else that fails (SQLite busy, disk) throws, and nothing of the batch is kept.
+    /// The batch's new messages enter the search index together, after the last savepoint.
     public func apply(_ batch: [(id: String, command: StoreCommand)], now: Date = Date()) throws -> [CommandOutcome] {
         try write { db in
+            let indexed = try self.lastMessageRowID(db)
             var outcomes: [CommandOutcome] = []
             outcomes.reserveCapacity(batch.count)
             for (id, command) in batch {
@@ -43,6 +45,7 @@ extension MessageStore {
                 try self.record(db, [self.auditEntry(for: command, outcome: outcome, now: now)].compactMap { $0 })
                 outcomes.append(outcome)
             }
+            try self.indexMessages(db, after: indexed)
             return outcomes
         }
     }
@@ -84,7 +87,7 @@ extension MessageStore {
         let payload = Data(command.payload.utf8)
         switch command.type {
         case .send:
-            let body = try decoder.decode(SendMessageRequest.self, from: payload)
+            let body = try SendMessageRequest(scanning: Array(command.payload.utf8)) ?? decoder.decode(SendMessageRequest.self, from: payload)
             return .sent(try append(db, SendRequest(sender: command.user, conversationID: body.conversationID, receiverEmail: body.receiverEmail,
                                                    content: body.content, clientID: body.clientID), now: now))
         case .markConversationRead:

@@ -100,12 +100,17 @@ public final class CommandProcessor: Service, Sendable {
 
         switch outcome {
         case .sent(let stored):
+            // Every send: written by hand (JSONText), the same bytes as the encoder's.
             let message = stored.message
-            var out = try reply(result: json(message))
+            let messageJSON = message.jsonText
+            var out: [[String]] = []
+            if let gateway = command.gateway, let request = command.request {
+                out.append(["PUBLISH", keys.gateway(gateway), JSONText.storeReply(request: request, result: messageJSON)])
+            }
             out.append(["PUBLISH", keys.user(message.senderEmail),
-                        try json(UserEvent(event: .messageSentConfirmed, data: message, gateway: command.gateway, request: command.request))])
+                        JSONText.userEvent(.messageSentConfirmed, data: messageJSON, gateway: command.gateway, request: command.request)])
             if !stored.duplicate {
-                let delivery = try json(UserEvent(event: .receiveMessage, data: message))
+                let delivery = JSONText.userEvent(.receiveMessage, data: messageJSON)
                 for participant in stored.participants where participant != message.senderEmail {
                     out.append(["PUBLISH", keys.user(participant), delivery])
                 }

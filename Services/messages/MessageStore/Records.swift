@@ -42,6 +42,19 @@ struct ConversationRecord: Codable, FetchableRecord, PersistableRecord, Sendable
     /// Held conversations keep their messages past expiry (they stay invisible).
     var legalHold: Bool = false
 
+    init(id: String, kind: String, title: String?, directKey: String?, createdBy: String, createdAt: Int64, lastSeq: Int64,
+         lastMessageAt: Int64?, legalHold: Bool = false) {
+        (self.id, self.kind, self.title, self.directKey, self.createdBy) = (id, kind, title, directKey, createdBy)
+        (self.createdAt, self.lastSeq, self.lastMessageAt, self.legalHold) = (createdAt, lastSeq, lastMessageAt, legalHold)
+    }
+
+    /// Read by column name without the `Decodable` machinery: every send reads its conversation.
+    init(row: Row) throws {
+        self.init(id: row["id"], kind: row["kind"], title: row["title"], directKey: row["direct_key"], createdBy: row["created_by"],
+                  createdAt: row["created_at"], lastSeq: row["last_seq"], lastMessageAt: row["last_message_at"],
+                  legalHold: row["legal_hold"] ?? false)
+    }
+
     enum CodingKeys: String, CodingKey {
         case id, kind, title
         case legalHold = "legal_hold"

@@ -5,6 +5,16 @@ import Foundation
 enum Validation {
     /// Trimmed, 1 to 10,000 characters, no control characters but tab and newlines.
     static func content(_ text: String) throws -> String {
+        // The common case, checked on the UTF-8 bytes: non-empty, no longer than the limit
+        // in bytes (so not in characters either), nothing to trim at either end (ASCII
+        // ends that are not spaces), and no ASCII control character inside (UTF-8 encodes
+        // everything else above 0x7F). Anything else takes the general path below.
+        let utf8 = text.utf8
+        if let first = utf8.first, let last = utf8.last, utf8.count <= MessageStore.maximumContentLength,
+           first > 0x20, first < 0x7f, last > 0x20, last < 0x7f,
+           !utf8.contains(where: { ($0 < 0x20 && $0 != 0x09 && $0 != 0x0a && $0 != 0x0d) || $0 == 0x7f }) {
+            return text
+        }
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !trimmed.isEmpty else { throw ChatError(.invalidContent, "the message is empty") }
         guard trimmed.count <= MessageStore.maximumContentLength else {

@@ -1,0 +1,128 @@
+import Foundation
+
+/// Hand-written JSON for what every send produces: the stored message, its confirmation
+/// and deliveries, and the store's answer. Byte for byte what `ChatJSON.makeEncoder()`
+/// writes (sorted keys, absent optionals left out, slashes unescaped, RFC 3339 times with
+/// milliseconds), which the tests check; `JSONEncoder` cost the store a tenth of its time.
+public enum JSONText {
+    /// `text` as a JSON string literal.
+    public static func quoted(_ text: String) -> String {
+        var out = ""
+        appendQuoted(text, to: &out)
+        return out
+    }
+
+    /// Appends `text` as a JSON string literal: `"`, `\`, and control characters escaped.
+    public static func appendQuoted(_ text: String, to out: inout String) {
+        let utf8 = text.utf8
+        guard utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else {
+            out += "\""
+            out += text
+            out += "\""
+            return
+        }
+        var bytes: [UInt8] = [UInt8(ascii: "\"")]
+        bytes.reserveCapacity(utf8.count + 16)
+        for byte in utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            case UInt8(ascii: "\\"): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case 0x0A: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case 0x0D: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case 0x09: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case 0x08: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "b")]
+            case 0x0C: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "f")]
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                bytes += Array("\\u00".utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+        out += String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// `2026-11-25T06:33:00.123Z` for milliseconds since 1970, as `ChatJSON.formatTimestamp`.
+    public static func timestamp(milliseconds: Int64) -> String {
+        let (seconds, millisecond) = floorDivide(milliseconds, 1000)
+        let (days, secondOfDay) = floorDivide(seconds, 86400)
+        // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
+        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        guard (1000...9999).contains(year) else {
+            return ChatJSON.formatTimestamp(Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+        }
+        var bytes = [UInt8](repeating: 0, count: 24)
+        func put(_ value: Int64, _ at: Int, _ width: Int) {
+            var value = value
+            for offset in stride(from: width - 1, through: 0, by: -1) {
+                bytes[at + offset] = UInt8(ascii: "0") + UInt8(value % 10)
+                value /= 10
+            }
+        }
+        put(year, 0, 4); bytes[4] = UInt8(ascii: "-")
+        put(month, 5, 2); bytes[7] = UInt8(ascii: "-")
+        put(day, 8, 2); bytes[10] = UInt8(ascii: "T")
+        put(secondOfDay / 3600, 11, 2); bytes[13] = UInt8(ascii: ":")
+        put(secondOfDay / 60 % 60, 14, 2); bytes[16] = UInt8(ascii: ":")
+        put(secondOfDay % 60, 17, 2); bytes[19] = UInt8(ascii: ".")
+        put(millisecond, 20, 3); bytes[23] = UInt8(ascii: "Z")
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// `{"data":…,"event":…,"gateway":…,"request":…}`: a `UserEvent` around data already in JSON.
+    public static func userEvent(_ event: ServerEventName, data: String, gateway: String? = nil, request: String? = nil) -> String {
+        var out = "{\"data\":"
+        out.reserveCapacity(data.utf8.count + 96)
+        out += data
+        out += ",\"event\":"
+        appendQuoted(event.rawValue, to: &out)
+        if let gateway { out += ",\"gateway\":"; appendQuoted(gateway, to: &out) }
+        if let request { out += ",\"request\":"; appendQuoted(request, to: &out) }
+        out += "}"
+        return out
+    }
+
+    /// `{"request":…,"result":…}`: a successful `StoreReply`, its result (JSON) as a string.
+    public static func storeReply(request: String, result: String) -> String {
+        var out = "{\"request\":"
+        out.reserveCapacity(result.utf8.count * 5 / 4 + 64)
+        appendQuoted(request, to: &out)
+        out += ",\"result\":"
+        appendQuoted(result, to: &out)
+        out += "}"
+        return out
+    }
+
+    private static func floorDivide(_ value: Int64, _ divisor: Int64) -> (Int64, Int64) {
+        let (quotient, remainder) = value.quotientAndRemainder(dividingBy: divisor)
+        return remainder < 0 ? (quotient - 1, remainder + divisor) : (quotient, remainder)
+    }
+}
+
+extension Message {
+    /// This message as `ChatJSON.makeEncoder()` writes it.
+    public var jsonText: String {
+        var out = "{"
+        out.reserveCapacity(content.utf8.count + 320)
+        if let clientID { out += "\"client_id\":"; JSONText.appendQuoted(clientID, to: &out); out += "," }
+        out += "\"content\":"; JSONText.appendQuoted(content, to: &out)
+        out += ",\"conversation_id\":"; JSONText.appendQuoted(conversationID, to: &out)
+        out += ",\"expires_at\":\""; out += JSONText.timestamp(milliseconds: expiresAt.epochMilliseconds)
+        out += "\",\"id\":"; JSONText.appendQuoted(id, to: &out)
+        out += read ? ",\"read\":true" : ",\"read\":false"
+        if let readAt { out += ",\"read_at\":\""; out += JSONText.timestamp(milliseconds: readAt.epochMilliseconds); out += "\"" }
+        if let receiverEmail { out += ",\"receiver_email\":"; JSONText.appendQuoted(receiverEmail, to: &out) }
+        out += ",\"sender_email\":"; JSONText.appendQuoted(senderEmail, to: &out)
+        out += ",\"seq\":"; out += String(seq)
+        out += ",\"timestamp\":\""; out += JSONText.timestamp(milliseconds: timestamp.epochMilliseconds); out += "\"}"
+        return out
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import Testing
+@testable import ChatCore
+
+@Suite("Hand-written JSON of the send path")
+struct JSONTextTests {
+    /// Strings that need every kind of escape, and some that need none.
+    static let awkward = [
+        "plain", "", "quote \" and backslash \\ and slash /", "line\nbreak\r\ttab", "\u{08}\u{0C}\u{01}\u{1F}\u{7F}",
+        "émigré 👩‍⚕️ 日本語", "\u{2028}\u{2029}", "<script>alert(1)</script>", "\\u0041 is not an escape here", "end with backslash \\",
+    ]
+
+    func encoded<T: Encodable>(_ value: T) throws -> String { String(decoding: try ChatJSON.makeEncoder().encode(value), as: UTF8.self) }
+
+    @Test("a message is written byte for byte as the encoder writes it, whatever its text and optional fields")
+    func messages() throws {
+        var checked = 0
+        for (index, text) in Self.awkward.enumerated() {
+            for variant in 0..<4 {
+                let sent = Date(timeIntervalSince1970: 1_764_052_200 + Double(index * 7919 + variant) + Double(variant * 137) / 1000)
+                let message = Message(
+                    id: "0190f0e2-\(index)", conversationID: "c-\(text)", seq: Int64(index * 1000 + variant), senderEmail: "a\(index)@clinic.com",
+                    receiverEmail: variant % 2 == 0 ? "b@clinic.com" : nil, content: text, timestamp: sent, read: variant == 3,
+                    readAt: variant == 3 ? sent.addingTimeInterval(61.5) : nil, expiresAt: sent.addingTimeInterval(90 * 86400),
+                    clientID: variant < 2 ? "client-\(text)" : nil)
+                #expect(message.jsonText == (try encoded(message)), "variant \(variant) of \(text.debugDescription)")
+                checked += 1
+            }
+        }
+        #expect(checked == Self.awkward.count * 4)
+    }
+
+    @Test("times are written as ChatJSON.formatTimestamp writes them, leap days and the epoch included")
+    func timestamps() {
+        var generator = SystemRandomNumberGenerator()
+        var samples: [Int64] = [0, 1, 999, -1, -1000, -86_400_001, 951_782_400_000, 951_868_799_999, 4_107_542_400_000, 253_402_300_799_999]
+        for _ in 0..<2000 { samples.append(Int64.random(in: 0...7_258_118_400_000, using: &generator)) }  // up to 2200
+        for milliseconds in samples {
+            #expect(JSONText.timestamp(milliseconds: milliseconds) == ChatJSON.formatTimestamp(Date(timeIntervalSince1970: Double(milliseconds) / 1000)),
+                    "\(milliseconds)")
+        }
+        #expect(JSONText.timestamp(milliseconds: 951_782_400_000) == "2000-02-29T00:00:00.000Z")
+    }
+
+    @Test("events and store answers around a message are the encoder's bytes")
+    func wrappers() throws {
+        let message = Message(id: "m", conversationID: "c", seq: 1, senderEmail: "a@clinic.com", receiverEmail: nil, content: "say \"hi\"\n",
+                              timestamp: Date(timeIntervalSince1970: 1_764_052_200.5), expiresAt: Date(timeIntervalSince1970: 1_771_828_200.5), clientID: "k")
+        let json = message.jsonText
+        #expect(JSONText.userEvent(.receiveMessage, data: json) == (try encoded(UserEvent(event: .receiveMessage, data: message))))
+        #expect(JSONText.userEvent(.messageSentConfirmed, data: json, gateway: "gw \"1\"", request: "s1:r/2")
+                == (try encoded(UserEvent(event: .messageSentConfirmed, data: message, gateway: "gw \"1\"", request: "s1:r/2"))))
+        #expect(JSONText.storeReply(request: "sock:req", result: json) == (try encoded(StoreReply(request: "sock:req", result: try encoded(message)))))
+        let reply = try ChatJSON.makeDecoder().decode(StoreReply.self, from: Data(JSONText.storeReply(request: "r", result: json).utf8))
+        #expect(try ChatJSON.makeDecoder().decode(Message.self, from: Data(try #require(reply.result).utf8)) == message)
+    }
+
+    @Test("a send's body read by the scanner is what the decoder reads; any other shape is left to the decoder")
+    func scannedSendBodies() throws {
+        let decoder = ChatJSON.makeDecoder()
+        for text in Self.awkward where !text.isEmpty {
+            for body in [SendMessageRequest(conversationID: "c1", content: text, clientID: "k\(text)"),
+                         SendMessageRequest(receiverEmail: "b@clinic.com", content: text, clientID: nil)] {
+                let bytes = Array(try ChatJSON.makeEncoder().encode(body))
+                #expect(SendMessageRequest(scanning: bytes) == body)
+                #expect(try decoder.decode(SendMessageRequest.self, from: Data(bytes)) == body)
+            }
+        }
+        let spaced = #" { "content" : "a\u00e9\ud83d\ude00" , "conversation_id" : null , "receiver_email":"b@x.org" } "#
+        #expect(SendMessageRequest(scanning: Array(spaced.utf8)) == SendMessageRequest(receiverEmail: "b@x.org", content: "aé😀", clientID: nil))
+        for other in [#"{"content":5}"#, #"{"conversation_id":"c"}"#, #"{"content":"a","extra":1}"#, #"{"content":"a","content":"b"}"#,
+                      #"{"content":"a","client_id":7}"#, #"{"content":"a","client_id":{"x":1}}"#, "{not json", "[]", "", #""text""#] {
+            #expect(SendMessageRequest(scanning: Array(other.utf8)) == nil, "\(other)")
+        }
+    }
+}
