@@ -6,6 +6,8 @@
 public struct JSONScan: Sendable {
     public let bytes: [UInt8]
     public private(set) var members: [(key: String, value: Range<Int>)] = []
+    /// Just past the object's closing brace.
+    public private(set) var endIndex = 0
 
     public init?(_ bytes: [UInt8], in range: Range<Int>? = nil) {
         self.bytes = bytes
@@ -30,7 +32,10 @@ public struct JSONScan: Sendable {
         guard index < end, bytes[index] == UInt8(ascii: "{") else { return nil }
         index += 1
         skipSpace()
-        if index < end, bytes[index] == UInt8(ascii: "}") { return }
+        if index < end, bytes[index] == UInt8(ascii: "}") {
+            endIndex = index + 1
+            return
+        }
         while index < end {
             skipSpace()
             guard index < end, bytes[index] == UInt8(ascii: "\"") else { return nil }
@@ -67,11 +72,19 @@ public struct JSONScan: Sendable {
             members.append((String(decoding: keyBytes, as: UTF8.self), valueStart..<index))
             skipSpace()
             guard index < end else { return nil }
-            if bytes[index] == UInt8(ascii: "}") { return }
+            if bytes[index] == UInt8(ascii: "}") {
+                endIndex = index + 1
+                return
+            }
             guard bytes[index] == UInt8(ascii: ",") else { return nil }
             index += 1
         }
         return nil
+    }
+
+    /// True when nothing but white space follows the object up to `end`.
+    public func endsAt(_ end: Int) -> Bool {
+        bytes[endIndex..<end].allSatisfy { [0x20, 0x09, 0x0A, 0x0D].contains($0) }
     }
 
     public func range(_ key: String) -> Range<Int>? { members.first { $0.key == key }?.value }

@@ -47,8 +47,8 @@ public struct SendMessageRequest: Codable, Sendable, Hashable {
     /// The body read with ``JSONScan`` (the store reads one per send): nil for anything but
     /// the plain shape (an unknown or repeated key, a member of the wrong type), which the
     /// caller then decodes the usual way, with its usual error.
-    public init?(scanning bytes: [UInt8]) {
-        guard let scan = JSONScan(bytes), scan.members.count <= CodingKeys.allCases.count,
+    public init?(scanning bytes: [UInt8], in range: Range<Int>? = nil) {
+        guard let scan = JSONScan(bytes, in: range), scan.endsAt(range?.upperBound ?? bytes.count), scan.members.count <= CodingKeys.allCases.count,
               Set(scan.members.map(\.key)).count == scan.members.count,
               scan.members.allSatisfy({ CodingKeys(rawValue: $0.key) != nil }),
               let content = scan.decodedString("content") else { return nil }
@@ -57,6 +57,17 @@ public struct SendMessageRequest: Codable, Sendable, Hashable {
         }
         guard let receiver = optional(.receiverEmail), let conversation = optional(.conversationID), let client = optional(.clientID) else { return nil }
         self.init(receiverEmail: receiver, conversationID: conversation, content: content, clientID: client)
+    }
+
+    /// This body as `ChatJSON.makeEncoder()` writes it (the gateway writes one per send).
+    public var jsonText: String {
+        var out = "{"
+        if let clientID { out += "\"client_id\":"; JSONText.appendQuoted(clientID, to: &out); out += "," }
+        out += "\"content\":"; JSONText.appendQuoted(content, to: &out)
+        if let conversationID { out += ",\"conversation_id\":"; JSONText.appendQuoted(conversationID, to: &out) }
+        if let receiverEmail { out += ",\"receiver_email\":"; JSONText.appendQuoted(receiverEmail, to: &out) }
+        out += "}"
+        return out
     }
 }
 

@@ -64,7 +64,13 @@ public final class StoreClient: Sendable {
     /// submitted one after another from one task reach the store in that order.
     public func submit<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String = UUID().uuidString,
                                                    onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async throws {
-        let command = try StoreCommand(type: type, user: user, gateway: gatewayID, request: request, body: body)
+        try await submit(type, user: user, payload: String(decoding: try ChatJSON.makeEncoder().encode(body), as: UTF8.self), request: request, onReply: onReply)
+    }
+
+    /// `submit` with the body already in JSON.
+    public func submit(_ type: StoreCommandType, user: String, payload: String, request: String = UUID().uuidString,
+                       onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async throws {
+        let command = StoreCommand(type: type, user: user, gateway: gatewayID, request: request, payload: payload)
         register(request, onReply)
         do {
             try await redis.xadd(keys.commands, fields: command.fields)

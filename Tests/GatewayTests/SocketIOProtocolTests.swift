@@ -59,6 +59,25 @@ struct SocketIOProtocolTests {
         #expect(JSONValue.object(["seq": .number(12)]).text == #"{"seq":12}"#)
     }
 
+    @Test("send_message packets read by the scanner give what the full parser gives; every other packet is left to it")
+    func scannedSendMessages() throws {
+        for (text, ack) in [(#"22["send_message",{"conversation_id":"c1","content":"hi \"there\"\n","client_id":"k1"}]"#, Optional(2)),
+                            (#"2["send_message",{"receiver_email":"b@clinic.com","content":"é 😀","client_id":null}]"#, nil),
+                            (#"2123456789012345["send_message", { "content" : "x" } ]"#, 123456789012345)] {
+            let scanned = try #require(ClientConnection.scannedSend(text), "\(text)")
+            let packet = try SocketPacket(parsing: text)
+            let (name, arguments) = try #require(packet.event)
+            #expect(name == "send_message" && scanned.ackID == ack && packet.ackID == ack)
+            #expect(scanned.body == (try arguments[0].decode(SendMessageRequest.self)))
+        }
+        for other in [#"2["user_typing",{"conversation_id":"c1","is_typing":true}]"#, #"2/admin,["send_message",{"content":"x"}]"#,
+                      #"2["send_message",{"content":"x"},{"extra":1}]"#, #"2["send_message",{"content":5}]"#, #"2["send_message",{"content":"x"}"#,
+                      #"2["send_message","x"]"#, #"2["send_message"]"#, #"21234567890123456["send_message",{"content":"x"}]"#,
+                      #"3["send_message",{"content":"x"}]"#, #"2["send_message",{"content":"x","content":"y"}]"#] {
+            #expect(ClientConnection.scannedSend(other) == nil, "\(other)")
+        }
+    }
+
     @Test("the outbound queue drops typing first, then overflows; takes in order within a byte budget")
     func outboundQueue() async throws {
         let queue = OutboundQueue(capacity: 3, maximumBytes: 1000)

@@ -58,9 +58,8 @@ public struct GatewayMetrics: Sendable {
     }
 
     /// A receive_message handed to sockets: how long after its commit.
-    func delivered(timestamp: String?) {
-        guard let timestamp, let date = ChatJSON.parseTimestamp(timestamp) else { return }
-        deliveryLatency.record(max(0, Date().timeIntervalSince(date)))
+    func delivered(sentAt: Date) {
+        deliveryLatency.record(max(0, Date().timeIntervalSince(sentAt)))
     }
 
     /// Gauges read on each scrape.

@@ -57,6 +57,12 @@ final class ClientConnection: Sendable {
             }
             if !expected, claims != nil { answer(nil, .failure(ChatError(.badRequest, "binary frames are not supported; send JSON events"))) }
         case .message(let text):
+            // The packet clients send most, read with the scanner; everything else is parsed in full.
+            if let claims, let (ackID, body) = Self.scannedSend(text) {
+                server.metrics.eventIn(ClientEventName.sendMessage.rawValue).increment()
+                guard !server.isDraining else { return refuseWhileDraining(ackID, clientID: body.clientID) }
+                return await send(body, ackID: ackID, email: claims.sub)
+            }
             let packet: SocketPacket
             do {
                 packet = try SocketPacket(parsing: text)
@@ -162,9 +168,7 @@ final class ClientConnection: Sendable {
         let argument = arguments.first
         let email = claims.sub
         if server.isDraining, event != .userJoined {
-            // Answers already owed still arrive; new work goes to the gateway the client reconnects to.
-            return answer(ackID, .failure(ChatError(.unavailable, "this gateway is restarting; reconnect (another gateway takes over) and send again",
-                                                    clientID: event == .sendMessage ? argument?["client_id"]?.stringValue : nil)))
+            return refuseWhileDraining(ackID, clientID: event == .sendMessage ? argument?["client_id"]?.stringValue : nil)
         }
         switch event {
         case .userJoined:
@@ -178,38 +182,12 @@ final class ClientConnection: Sendable {
             answer(ackID, .success(#"{"ok":true}"#))
 
         case .sendMessage:
-            let clientID = argument?["client_id"]?.stringValue
-            guard allowed(email, .send, ackID: ackID, clientID: clientID) else { return }
-            guard let argument, argument.objectValue != nil, var body = try? argument.decode(SendMessageRequest.self) else {
+            guard let argument, argument.objectValue != nil, let body = try? argument.decode(SendMessageRequest.self) else {
+                let clientID = argument?["client_id"]?.stringValue
+                guard allowed(email, .send, ackID: ackID, clientID: clientID) else { return }
                 return answer(ackID, .failure(ChatError(.badRequest, "send_message expects {receiver_email | conversation_id, content, client_id}", clientID: clientID)))
             }
-            // Every send carries a client id, so a retry is stored once; a client that sent none gets one.
-            if body.clientID == nil { body.clientID = UUID().uuidString.lowercased() }
-            let sentClientID = body.clientID
-            let received = ContinuousClock.now
-            do {
-                try await store.submit(.send, user: email, body: body, request: newRequest()) { [self] result in
-                    switch reply(result) {
-                    case .success(let message):
-                        // The confirmation, then the acknowledgement: this socket sees its message committed.
-                        if let fields = JSONScan(Array(message.utf8)), let conversation = fields.string("conversation_id"),
-                           let seq = fields.integer("seq"), let id = fields.string("id") {
-                            _ = state.withLock { $0.remember(RealtimeServer.Delivered(conversationID: conversation, seq: seq, id: id)) }
-                        }
-                        session.send(SocketPacket.eventText(ServerEventName.messageSentConfirmed.rawValue, json: message))
-                        server.metrics.confirmLatency.record(.now - received)
-                        server.metrics.eventOut(ServerEventName.messageSentConfirmed.rawValue).increment()
-                        if let ackID { session.send(SocketPacket.ackText(ackID, json: #"{"message":"# + message + #","ok":true}"#)) }
-                    case .failure(var error):
-                        error.clientID = sentClientID
-                        answer(ackID, .failure(error))
-                    }
-                }
-            } catch {
-                var failure = (error as? ChatError) ?? ChatError(.unavailable, "the message store is unreachable")
-                failure.clientID = sentClientID
-                answer(ackID, .failure(failure))
-            }
+            await send(body, ackID: ackID, email: email)
 
         case .userTyping:
             guard allowed(email, .typing, ackID: ackID) else { return }
@@ -247,6 +225,62 @@ final class ClientConnection: Sendable {
             await sync(argument?["since"] ?? .object([:]), ackID: ackID, claims: claims)
         }
     }
+
+    /// `send_message`: rate limit, a client id if it has none, into the stream; the socket gets
+    /// its confirmation and acknowledgement when the store answers.
+    private func send(_ body: SendMessageRequest, ackID: Int?, email: String) async {
+        guard allowed(email, .send, ackID: ackID, clientID: body.clientID) else { return }
+        var body = body
+        // Every send carries a client id, so a retry is stored once; a client that sent none gets one.
+        if body.clientID == nil { body.clientID = UUID().uuidString.lowercased() }
+        let sentClientID = body.clientID
+        let received = ContinuousClock.now
+        do {
+            try await store.submit(.send, user: email, payload: body.jsonText, request: newRequest()) { [self] result in
+                switch reply(result) {
+                case .success(let message):
+                    // The confirmation, then the acknowledgement: this socket sees its message committed.
+                    if let fields = JSONScan(Array(message.utf8)), let conversation = fields.string("conversation_id"),
+                       let seq = fields.integer("seq"), let id = fields.string("id") {
+                        _ = state.withLock { $0.remember(RealtimeServer.Delivered(conversationID: conversation, seq: seq, id: id)) }
+                    }
+                    session.send(SocketPacket.eventText(ServerEventName.messageSentConfirmed.rawValue, json: message))
+                    server.metrics.confirmLatency.record(.now - received)
+                    server.metrics.eventOut(ServerEventName.messageSentConfirmed.rawValue).increment()
+                    if let ackID { session.send(SocketPacket.ackText(ackID, json: #"{"message":"# + message + #","ok":true}"#)) }
+                case .failure(var error):
+                    error.clientID = sentClientID
+                    answer(ackID, .failure(error))
+                }
+            }
+        } catch {
+            var failure = (error as? ChatError) ?? ChatError(.unavailable, "the message store is unreachable")
+            failure.clientID = sentClientID
+            answer(ackID, .failure(failure))
+        }
+    }
+
+    /// The answer to new work while this gateway drains: the client reconnects (another gateway
+    /// takes over) and sends again; answers already owed still arrive.
+    private func refuseWhileDraining(_ ackID: Int?, clientID: String?) {
+        answer(ackID, .failure(ChatError(.unavailable, "this gateway is restarting; reconnect (another gateway takes over) and send again", clientID: clientID)))
+    }
+
+    /// `2<ack id>["send_message",{…}]` read without building a `JSONValue`, or nil for any
+    /// other packet or shape (which then takes the full parser, and its errors).
+    static func scannedSend(_ text: String) -> (ackID: Int?, body: SendMessageRequest)? {
+        let bytes = Array(text.utf8)
+        guard bytes.first == UInt8(ascii: "2") else { return nil }
+        var index = 1
+        while index < bytes.count, index <= 15, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+        let ackID = index > 1 ? Int(String(decoding: bytes[1..<index], as: UTF8.self)) : nil
+        let prefix = Self.sendPrefix
+        guard bytes.count > index + prefix.count, bytes[index..<(index + prefix.count)].elementsEqual(prefix), bytes.last == UInt8(ascii: "]"),
+              let body = SendMessageRequest(scanning: bytes, in: (index + prefix.count)..<(bytes.count - 1)) else { return nil }
+        return (ackID, body)
+    }
+
+    private static let sendPrefix = Array(#"["send_message","#.utf8)
 
     /// Whether the user is within `limit`; if not, the event is answered with `rate_limited`.
     private func allowed(_ email: String, _ limit: RealtimeServer.Limit, ackID: Int?, clientID: String? = nil) -> Bool {

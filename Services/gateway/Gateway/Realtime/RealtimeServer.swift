@@ -68,6 +68,7 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     private let draining = Mutex(false)
     private let pendingSubscriptions = Mutex<Set<String>>([])
     private let subscribed = Mutex<Set<String>>([])
+    private let lastPrepared = Mutex<Prepared?>(nil)
     private let wake: AsyncStream<Void>
     private let wakeContinuation: AsyncStream<Void>.Continuation
 
@@ -250,8 +251,13 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     static let revokeEvent = "session_revoked"
 
     /// Hands a message from `user:{email}` to that user's sockets here: the event's `data`
-    /// is forwarded as published, reading only the fields needed (see ``JSONScan``).
+    /// is forwarded as published, reading only the fields needed (see ``JSONScan``). A group
+    /// message reaches every member's channel with the same bytes, so the last event read is
+    /// kept and the next identical one goes straight to the sockets.
     public func deliver(email: String, payload: [UInt8]) {
+        if let prepared = lastPrepared.withLock({ last in last?.payload == payload ? last : nil }) {
+            return fanOut(email: email, prepared)
+        }
         guard let envelope = JSONScan(payload), let event = envelope.string("event"), event != Self.revokeEvent, let data = envelope.range("data"),
               envelope.isNull("gateway") || envelope.string("gateway") != nil, envelope.isNull("request") || envelope.string("request") != nil,
               let fields = payload[data.lowerBound] == UInt8(ascii: "{") ? JSONScan(payload, in: data) : JSONScan([UInt8]("{}".utf8)) else {
@@ -264,9 +270,24 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
             }
             delivered = Delivered(conversationID: conversation, seq: seq, id: id)
         }
-        let text = SocketPacket.eventText(event, json: String(decoding: payload[data], as: UTF8.self))
-        fanOut(email: email, event: event, text: text, gateway: envelope.string("gateway"), request: envelope.string("request"), delivered: delivered,
-               timestamp: { fields.string("timestamp") })
+        let prepared = Prepared(
+            payload: payload, event: event, text: SocketPacket.eventText(event, json: String(decoding: payload[data], as: UTF8.self)),
+            gateway: envelope.string("gateway"), request: envelope.string("request"), delivered: delivered,
+            sentAt: event == ServerEventName.receiveMessage.rawValue ? fields.string("timestamp").flatMap(ChatJSON.parseTimestamp) : nil)
+        lastPrepared.withLock { $0 = prepared }
+        fanOut(email: email, prepared)
+    }
+
+    /// A user event read and ready for the sockets, with the bytes it was read from.
+    struct Prepared: Sendable {
+        var payload: [UInt8]
+        var event: String
+        var text: String
+        var gateway: String?
+        var request: String?
+        var delivered: Delivered?
+        /// A message's own time, for the delivery latency.
+        var sentAt: Date?
     }
 
     /// The slow path: the whole envelope decoded (escaped fields, session revocations).
@@ -283,25 +304,26 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
             }
             return
         }
-        let text = SocketPacket.eventText(envelope.event, json: envelope.data.text)
-        fanOut(email: email, event: envelope.event, text: text, gateway: envelope.gateway, request: envelope.request,
-               delivered: Self.delivered(envelope.event, envelope.data), timestamp: { envelope.data["timestamp"]?.stringValue })
+        fanOut(email: email, Prepared(
+            payload: payload, event: envelope.event, text: SocketPacket.eventText(envelope.event, json: envelope.data.text),
+            gateway: envelope.gateway, request: envelope.request, delivered: Self.delivered(envelope.event, envelope.data),
+            sentAt: envelope.event == ServerEventName.receiveMessage.rawValue ? envelope.data["timestamp"]?.stringValue.flatMap(ChatJSON.parseTimestamp) : nil))
     }
 
     private static let droppableEvents: Set<String> = [ServerEventName.userTyping.rawValue, ServerEventName.userOnline.rawValue, ServerEventName.userOffline.rawValue]
 
-    private func fanOut(email: String, event: String, text: String, gateway: String?, request: String?, delivered: Delivered?, timestamp: () -> String?) {
+    private func fanOut(email: String, _ prepared: Prepared) {
         let connections = users.withLock { users in users[email].map { Array($0.sockets.values) } ?? [] }
-        let priority: OutboundQueue.Priority = Self.droppableEvents.contains(event) ? .droppable : .essential
+        let priority: OutboundQueue.Priority = Self.droppableEvents.contains(prepared.event) ? .droppable : .essential
         var pushed = 0
         for connection in connections {
             // The socket that asked gets its own answer through its request, exactly once.
-            if gateway == configuration.gatewayID, let request, request.hasPrefix(connection.socketID + ":") { continue }
-            if connection.push(text, priority, delivered: delivered) { pushed += 1 }
+            if prepared.gateway == configuration.gatewayID, let request = prepared.request, request.hasPrefix(connection.socketID + ":") { continue }
+            if connection.push(prepared.text, priority, delivered: prepared.delivered) { pushed += 1 }
         }
         guard pushed > 0 else { return }
-        metrics.eventOut(event).increment(by: Int64(pushed))
-        if event == ServerEventName.receiveMessage.rawValue { metrics.delivered(timestamp: timestamp()) }
+        metrics.eventOut(prepared.event).increment(by: Int64(pushed))
+        if let sentAt = prepared.sentAt { metrics.delivered(sentAt: sentAt) }
     }
 
     /// A message a socket was given: where it belongs and its id.
