@@ -53,6 +53,12 @@ final class ManagedConnection: Sendable {
         connection.close()
     }
 
+    /// For a connection whose ``maintain()`` is about to start: callers wait for it to
+    /// connect instead of failing because it has not started.
+    func expectMaintenance() {
+        state.withLock { _ = $0.connectStarted() }
+    }
+
     /// Connects, waits for the connection to close, reconnects; returns after ``shutdown()``.
     func maintain() async {
         var failures = 0

@@ -102,7 +102,7 @@ extension RedisClient {
     /// `XREADGROUP GROUP group consumer [COUNT n] [BLOCK ms] [NOACK] STREAMS key... id...`.
     ///
     /// Use `">"` as the id for new entries, `"0"` for this consumer's own pending ones.
-    /// With `block`, the command runs on the blocking connection; it returns `[:]` on timeout.
+    /// With `block`, the command runs on a blocking connection of its own; it returns `[:]` on timeout.
     public func xreadgroup(
         group: String,
         consumer: String,

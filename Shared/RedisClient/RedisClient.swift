@@ -2,12 +2,15 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
-/// An async Redis client: one pipelined connection for ordinary commands and one for blocking reads.
+/// An async Redis client: one pipelined connection for ordinary commands, and one more per
+/// blocking read in progress.
 ///
 /// Any number of tasks may call it at once; their commands share one connection and
 /// one write per event-loop turn, and each gets its own reply. Blocking commands
-/// (`XREADGROUP ... BLOCK`) go to a second connection so they never hold up the rest.
+/// (`XREADGROUP ... BLOCK`) go to connections of their own so they never hold up the rest,
+/// nor each other: two stream consumers in one service each get a connection.
 ///
 /// The client is a `Service`: it works only while ``run()`` is active, reconnects
 /// by itself with backoff, and stops on graceful shutdown or cancellation. Commands
@@ -18,7 +21,20 @@ public final class RedisClient: Service, Sendable {
     public let configuration: RedisConfiguration
     let logger: Logger
     private let main: ManagedConnection
-    private let blocking: ManagedConnection
+    /// Connections for blocking commands: one per caller blocked at the same time, kept for reuse.
+    private let blocking: Mutex<BlockingConnections>
+    private let makeBlocking: @Sendable (Int) -> ManagedConnection
+    /// New blocking connections for ``run()`` to keep up.
+    private let startBlocking: AsyncStream<ManagedConnection>.Continuation
+    private let blockingToStart: AsyncStream<ManagedConnection>
+
+    private struct BlockingConnections {
+        var idle: [ManagedConnection] = []
+        var all: [ManagedConnection] = []
+        var shutdown = false
+        /// ``run()`` is active: a new connection is started at once, so its callers wait for it.
+        var running = false
+    }
 
     /// Creates a client; nothing connects until ``run()``.
     public init(
@@ -31,18 +47,25 @@ public final class RedisClient: Service, Sendable {
         self.main = ManagedConnection(name: "main", maximumBackoff: configuration.maximumBackoff, logger: logger) { _ in
             try await RedisConnection.connect(to: configuration, on: eventLoopGroup)
         }
-        self.blocking = ManagedConnection(name: "blocking", maximumBackoff: configuration.maximumBackoff, logger: logger) { _ in
-            try await RedisConnection.connect(to: configuration, on: eventLoopGroup)
+        self.makeBlocking = { number in
+            ManagedConnection(name: number == 1 ? "blocking" : "blocking-\(number)", maximumBackoff: configuration.maximumBackoff, logger: logger) { _ in
+                try await RedisConnection.connect(to: configuration, on: eventLoopGroup)
+            }
         }
+        (self.blockingToStart, self.startBlocking) = AsyncStream.makeStream()
+        self.blocking = Mutex(BlockingConnections())
+        // The first one connects with the client, as the main connection does.
+        returnBlocking(takeBlocking())
     }
 
     /// Keeps both connections up until graceful shutdown or cancellation.
     public func run() async throws {
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
+                blocking.withLock { $0.running = true }
                 await withDiscardingTaskGroup { group in
                     group.addTask { await self.main.maintain() }
-                    group.addTask { await self.blocking.maintain() }
+                    for await connection in self.blockingToStart { group.addTask { await connection.maintain() } }
                 }
             } onGracefulShutdown: {
                 self.shutdown()
@@ -55,7 +78,33 @@ public final class RedisClient: Service, Sendable {
     /// Closes both connections; everything waiting fails with ``RedisConnectionError/Code/shutdown``.
     public func shutdown() {
         main.shutdown()
-        blocking.shutdown()
+        let connections = blocking.withLock { state in
+            state.shutdown = true
+            return state.all
+        }
+        for connection in connections { connection.shutdown() }
+        startBlocking.finish()
+    }
+
+    /// An idle blocking connection, or a new one (kept up by ``run()`` from now on).
+    private func takeBlocking() -> ManagedConnection {
+        let (connection, isNew, isShutdown) = blocking.withLock { state -> (ManagedConnection, Bool, Bool) in
+            if let idle = state.idle.popLast() { return (idle, false, state.shutdown) }
+            let connection = makeBlocking(state.all.count + 1)
+            if state.running { connection.expectMaintenance() }
+            state.all.append(connection)
+            return (connection, true, state.shutdown)
+        }
+        if isShutdown {
+            connection.shutdown()
+        } else if isNew {
+            startBlocking.yield(connection)
+        }
+        return connection
+    }
+
+    private func returnBlocking(_ connection: ManagedConnection) {
+        blocking.withLock { $0.idle.append(connection) }
     }
 
     /// Sends one command; an error reply throws ``RedisServerError``.
@@ -76,15 +125,18 @@ public final class RedisClient: Service, Sendable {
 
     /// Sends a command that may block on the server (`BLOCK`, `BLPOP`) on the blocking connection.
     ///
-    /// Blocking commands from several callers run one after another. Cancelling the
-    /// calling task closes that connection (it reconnects) so the caller returns at once.
+    /// Callers blocked at the same time each have a connection (made when first needed),
+    /// so one consumer's `BLOCK` never delays another's read. Cancelling the calling task
+    /// closes that connection (it reconnects) so the caller returns at once.
     @discardableResult
     public func sendBlocking(_ command: [String]) async throws -> RESPValue {
-        let connection = try await blocking.connection()
+        let slot = takeBlocking()
+        defer { returnBlocking(slot) }
+        let connection = try await slot.connection()
         let reply = try await withTaskCancellationHandler {
             try await connection.send([command], expectedReplies: 1)[0]
         } onCancel: {
-            self.blocking.discard(connection)
+            slot.discard(connection)
         }
         if case .error(let message) = reply { throw RedisServerError(message: message) }
         return reply

@@ -147,6 +147,25 @@ struct RedisClientTests {
         }
     }
 
+    @Test("two blocked readers wait side by side: the second gets its entry while the first still waits")
+    func blockedReadersDoNotQueue() async throws {
+        let keys = uniqueKeys()
+        let (first, second) = (keys.commands, keys.events)
+        try await RedisServer.required().withClient { redis in
+            for stream in [first, second] { #expect(try await redis.xgroupCreate(stream, group: "g", startingAt: "$")) }
+            let waiting = Task { try await redis.xreadgroup(group: "g", consumer: "a", streams: [(first, ">")], block: .seconds(60)) }
+            try await Task.sleep(for: .milliseconds(200))
+            let reader = Task { try await redis.xreadgroup(group: "g", consumer: "b", streams: [(second, ">")], block: .seconds(60)) }
+            try await Task.sleep(for: .milliseconds(200))
+            try await redis.xadd(second, fields: [("type", "typing")])
+            // With one shared blocking connection this read would sit behind the first one's BLOCK.
+            let read = try await withTimeout(.seconds(20)) { try await reader.value }
+            #expect(read[second]?.map { $0.fields["type"] } == ["typing"])
+            try await redis.xadd(first, fields: [("type", "wake")])
+            #expect(try await withTimeout(.seconds(20)) { try await waiting.value }[first]?.count == 1)
+        }
+    }
+
     @Test("consumer group round trip: read, ack, and XAUTOCLAIM takes over a dead consumer's entries")
     func consumerGroupsAndAutoclaim() async throws {
         let keys = uniqueKeys()
