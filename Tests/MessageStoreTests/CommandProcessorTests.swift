@@ -168,6 +168,22 @@ struct CommandProcessorTests {
         }
     }
 
+    @Test("a send read together with a purge is committed and answered first, in a transaction of its own")
+    func sendsGoBeforePurges() async throws {
+        try await withHarness { h in
+            let c = try h.store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+            let old = try h.store.send("admin@clinic.com", to: c.id, "old note", now: Date().addingTimeInterval(-91 * 86400)).message
+            func entry(_ id: String, _ command: StoreCommand) -> StreamEntry { StreamEntry(id: id, fields: Dictionary(uniqueKeysWithValues: command.fields)) }
+            let purge = entry("1-1", try StoreCommand(type: .purge, user: "", gateway: "gw-1", request: "purge", body: PurgeRequest(messageIDs: [old.id])))
+            let send = entry("1-2", try h.command(.send, "doctor@clinic.com", SendMessageRequest(conversationID: c.id, content: "new note", clientID: "n1"), request: "send"))
+            try await h.processor.process([purge, send])
+            #expect(await h.waitForReply("purge")?.error == nil)
+            let requests = h.recorder.texts(on: h.keys.gateway("gw-1")).compactMap { try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data($0.utf8)).request }
+            #expect(requests == ["send", "purge"])
+            #expect(try h.store.history(for: "doctor@clinic.com", conversationID: c.id).map(\.content) == ["new note"])
+        }
+    }
+
     @Test("marking read moves the marker, sends receipts to every participant and answers the gateway")
     func readReceipts() async throws {
         try await withHarness { h in

@@ -320,8 +320,8 @@ struct AuditAndFileTests {
         #expect(throws: DatabaseError.self) { try store.write { db in try db.execute(sql: "UPDATE audit_log SET outcome = 'ok'") } }
     }
 
-    @Test("the database file is in WAL mode with secure_delete on, and survives reopening")
-    func fileDatabase() throws {
+    @Test("the database file is in WAL mode with secure_delete on, is checkpointed beside the writer, and survives reopening")
+    func fileDatabase() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("chat-\(UUID().uuidString.prefix(8)).sqlite").path
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
         do {
@@ -331,6 +331,10 @@ struct AuditAndFileTests {
             try store.send("a@clinic.com", receiver: "b@clinic.com", "kept")
             #expect(try store.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } == "wal")
             #expect(try store.read { db in try Int.fetchOne(db, sql: "PRAGMA secure_delete") } == 1)
+            // Commits leave checkpoints to checkpoint(), which copies the WAL beside the writer.
+            #expect(try store.write { db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") } == 16384)
+            let checkpoint = try await store.checkpoint()
+            #expect(checkpoint.walFrames > 0 && checkpoint.checkpointed == checkpoint.walFrames)
         }
         let reopened = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4)
         let c = try #require(try reopened.conversations(for: "b@clinic.com").first)

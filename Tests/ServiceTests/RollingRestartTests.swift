@@ -220,7 +220,7 @@ struct RollingRestartTests {
 
         let sent = count.withLock { $0 }
         let (senderState, receiverState) = (sender.state.withLock { $0 }, receiver.state.withLock { $0 })
-        #expect(sent >= 200, "the sender managed only \(sent) sends")
+        #expect(sent >= 100, "the sender managed only \(sent) sends")
         // Sessions: the first one, then a move for each restart of the gateway holding it
         // (the sender starts on gateway A, the receiver on B).
         #expect(senderState.reconnects >= 3, "the sender should have moved twice: \(senderState.reconnects) sessions")

@@ -69,10 +69,22 @@ public final class CommandProcessor: Service, Sendable {
         }
         if !malformed.isEmpty {
             logger.warning("dropped malformed commands", metadata: ["chat.count": "\(malformed.count)", "redis.ids": "\(malformed.prefix(5))"])
+            metrics?.dropped(malformed.count)
         }
+        // Retention's purges hold the writer longest: the users' commands read with them are
+        // committed and answered first, in a transaction of their own, so a send never waits
+        // for a purge that merely arrived in the same read.
+        let isMaintenance = { (command: StoreCommand) in command.type == .purge || command.type == .compact }
+        try await applyAndAnnounce(batch.filter { !isMaintenance($0.command) })
+        try await applyAndAnnounce(batch.filter { isMaintenance($0.command) })
+    }
+
+    /// Applies commands in one transaction and publishes what they did.
+    private func applyAndAnnounce(_ batch: [(id: String, command: StoreCommand)]) async throws {
+        guard !batch.isEmpty else { return }
         let started = ContinuousClock.now
         let outcomes = try store.apply(batch)
-        metrics?.record(batch: batch.map(\.command), malformed: malformed.count, duration: .now - started)
+        metrics?.record(batch: batch.map(\.command), duration: .now - started)
         for case .compactRequested(let auditRetention) in outcomes {
             try store.compactAfterPurge()
             let removed = try store.purgeAuditLog(olderThan: auditRetention)

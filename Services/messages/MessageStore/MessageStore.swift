@@ -95,6 +95,8 @@ public struct MessageStore: Sendable {
     public static let maximumGroupSize = 256
 
     let writer: any DatabaseWriter
+    /// The connection that checkpoints the WAL (file databases only).
+    let checkpointer: DatabaseQueue?
     /// How long a message lives (`CHAT_RETENTION`).
     public let retention: Duration
     /// bcrypt cost for new passwords (at least 10 in production).
@@ -111,8 +113,29 @@ public struct MessageStore: Sendable {
             // 32 MiB of page cache per connection (SQLite's default is 2 MiB): the writer keeps
             // the hot b-tree pages of a busy store instead of reading them back from the OS.
             try db.execute(sql: "PRAGMA cache_size = -32768")
+            // Checkpoints run beside the writer (``checkpoint()``), not inside a commit: a commit
+            // that crossed SQLite's default threshold (1,000 pages) copied and synced the WAL
+            // while every send waited, which was most of the store's latency tail. This is
+            // only the backstop should the checkpointer fall behind (64 MiB of WAL).
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 16384")
         }
-        return try MessageStore(writer: DatabasePool(path: path, configuration: configuration), retention: retention, bcryptCost: bcryptCost)
+        let pool = try DatabasePool(path: path, configuration: configuration)
+        var checkpointing = Configuration()
+        checkpointing.busyMode = .timeout(TimeInterval(busyTimeout.milliseconds) / 1000)
+        return try MessageStore(writer: pool, retention: retention, bcryptCost: bcryptCost,
+                                checkpointer: DatabaseQueue(path: path, configuration: checkpointing))
+    }
+
+    /// Copies what the WAL holds into the database file (`PRAGMA wal_checkpoint(PASSIVE)`)
+    /// on a connection of its own, without taking the writer: the messages service calls it
+    /// every second. Returns the WAL's frames and how many are now in the database file.
+    @discardableResult
+    public func checkpoint() async throws -> (walFrames: Int, checkpointed: Int) {
+        guard let checkpointer else { return (0, 0) }
+        return try await checkpointer.writeWithoutTransaction { db in
+            let row = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)")
+            return (row?[1] ?? 0, row?[2] ?? 0)
+        }
     }
 
     /// A private in-memory database, for unit tests.
@@ -120,8 +143,9 @@ public struct MessageStore: Sendable {
         try MessageStore(writer: DatabaseQueue(), retention: retention, bcryptCost: bcryptCost)
     }
 
-    init(writer: any DatabaseWriter, retention: Duration, bcryptCost: UInt8) throws {
+    init(writer: any DatabaseWriter, retention: Duration, bcryptCost: UInt8, checkpointer: DatabaseQueue? = nil) throws {
         self.writer = writer
+        self.checkpointer = checkpointer
         self.retention = retention
         self.bcryptCost = bcryptCost
         try Schema.migrator.migrate(writer)

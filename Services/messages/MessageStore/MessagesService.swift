@@ -34,6 +34,13 @@ public struct MessagesService: Service {
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await processor.run() }
             group.addTask { try await responder.run() }
+            group.addTask { [store, logger = runtime.logger] in
+                // Checkpoints beside the writer, so no commit pays for one (see MessageStore.checkpoint).
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    do { try await store.checkpoint() } catch { logger.warning("WAL checkpoint failed", metadata: ["chat.error": "\(error)"]) }
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
+                }
+            }
         }
     }
 }

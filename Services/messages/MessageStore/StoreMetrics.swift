@@ -24,10 +24,15 @@ public struct StoreMetrics: Sendable {
         registry.counter("chat_store_commands_applied_total", help: "Commands applied to the store, by type.", labels: [("type", type.rawValue)])
     }
 
-    func record(batch commands: [StoreCommand], malformed dropped: Int, duration: Duration) {
-        batchSize.record(Double(commands.count + dropped))
+    /// Entries dropped because they are not commands.
+    func dropped(_ count: Int) {
+        malformed.increment(by: Int64(count))
+    }
+
+    /// One transaction: its commands and how long applying and committing them took.
+    func record(batch commands: [StoreCommand], duration: Duration) {
+        batchSize.record(Double(commands.count))
         commitLatency.record(duration)
-        if dropped > 0 { malformed.increment(by: Int64(dropped)) }
         var counts: [StoreCommandType: Int64] = [:]
         for command in commands { counts[command.type, default: 0] += 1 }
         for (type, count) in counts { applied(type).increment(by: count) }

@@ -7,7 +7,7 @@ import ServiceLifecycle
 
 /// The retention worker: schedules every stored message in `retention:due` (score = expiry,
 /// from `chat:events`, group `retention`), and every sweep interval sends `purge` commands
-/// for what is due, at most 1,000 ids each, to the messages service.
+/// for what is due, at most 100 ids each and paced, to the messages service.
 ///
 /// Crash-safe: an id leaves the schedule only after its purge command is in the stream,
 /// and purging is idempotent, so a worker killed mid-sweep resumes where it stopped.
@@ -17,7 +17,9 @@ public final class RetentionWorker: Service, Sendable {
         public var consumer: String
         public var sweepInterval: Duration
         public var auditRetention: Duration
-        public var batchSize = 1000
+        /// Ids per purge command: small, because a purge holds the store's single writer and
+        /// sends wait behind it.
+        public var batchSize = 100
 
         public init(consumer: String, sweepInterval: Duration, auditRetention: Duration) {
             self.consumer = consumer
@@ -102,12 +104,16 @@ public final class RetentionWorker: Service, Sendable {
             // meanwhile, which schedules them again, is not undone). Then wait for the store:
             // one batch at a time, so a large backlog never floods chat:commands and sends
             // queued meanwhile are not stuck behind it.
+            let started = ContinuousClock.now
             let reply = try await store.command(.purge, user: "", body: PurgeRequest(messageIDs: ids)) {
                 try await self.redis.zrem(self.keys.retentionDue, ids)
             }
             if let error = reply.error { throw error }
             sent += ids.count
             metrics?.purged.increment(by: Int64(ids.count))
+            // Paced: the store's writer is left to the users at least as long as the purge held
+            // it, so a large backlog (a restore, a lifted hold) never takes more than half of it.
+            if ids.count == configuration.batchSize { try await Task.sleep(for: ContinuousClock.now - started) }
         }
         metrics?.sweeps.increment()
         metrics?.lastSweep.set(now.timeIntervalSince1970)
