@@ -12,7 +12,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 redis_port=$(free_port)
 http_port=$(free_port)
 out="$work/results.md"
-workloads=${WORKLOADS:-"pairs-closed group idle churn history pairs-5000 pairs-10000 purge"}
+workloads=${WORKLOADS:-"pairs-closed group idle churn history pairs-5000 pairs-10000 purge store"}
 
 # Tens of thousands of sockets need as many descriptors in the gateway and the tool: as
 # many as the hard limit allows (a container may cap it; the idle run is sized below it).
@@ -57,6 +57,8 @@ for workload in $workloads; do
     history) run history --messages 1000 --clients 8 --requests 2000 ;;
     purge) echo "running: chat-bench purge --messages 100000" >&2
            { echo "### sends while retention purges 100,000 messages"; echo; echo '`chat-bench purge --messages 100000` (its own Redis and store)'; echo; "$bench" purge --messages 100000; echo; } | tee -a "$out" ;;
+    store) echo "running: chat-bench store" >&2
+           { echo "### the store alone: sends through MessageStore.apply"; echo; echo '`chat-bench store` (a fresh SQLite file, batches of 256, no Redis)'; echo; "$bench" store; echo; } | tee -a "$out" ;;
   esac
 done
 
