@@ -29,7 +29,11 @@ public enum ChatJSON {
 
     /// `2026-11-25T06:33:00.123Z`: rounded to the nearest millisecond (the formatter alone would truncate 0.1229999 to .122).
     public static func formatTimestamp(_ date: Date) -> String {
-        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded())
+        JSONText.timestamp(milliseconds: date.epochMilliseconds)
+    }
+
+    /// The same with Foundation's ISO 8601 formatter: for years outside 1000–9999, and the tests' reference.
+    static func formatTimestampWithFoundation(milliseconds: Int64) -> String {
         let (seconds, fraction) = milliseconds.quotientAndRemainder(dividingBy: 1000)
         let whole = Date(timeIntervalSince1970: TimeInterval(fraction < 0 ? seconds - 1 : seconds))
         let base = whole.formatted(Date.ISO8601FormatStyle(timeZone: .gmt))  // 2026-11-25T06:33:00Z

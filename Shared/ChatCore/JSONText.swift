@@ -42,7 +42,7 @@ public enum JSONText {
         out += String(decoding: bytes, as: UTF8.self)
     }
 
-    /// `2026-11-25T06:33:00.123Z` for milliseconds since 1970, as `ChatJSON.formatTimestamp`.
+    /// `2026-11-25T06:33:00.123Z` for milliseconds since 1970 (`ChatJSON.formatTimestamp` is this).
     public static func timestamp(milliseconds: Int64) -> String {
         let (seconds, millisecond) = floorDivide(milliseconds, 1000)
         let (days, secondOfDay) = floorDivide(seconds, 86400)
@@ -57,7 +57,7 @@ public enum JSONText {
         let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
         guard (1000...9999).contains(year) else {
-            return ChatJSON.formatTimestamp(Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+            return ChatJSON.formatTimestampWithFoundation(milliseconds: milliseconds)
         }
         var bytes = [UInt8](repeating: 0, count: 24)
         func put(_ value: Int64, _ at: Int, _ width: Int) {

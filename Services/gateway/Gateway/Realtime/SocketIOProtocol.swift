@@ -108,9 +108,7 @@ public struct SocketPacket: Sendable, Hashable {
 
     /// `2["name",data]` ready to send, built from already-encoded JSON (no re-encoding per socket).
     public static func eventText(_ name: String, json: String) -> String {
-        // Event names are plain identifiers: quote them without building an encoder per message.
-        let quoted = name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } ? "\"" + name + "\"" : ChatJSON.text(name)
-        return "2[" + quoted + "," + json + "]"
+        "2[" + JSONText.quoted(name) + "," + json + "]"
     }
 
     /// `3<id>[data]`.
