@@ -14,6 +14,14 @@ public struct ProcessStatus: Sendable {
 
     private static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 
+    /// Bytes the process has passed to write(2) and its kin so far (`wchar` in
+    /// `/proc/<pid>/io`); 0 if unreadable.
+    public static func bytesWritten(pid: Int32 = getpid()) -> Int64 {
+        guard let io = try? String(contentsOfFile: "/proc/\(pid)/io", encoding: .utf8),
+              let line = io.split(separator: "\n").first(where: { $0.hasPrefix("wchar:") }) else { return 0 }
+        return Int64(line.dropFirst(6).trimmingCharacters(in: .whitespaces)) ?? 0
+    }
+
     /// Nil when the process is gone (or this is not Linux).
     public static func read(pid: Int32 = getpid()) -> ProcessStatus? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),

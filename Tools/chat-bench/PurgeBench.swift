@@ -110,7 +110,7 @@ struct PurgeBench: AsyncParsableCommand {
             | while purging \(messages) | \(during.count) | \(fixed2(median(during))) | \(fixed2(percentile(during, 0.99))) |
 
             median during / idle: \(fixed2(median(during) / median(idle)))×; p99 during / idle: \(fixed2(percentile(during, 0.99) / percentile(idle, 0.99)))×
-            purge of \(messages) messages (schedule rebuilt from the store, paced batches of 100): \(fixed2(ms(purgeTime) / 1000)) s, \(Int(Double(messages) / (ms(purgeTime) / 1000))) messages/s
+            purge of \(messages) messages (schedule rebuilt from the store, paced batches of \(RetentionWorker.Configuration(consumer: "", sweepInterval: .seconds(1), auditRetention: .seconds(1)).batchSize)): \(fixed2(ms(purgeTime) / 1000)) s, \(Int(Double(messages) / (ms(purgeTime) / 1000))) messages/s
             """)
             group.cancelAll()
         }

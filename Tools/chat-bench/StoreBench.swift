@@ -44,7 +44,7 @@ struct StoreBench: AsyncParsableCommand {
         print("| round | sends | seconds | sends/s | µs per send | written (KiB per send) |")
         print("|---|---:|---:|---:|---:|---:|")
         for round in 1...rounds {
-            let before = bytesWritten()
+            let before = ProcessStatus.bytesWritten()
             let started = ContinuousClock.now
             var sent = 0
             while sent < messages {
@@ -61,19 +61,11 @@ struct StoreBench: AsyncParsableCommand {
                 sent += count
             }
             let seconds = ms(ContinuousClock.now - started) / 1000
-            let written = Double(bytesWritten() - before) / 1024 / Double(messages)
+            let written = Double(ProcessStatus.bytesWritten() - before) / 1024 / Double(messages)
             rates.append(Double(messages) / seconds)
             print("| \(round) | \(messages) | \(fixed2(seconds)) | \(Int(Double(messages) / seconds)) | \(fixed2(seconds * 1e6 / Double(messages))) | \(fixed2(written)) |")
         }
         let middle = median(rates)
         print("\nmedian: \(Int(middle)) sends/s, \(fixed2(1e6 / middle)) µs per send (batches of \(batch), \(conversations) conversations)")
-    }
-
-    /// Bytes this process has passed to write(2)/pwrite(2) so far (`wchar` in /proc/self/io):
-    /// the WAL frames and checkpoints of the transactions.
-    private func bytesWritten() -> Int64 {
-        guard let text = try? String(contentsOfFile: "/proc/self/io", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("wchar:") }) else { return 0 }
-        return Int64(line.dropFirst(6).trimmingCharacters(in: .whitespaces)) ?? 0
     }
 }

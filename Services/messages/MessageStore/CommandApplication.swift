@@ -83,21 +83,23 @@ extension MessageStore {
     }
 
     private func applyOne(_ db: Database, _ command: StoreCommand, now: Date) throws -> CommandOutcome {
-        let decoder = ChatJSON.makeDecoder()
-        let payload = Data(command.payload.utf8)
+        // Made only when needed: a send's body is normally read by the scanner.
+        func decode<Body: Decodable>(_ type: Body.Type) throws -> Body {
+            try ChatJSON.makeDecoder().decode(type, from: Data(command.payload.utf8))
+        }
         switch command.type {
         case .send:
-            let body = try SendMessageRequest(scanning: Array(command.payload.utf8)) ?? decoder.decode(SendMessageRequest.self, from: payload)
+            let body = try SendMessageRequest(scanning: Array(command.payload.utf8)) ?? decode(SendMessageRequest.self)
             return .sent(try append(db, SendRequest(sender: command.user, conversationID: body.conversationID, receiverEmail: body.receiverEmail,
                                                    content: body.content, clientID: body.clientID), now: now))
         case .markConversationRead:
-            let body = try decoder.decode(MarkConversationReadRequest.self, from: payload)
+            let body = try decode(MarkConversationReadRequest.self)
             return .read(try markRead(db, reader: command.user, conversationID: body.conversationID, upToSeq: body.upToSeq, now: now))
         case .markMessageRead:
-            let body = try decoder.decode(MarkMessageReadRequest.self, from: payload)
+            let body = try decode(MarkMessageReadRequest.self)
             return .read(try markMessageRead(db, reader: command.user, messageID: body.messageID, now: now))
         case .createConversation:
-            let body = try decoder.decode(CreateConversationRequest.self, from: payload)
+            let body = try decode(CreateConversationRequest.self)
             let record: ConversationRecord
             if let title = body.title {
                 record = try createGroup(db, creator: command.user, title: title, members: body.participants, now: now)
@@ -111,11 +113,11 @@ extension MessageStore {
             return .conversation(try conversation(record, for: command.user.lowercased(), db, now: now))
         case .createUser:
             try requireAdmin(db, command.user)
-            let body = try decoder.decode(CreateUserRequest.self, from: payload)
+            let body = try decode(CreateUserRequest.self)
             return .user(try insertUser(db, email: body.email, name: body.name, role: body.role, password: body.password, now: now))
         case .setUserDisabled, .setUserRole:
             try requireAdmin(db, command.user)
-            let body = try decoder.decode(UpdateUserRequest.self, from: payload)
+            let body = try decode(UpdateUserRequest.self)
             guard var record = try UserRecord.fetchOne(db, key: body.email.lowercased()) else { throw ChatError(.notFound, "no such user") }
             if command.type == .setUserDisabled {
                 guard let disabled = body.disabled else { throw ChatError(.badRequest, "disabled is required") }
@@ -127,20 +129,20 @@ extension MessageStore {
             try record.update(db)
             return .user(record.user)
         case .audit:
-            _ = try decoder.decode(AuditRequest.self, from: payload)
+            _ = try decode(AuditRequest.self)
             return .audited
         case .purge:
             try requireSystem(command.user)
-            let body = try decoder.decode(PurgeRequest.self, from: payload)
+            let body = try decode(PurgeRequest.self)
             guard body.messageIDs.count <= 1000 else { throw ChatError(.badRequest, "a purge names at most 1,000 messages") }
             return .purged(try purge(db, ids: body.messageIDs, now: now))
         case .compact:
             try requireSystem(command.user)
-            let body = try decoder.decode(CompactRequest.self, from: payload)
+            let body = try decode(CompactRequest.self)
             return .compactRequested(auditRetention: .milliseconds(body.auditRetentionMilliseconds))
         case .setLegalHold:
             try requireAdmin(db, command.user)
-            let body = try decoder.decode(LegalHoldRequest.self, from: payload)
+            let body = try decode(LegalHoldRequest.self)
             _ = try setLegalHold(db, conversationID: body.conversationID, held: body.held)
             var released: [DueMessage] = []
             if !body.held {
