@@ -25,6 +25,10 @@ public final class RedisSubscriber: Service, Sendable {
     /// What arrives on ``events``.
     public enum Event: Sendable, Hashable {
         case message(RedisPubSubMessage)
+        /// The connection was lost: every message before this came from the old connection,
+        /// every message after it from the new one (it may come before ``resubscribed``,
+        /// as soon as the first channel is subscribed again). Yielded once per loss.
+        case connectionLost
         /// The connection was lost and restored with every subscription; messages in between were missed.
         case resubscribed
     }
@@ -50,7 +54,11 @@ public final class RedisSubscriber: Service, Sendable {
         self.events = events
         self.continuation = continuation
         let subscriptions = self.subscriptions
+        let lossAnnounced = LockedState(false)
         self.slot = ManagedConnection(name: "subscriber", maximumBackoff: configuration.maximumBackoff, logger: logger) { isReconnect in
+            if isReconnect, lossAnnounced.withLock({ announced in defer { announced = true }; return !announced }) {
+                continuation.yield(.connectionLost)
+            }
             let connection = try await RedisConnection.connect(to: configuration, on: eventLoopGroup) { push in
                 if let message = Self.message(from: push) { continuation.yield(.message(message)) }
             }
@@ -66,7 +74,10 @@ public final class RedisSubscriber: Service, Sendable {
                 connection.close()
                 throw error
             }
-            if isReconnect { continuation.yield(.resubscribed) }
+            if isReconnect {
+                lossAnnounced.withLock { $0 = false }
+                continuation.yield(.resubscribed)
+            }
             return connection
         }
     }

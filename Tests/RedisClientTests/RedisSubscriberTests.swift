@@ -106,6 +106,17 @@ struct RedisSubscriberTests {
             #expect(try await redis.publish("reply", to: keys.gateway("gw-1")) == 1)
             #expect(await eventually { recorder.messages.count == 2 })
             #expect(recorder.messages.map(\.text) == ["after-kill", "reply"])
+            // The loss is announced once, before anything from the new connection.
+            let marks = recorder.all.map { event -> String in
+                switch event {
+                case .message(let message): message.text
+                case .connectionLost: "lost"
+                case .resubscribed: "resubscribed"
+                }
+            }
+            #expect(marks.filter { $0 == "lost" }.count == 1)
+            #expect(marks.firstIndex(of: "lost")! < marks.firstIndex(of: "resubscribed")!)
+            #expect(marks.firstIndex(of: "lost")! < marks.firstIndex(of: "after-kill")!)
         }
     }
 }

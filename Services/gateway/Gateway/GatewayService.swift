@@ -150,6 +150,8 @@ public struct GatewayService: Service {
                 } else if message.channel.hasPrefix(userPrefix) {
                     realtime.deliver(email: String(message.channel.dropFirst(userPrefix.count)), payload: message.payload)
                 }
+            case .connectionLost:
+                realtime.subscriptionLost()
             case .resubscribed:
                 realtime.resynchronize()
             }

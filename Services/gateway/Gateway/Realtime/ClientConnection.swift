@@ -19,6 +19,9 @@ final class ClientConnection: Sendable {
         var skipBinary = 0
         /// The newest seq this socket has been given, per conversation.
         var seen: [String: Int64] = [:]
+        /// `seen` when the subscription was lost: the replay starts there, not at what arrived
+        /// live on the new subscription before the replay ran (that would skip the gap).
+        var seenAtLoss: [String: Int64]?
         /// Ids of the messages given most recently, so a replay never shows one twice.
         var recent = Set<String>()
         var recentOrder = Deque<String>()
@@ -317,10 +320,19 @@ final class ClientConnection: Sendable {
         await replay(since: map, after: nil, email: claims.sub, ackID: ackID)
     }
 
-    /// After a lost subscription: replays everything after what this socket was given, or stored since it connected.
+    /// The subscription was lost: remembers where this socket's replay will start.
+    func subscriptionLost() {
+        state.withLock { s in if s.seenAtLoss == nil { s.seenAtLoss = s.seen } }
+    }
+
+    /// After a lost subscription: replays everything after what this socket was given before
+    /// the loss, or stored since it connected (what it already has is skipped by id).
     func resynchronize() async {
         guard let email = claims?.sub else { return }
-        let (seen, connectedAt) = state.withLock { ($0.seen, $0.connectedAt) }
+        let (seen, connectedAt) = state.withLock { s in
+            defer { s.seenAtLoss = nil }
+            return (s.seenAtLoss ?? s.seen, s.connectedAt)
+        }
         await replay(since: seen, after: connectedAt.map { $0.addingTimeInterval(-1) }, email: email, ackID: nil)
     }
 

@@ -340,8 +340,15 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         return Delivered(conversationID: conversation, seq: Int64(seq), id: id)
     }
 
-    /// Redis dropped the subscriber's connection: what was published meanwhile is lost, so
-    /// every socket here replays what it missed from the store.
+    /// Redis dropped the subscriber's connection (it is reconnecting): each socket notes what
+    /// it had been given so far, where its replay will start. Called from the pump, in order
+    /// with the messages, so nothing that arrives on the new connection moves that point.
+    public func subscriptionLost() {
+        for connection in allConnections() { connection.subscriptionLost() }
+    }
+
+    /// The subscriber is back: what was published meanwhile is lost, so every socket here
+    /// replays what it missed from the store.
     public func resynchronize() {
         let connections = allConnections()
         logger.notice("resynchronizing sockets after a lost subscription", metadata: ["chat.sockets": "\(connections.count)"])
