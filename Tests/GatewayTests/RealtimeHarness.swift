@@ -88,6 +88,15 @@ final class SocketTestClient: Sendable {
         try await outbound.write(.text(text))
     }
 
+    /// Sends one text message in several frames (a first frame and continuations).
+    func sendFragmented(_ parts: [String]) async throws {
+        guard let outbound = state.withLock({ $0.outbound }) else { throw ChatError(.unavailable, "not open") }
+        for (index, part) in parts.enumerated() {
+            try await outbound.write(.custom(WebSocketFrame(fin: index == parts.count - 1, opcode: index == 0 ? .text : .continuation,
+                                                            data: ByteBuffer(string: part))))
+        }
+    }
+
     func sendBinary(_ bytes: [UInt8]) async throws {
         guard let outbound = state.withLock({ $0.outbound }) else { throw ChatError(.unavailable, "not open") }
         try await outbound.write(.binary(ByteBuffer(bytes: bytes)))

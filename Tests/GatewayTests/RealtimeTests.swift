@@ -41,6 +41,47 @@ struct RealtimeTests {
         }
     }
 
+    @Test("packets sent before the open packet arrived keep their order; a message in fragments is one packet")
+    func earlyAndFragmentedPackets() async throws {
+        try await withRealtimeStack { stack in
+            let receiver = try await stack.connect(admin)
+            // CONNECT and three sends straight after the upgrade, before reading anything: the
+            // transport takes over the socket meanwhile, and must not reorder them.
+            let client = try await SocketTestClient.open(port: stack.ports[0], expectOpenPacket: false)
+            try await client.send("40" + JSONValue.object(["token": .string(stack.token(doctor))]).text)
+            for index in 1...3 { try await client.emit("send_message", send(admin, "early \(index)", "early-\(index)"), ack: index) }
+            try await client.sendFragmented(["42", "4[\"send_message\",", send(admin, "in pieces", "frag-1").text, "]"])
+            _ = try await client.next { $0.hasPrefix("0{") }
+            _ = try await client.next { $0.hasPrefix("40{\"sid\"") }
+            for index in 1...3 {
+                let ack = try await client.next { $0.hasPrefix("43\(index)[") }
+                #expect(ack.contains("\"ok\":true"), "\(ack)")
+            }
+            #expect(try await client.next { $0.hasPrefix("434[") }.contains("\"ok\":true"))
+            var contents: [String] = []
+            for _ in 0..<4 { contents.append(try await receiver.event("receive_message")["content"]?.stringValue ?? "?") }
+            #expect(contents == ["early 1", "early 2", "early 3", "in pieces"])
+            await client.close()
+            await receiver.close()
+        }
+    }
+
+    @Test("a socket that connects no namespace in time is closed; a connected one stays")
+    func connectTimeout() async throws {
+        var engine = EngineConfiguration()
+        engine.connectTimeout = .seconds(1)
+        try await withRealtimeStack(engine: engine) { stack in
+            let connected = try await stack.connect(doctor)
+            let idle = try await SocketTestClient.open(port: stack.ports[0])
+            #expect(await idle.waitClosed(timeout: .seconds(5)))
+            #expect(idle.closeCode == .normalClosure)
+            try await Task.sleep(for: .seconds(1))
+            #expect(!connected.isClosed)
+            #expect(try await connected.call("sync", .object(["since": .object([:])]), ack: 1)["ok"] == .bool(true))
+            await connected.close()
+        }
+    }
+
     @Test("the open packet's fields")
     func openPacket() async throws {
         try await withRealtimeStack { stack in

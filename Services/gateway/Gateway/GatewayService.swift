@@ -64,10 +64,12 @@ public struct GatewayService: Service {
         router.add(middleware: FileMiddleware(configuration.publicDirectory, searchForIndexHtml: true, logger: logger))
         engine.addRoutes(to: router) { $0.remoteAddress }
         let webSocketRouter = Router(context: GatewayRequestContext.self)
-        engine.addWebSocketRoute(to: webSocketRouter) { $0.remoteAddress }
+        engine.addWebSocketRoute(to: webSocketRouter, remoteAddress: { $0.remoteAddress }, channel: { $0.channel })
         let health = runtime.health
         let server = HTTPServerBuilder.http1WebSocketUpgrade(webSocketRouter: webSocketRouter,
-                                                              configuration: .init(ws: .init(maxFrameSize: engine.configuration.maxPayload)))
+                                                              configuration: .init(ws: .init(maxFrameSize: engine.configuration.maxPayload,
+                                                                                               // Engine.IO's heartbeat already checks every socket.
+                                                                                               autoPing: .disabled)))
         let app = Application(
             router: router,
             server: try Self.tlsConfiguration(configuration).map { try .tls(server, tlsConfiguration: $0) } ?? server,

@@ -14,9 +14,12 @@ public struct GatewayRequestContext: RequestContext, WebSocketRequestContext {
     public var remoteAddress: String?
     /// Set when the request upgrades to a WebSocket (Socket.IO).
     public let webSocket = WebSocketHandlerReference<GatewayRequestContext>()
+    /// The connection's channel (a WebSocket's transport is installed in its pipeline).
+    public let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
+        channel = source.channel
         remoteAddress = source.channel.remoteAddress?.ipAddress
     }
 

@@ -137,6 +137,7 @@ final class ClientConnection: Sendable {
             s.claims = verified
             s.connectedAt = Date()
         }
+        session.namespaceConnected()
         await server.attach(self, email: verified.sub)
         session.send(SocketPacket(.connect, data: .object(["sid": .string(socketID)])).encoded)
         await server.presence(.connect, conn: socketID, user: verified.sub)

@@ -5,6 +5,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import NIOCore
+import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
 
@@ -70,6 +71,7 @@ public final class EngineServer: Service, Sendable {
         for session in sessions.withLock({ Array($0.values) }) { session.close(.serverClosed) }
     }
 
+    /// Pings, ping timeouts and connect deadlines of every session, once a tick (no timer per session).
     private func heartbeats() async {
         while !Task.isCancelled {
             guard (try? await Task.sleep(for: configuration.tick)) != nil else { return }
@@ -79,6 +81,7 @@ public final class EngineServer: Service, Sendable {
                 case .none: break
                 case .ping: session.push(EnginePacket.ping("").encoded)
                 case .timedOut: session.close(.pingTimeout)
+                case .connectTimedOut: session.close(.connectTimeout)
                 }
             }
         }
@@ -189,8 +192,10 @@ public final class EngineServer: Service, Sendable {
 
     // MARK: WebSocket
 
-    /// Adds the WebSocket route at ``path`` to `router` (the router given to the upgrade handler).
-    public func addWebSocketRoute<Context: WebSocketRequestContext>(to router: Router<Context>, remoteAddress: @escaping @Sendable (Context) -> String?) {
+    /// Adds the WebSocket route at ``path`` to `router` (the router given to the upgrade handler);
+    /// `channel` gives the request's NIO channel, where ``EngineWebSocketHandler`` is installed.
+    public func addWebSocketRoute<Context: WebSocketRequestContext>(to router: Router<Context>, remoteAddress: @escaping @Sendable (Context) -> String?,
+                                                                    channel: @escaping @Sendable (Context) -> any Channel) {
         router.ws(RouterPath(stringLiteral: Self.path)) { request, _ in
             if self.check(request, transport: "websocket") != nil { return .dontUpgrade }
             if let sid = request.uri.queryParameters.get("sid") {
@@ -201,18 +206,20 @@ public final class EngineServer: Service, Sendable {
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             let address = remoteAddress(context.requestContext)
+            let channel = channel(context.requestContext)
             if let sid = context.request.uri.queryParameters.get("sid") {
                 guard let session = self.session(sid) else { return }
-                try await self.upgrade(session, inbound: inbound, outbound: outbound)
+                try await self.upgrade(session, inbound: inbound, outbound: outbound, channel: channel)
             } else {
                 let session = self.open(.websocket, remoteAddress: address)
-                await self.serveWebSocket(session, inbound: inbound.messages(maxSize: self.configuration.maxPayload).makeAsyncIterator(), outbound: outbound)
+                await self.serveWebSocket(session, inbound: inbound.messages(maxSize: self.configuration.maxPayload).makeAsyncIterator(),
+                                          outbound: outbound, channel: channel)
             }
         }
     }
 
     /// The upgrade of a polling session: `2probe` → `3probe`, the pending poll gets a noop, then `5`.
-    private func upgrade(_ session: EngineSession, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+    private func upgrade(_ session: EngineSession, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: any Channel) async throws {
         var messages = inbound.messages(maxSize: configuration.maxPayload).makeAsyncIterator()
         guard case .text(let probe)? = try await messages.next(), probe == EnginePacket.ping("probe").encoded, session.beginUpgrade() else {
             return
@@ -232,54 +239,47 @@ public final class EngineServer: Service, Sendable {
             session.receive(packet, configuration: configuration)
         }
         session.completeUpgrade()
-        await serveWebSocket(session, inbound: messages, outbound: outbound)
+        await serveWebSocket(session, inbound: messages, outbound: outbound, channel: channel)
     }
 
-    /// Writes the queue to the socket and reads the socket into the session until either ends.
-    private func serveWebSocket(_ session: EngineSession, inbound: WebSocketInboundMessageStream.AsyncIterator, outbound: WebSocketOutboundWriter) async {
-        let configuration = self.configuration
-        nonisolated(unsafe) var inbound = inbound
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                while true {
-                    switch await session.queue.take() {
-                    case .packets(let packets):
-                        for packet in packets {
-                            do { try await outbound.write(.text(packet)) } catch { return }
+    /// Serves the session over the WebSocket until either ends: ``EngineWebSocketHandler`` reads
+    /// and writes packets on the channel's event loop. This task reads what came before the
+    /// handler, waits for the handler's `end` marker or the client's close, and then finishes
+    /// the close handshake through hummingbird.
+    private func serveWebSocket(_ session: EngineSession, inbound: WebSocketInboundMessageStream.AsyncIterator, outbound: WebSocketOutboundWriter,
+                                channel: any Channel) async {
+        var inbound = inbound
+        if let handler = await EngineWebSocketHandler.install(for: session, configuration: configuration, on: channel) {
+            do {
+                reading: while let message = try await inbound.next() {
+                    switch message {
+                    case .binary(let buffer) where buffer == EngineWebSocketHandler.Marker.sync:
+                        handler.eventLoop.execute { handler.value.goLive() }
+                    case .binary(let buffer) where buffer == EngineWebSocketHandler.Marker.end:
+                        break reading
+                    case .text(let text):
+                        guard let packet = EnginePacket(text: text) else {
+                            session.close(.protocolError)
+                            break reading
                         }
-                    case .interrupted:
-                        // Meant for a poll that the upgrade made unnecessary.
-                        continue
-                    case .closed:
-                        return
+                        session.receive(packet, configuration: configuration)
+                    case .binary(let buffer):
+                        session.receive(.binary(Data(buffer.readableBytesView)), configuration: configuration)
                     }
                 }
-            }
-            group.addTask {
-                do {
-                    while let message = try await inbound.next() {
-                        switch message {
-                        case .text(let text):
-                            guard let packet = EnginePacket(text: text) else {
-                                session.close(.protocolError)
-                                return
-                            }
-                            session.receive(packet, configuration: configuration)
-                        case .binary(let buffer):
-                            session.receive(.binary(Data(buffer.readableBytesView)), configuration: configuration)
-                        }
-                    }
-                } catch {}
-            }
-            await group.next()
-            // Whichever side ended first, end the other: closing the session wakes the writer.
-            session.close(session.closeReason ?? .transportClosed)
-            group.cancelAll()
+            } catch {}
         }
+        session.close(session.closeReason ?? .transportClosed)
         // Finish the close handshake with the reason, when it was ours.
         if let reason = session.closeReason, reason != .clientClosed, reason != .transportClosed {
-            // 1008 for a client too slow to keep up, 1001 when this gateway is going away.
-            try? await outbound.close(reason == .overflow ? .policyViolation : reason == .serverClosed ? .goingAway : .normalClosure, reason: reason.rawValue)
+            // 1008 for a client too slow to keep up, 1001 when this gateway is going away, 1009 for a message over maxPayload.
+            let code: WebSocketErrorCode = switch reason {
+            case .overflow: .policyViolation
+            case .serverClosed: .goingAway
+            case .payloadTooLarge: .messageTooLarge
+            default: .normalClosure
+            }
+            try? await outbound.close(code, reason: reason.rawValue)
         }
     }
 }

@@ -37,6 +37,8 @@ public final class EngineSession: Sendable {
         var closed: CloseReason?
         var nextPing: ContinuousClock.Instant
         var awaitingPongSince: ContinuousClock.Instant?
+        /// Until the client connects a namespace: when the session is closed for not doing so.
+        var connectDeadline: ContinuousClock.Instant?
     }
 
     public let id: String
@@ -53,7 +55,8 @@ public final class EngineSession: Sendable {
         self.remoteAddress = remoteAddress
         self.queue = OutboundQueue(capacity: configuration.queueCapacity, maximumBytes: configuration.queueBytes)
         (inbound, inboundContinuation) = AsyncStream.makeStream(of: Inbound.self, bufferingPolicy: .bufferingOldest(configuration.inboundBuffer))
-        self.state = Mutex(State(transport: transport, nextPing: .now + configuration.pingInterval))
+        let now = ContinuousClock.now
+        self.state = Mutex(State(transport: transport, nextPing: now + configuration.pingInterval, connectDeadline: now + configuration.connectTimeout))
         self.onClose = onClose
     }
 
@@ -138,12 +141,16 @@ public final class EngineSession: Sendable {
 
     // MARK: Heartbeat
 
-    enum Heartbeat { case none, ping, timedOut }
+    enum Heartbeat { case none, ping, timedOut, connectTimedOut }
 
-    /// Called on every tick: time to ping, or the pong is overdue.
+    /// The Socket.IO layer connected a namespace: the connect deadline no longer applies.
+    func namespaceConnected() { state.withLock { $0.connectDeadline = nil } }
+
+    /// Called on every tick: time to ping, the pong is overdue, or no namespace was connected in time.
     func heartbeat(now: ContinuousClock.Instant, configuration: EngineConfiguration) -> Heartbeat {
         state.withLock { s in
             if s.closed != nil { return .none }
+            if let deadline = s.connectDeadline, now >= deadline { return .connectTimedOut }
             if let since = s.awaitingPongSince {
                 return now - since > configuration.pingTimeout ? .timedOut : .none
             }

@@ -45,6 +45,9 @@ final class OutboundQueue: Sendable {
         var interrupt = false
         var waiter: CheckedContinuation<Void, Never>?
         var dropped = 0
+        /// A transport that writes from its event loop (``attach(wake:)``), and whether it was woken and has not drained yet.
+        var wake: (@Sendable () -> Void)?
+        var wakePending = false
     }
 
     let capacity: Int
@@ -82,7 +85,44 @@ final class OutboundQueue: Sendable {
             return (.queued, waiter)
         }
         waiter?.resume()
+        if result == .queued { wakeDrainer() }
         return result
+    }
+
+    // MARK: A transport on the event loop
+
+    /// Hands the queue to a transport that drains it from its event loop: `wake` is called
+    /// (outside the lock, on the pusher's thread) when packets or the close arrive and the
+    /// last wake has been drained, so a burst of pushes costs one wake. Called once; wakes
+    /// at once if packets are already waiting.
+    func attach(wake: @escaping @Sendable () -> Void) {
+        state.withLock { $0.wake = wake }
+        wakeDrainer()
+    }
+
+    /// `force` (the close) wakes even a drainer that has not drained its last wake: it may be
+    /// waiting for a socket that will never be writable again.
+    private func wakeDrainer(force: Bool = false) {
+        let wake = state.withLock { s -> (@Sendable () -> Void)? in
+            guard let wake = s.wake, force || !s.wakePending, s.closed || !s.items.isEmpty else { return nil }
+            s.wakePending = true
+            return wake
+        }
+        wake?()
+    }
+
+    /// Takes every waiting packet and re-arms the wake; `closed` once nothing more will come.
+    func drain() -> (packets: [String], closed: Bool) {
+        state.withLock { s in
+            s.wakePending = false
+            var taken: [String] = []
+            taken.reserveCapacity(s.items.count)
+            for item in s.items { taken.append(item.text) }
+            s.items.removeAll()
+            s.bytes = 0
+            s.droppable = 0
+            return (taken, s.closed)
+        }
     }
 
     /// Waits for packets and takes them, at most `maximumBytes` of text in all (at least one packet).
@@ -135,6 +175,7 @@ final class OutboundQueue: Sendable {
             return s.waiter
         }
         waiter?.resume()
+        wakeDrainer(force: true)
     }
 
     /// Packets waiting, and droppable packets discarded so far.

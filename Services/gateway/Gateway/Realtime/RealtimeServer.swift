@@ -149,15 +149,8 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
 
     public func serve(_ session: EngineSession) async {
         let connection = ClientConnection(session: session, server: self)
-        await withDiscardingTaskGroup { group in
-            let timeout = engineConfiguration.connectTimeout
-            group.addTask {
-                guard (try? await Task.sleep(for: timeout)) != nil else { return }
-                if connection.claims == nil { session.close(.connectTimeout) }
-            }
-            for await item in session.inbound { await connection.handle(item) }
-            group.cancelAll()
-        }
+        // The engine's heartbeat closes a session that has not connected in time (no task per socket for it).
+        for await item in session.inbound { await connection.handle(item) }
         connection.disconnected()
     }
 
