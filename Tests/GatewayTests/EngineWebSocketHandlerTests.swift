@@ -1,8 +1,10 @@
+import ChatTesting
 import Foundation
 @testable import Gateway
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
+import Synchronization
 import Testing
 
 /// The WebSocket transport in a channel pipeline of its own (NIO's EmbeddedChannel, so the
@@ -87,12 +89,43 @@ struct EngineWebSocketHandlerTests {
     }
 
     func inbound(_ session: EngineSession, count: Int) async -> [String] {
-        var texts: [String] = []
-        for await item in session.inbound {
-            if case .message(let text) = item { texts.append(text) } else { texts.append("<binary>") }
-            if texts.count == count { break }
-        }
-        return texts
+        let texts = Mutex<[String]>([])
+        session.consume({ item in
+            texts.withLock { if case .message(let text) = item { $0.append(text) } else { $0.append("<binary>") } }
+        }, finished: {})
+        _ = await eventually { texts.withLock { $0.count >= count } }
+        return texts.withLock { $0 }
+    }
+
+    @Test("a session hands its packets over in order, one at a time, what came before consume() too; after the close the rest, then finished once")
+    func consumer() async throws {
+        var configuration = EngineConfiguration()
+        configuration.inboundBuffer = 100
+        let session = EngineSession(id: "c1", transport: .websocket, remoteAddress: nil, configuration: configuration) { _, _ in }
+        session.receive(.message("early"), configuration: configuration)
+        struct Seen { var texts: [String] = []; var busy = false; var overlapped = false; var finished = 0 }
+        let seen = Mutex(Seen())
+        session.consume({ item in
+            guard case .message(let text) = item else { return }
+            seen.withLock { if $0.busy { $0.overlapped = true }; $0.busy = true }
+            try? await Task.sleep(for: .milliseconds(2))
+            seen.withLock { $0.busy = false; $0.texts.append(text) }
+        }, finished: { seen.withLock { $0.finished += 1 } })
+        for index in 1...20 { session.receive(.message("m\(index)"), configuration: configuration) }
+        session.close(.clientClosed)
+        session.receive(.message("after the close"), configuration: configuration)
+        #expect(await eventually { seen.withLock { $0.finished == 1 } })
+        try await Task.sleep(for: .milliseconds(50))
+        let result = seen.withLock { $0 }
+        #expect(result.texts == ["early"] + (1...20).map { "m\($0)" })
+        #expect(!result.overlapped)
+        #expect(result.finished == 1)
+
+        // More waiting than the inbound buffer holds: a flood, and the session closes.
+        configuration.inboundBuffer = 3
+        let flooded = EngineSession(id: "c2", transport: .websocket, remoteAddress: nil, configuration: configuration) { _, _ in }
+        for index in 0..<4 { flooded.receive(.message("f\(index)"), configuration: configuration) }
+        #expect(flooded.closeReason == .inboundFlood)
     }
 
     @Test("frames read before the closure saw sync are held, then go first, in order")

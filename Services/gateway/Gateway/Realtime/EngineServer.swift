@@ -11,8 +11,8 @@ import Synchronization
 
 /// The Socket.IO layer above Engine.IO: it consumes each session's packets.
 public protocol EngineDelegate: Sendable {
-    /// Reads `session.inbound` until it ends (the session closed); runs on its own task per session.
-    func serve(_ session: EngineSession) async
+    /// A session opened: the delegate starts consuming it (``EngineSession/consume(_:finished:)``).
+    func opened(_ session: EngineSession)
 }
 
 /// An Engine.IO v4 server at `/socket.io/`: the handshake, HTTP long-polling (GET to
@@ -28,8 +28,6 @@ public final class EngineServer: Service, Sendable {
     private let sessions = Mutex<[String: EngineSession]>([:])
     private let accepting = Mutex(true)
     private let onSessionClosed: (@Sendable (EngineSession.CloseReason) -> Void)?
-    private let opened: AsyncStream<EngineSession>
-    private let openedContinuation: AsyncStream<EngineSession>.Continuation
 
     /// `onSessionClosed` hears why each session ended (for metrics).
     public init(configuration: EngineConfiguration, delegate: any EngineDelegate, logger: Logger,
@@ -38,19 +36,11 @@ public final class EngineServer: Service, Sendable {
         self.configuration = configuration
         self.delegate = delegate
         self.logger = logger
-        (opened, openedContinuation) = AsyncStream.makeStream(of: EngineSession.self)
     }
 
-    /// Serves every new session on its own child task, and runs the heartbeat, until shutdown;
-    /// then closes every session.
+    /// Runs the heartbeat until shutdown; then closes every session.
     public func run() async throws {
-        await withDiscardingTaskGroup { group in
-            group.addTask { await self.heartbeats() }
-            for await session in opened.cancelOnGracefulShutdown() {
-                group.addTask { await self.delegate.serve(session) }
-            }
-            group.cancelAll()
-        }
+        try? await cancelWhenGracefulShutdown { await self.heartbeats() }
         closeAll()
     }
 
@@ -100,7 +90,7 @@ public final class EngineServer: Service, Sendable {
                                    pingInterval: Int(configuration.pingInterval.milliseconds), pingTimeout: Int(configuration.pingTimeout.milliseconds),
                                    maxPayload: configuration.maxPayload)
         session.push(EnginePacket.open(ChatJSON.text(handshake)).encoded)
-        openedContinuation.yield(session)
+        delegate.opened(session)
         return session
     }
 

@@ -1,9 +1,10 @@
+import DequeModule
 import Foundation
 import Synchronization
 
 /// One Engine.IO connection: its transport (long-polling, possibly upgraded to
 /// WebSocket, or WebSocket from the start), its outbound queue, the heartbeat, and the
-/// stream of packets it received, consumed in order by one task.
+/// packets it received, handed in order to its consumer (``consume(_:finished:)``).
 public final class EngineSession: Sendable {
     public enum Transport: String, Sendable {
         case polling
@@ -41,11 +42,23 @@ public final class EngineSession: Sendable {
         var connectDeadline: ContinuousClock.Instant?
     }
 
+    /// What arrived and is not handled yet, and who handles it.
+    private struct Reading {
+        var items = Deque<Inbound>()
+        var handle: (@Sendable (Inbound) async -> Void)?
+        var finished: (@Sendable () -> Void)?
+        /// A task is handing items over.
+        var running = false
+        /// The session closed: nothing more arrives.
+        var ended = false
+        var announcedEnd = false
+    }
+
     public let id: String
     public let remoteAddress: String?
     let queue: OutboundQueue
-    let inbound: AsyncStream<Inbound>
-    private let inboundContinuation: AsyncStream<Inbound>.Continuation
+    private let inboundLimit: Int
+    private let reading = Mutex(Reading())
     private let state: Mutex<State>
     private let onClose: @Sendable (EngineSession, CloseReason) -> Void
 
@@ -54,7 +67,7 @@ public final class EngineSession: Sendable {
         self.id = id
         self.remoteAddress = remoteAddress
         self.queue = OutboundQueue(capacity: configuration.queueCapacity, maximumBytes: configuration.queueBytes)
-        (inbound, inboundContinuation) = AsyncStream.makeStream(of: Inbound.self, bufferingPolicy: .bufferingOldest(configuration.inboundBuffer))
+        self.inboundLimit = configuration.inboundBuffer
         let now = ContinuousClock.now
         self.state = Mutex(State(transport: transport, nextPing: now + configuration.pingInterval, connectDeadline: now + configuration.connectTimeout))
         self.onClose = onClose
@@ -102,7 +115,63 @@ public final class EngineSession: Sendable {
     }
 
     private func deliver(_ item: Inbound) {
-        if case .dropped = inboundContinuation.yield(item) { close(.inboundFlood) }
+        enum Outcome { case queued(start: Bool), flood, ended }
+        let outcome = reading.withLock { r -> Outcome in
+            if r.ended { return .ended }
+            if r.items.count >= inboundLimit { return .flood }
+            r.items.append(item)
+            return .queued(start: Self.claimRun(&r))
+        }
+        switch outcome {
+        case .queued(start: true): startConsumer()
+        case .flood: close(.inboundFlood)
+        case .queued(start: false), .ended: break
+        }
+    }
+
+    /// Hands every packet that arrives to `handle`, in order and one at a time, then calls
+    /// `finished` once, after the last one, when the session has closed. The handing over
+    /// runs on a task that exists only while there is something to hand over, so an idle
+    /// socket holds no task (a task keeps the memory of its deepest call until it ends).
+    /// Packets that arrived before this call wait for it. Call it once.
+    public func consume(_ handle: @escaping @Sendable (Inbound) async -> Void, finished: @escaping @Sendable () -> Void) {
+        let start = reading.withLock { r -> Bool in
+            r.handle = handle
+            r.finished = finished
+            return Self.claimRun(&r)
+        }
+        if start { startConsumer() }
+    }
+
+    /// True when the caller must start the consumer task: there is a consumer, none runs, and there is work.
+    private static func claimRun(_ r: inout Reading) -> Bool {
+        guard r.handle != nil, !r.running, !r.items.isEmpty || (r.ended && !r.announcedEnd) else { return false }
+        r.running = true
+        return true
+    }
+
+    private func startConsumer() {
+        Task { await self.runConsumer() }
+    }
+
+    private func runConsumer() async {
+        enum Next { case item(Inbound, @Sendable (Inbound) async -> Void), end(@Sendable () -> Void), stop }
+        while true {
+            let next = reading.withLock { r -> Next in
+                if !r.items.isEmpty, let handle = r.handle { return .item(r.items.removeFirst(), handle) }
+                r.running = false
+                if r.ended, !r.announcedEnd, let finished = r.finished {
+                    r.announcedEnd = true
+                    return .end(finished)
+                }
+                return .stop
+            }
+            switch next {
+            case .item(let item, let handle): await handle(item)
+            case .end(let finished): return finished()
+            case .stop: return
+            }
+        }
     }
 
     // MARK: Polling and upgrade
@@ -171,7 +240,12 @@ public final class EngineSession: Sendable {
         }
         guard first else { return }
         queue.close()
-        inboundContinuation.finish()
+        // What arrived before the close is still handed over, then `finished` runs.
+        let start = reading.withLock { r -> Bool in
+            r.ended = true
+            return Self.claimRun(&r)
+        }
+        if start { startConsumer() }
         onClose(self, reason)
     }
 }

@@ -147,11 +147,10 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
 
     // MARK: Engine delegate
 
-    public func serve(_ session: EngineSession) async {
+    public func opened(_ session: EngineSession) {
         let connection = ClientConnection(session: session, server: self)
         // The engine's heartbeat closes a session that has not connected in time (no task per socket for it).
-        for await item in session.inbound { await connection.handle(item) }
-        connection.disconnected()
+        session.consume({ await connection.handle($0) }, finished: { connection.disconnected() })
     }
 
     // MARK: Users and subscriptions
