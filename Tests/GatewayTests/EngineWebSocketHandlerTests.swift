@@ -9,12 +9,12 @@ import Testing
 
 /// The WebSocket transport in a channel pipeline of its own (NIO's EmbeddedChannel, so the
 /// event loop and the socket's writability are the test's to drive): what it reads, what it
-/// writes and when, and the markers it hands the closure hummingbird runs. The same
-/// transport over real sockets is covered by RealtimeTests.
+/// writes and when, the close handshake, the probe exchange of an upgrade, and the marker
+/// it hands the adopting task. The same transport over real sockets is covered by RealtimeTests.
 @Suite("WebSocket transport on the event loop")
 @MainActor
 struct EngineWebSocketHandlerTests {
-    /// Stands in for hummingbird's NIOAsyncChannel: every frame the transport passes on.
+    /// Stands in for the channel's NIOAsyncChannel wrapper: every frame the transport passes on.
     final class PassedOn: ChannelInboundHandler {
         typealias InboundIn = WebSocketFrame
         var frames: [WebSocketFrame] = []
@@ -23,9 +23,7 @@ struct EngineWebSocketHandlerTests {
         func channelReadComplete(context: ChannelHandlerContext) { readCompletes += 1 }
         var markers: [String] {
             frames.compactMap { frame in
-                if frame.data == EngineWebSocketHandler.Marker.sync { return "sync" }
-                if frame.data == EngineWebSocketHandler.Marker.end { return "end" }
-                return nil
+                frame.data == EngineWebSocketHandler.Marker.sync ? "sync" : "frame"
             }
         }
     }
@@ -45,16 +43,17 @@ struct EngineWebSocketHandlerTests {
         var all: [EngineSession.CloseReason] { lock.withLock { reasons } }
     }
 
-    func setUp(maxPayload: Int = 1000, inboundBuffer: Int = 256) throws -> Setup {
+    func setUp(maxPayload: Int = 1000, inboundBuffer: Int = 256, probing: Bool = false) throws -> Setup {
         var configuration = EngineConfiguration()
         configuration.maxPayload = maxPayload
         configuration.inboundBuffer = inboundBuffer
         let passedOn = PassedOn()
         let channel = EmbeddedChannel()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         try channel.pipeline.syncOperations.addHandlers([WebSocketFrameEncoder(), ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 16)), passedOn])
         let closed = Closed()
-        let session = EngineSession(id: "s1", transport: .websocket, remoteAddress: nil, configuration: configuration) { closed.add($1) }
-        let handler = try EngineWebSocketHandler.add(to: channel.pipeline.syncOperations, session: session, configuration: configuration)
+        let session = EngineSession(id: "s1", transport: probing ? .polling : .websocket, remoteAddress: nil, configuration: configuration) { closed.add($1) }
+        let handler = try EngineWebSocketHandler.add(to: channel.pipeline.syncOperations, session: session, probing: probing, configuration: configuration)
         return Setup(channel: channel, session: session, handler: handler, passedOn: passedOn, closed: closed)
     }
 
@@ -74,18 +73,26 @@ struct EngineWebSocketHandlerTests {
         clientFrame(opcode, Array(string.utf8), fin: fin)
     }
 
-    /// The text frames written to the socket so far, decoded (server frames are not masked).
+    /// The frames written to the socket so far, decoded (server frames are not masked):
+    /// text frames as their text, others as `<opcode> <payload>`, a close frame as `close <code> <reason>`.
     func written(_ channel: EmbeddedChannel) throws -> [String] {
         var bytes = ByteBuffer()
         while var part = try channel.readOutbound(as: ByteBuffer.self) { bytes.writeBuffer(&part) }
-        var texts: [String] = []
+        var frames: [String] = []
         while let first = bytes.readInteger(as: UInt8.self), let second = bytes.readInteger(as: UInt8.self) {
-            #expect(first == 0x81, "a final text frame")
+            #expect(first & 0x80 != 0, "a final frame")
             var length = Int(second & 0x7F)
             if length == 126 { length = Int(bytes.readInteger(as: UInt16.self) ?? 0) }
-            texts.append(bytes.readString(length: length) ?? "?")
+            guard var payload = bytes.readSlice(length: length) else { break }
+            switch first & 0x0F {
+            case 0x1: frames.append(payload.readString(length: payload.readableBytes) ?? "?")
+            case 0x8:
+                let code = payload.readInteger(as: UInt16.self).map(String.init) ?? "-"
+                frames.append("close \(code) \(payload.readString(length: payload.readableBytes) ?? "")")
+            case let opcode: frames.append("\(opcode) \(Array(payload.readableBytesView))")
+            }
         }
-        return texts
+        return frames
     }
 
     func inbound(_ session: EngineSession, count: Int) async -> [String] {
@@ -128,62 +135,64 @@ struct EngineWebSocketHandlerTests {
         #expect(flooded.closeReason == .inboundFlood)
     }
 
-    @Test("frames read before the closure saw sync are held, then go first, in order")
+    @Test("frames the adopting task read come first, then those held until it saw sync, then the rest, in order")
     func holdsUntilLive() async throws {
         let s = try setUp()
         // Installing fires sync (with a read completion, so NIOAsyncChannel hands it on).
         #expect(s.passedOn.markers == ["sync"])
         #expect(s.passedOn.readCompletes >= 1)
-        try s.channel.writeInbound(text("4first"))
         try s.channel.writeInbound(text("4second"))
-        s.handler.goLive()
         try s.channel.writeInbound(text("4third"))
-        #expect(await inbound(s.session, count: 3) == ["first", "second", "third"])
-        // Data frames are the transport's; only the marker was passed on.
+        s.handler.goLive(early: [WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "4first"))], keeping: nil)
+        try s.channel.writeInbound(text("4fourth"))
+        #expect(await inbound(s.session, count: 4) == ["first", "second", "third", "fourth"])
+        // Client frames are the transport's: only the marker was passed on.
         #expect(s.passedOn.frames.count == 1)
     }
 
-    @Test("control frames go on to hummingbird; fragments are joined; binary frames arrive as binary")
+    @Test("a ping gets its pong; fragments are joined; binary frames arrive as binary")
     func fragmentsAndControlFrames() async throws {
         let s = try setUp()
-        s.handler.goLive()
+        s.handler.goLive(early: [], keeping: nil)
         try s.channel.writeInbound(clientFrame(.ping, [1, 2]))
+        try s.channel.writeInbound(clientFrame(.pong, [3]))
         try s.channel.writeInbound(text("4hel", fin: false))
         try s.channel.writeInbound(text("lo wor", fin: false, opcode: .continuation))
         try s.channel.writeInbound(text("ld", opcode: .continuation))
         try s.channel.writeInbound(clientFrame(.binary, [9, 9]))
         #expect(await inbound(s.session, count: 2) == ["hello world", "<binary>"])
-        #expect(s.passedOn.frames.map(\.opcode) == [.binary, .ping])
+        #expect(try written(s.channel) == ["10 [1, 2]"])
+        #expect(s.passedOn.markers == ["sync"])
         #expect(s.session.closeReason == nil)
     }
 
-    @Test("bad frames close the session with the reason: too large when joined, a message inside a message, invalid UTF-8, not Engine.IO, a flood while held")
+    @Test("the client's close frame is answered with its code, the connection closes, and so does the session")
+    func clientClose() throws {
+        let s = try setUp()
+        s.handler.goLive(early: [], keeping: nil)
+        try s.channel.writeInbound(clientFrame(.connectionClose, [0x03, 0xE8] + Array("bye".utf8)))
+        #expect(try written(s.channel) == ["close 1000 "])
+        #expect(!s.channel.isActive)
+        #expect(s.closed.all == [.transportClosed])
+    }
+
+    @Test("bad frames close the session with the reason and its close code: too large when joined, a message inside a message, a stray continuation, invalid UTF-8, not Engine.IO, a flood while held")
     func badFrames() throws {
-        let tooLarge = try setUp(maxPayload: 10)
-        tooLarge.handler.goLive()
-        try tooLarge.channel.writeInbound(text("4abcdef", fin: false))
-        try tooLarge.channel.writeInbound(text("ghijk", opcode: .continuation))
-        #expect(tooLarge.closed.all == [.payloadTooLarge])
-
-        let nested = try setUp()
-        nested.handler.goLive()
-        try nested.channel.writeInbound(text("4abc", fin: false))
-        try nested.channel.writeInbound(text("4def"))
-        #expect(nested.closed.all == [.protocolError])
-
-        let invalid = try setUp()
-        invalid.handler.goLive()
-        try invalid.channel.writeInbound(clientFrame(.text, [0x34, 0xFF, 0xFE]))
-        #expect(invalid.closed.all == [.protocolError])
-
-        let garbage = try setUp()
-        garbage.handler.goLive()
-        try garbage.channel.writeInbound(text("z"))
-        #expect(garbage.closed.all == [.protocolError])
-
-        let flood = try setUp(inboundBuffer: 3)
-        for index in 0..<4 { try flood.channel.writeInbound(text("4m\(index)")) }
-        #expect(flood.closed.all == [.inboundFlood])
+        func check(_ frames: [ByteBuffer], maxPayload: Int = 1000, inboundBuffer: Int = 256, live: Bool = true,
+                   _ reason: EngineSession.CloseReason, _ close: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let s = try setUp(maxPayload: maxPayload, inboundBuffer: inboundBuffer)
+            if live { s.handler.goLive(early: [], keeping: nil) }
+            for frame in frames { try s.channel.writeInbound(frame) }
+            #expect(s.closed.all == [reason], sourceLocation: sourceLocation)
+            s.channel.embeddedEventLoop.run()
+            #expect(try written(s.channel) == [close], sourceLocation: sourceLocation)
+        }
+        try check([text("4abcdef", fin: false), text("ghijk", opcode: .continuation)], maxPayload: 10, .payloadTooLarge, "close 1009 payload too large")
+        try check([text("4abc", fin: false), text("4def")], .protocolError, "close 1002 protocol error")
+        try check([text("def", opcode: .continuation)], .protocolError, "close 1002 protocol error")
+        try check([clientFrame(.text, [0x34, 0xFF, 0xFE])], .protocolError, "close 1002 protocol error")
+        try check([text("z")], .protocolError, "close 1002 protocol error")
+        try check((0..<4).map { text("4m\($0)") }, inboundBuffer: 3, live: false, .inboundFlood, "close 1008 too many unprocessed packets")
     }
 
     @Test("a burst of pushes is written in order after one wake; an unwritable socket keeps them queued until it drains")
@@ -210,21 +219,58 @@ struct EngineWebSocketHandlerTests {
         #expect(s.passedOn.markers == ["sync"])
     }
 
-    @Test("a closed session is written out and ends with the end marker, even on a socket that will never drain")
+    @Test("a closed session is written out and ends with a close frame, even on a socket that will never drain; the connection closes when the client answers")
     func closeWhileUnwritable() throws {
         let s = try setUp()
+        s.handler.goLive(early: [], keeping: nil)
         s.channel.isWritable = false
         s.session.send("last words")
         s.channel.embeddedEventLoop.run()
         #expect(try written(s.channel) == [])
         s.session.close(.overflow)
         s.channel.embeddedEventLoop.run()
-        #expect(try written(s.channel) == ["4last words"])
-        #expect(s.passedOn.markers == ["sync", "end"])
-        // Pushes after the close go nowhere, and the end is not repeated.
+        #expect(try written(s.channel) == ["4last words", "close 1008 outbound queue full"])
+        // Pushes after the close go nowhere, and the close is not repeated.
         s.session.send("too late")
         s.channel.embeddedEventLoop.run()
         #expect(try written(s.channel) == [])
-        #expect(s.passedOn.markers == ["sync", "end"])
+        #expect(s.channel.isActive)
+        try s.channel.writeInbound(clientFrame(.connectionClose, [0x03, 0xF0]))
+        #expect(try written(s.channel) == [])
+        #expect(!s.channel.isActive)
+    }
+
+    @Test("upgrading a polling session: 2probe gets 3probe, packets before 5 still count, the queue is the socket's only after 5")
+    func probeExchange() async throws {
+        let s = try setUp(probing: true)
+        s.handler.goLive(early: [], keeping: nil)
+        s.session.send("still polling")
+        s.channel.embeddedEventLoop.run()
+        try s.channel.writeInbound(text("2probe"))
+        #expect(try written(s.channel) == ["3probe"])
+        #expect(s.session.isUpgrading)
+        try s.channel.writeInbound(text("4before five"))
+        #expect(s.session.transport == .polling)
+        try s.channel.writeInbound(text("5"))
+        #expect(s.session.transport == .websocket)
+        s.channel.embeddedEventLoop.run()
+        #expect(try written(s.channel) == ["4still polling"])
+        #expect(await inbound(s.session, count: 1) == ["before five"])
+
+        // A socket that does not start with 2probe is closed; the polling session is untouched.
+        let wrong = try setUp(probing: true)
+        wrong.handler.goLive(early: [], keeping: nil)
+        try wrong.channel.writeInbound(text("4hello"))
+        #expect(try written(wrong.channel) == ["close 1002 protocol error"])
+        #expect(wrong.session.closeReason == nil)
+        #expect(wrong.session.transport == .polling)
+        // One that closes after 2probe gives the upgrade up.
+        let gone = try setUp(probing: true)
+        gone.handler.goLive(early: [], keeping: nil)
+        try gone.channel.writeInbound(text("2probe"))
+        #expect(gone.session.isUpgrading)
+        try gone.channel.close().wait()
+        #expect(!gone.session.isUpgrading)
+        #expect(gone.session.closeReason == nil)
     }
 }

@@ -2,7 +2,6 @@ import ChatCore
 import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
-import HummingbirdWebSocket
 import Logging
 import NIOSSL
 import Operations
@@ -63,13 +62,9 @@ public struct GatewayService: Service {
         // The web client: files under CHAT_PUBLIC_DIR at `/` (index.html for `/`).
         router.add(middleware: FileMiddleware(configuration.publicDirectory, searchForIndexHtml: true, logger: logger))
         engine.addRoutes(to: router) { $0.remoteAddress }
-        let webSocketRouter = Router(context: GatewayRequestContext.self)
-        engine.addWebSocketRoute(to: webSocketRouter, remoteAddress: { $0.remoteAddress }, channel: { $0.channel })
         let health = runtime.health
-        let server = HTTPServerBuilder.http1WebSocketUpgrade(webSocketRouter: webSocketRouter,
-                                                              configuration: .init(ws: .init(maxFrameSize: engine.configuration.maxPayload,
-                                                                                               // Engine.IO's heartbeat already checks every socket.
-                                                                                               autoPing: .disabled)))
+        // Engine.IO's WebSocket upgrade is the engine's own (no task per WebSocket); the rest is Hummingbird's HTTP/1.1.
+        let server = EngineHTTPChannel.builder(engine: engine)
         let app = Application(
             router: router,
             server: try Self.tlsConfiguration(configuration).map { try .tls(server, tlsConfiguration: $0) } ?? server,

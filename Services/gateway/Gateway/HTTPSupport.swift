@@ -2,24 +2,18 @@ import ChatCore
 import Foundation
 import HTTPTypes
 import Hummingbird
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import RedisClient
 
 /// Per-request state: the caller's address (for login throttling) and a 64 KiB body limit.
-public struct GatewayRequestContext: RequestContext, WebSocketRequestContext {
+public struct GatewayRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The peer's IP address, when there is a socket.
     public var remoteAddress: String?
-    /// Set when the request upgrades to a WebSocket (Socket.IO).
-    public let webSocket = WebSocketHandlerReference<GatewayRequestContext>()
-    /// The connection's channel (a WebSocket's transport is installed in its pipeline).
-    public let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
-        channel = source.channel
         remoteAddress = source.channel.remoteAddress?.ipAddress
     }
 

@@ -2,7 +2,7 @@ import ChatCore
 import Foundation
 import HTTPTypes
 import Hummingbird
-import HummingbirdWebSocket
+import HummingbirdCore
 import Logging
 import NIOCore
 import NIOWebSocket
@@ -114,7 +114,11 @@ public final class EngineServer: Service, Sendable {
     }
 
     private func check(_ request: Request, transport expected: String) -> EngineError? {
-        let parameters = request.uri.queryParameters
+        check(request.uri, transport: expected)
+    }
+
+    private func check(_ uri: URI, transport expected: String) -> EngineError? {
+        let parameters = uri.queryParameters
         guard parameters.get("EIO") == "4" else { return .unsupportedProtocolVersion }
         guard let transport = parameters.get("transport"), ["polling", "websocket"].contains(transport) else { return .unknownTransport }
         return transport == expected ? nil : .badRequest
@@ -182,94 +186,64 @@ public final class EngineServer: Service, Sendable {
 
     // MARK: WebSocket
 
-    /// Adds the WebSocket route at ``path`` to `router` (the router given to the upgrade handler);
-    /// `channel` gives the request's NIO channel, where ``EngineWebSocketHandler`` is installed.
-    public func addWebSocketRoute<Context: WebSocketRequestContext>(to router: Router<Context>, remoteAddress: @escaping @Sendable (Context) -> String?,
-                                                                    channel: @escaping @Sendable (Context) -> any Channel) {
-        router.ws(RouterPath(stringLiteral: Self.path)) { request, _ in
-            if self.check(request, transport: "websocket") != nil { return .dontUpgrade }
-            if let sid = request.uri.queryParameters.get("sid") {
-                guard let session = self.session(sid), session.transport == .polling, !session.isUpgrading else { return .dontUpgrade }
-            } else if !self.isAccepting {
-                return .dontUpgrade
-            }
-            return .upgrade([:])
-        } onUpgrade: { inbound, outbound, context in
-            let address = remoteAddress(context.requestContext)
-            let channel = channel(context.requestContext)
-            if let sid = context.request.uri.queryParameters.get("sid") {
-                guard let session = self.session(sid) else { return }
-                try await self.upgrade(session, inbound: inbound, outbound: outbound, channel: channel)
-            } else {
-                let session = self.open(.websocket, remoteAddress: address)
-                await self.serveWebSocket(session, inbound: inbound.messages(maxSize: self.configuration.maxPayload).makeAsyncIterator(),
-                                          outbound: outbound, channel: channel)
-            }
+    /// Whether a WebSocket upgrade request for `uri` is accepted (asked by ``EngineHTTPChannel``
+    /// before it answers 101): the Engine.IO path and parameters, and either a polling session
+    /// that may upgrade or a server that still takes new sessions.
+    func acceptsWebSocket(uri: String) -> Bool {
+        let uri = URI(uri)
+        guard uri.path == Self.path, check(uri, transport: "websocket") == nil else { return false }
+        if let sid = uri.queryParameters.get("sid") {
+            guard let session = session(sid), session.transport == .polling, !session.isUpgrading else { return false }
+            return true
         }
+        return isAccepting
     }
 
-    /// The upgrade of a polling session: `2probe` → `3probe`, the pending poll gets a noop, then `5`.
-    private func upgrade(_ session: EngineSession, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: any Channel) async throws {
-        var messages = inbound.messages(maxSize: configuration.maxPayload).makeAsyncIterator()
-        guard case .text(let probe)? = try await messages.next(), probe == EnginePacket.ping("probe").encoded, session.beginUpgrade() else {
+    /// An upgraded WebSocket: its session (a new one, or the polling session it upgrades) is
+    /// served by ``EngineWebSocketHandler`` on the channel's event loop. This task only reads
+    /// the frames that reached the channel's async wrapper before the handler did, hands them
+    /// over, and ends.
+    func adopt(_ webSocket: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, uri: String) async {
+        let channel = webSocket.channel
+        let session: EngineSession
+        let probing: Bool
+        if let sid = URI(uri).queryParameters.get("sid") {
+            guard let existing = self.session(sid), existing.transport == .polling, !existing.isUpgrading else {
+                channel.close(promise: nil)
+                return
+            }
+            (session, probing) = (existing, true)
+        } else {
+            guard isAccepting else {
+                channel.close(promise: nil)
+                return
+            }
+            (session, probing) = (open(.websocket, remoteAddress: channel.remoteAddress?.ipAddress), false)
+        }
+        guard let handler = await EngineWebSocketHandler.install(for: session, probing: probing, configuration: configuration, on: channel) else {
+            if !probing { session.close(.transportClosed) }
             return
         }
-        try await outbound.write(.text(EnginePacket.pong("probe").encoded))
-        while true {
-            guard case .text(let text)? = try await messages.next() else {
-                session.abandonUpgrade()
-                return
+        var early: [WebSocketFrame] = []
+        var frames = webSocket.inbound.makeAsyncIterator()
+        do {
+            while let frame = try await frames.next() {
+                if frame.opcode == .binary, frame.maskKey == nil, frame.data == EngineWebSocketHandler.Marker.sync { break }
+                early.append(frame)
             }
-            if text == EnginePacket.upgrade.encoded { break }
-            // A client may answer a ping over the new transport before it upgrades.
-            guard let packet = EnginePacket(text: text) else {
-                session.abandonUpgrade()
-                return
-            }
-            session.receive(packet, configuration: configuration)
-        }
-        session.completeUpgrade()
-        await serveWebSocket(session, inbound: messages, outbound: outbound, channel: channel)
+        } catch {}
+        let kept = KeptWrapper(webSocket: webSocket, frames: frames)
+        handler.eventLoop.execute { [early] in handler.value.goLive(early: early, keeping: kept) }
     }
+}
 
-    /// Serves the session over the WebSocket until either ends: ``EngineWebSocketHandler`` reads
-    /// and writes packets on the channel's event loop. This task reads what came before the
-    /// handler, waits for the handler's `end` marker or the client's close, and then finishes
-    /// the close handshake through hummingbird.
-    private func serveWebSocket(_ session: EngineSession, inbound: WebSocketInboundMessageStream.AsyncIterator, outbound: WebSocketOutboundWriter,
-                                channel: any Channel) async {
-        var inbound = inbound
-        if let handler = await EngineWebSocketHandler.install(for: session, configuration: configuration, on: channel) {
-            do {
-                reading: while let message = try await inbound.next() {
-                    switch message {
-                    case .binary(let buffer) where buffer == EngineWebSocketHandler.Marker.sync:
-                        handler.eventLoop.execute { handler.value.goLive() }
-                    case .binary(let buffer) where buffer == EngineWebSocketHandler.Marker.end:
-                        break reading
-                    case .text(let text):
-                        guard let packet = EnginePacket(text: text) else {
-                            session.close(.protocolError)
-                            break reading
-                        }
-                        session.receive(packet, configuration: configuration)
-                    case .binary(let buffer):
-                        session.receive(.binary(Data(buffer.readableBytesView)), configuration: configuration)
-                    }
-                }
-            } catch {}
-        }
-        session.close(session.closeReason ?? .transportClosed)
-        // Finish the close handshake with the reason, when it was ours.
-        if let reason = session.closeReason, reason != .clientClosed, reason != .transportClosed {
-            // 1008 for a client too slow to keep up, 1001 when this gateway is going away, 1009 for a message over maxPayload.
-            let code: WebSocketErrorCode = switch reason {
-            case .overflow: .policyViolation
-            case .serverClosed: .goingAway
-            case .payloadTooLarge: .messageTooLarge
-            default: .normalClosure
-            }
-            try? await outbound.close(code, reason: reason.rawValue)
-        }
+/// What the handler keeps of the channel's async wrapper (see ``EngineWebSocketHandler``).
+private final class KeptWrapper: @unchecked Sendable {
+    let webSocket: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
+    let frames: NIOAsyncChannelInboundStream<WebSocketFrame>.AsyncIterator
+
+    init(webSocket: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, frames: NIOAsyncChannelInboundStream<WebSocketFrame>.AsyncIterator) {
+        self.webSocket = webSocket
+        self.frames = frames
     }
 }

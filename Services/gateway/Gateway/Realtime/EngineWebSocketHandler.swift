@@ -2,73 +2,88 @@ import Foundation
 import NIOCore
 import NIOWebSocket
 
-/// A WebSocket session's transport, run on its channel's event loop.
+/// A WebSocket's Engine.IO transport, run on its channel's event loop: no task per socket.
 ///
-/// hummingbird-websocket hands each WebSocket to an async closure with an inbound sequence
-/// and an outbound writer. Through them, every inbound frame costs a task switch, and every
-/// outbound frame a task switch, a hop to the event loop and a flush of its own. A socket
-/// also needs a reading task and a writing task. This handler sits in the pipeline
-/// right after the frame decoder instead:
-/// - it reads data frames itself and hands their Engine.IO packets to the session on the loop;
-/// - when the session's queue wakes it, it writes every waiting packet and flushes once,
-///   while the channel is writable (otherwise the queue fills, and a client that stays
-///   too slow is closed as before);
-/// - control frames (ping, pong, close) still go to hummingbird, which answers them and runs
-///   the close handshake.
+/// It sits in the pipeline right after the frame decoder, put there by
+/// ``EngineServer/adopt(_:uri:)`` once ``EngineHTTPChannel`` has upgraded the connection:
+/// - It reads every frame itself. Data frames become Engine.IO packets for the session
+///   (fragments are joined, up to `maxPayload`). A ping gets its pong, and a close frame
+///   gets the close handshake's answer, and the connection closes.
+/// - When the session's queue wakes it, it writes every waiting packet and flushes once,
+///   while the channel is writable. Otherwise the queue fills, and a client that stays too
+///   slow is closed for overflow.
+/// - When the session ends, it writes what is left, sends a close frame with the reason's
+///   code (1008 overflow or flood, 1001 server going away, 1009 message too large,
+///   1002 protocol error, else 1000), and
+///   closes the connection when the client answers, or after `closeWait`.
+/// - A socket that upgrades a polling session starts in the probe exchange: `2probe` gets
+///   `3probe` and the pending poll is answered, packets may still come until `5`, and only
+///   then does the socket take the session's queue. If it fails or closes before `5`, the
+///   session carries on polling.
 ///
-/// It talks to the closure hummingbird runs (``EngineServer``'s `serveWebSocket`) with two
-/// marker frames, fired through the pipeline to that closure:
-/// - `sync`, right after the handler is added. Frames read before it reached the closure
-///   first. The handler holds the frames it reads until the closure has seen `sync` and
-///   calls ``goLive()``, so no packet overtakes an earlier one.
-/// - `end`, once the session has closed and the queue is written out. The closure then
-///   closes the WebSocket with the session's reason.
+/// Frames that reached the channel's async wrapper before this handler was added are read
+/// by the adopting task. It knows it has them all when it reads the `sync` marker, which
+/// this handler fires when it is added; the handler holds what it reads until then
+/// (``goLive(early:keeping:)``), so no packet overtakes an earlier one.
 final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
-    /// Binary payloads no client can guess (random per process), so a client's frame is never taken for a marker.
+    /// How long a close frame we sent waits for the client's answer before the connection is closed.
+    static let closeWait: TimeAmount = .seconds(3)
+
+    /// A binary payload no client can guess (random per process), so a client's frame is never taken for it.
     enum Marker {
-        private static let prefix: [UInt8] = {
+        static let sync: ByteBuffer = {
             var generator = SystemRandomNumberGenerator()
-            return (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            return ByteBuffer(bytes: (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) } + Array("sync".utf8))
         }()
-        static let sync = ByteBuffer(bytes: prefix + Array("sync".utf8))
-        static let end = ByteBuffer(bytes: prefix + Array("end".utf8))
+    }
+
+    private enum Mode {
+        /// Upgrading a polling session: `probed` once `2probe` was answered.
+        case probing(probed: Bool)
+        case serving
     }
 
     private let session: EngineSession
     private let configuration: EngineConfiguration
     private var context: ChannelHandlerContext?
-    /// False until the closure has read every frame that came before this handler.
+    private var mode: Mode
+    /// False until the adopting task has read every frame that came before this handler.
     private var live = false
     private var held: [WebSocketFrame] = []
     /// A fragmented message being put together.
     private var fragments: (opcode: WebSocketOpcode, buffer: ByteBuffer)?
     private var waitingForWritability = false
-    private var ended = false
+    private var closeSent = false
+    private var closeTimer: Scheduled<Void>?
+    /// The channel's async wrapper and its iterator: dropping them would stop the channel's
+    /// reads and half-close it, so the handler keeps them for the connection's life.
+    private var kept: (any Sendable)?
 
-    private init(session: EngineSession, configuration: EngineConfiguration) {
+    private init(session: EngineSession, probing: Bool, configuration: EngineConfiguration) {
         self.session = session
         self.configuration = configuration
+        self.mode = probing ? .probing(probed: false) : .serving
     }
 
-    /// Adds a handler for `session` after the channel's frame decoder, fires `sync` and
-    /// hands it the session's queue. `nil` when the channel has gone (or is not a WebSocket).
-    static func install(for session: EngineSession, configuration: EngineConfiguration,
+    /// Adds a handler for `session` after the channel's frame decoder and fires `sync`.
+    /// `nil` when the channel has gone (or is not a WebSocket).
+    static func install(for session: EngineSession, probing: Bool, configuration: EngineConfiguration,
                         on channel: any Channel) async -> NIOLoopBound<EngineWebSocketHandler>? {
         try? await channel.eventLoop.submit {
-            let handler = try add(to: channel.pipeline.syncOperations, session: session, configuration: configuration)
+            let handler = try add(to: channel.pipeline.syncOperations, session: session, probing: probing, configuration: configuration)
             return NIOLoopBound(handler, eventLoop: channel.eventLoop)
         }.get()
     }
 
-    /// ``install(for:configuration:on:)`` on the event loop.
-    static func add(to pipeline: ChannelPipeline.SynchronousOperations, session: EngineSession,
+    /// ``install(for:probing:configuration:on:)`` on the event loop.
+    static func add(to pipeline: ChannelPipeline.SynchronousOperations, session: EngineSession, probing: Bool = false,
                     configuration: EngineConfiguration) throws -> EngineWebSocketHandler {
         let decoder = try pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self)
-        let handler = EngineWebSocketHandler(session: session, configuration: configuration)
+        let handler = EngineWebSocketHandler(session: session, probing: probing, configuration: configuration)
         try pipeline.addHandler(handler, position: .after(decoder.handler))
         handler.start()
         return handler
@@ -76,21 +91,34 @@ final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        closeTimer?.cancel()
+        self.context = nil
+        kept = nil
+    }
 
     private func start() {
         guard let context else { return }
-        fireMarker(Marker.sync, context: context)
+        // NIOAsyncChannel hands reads on at the read's completion, so that is fired too.
+        context.fireChannelRead(wrapInboundOut(WebSocketFrame(fin: true, opcode: .binary, data: Marker.sync)))
+        context.fireChannelReadComplete()
+        if case .serving = mode { attachQueue() }
+    }
+
+    private func attachQueue() {
+        guard let context else { return }
         let loop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
         session.queue.attach { loop.execute { bound.value.drainQueue() } }
     }
 
-    /// The closure has read everything before `sync`: the held frames go first, then frames are read as they come.
-    func goLive() {
+    /// The adopting task has read everything before `sync` (`early`): those frames go first,
+    /// then the held ones, then frames are read as they come.
+    func goLive(early: [WebSocketFrame], keeping: (any Sendable)?) {
         guard !live else { return }
+        kept = keeping
         live = true
-        let frames = held
+        let frames = early + held
         held = []
         for frame in frames { read(frame) }
     }
@@ -99,62 +127,107 @@ final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        switch frame.opcode {
-        case .text, .binary, .continuation:
-            guard live else {
-                held.append(frame)
-                if held.count > configuration.inboundBuffer { session.close(.inboundFlood) }
-                return
-            }
-            read(frame)
-        default:
-            context.fireChannelRead(data)
+        guard live else {
+            held.append(frame)
+            if held.count > configuration.inboundBuffer { fail(.inboundFlood) }
+            return
         }
+        read(frame)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closeTimer?.cancel()
+        switch mode {
+        case .serving: session.close(.transportClosed)
+        case .probing(probed: true): session.abandonUpgrade()
+        case .probing(probed: false): break
+        }
+        context.fireChannelInactive()
     }
 
     private func read(_ frame: WebSocketFrame) {
+        guard !closeSent || frame.opcode == .connectionClose else { return }
         var data = frame.unmaskedData
-        if frame.opcode == .continuation {
-            guard var partial = fragments else {
-                // The rest of a message whose first frame came before this handler: hummingbird has its start.
-                context?.fireChannelRead(wrapInboundOut(frame))
-                context?.fireChannelReadComplete()
-                return
-            }
+        switch frame.opcode {
+        case .ping:
+            write(WebSocketFrame(fin: true, opcode: .pong, data: data), flush: true)
+        case .pong:
+            break
+        case .connectionClose:
+            receivedClose(data)
+        case .continuation:
+            guard var partial = fragments else { return fail(.protocolError) }
             fragments = nil
-            guard partial.buffer.readableBytes + data.readableBytes <= configuration.maxPayload else {
-                session.close(.payloadTooLarge)
-                return
-            }
+            guard partial.buffer.readableBytes + data.readableBytes <= configuration.maxPayload else { return fail(.payloadTooLarge) }
             partial.buffer.writeBuffer(&data)
             if frame.fin { deliver(partial.opcode, partial.buffer) } else { fragments = partial }
-            return
+        case .text, .binary:
+            // A new message inside a fragmented one is a protocol error (RFC 6455 §5.4).
+            guard fragments == nil else { return fail(.protocolError) }
+            if frame.fin { deliver(frame.opcode, data) } else { fragments = (frame.opcode, data) }
+        default:
+            fail(.protocolError)
         }
-        guard fragments == nil else {
-            // A new message inside a fragmented one (RFC 6455 §5.4).
-            session.close(.protocolError)
-            return
-        }
-        if frame.fin { deliver(frame.opcode, data) } else { fragments = (frame.opcode, data) }
     }
 
     private func deliver(_ opcode: WebSocketOpcode, _ buffer: ByteBuffer) {
         guard opcode == .text else {
-            session.receive(.binary(Data(buffer.readableBytesView)), configuration: configuration)
-            return
+            guard case .serving = mode else { return fail(.protocolError) }
+            return session.receive(.binary(Data(buffer.readableBytesView)), configuration: configuration)
         }
-        guard let text = String(validating: buffer.readableBytesView, as: UTF8.self), let packet = EnginePacket(text: text) else {
-            session.close(.protocolError)
-            return
+        guard let text = String(validating: buffer.readableBytesView, as: UTF8.self) else { return fail(.protocolError) }
+        switch mode {
+        case .serving:
+            guard let packet = EnginePacket(text: text) else { return fail(.protocolError) }
+            session.receive(packet, configuration: configuration)
+        case .probing(probed: false):
+            guard text == EnginePacket.ping("probe").encoded, session.beginUpgrade() else { return fail(.protocolError) }
+            mode = .probing(probed: true)
+            writeText(EnginePacket.pong("probe").encoded)
+            context?.flush()
+        case .probing(probed: true):
+            if text == EnginePacket.upgrade.encoded {
+                session.completeUpgrade()
+                mode = .serving
+                attachQueue()
+            } else if let packet = EnginePacket(text: text) {
+                // A client may answer a ping over the new transport before it upgrades.
+                session.receive(packet, configuration: configuration)
+            } else {
+                fail(.protocolError)
+            }
         }
-        session.receive(packet, configuration: configuration)
+    }
+
+    /// Bad input: a serving socket closes its session (the close frame follows from
+    /// ``drainQueue()``); a socket still probing closes alone and the session keeps polling.
+    private func fail(_ reason: EngineSession.CloseReason) {
+        switch mode {
+        case .serving:
+            session.close(reason)
+        case .probing(let probed):
+            if probed { session.abandonUpgrade() }
+            mode = .probing(probed: false)
+            sendClose(Self.closeCode(reason), reason: reason.rawValue)
+        }
+    }
+
+    private func receivedClose(_ data: ByteBuffer) {
+        // The close handshake: answer with the client's code, then close the connection.
+        if !closeSent {
+            closeSent = true
+            var answer = context?.channel.allocator.buffer(capacity: 2) ?? ByteBuffer()
+            if data.readableBytes >= 2, let code = data.getSlice(at: data.readerIndex, length: 2) { answer = code }
+            write(WebSocketFrame(fin: true, opcode: .connectionClose, data: answer), flush: true)
+        }
+        context?.close(promise: nil)
     }
 
     // MARK: Writing
 
-    /// Writes every waiting packet with one flush; after the session closed, fires `end`.
+    /// Writes every waiting packet with one flush; once the session closed, sends the close frame.
     func drainQueue() {
-        guard let context, !ended else { return }
+        guard let context, !closeSent else { return }
         // While the socket is not writable the queue keeps the packets (and fills, for a client that stays
         // too slow); the writability change drains it. A closed session is written out regardless.
         guard context.channel.isWritable || session.closeReason != nil else {
@@ -163,28 +236,52 @@ final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
         }
         waitingForWritability = false
         let (packets, closed) = session.queue.drain()
-        if !packets.isEmpty {
-            for packet in packets {
-                var buffer = context.channel.allocator.buffer(capacity: packet.utf8.count)
-                buffer.writeString(packet)
-                context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
-            }
-            context.flush()
-        }
+        for packet in packets { writeText(packet) }
+        if !packets.isEmpty { context.flush() }
         if closed {
-            ended = true
-            fireMarker(Marker.end, context: context)
+            let reason = session.closeReason ?? .transportClosed
+            // Closes the client asked for, or a transport already gone, get a plain 1000.
+            let ours = reason != .clientClosed && reason != .transportClosed
+            sendClose(Self.closeCode(reason), reason: ours ? reason.rawValue : nil)
         }
-    }
-
-    /// Sends a marker to the closure: NIOAsyncChannel hands reads on at the read's completion, so that is fired too.
-    private func fireMarker(_ marker: ByteBuffer, context: ChannelHandlerContext) {
-        context.fireChannelRead(wrapInboundOut(WebSocketFrame(fin: true, opcode: .binary, data: marker)))
-        context.fireChannelReadComplete()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if waitingForWritability && context.channel.isWritable { drainQueue() }
         context.fireChannelWritabilityChanged()
+    }
+
+    static func closeCode(_ reason: EngineSession.CloseReason) -> WebSocketErrorCode {
+        switch reason {
+        case .overflow, .inboundFlood: .policyViolation
+        case .serverClosed: .goingAway
+        case .payloadTooLarge: .messageTooLarge
+        case .protocolError: .protocolError
+        default: .normalClosure
+        }
+    }
+
+    private func sendClose(_ code: WebSocketErrorCode, reason: String?) {
+        guard let context, !closeSent else { return }
+        closeSent = true
+        var data = context.channel.allocator.buffer(capacity: 2 + (reason?.utf8.count ?? 0))
+        data.write(webSocketErrorCode: code)
+        if let reason { data.writeString(reason) }
+        write(WebSocketFrame(fin: true, opcode: .connectionClose, data: data), flush: true)
+        let channel = context.channel
+        closeTimer = context.eventLoop.scheduleTask(in: Self.closeWait) { channel.close(promise: nil) }
+    }
+
+    private func writeText(_ text: String) {
+        guard let context else { return }
+        var buffer = context.channel.allocator.buffer(capacity: text.utf8.count)
+        buffer.writeString(text)
+        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: buffer)), promise: nil)
+    }
+
+    private func write(_ frame: WebSocketFrame, flush: Bool) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(frame), promise: nil)
+        if flush { context.flush() }
     }
 }
