@@ -61,10 +61,13 @@ public final class EngineServer: Service, Sendable {
         for session in sessions.withLock({ Array($0.values) }) { session.close(.serverClosed) }
     }
 
-    /// Pings, ping timeouts and connect deadlines of every session, once a tick (no timer per session).
+    /// Pings, ping timeouts and connect deadlines of every session, once a tick (no timer per
+    /// session). Ticks keep to their schedule, however long a pass over the sessions takes.
     private func heartbeats() async {
+        var next = ContinuousClock.now
         while !Task.isCancelled {
-            guard (try? await Task.sleep(for: configuration.tick)) != nil else { return }
+            next = max(next + configuration.tick, .now)
+            guard (try? await Task.sleep(until: next)) != nil else { return }
             let now = ContinuousClock.now
             for session in sessions.withLock({ Array($0.values) }) {
                 switch session.heartbeat(now: now, configuration: configuration) {

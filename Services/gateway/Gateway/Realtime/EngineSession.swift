@@ -264,8 +264,9 @@ public struct EngineConfiguration: Sendable {
     public var inboundBuffer = 256
     /// A session that has not connected a Socket.IO namespace by then is closed.
     public var connectTimeout: Duration = .seconds(45)
-    /// How often the heartbeat runs.
-    public var tick: Duration { min(.seconds(1), min(pingInterval, pingTimeout) / 4) }
+    /// How often the heartbeat runs: a ping goes out at most this late (a twentieth of the
+    /// shorter of interval and timeout, at most a second: 1 s with the defaults).
+    public var tick: Duration { min(.seconds(1), min(pingInterval, pingTimeout) / 20) }
 
     public init() {}
 }
