@@ -36,8 +36,12 @@ public final class StoreClient: Sendable {
 
     /// Hands every answer on ``replyChannel`` to ``handleReply(_:)`` until `subscriber` ends.
     public func pumpReplies(from subscriber: RedisSubscriber) async {
-        for await event in subscriber.events.cancelOnGracefulShutdown() {
-            if case .message(let message) = event, message.channel == replyChannel { handleReply(message.payload) }
+        // Not `events.cancelOnGracefulShutdown()`: that merges the stream with the shutdown
+        // signal, a task hop and a merge step for every event.
+        await cancelWhenGracefulShutdown { [self] in
+            for await event in subscriber.events {
+                if case .message(let message) = event, message.channel == replyChannel { handleReply(message.payload) }
+            }
         }
     }
 

@@ -139,18 +139,23 @@ public struct GatewayService: Service {
     /// Routes what the subscriber receives: store answers, user events, lost subscriptions.
     private func pump() async {
         let userPrefix = runtime.keys.user("")
-        for await event in subscriber.events.cancelOnGracefulShutdown() {
-            switch event {
-            case .message(let message):
-                if message.channel == store.replyChannel {
-                    store.handleReply(message.payload)
-                } else if message.channel.hasPrefix(userPrefix) {
-                    realtime.deliver(email: String(message.channel.dropFirst(userPrefix.count)), payload: message.payload)
+        let (subscriber, store, realtime) = (subscriber, store, realtime)
+        // Not `events.cancelOnGracefulShutdown()`: that merges the stream with the shutdown
+        // signal, a task hop and a merge step for every message.
+        await cancelWhenGracefulShutdown {
+            for await event in subscriber.events {
+                switch event {
+                case .message(let message):
+                    if message.channel == store.replyChannel {
+                        store.handleReply(message.payload)
+                    } else if message.channel.hasPrefix(userPrefix) {
+                        realtime.deliver(email: String(message.channel.dropFirst(userPrefix.count)), payload: message.payload)
+                    }
+                case .connectionLost:
+                    realtime.subscriptionLost()
+                case .resubscribed:
+                    realtime.resynchronize()
                 }
-            case .connectionLost:
-                realtime.subscriptionLost()
-            case .resubscribed:
-                realtime.resynchronize()
             }
         }
     }

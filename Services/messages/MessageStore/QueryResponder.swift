@@ -25,10 +25,15 @@ public final class QueryResponder: Service, Sendable {
 
     public func run() async throws {
         try await subscriber.subscribe([keys.storeQueries])
-        await withDiscardingTaskGroup { group in
-            for await event in subscriber.events.cancelOnGracefulShutdown() {
-                guard case .message(let message) = event, message.channel == keys.storeQueries else { continue }
-                group.addTask { await self.answer(message.payload) }
+        // Not `events.cancelOnGracefulShutdown()`: that merges the stream with the shutdown
+        // signal, a task hop and a merge step for every event.
+        let (subscriber, channel) = (subscriber, keys.storeQueries)
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                for await event in subscriber.events {
+                    guard case .message(let message) = event, message.channel == channel else { continue }
+                    group.addTask { await self.answer(message.payload) }
+                }
             }
         }
     }
