@@ -23,6 +23,23 @@ private func reader(_ stack: RealtimeStack) -> PresenceReader { PresenceReader(r
 
 @Suite("Presence and typing through the presence service", .redisServer)
 struct PresenceTests {
+    @Test("a batch's stops of typing: one call, each pair that was typing once, in order; the others stay typing")
+    func stopTypingBatch() async throws {
+        let server = try RedisServer.required()
+        try await server.withClient { redis in
+            let tracker = PresenceTracker(redis: redis, keys: uniqueKeys(), ttl: .seconds(30))
+            for (conversation, user) in [("c1", doctor), ("c1", admin), ("c2", doctor)] {
+                try await tracker.startTyping(conversation: conversation, user: user, expiry: .seconds(30))
+            }
+            let stopped = try await tracker.stopTyping([("c2", doctor), ("c1", doctor), ("c2", doctor), ("c3", patel)])
+            #expect(stopped.map { "\($0.conversation) \($0.user)" } == ["c2 \(doctor)", "c1 \(doctor)"])
+            #expect(try await tracker.stopTyping([]).isEmpty)
+            // Only admin was still typing.
+            let still = try await tracker.stopTyping([("c1", admin), ("c1", doctor)])
+            #expect(still.map(\.user) == [admin])
+        }
+    }
+
     @Test("a partner sees online and offline with last_seen; someone sharing no conversation sees nothing; two tabs stay online until the last closes")
     func onlineOffline() async throws {
         try await withRealtimeStack(gateways: 2, presence: true, environment: ["CHAT_PRESENCE_TTL": "3s"]) { stack in

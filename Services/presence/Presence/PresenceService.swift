@@ -157,11 +157,13 @@ final class PresenceEngine: Sendable {
 
     /// `stored` events: a send stops its sender's typing.
     func applyEvents(_ entries: [StreamEntry]) async throws {
-        for entry in entries where entry.fields["type"] == "stored" {
-            guard let conversation = entry.fields["conversation_id"], let sender = entry.fields["sender"] else { continue }
-            if try await tracker.stopTyping(conversation: conversation, user: sender) {
-                await announceTyping(conversation: conversation, user: sender, isTyping: false)
-            }
+        // A stored message ends its sender's typing there: the batch's senders in one script call.
+        let senders = entries.compactMap { entry -> (conversation: String, user: String)? in
+            guard entry.fields["type"] == "stored", let conversation = entry.fields["conversation_id"], let sender = entry.fields["sender"] else { return nil }
+            return (conversation, sender)
+        }
+        for (conversation, user) in try await tracker.stopTyping(senders) {
+            await announceTyping(conversation: conversation, user: user, isTyping: false)
         }
     }
 

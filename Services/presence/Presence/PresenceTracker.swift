@@ -95,6 +95,14 @@ public struct PresenceTracker: Sendable {
         return popped
         """)
 
+    static let stopTypingScript = RedisScript("""
+        local stopped = {}
+        for _, member in ipairs(ARGV) do
+          if redis.call('ZREM', KEYS[1], member) == 1 then table.insert(stopped, member) end
+        end
+        return stopped
+        """)
+
     private var nowMs: Int64 { Date().epochMilliseconds }
 
     /// Connects (or keeps alive) `(connection, email)` pairs; returns the users that came online.
@@ -129,10 +137,21 @@ public struct PresenceTracker: Sendable {
         try await redis.send(["ZREM", keys.presenceTyping, conversation + "|" + user]).int == 1
     }
 
+    /// Typing stopped for each pair, in one script call: the pairs whose typing was on, once each, in order.
+    public func stopTyping(_ pairs: [(conversation: String, user: String)]) async throws -> [(conversation: String, user: String)] {
+        guard !pairs.isEmpty else { return [] }
+        let reply = try await redis.run(Self.stopTypingScript, keys: [keys.presenceTyping], arguments: pairs.map { $0.conversation + "|" + $0.user })
+        return Self.pairs(reply)
+    }
+
     /// Typing that ran out: `(conversation, user)`.
     public func expireTyping() async throws -> [(conversation: String, user: String)] {
-        let reply = try await redis.run(Self.expireTypingScript, keys: [keys.presenceTyping], arguments: [String(nowMs)])
-        return (reply.array ?? []).compactMap { item in
+        Self.pairs(try await redis.run(Self.expireTypingScript, keys: [keys.presenceTyping], arguments: [String(nowMs)]))
+    }
+
+    /// `conversation|user` members as pairs (conversation ids hold no `|`).
+    private static func pairs(_ reply: RESPValue) -> [(conversation: String, user: String)] {
+        (reply.array ?? []).compactMap { item in
             guard let text = item.string, let bar = text.firstIndex(of: "|") else { return nil }
             return (String(text[..<bar]), String(text[text.index(after: bar)...]))
         }
