@@ -42,7 +42,6 @@ public final class RedisSubscriber: Service, Sendable {
     /// promptly: it buffers without bound rather than drop a message.
     public let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
-    private let handler: LockedState<(@Sendable (Event) -> Void)?>
     private let subscriptions = LockedState(Subscriptions())
     private let slot: ManagedConnection
 
@@ -54,19 +53,14 @@ public final class RedisSubscriber: Service, Sendable {
         let (events, continuation) = AsyncStream<Event>.makeStream()
         self.events = events
         self.continuation = continuation
-        let handler = LockedState<(@Sendable (Event) -> Void)?>(nil)
-        self.handler = handler
-        let emit: @Sendable (Event) -> Void = { event in
-            if let handle = handler.withLock({ $0 }) { handle(event) } else { continuation.yield(event) }
-        }
         let subscriptions = self.subscriptions
         let lossAnnounced = LockedState(false)
         self.slot = ManagedConnection(name: "subscriber", maximumBackoff: configuration.maximumBackoff, logger: logger) { isReconnect in
             if isReconnect, lossAnnounced.withLock({ announced in defer { announced = true }; return !announced }) {
-                emit(.connectionLost)
+                continuation.yield(.connectionLost)
             }
             let connection = try await RedisConnection.connect(to: configuration, on: eventLoopGroup) { push in
-                if let message = Self.message(from: push) { emit(.message(message)) }
+                if let message = Self.message(from: push) { continuation.yield(.message(message)) }
             }
             let current = subscriptions.withLock { $0 }
             do {
@@ -82,18 +76,10 @@ public final class RedisSubscriber: Service, Sendable {
             }
             if isReconnect {
                 lossAnnounced.withLock { $0 = false }
-                emit(.resubscribed)
+                continuation.yield(.resubscribed)
             }
             return connection
         }
-    }
-
-    /// Hands every event to `handler` instead of ``events`` (which then stays empty): messages
-    /// on the connection's event loop as they are read, with no task switch, in order; the loss
-    /// and the resubscription from the task that reconnects. Set it before subscribing; keep
-    /// it short, since the connection reads nothing else meanwhile.
-    public func handleEvents(_ handler: @escaping @Sendable (Event) -> Void) {
-        self.handler.withLock { $0 = handler }
     }
 
     /// Keeps the connection and its subscriptions up until graceful shutdown or cancellation; then ends ``events``.

@@ -2,7 +2,6 @@ import ChatTesting
 import Foundation
 import Testing
 import RedisClient
-import Synchronization
 
 /// Collects a subscriber's events in the background so tests can wait for them.
 final class EventRecorder: @unchecked Sendable {
@@ -91,38 +90,6 @@ struct RedisSubscriberTests {
             try await subscriber.punsubscribe([keys.user("*")])
             #expect(try await redis.publish("no", to: keys.user("a@clinic.com")) == 0)
         }
-    }
-
-    @Test("with a handler, every event goes to it in order, the loss and the resubscription too, and the stream stays empty", .redisServer)
-    func handler() async throws {
-        let keys = uniqueKeys()
-        let channel = keys.user("doctor@clinic.com")
-        let server = try RedisServer.required()
-        let subscriber = RedisSubscriber(configuration: server.configuration)
-        let recorder = EventRecorder(subscriber)
-        let handled = Mutex<[String]>([])
-        subscriber.handleEvents { event in
-            let mark = switch event {
-            case .message(let message): message.text
-            case .connectionLost: "lost"
-            case .resubscribed: "resubscribed"
-            }
-            handled.withLock { $0.append(mark) }
-        }
-        try await withRunning(subscriber) { subscriber in
-            try await subscriber.subscribe([channel])
-            try await server.withClient { redis in
-                for index in 1...50 { _ = try await redis.publish("m\(index)", to: channel) }
-                #expect(await eventually { handled.withLock { $0.count == 50 } })
-                #expect(handled.withLock { $0 } == (1...50).map { "m\($0)" })
-                #expect(try await redis.send(["CLIENT", "KILL", "TYPE", "pubsub"]).int ?? 0 >= 1)
-                #expect(await eventually { handled.withLock { $0.contains("resubscribed") } })
-                #expect(try await redis.publish("after", to: channel) == 1)
-                #expect(await eventually { handled.withLock { $0.last == "after" } })
-                #expect(Array(handled.withLock { $0 }.suffix(3)) == ["lost", "resubscribed", "after"])
-            }
-        }
-        #expect(recorder.all.isEmpty)
     }
 
     // Its own server: CLIENT KILL TYPE pubsub would cut the other tests' subscribers too.
