@@ -195,11 +195,14 @@ public final class EngineServer: Service, Sendable {
     func acceptsWebSocket(uri: String) -> Bool {
         let uri = URI(uri)
         guard uri.path == Self.path, check(uri, transport: "websocket") == nil else { return false }
-        if let sid = uri.queryParameters.get("sid") {
-            guard let session = session(sid), session.transport == .polling, !session.isUpgrading else { return false }
-            return true
-        }
+        if let sid = uri.queryParameters.get("sid") { return upgradable(sid) != nil }
         return isAccepting
+    }
+
+    /// The polling session `sid`, if it may upgrade to a WebSocket now.
+    private func upgradable(_ sid: String) -> EngineSession? {
+        guard let session = session(sid), session.transport == .polling, !session.isUpgrading else { return nil }
+        return session
     }
 
     /// An upgraded WebSocket: its session (a new one, or the polling session it upgrades) is
@@ -211,7 +214,7 @@ public final class EngineServer: Service, Sendable {
         let session: EngineSession
         let probing: Bool
         if let sid = URI(uri).queryParameters.get("sid") {
-            guard let existing = self.session(sid), existing.transport == .polling, !existing.isUpgrading else {
+            guard let existing = upgradable(sid) else {
                 channel.close(promise: nil)
                 return
             }
