@@ -60,8 +60,8 @@ final class OutboundQueue: Sendable {
     }
 
     func push(_ text: String, _ priority: Priority = .essential) -> PushResult {
-        let (result, waiter) = state.withLock { s -> (PushResult, CheckedContinuation<Void, Never>?) in
-            guard !s.closed else { return (.closed, nil) }
+        let (result, waiter, wake) = state.withLock { s -> (PushResult, CheckedContinuation<Void, Never>?, (@Sendable () -> Void)?) in
+            guard !s.closed else { return (.closed, nil, nil) }
             func full() -> Bool { s.items.count >= capacity || s.bytes + text.utf8.count > maximumBytes }
             // Make room by dropping the oldest droppable packets.
             while full() && s.droppable > 0, let index = s.items.firstIndex(where: \.droppable) {
@@ -73,19 +73,19 @@ final class OutboundQueue: Sendable {
             if full() {
                 if priority == .droppable {
                     s.dropped += 1
-                    return (.dropped, nil)
+                    return (.dropped, nil, nil)
                 }
-                return (.overflow, nil)
+                return (.overflow, nil, nil)
             }
             s.items.append(Item(text: text, droppable: priority == .droppable))
             s.bytes += text.utf8.count
             if priority == .droppable { s.droppable += 1 }
             let waiter = s.waiter
             s.waiter = nil
-            return (.queued, waiter)
+            return (.queued, waiter, Self.claimWake(&s))
         }
         waiter?.resume()
-        if result == .queued { wakeDrainer() }
+        wake?()
         return result
     }
 
@@ -96,19 +96,19 @@ final class OutboundQueue: Sendable {
     /// last wake has been drained, so a burst of pushes costs one wake. Called once; wakes
     /// at once if packets are already waiting.
     func attach(wake: @escaping @Sendable () -> Void) {
-        state.withLock { $0.wake = wake }
-        wakeDrainer()
+        state.withLock { s in
+            s.wake = wake
+            return Self.claimWake(&s)
+        }?()
     }
 
+    /// The wake to call (outside the lock), if there is a drainer and something for it.
     /// `force` (the close) wakes even a drainer that has not drained its last wake: it may be
     /// waiting for a socket that will never be writable again.
-    private func wakeDrainer(force: Bool = false) {
-        let wake = state.withLock { s -> (@Sendable () -> Void)? in
-            guard let wake = s.wake, force || !s.wakePending, s.closed || !s.items.isEmpty else { return nil }
-            s.wakePending = true
-            return wake
-        }
-        wake?()
+    private static func claimWake(_ s: inout State, force: Bool = false) -> (@Sendable () -> Void)? {
+        guard let wake = s.wake, force || !s.wakePending, s.closed || !s.items.isEmpty else { return nil }
+        s.wakePending = true
+        return wake
     }
 
     /// Takes every waiting packet and re-arms the wake; `closed` once nothing more will come.
@@ -169,13 +169,13 @@ final class OutboundQueue: Sendable {
 
     /// No more pushes; the taker gets what is left, then `.closed`.
     func close() {
-        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+        let (waiter, wake) = state.withLock { s -> (CheckedContinuation<Void, Never>?, (@Sendable () -> Void)?) in
             s.closed = true
             defer { s.waiter = nil }
-            return s.waiter
+            return (s.waiter, Self.claimWake(&s, force: true))
         }
         waiter?.resume()
-        wakeDrainer(force: true)
+        wake?()
     }
 
     /// Packets waiting, and droppable packets discarded so far.
