@@ -179,6 +179,11 @@ let package = Package(
             path: "Tests/RetentionTests"
         ),
         .testTarget(
+            name: "BenchTests",
+            dependencies: ["chat-bench", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            path: "Tests/BenchTests"
+        ),
+        .testTarget(
             name: "ServiceTests",
             dependencies: ["ChatCore", "ChatTesting", "RedisClient", "Gateway", "MessageStore", "Presence", "Retention", "Operations", .product(name: "GRDB", package: "GRDB.swift")],
             path: "Tests/ServiceTests"

@@ -45,7 +45,10 @@ caught_up() {
   done
   echo "bench: the store did not catch up" >&2
 }
-run() { caught_up; sleep 3; caught_up; echo "running: chat-bench $*" >&2; "$bench" "$@" "${common[@]}" | tee -a "$out"; }
+run() {
+  caught_up; sleep 3; caught_up; echo "running: chat-bench $*" >&2
+  "$bench" "$@" "${common[@]}" | tee -a "$out" || echo "bench: chat-bench $1 failed (lost, duplicated or out-of-order messages are in its table)" >&2
+}
 for workload in $workloads; do
   case $workload in
     pairs-closed) run pairs --pairs 100 --messages 200 --window 16 ;;

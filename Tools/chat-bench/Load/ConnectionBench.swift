@@ -28,7 +28,7 @@ final class ConnectionLoad: VirtualSocketDelegate, @unchecked Sendable {
         lock.withLock {
             connectedCount += 1
             lastPing[socket.index] = now
-            if let start = opened.removeValue(forKey: socket.index) { _ = connectLatency.record((now - start) / 1000) }
+            if let start = opened.removeValue(forKey: socket.index) { connectLatency.recordClamped((now - start) / 1000) }
         }
         if closeOnConnect { socket.close() }
     }
@@ -36,7 +36,7 @@ final class ConnectionLoad: VirtualSocketDelegate, @unchecked Sendable {
     func pinged(_ socket: VirtualSocket) {
         let now = nowNanoseconds()
         lock.withLock {
-            if let last = lastPing[socket.index] { _ = gaps.record((now - last) / 1_000_000) }
+            if let last = lastPing[socket.index] { gaps.recordClamped((now - last) / 1_000_000) }
             lastPing[socket.index] = now
         }
     }
@@ -183,7 +183,7 @@ struct HistoryBench: AsyncParsableCommand {
                         let start = nowNanoseconds()
                         let (status, json) = try await rest.call("GET", path, token: tokens[client % 2])
                         let elapsed = (nowNanoseconds() - start) / 1000
-                        recorder.withLockedValue { _ = $0.record(elapsed) }
+                        recorder.withLockedValue { $0.recordClamped(elapsed) }
                         let page = (json as? [String: Any])?["messages"] as? [[String: Any]] ?? (json as? [[String: Any]]) ?? []
                         if status != 200 { failures.withLockedValue { $0 += 1 } }
                         let oldest = page.compactMap { $0["seq"] as? Int }.min()

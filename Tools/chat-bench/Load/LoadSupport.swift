@@ -78,8 +78,10 @@ struct REST: Sendable {
 /// Latencies and message accounting, shared by every socket's callbacks.
 final class Recorder: @unchecked Sendable {
     private let lock = NIOLock()
-    private var delivery = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
-    private var confirmation = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+    /// Latencies in microseconds, up to 120 s (a longer one is recorded as 120 s).
+    static let longest: UInt64 = 120_000_000
+    private var delivery = Histogram<UInt64>(highestTrackableValue: longest, numberOfSignificantValueDigits: .three)
+    private var confirmation = Histogram<UInt64>(highestTrackableValue: longest, numberOfSignificantValueDigits: .three)
     /// Per receiving socket: the (sender, n) keys it got, and the last n per sender.
     private var seen: [Int: Set<UInt64>] = [:]
     private var lastFrom: [Int: [Int: Int]] = [:]
@@ -104,7 +106,7 @@ final class Recorder: @unchecked Sendable {
         lock.withLock {
             received += 1
             lastReceive = max(lastReceive, now)
-            _ = delivery.record((now &- sentAt) / 1000)
+            delivery.recordClamped((now &- sentAt) / 1000)
             if !seen[socket, default: []].insert(key).inserted { duplicates += 1 }
             if let last = lastFrom[socket]?[sender], n < last { sendOrderInversions += 1 }
             lastFrom[socket, default: [:]][sender] = max(n, lastFrom[socket]?[sender] ?? 0)
@@ -121,7 +123,7 @@ final class Recorder: @unchecked Sendable {
         lock.withLock {
             confirmed += 1
             confirmedKeys.insert(UInt64(sender) << 32 | UInt64(n))
-            _ = confirmation.record((now &- sentAt) / 1000)
+            confirmation.recordClamped((now &- sentAt) / 1000)
         }
     }
 
@@ -137,6 +139,14 @@ final class Recorder: @unchecked Sendable {
 
     var deliveredCount: Int { lock.withLock { received } }
     var confirmedCount: Int { lock.withLock { confirmed } }
+}
+
+extension Histogram<UInt64> {
+    /// Records `value`, or the highest trackable value if it is beyond the range: the
+    /// histogram would drop it, and a dropped sample flatters the tail.
+    mutating func recordClamped(_ value: UInt64) {
+        _ = record(Swift.min(value, highestTrackableValue))
+    }
 }
 
 /// `b|<sender user>|<n>|<send time ns>`: what every bench message carries as its content.

@@ -83,24 +83,42 @@ final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
     var totalSent: Int { lock.withLock { nextN.values.reduce(0, +) } }
 }
 
+/// When the open loop's sends are due: send k at `start + k / rate`, `duration × rate` of them.
+struct PaceSchedule: Sendable {
+    let start: UInt64
+    let rate: Double
+    let total: Int
+
+    init(start: UInt64, rate: Double, duration: Double) {
+        (self.start, self.rate, self.total) = (start, rate, Int((duration * rate).rounded()))
+    }
+
+    func due(_ k: Int) -> UInt64 { start + UInt64((Double(k) / rate * 1e9).rounded()) }
+
+    /// Sends every send as soon as it is due, stamped with the time it was due, and sleeps
+    /// until the next one is due. `now` and `sleep` are the clock (nanoseconds).
+    func run(now: () -> UInt64, sleep: (UInt64) async throws -> Void, send: (_ k: Int, _ stamp: UInt64) -> Void) async throws {
+        var sent = 0
+        while sent < total {
+            let time = now()
+            while sent < total, due(sent) <= time {
+                send(sent, due(sent))
+                sent += 1
+            }
+            if sent < total {
+                let next = due(sent), time = now()
+                if next > time { try await sleep(next - time) }
+            }
+        }
+    }
+}
+
 /// Paces sends at `rate` per second across `senders` (round robin) for `duration`, each
 /// stamped with its scheduled time, so a stall shows as latency (no coordinated omission).
 func pace(_ load: MessagingLoad, senders: [VirtualSocket], rate: Double, duration: Double) async throws {
-    let start = nowNanoseconds()
-    var sent = 0
-    var next = 0
-    let end = start + UInt64(duration * 1e9)
-    while true {
-        let now = nowNanoseconds()
-        if now >= end { break }
-        let due = Int(Double(now - start) / 1e9 * rate)
-        while sent < due {
-            let scheduled = start + UInt64(Double(sent) / rate * 1e9)
-            load.send(from: senders[next % senders.count], at: scheduled)
-            next += 1
-            sent += 1
-        }
-        try await Task.sleep(for: .microseconds(500))
+    let schedule = PaceSchedule(start: nowNanoseconds(), rate: rate, duration: duration)
+    try await schedule.run(now: nowNanoseconds, sleep: { try await Task.sleep(for: .nanoseconds(Int64($0))) }) { k, stamp in
+        load.send(from: senders[k % senders.count], at: stamp)
     }
 }
 
@@ -169,23 +187,28 @@ struct PairsBench: AsyncParsableCommand {
         var report = LoadReport(workload: rate > 0 ? "pairs, open loop \(Int(rate))/s" : "pairs, closed loop",
                                 command: "chat-bench pairs --pairs \(pairs) " + (rate > 0 ? "--rate \(Int(rate)) --duration \(Int(duration))" : "--messages \(messages) --window \(window)"),
                                 seconds: elapsed)
-        summarize(&report, load: load, total: total, elapsed: elapsed)
+        let clean = summarize(&report, load: load, total: total, elapsed: elapsed)
         report.processes(before: before, after: after)
         report.print()
         for socket in sockets { socket.close() }
+        if !clean { throw ExitCode(1) }
     }
 }
 
-func summarize(_ report: inout LoadReport, load: MessagingLoad, total: Int, elapsed: Double) {
+/// Adds the run's figures to `report`; false when a message was lost, duplicated or out of
+/// order (the command then exits with status 1 after printing the report).
+func summarize(_ report: inout LoadReport, load: MessagingLoad, total: Int, elapsed: Double) -> Bool {
     let recorder = load.recorder
+    let lost = recorder.lost(expected: load.expected)
     let (delivery, confirmation) = recorder.snapshot()
     report.add("sent / confirmed / delivered", "\(total) / \(recorder.confirmedCount) / \(recorder.deliveredCount)")
     report.add("delivered per second", String(format: "%.0f (over %.2f s)", Double(recorder.deliveredCount) / elapsed, elapsed))
     report.latency("send → receive", delivery)
     report.latency("send → confirmed", confirmation)
-    report.add("lost / duplicated / out of order (seq per conversation)", "\(recorder.lost(expected: load.expected)) / \(recorder.duplicates) / \(recorder.outOfOrder)")
+    report.add("lost / duplicated / out of order (seq per conversation)", "\(lost) / \(recorder.duplicates) / \(recorder.outOfOrder)")
     if recorder.sendOrderInversions > 0 { report.add("arrived before an earlier send of the same sender", "\(recorder.sendOrderInversions)") }
     if !recorder.errors.isEmpty { report.add("errors", recorder.errors.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
+    return lost == 0 && recorder.duplicates == 0 && recorder.outOfOrder == 0
 }
 
 struct GroupBench: AsyncParsableCommand {
@@ -222,9 +245,10 @@ struct GroupBench: AsyncParsableCommand {
         let after = ProcessSample.all(runDir: options.runDir)
         var report = LoadReport(workload: "group of \(members) at \(Int(rate)) messages/s",
                                 command: "chat-bench group --members \(members) --rate \(Int(rate)) --duration \(Int(duration))", seconds: elapsed)
-        summarize(&report, load: load, total: total, elapsed: elapsed)
+        let clean = summarize(&report, load: load, total: total, elapsed: elapsed)
         report.processes(before: before, after: after)
         report.print()
         for socket in sockets { socket.close() }
+        if !clean { throw ExitCode(1) }
     }
 }

@@ -1,0 +1,88 @@
+@testable import chat_bench
+import Testing
+
+/// A clock the pacer reads and sleeps on; `oversleep` is added to every sleep, as a busy
+/// machine would.
+final class FakeClock: @unchecked Sendable {
+    var now: UInt64
+    let oversleep: UInt64
+    var sleeps = 0
+    init(start: UInt64, oversleep: UInt64 = 0) { (now, self.oversleep) = (start, oversleep) }
+    func sleep(_ nanoseconds: UInt64) { sleeps += 1; now += nanoseconds + oversleep }
+}
+
+@Suite("The load tool's pacing and accounting")
+struct LoadToolTests {
+    @Test("open loop: send k goes out as soon as it is due, at start + k / rate, stamped with that time; duration × rate sends")
+    func paceOnTime() async throws {
+        let start: UInt64 = 1_000_000_000
+        let schedule = PaceSchedule(start: start, rate: 200, duration: 2)
+        let clock = FakeClock(start: start)
+        var sends: [(k: Int, stamp: UInt64, at: UInt64)] = []
+        try await schedule.run(now: { clock.now }, sleep: { clock.sleep($0) }) { k, stamp in sends.append((k, stamp, clock.now)) }
+        #expect(sends.count == 400)
+        #expect(sends.map(\.k) == Array(0..<400))
+        for send in sends {
+            #expect(send.stamp == start + UInt64(send.k) * 5_000_000, "send \(send.k) stamped \(send.stamp - start) ns after the start")
+            // Not a whole interval later than its stamp (the bug this pins: send k went out at k + 1).
+            #expect(send.at == send.stamp, "send \(send.k) went out \(send.at - send.stamp) ns after it was due")
+        }
+        #expect(clock.sleeps == 399)
+    }
+
+    @Test("open loop on a slow machine: late sends go out together, each keeps its own due time as its stamp (no coordinated omission)")
+    func paceLate() async throws {
+        let start: UInt64 = 5_000
+        let interval: UInt64 = 1_000_000  // 1,000/s
+        let schedule = PaceSchedule(start: start, rate: 1000, duration: 0.1)
+        let clock = FakeClock(start: start, oversleep: 3 * interval + interval / 2)
+        var sends: [(k: Int, stamp: UInt64, at: UInt64)] = []
+        try await schedule.run(now: { clock.now }, sleep: { clock.sleep($0) }) { k, stamp in sends.append((k, stamp, clock.now)) }
+        #expect(sends.count == 100)
+        #expect(sends.map(\.stamp) == (0..<100).map { start + UInt64($0) * interval })
+        #expect(sends.allSatisfy { $0.at >= $0.stamp }, "a send went out before it was due")
+        #expect(sends.contains { $0.at - $0.stamp >= 3 * interval }, "the oversleeps should show as late sends")
+        #expect(clock.sleeps < 40, "late sends should go out in bursts, not one per sleep: \(clock.sleeps) sleeps")
+    }
+
+    @Test("the content every bench message carries reads back; event names, positions and error codes are found in packets")
+    func content() {
+        let content = BenchContent.make(sender: 17, n: 4_242, at: 123_456_789_012)
+        let packet = #"42["receive_message",{"client_id":"bX-17-4242","content":"\#(content)","conversation_id":"c-1","seq":98,"sender_email":"x"}]"#
+        #expect(BenchContent.eventName(packet) == "receive_message")
+        let parsed = BenchContent.parse(packet)
+        #expect(parsed?.sender == 17 && parsed?.n == 4_242 && parsed?.sentAt == 123_456_789_012)
+        #expect(BenchContent.position(packet)?.conversation == "c-1")
+        #expect(BenchContent.position(packet)?.seq == 98)
+        #expect(BenchContent.parse(#"42["receive_message",{"content":"hello"}]"#) == nil)
+        #expect(BenchContent.errorCode(#"42["error",{"code":"rate_limited","message":"slow down"}]"#) == "rate_limited")
+    }
+
+    @Test("accounting: a confirmed message a socket never got is lost, an unconfirmed one is not; repeats are duplicates; a lower seq is out of order")
+    func accounting() {
+        let recorder = Recorder()
+        let key = { (sender: Int, n: Int) in UInt64(sender) << 32 | UInt64(n) }
+        // Socket 5 should get messages 1...4 of sender 1; 1, 2 and 3 are confirmed, 4 is not.
+        let expected = [5: Set((1...4).map { key(1, $0) })]
+        for n in 1...3 { recorder.confirm(sender: 1, n: n, sentAt: 0) }
+        recorder.receive(socket: 5, sender: 1, n: 1, sentAt: 0, conversation: "c", seq: 1)
+        #expect(recorder.lost(expected: expected) == 2)
+        recorder.receive(socket: 5, sender: 1, n: 3, sentAt: 0, conversation: "c", seq: 3)
+        #expect(recorder.lost(expected: expected) == 1, "message 2 is confirmed and missing; 4 was never confirmed")
+        #expect(recorder.duplicates == 0 && recorder.outOfOrder == 0)
+        recorder.receive(socket: 5, sender: 1, n: 2, sentAt: 0, conversation: "c", seq: 2)
+        #expect(recorder.lost(expected: expected) == 0)
+        #expect(recorder.outOfOrder == 1, "seq 2 after seq 3 in one conversation")
+        #expect(recorder.sendOrderInversions == 1)
+        recorder.receive(socket: 5, sender: 1, n: 3, sentAt: 0, conversation: "c", seq: 4)
+        #expect(recorder.duplicates == 1)
+        // Another socket keeps its own order and its own duplicates.
+        recorder.receive(socket: 6, sender: 1, n: 3, sentAt: 0, conversation: "c", seq: 3)
+        #expect(recorder.duplicates == 1 && recorder.outOfOrder == 1)
+        #expect(recorder.deliveredCount == 5 && recorder.confirmedCount == 3)
+        // sent at 0: longer than the histogram's range, recorded at its top rather than dropped.
+        let (delivery, confirmation) = recorder.snapshot()
+        #expect(delivery.totalCount == 5 && confirmation.totalCount == 3)
+        #expect(delivery.max >= Recorder.longest)
+    }
+}

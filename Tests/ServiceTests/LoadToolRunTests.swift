@@ -1,0 +1,87 @@
+import ChatCore
+import ChatTesting
+import Foundation
+import Testing
+
+/// `chat-bench` against the real services (built executables, a real redis-server): its
+/// workloads run to the end and their reports add up. The figures themselves are speed and
+/// are not checked; the counts are.
+@Suite("The load tool against the services", .redisServer)
+struct LoadToolRunTests {
+    /// Runs `chat-bench` with `arguments`; its exit status and standard output.
+    func bench(_ arguments: [String]) async throws -> (Int32?, String) {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("chat-bench-\(UUID().uuidString.prefix(8)).out")
+        defer { try? FileManager.default.removeItem(at: output) }
+        let process = try ChildProcess(executable: try executablePath("chat-bench"), arguments: arguments, outputPath: output.path)
+        let status = await process.wait(timeout: .seconds(120))
+        if status == nil { process.signal(SIGKILL) }
+        return (status, contents(output))
+    }
+
+    /// The value column of the report's row named `measure`.
+    func row(_ report: String, _ measure: String) -> String? {
+        report.split(separator: "\n").first { $0.hasPrefix("| \(measure) |") }
+            .map { $0.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) } }
+            .flatMap { $0.count >= 2 ? $0[1] : nil }
+    }
+
+    /// "a / b / c" as numbers.
+    func counts(_ text: String?) -> [Int] {
+        (text ?? "").split(separator: "/").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+    }
+
+    @Test("pairs (closed and open loop) and group: every send confirmed and delivered to each recipient, none lost, duplicated or out of order; the run folder's processes are reported")
+    func workloads() async throws {
+        let server = try RedisServer.required()
+        let keys = uniqueKeys("bench")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bench-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let database = directory.appendingPathComponent("chat.sqlite").path
+        let (seedStatus, seeded) = try await bench(["seed", "--database", database, "--users", "8"])
+        try #require(seedStatus == 0, "\(seeded)")
+        #expect(seeded.contains("8 users created"))
+
+        let port = try freePort()
+        let environment = [
+            "CHAT_REDIS_URL": server.url, "CHAT_REDIS_PREFIX": keys.prefix, "CHAT_DB_PATH": database,
+            "CHAT_JWT_SECRET": String(repeating: "b", count: 40), "CHAT_CONSUMER_NAME": "messages-bench",
+            "CHAT_MESSAGE_RATE": "100000", "CHAT_MESSAGE_BURST": "100000", "CHAT_HTTP_PORT": String(port),
+        ]
+        var running: [(ChildProcess, URL)] = []
+        defer {
+            for (process, log) in running {
+                process.signal(SIGKILL)
+                try? FileManager.default.removeItem(at: log)
+            }
+        }
+        for name in ["chat-messages", "chat-presence", "chat-gateway"] {
+            let (process, log) = try launch(name, environment: environment)
+            running.append((process, log))
+            try #require(await eventually(timeout: .seconds(20)) { contents(log).contains("] ready") }, "\(name): \(contents(log))")
+        }
+        // The tool reports the processes its run folder's `pids` file names (as the launcher writes it).
+        try (["chat-messages", "chat-presence", "chat-gateway"].enumerated().map { "\($1) \(running[$0].0.pid)" }.joined(separator: "\n") + "\n")
+            .write(to: directory.appendingPathComponent("pids"), atomically: true, encoding: .utf8)
+        let common = ["--gateway", "http://127.0.0.1:\(port)", "--run-dir", directory.path]
+
+        let (closedStatus, closed) = try await bench(["pairs", "--pairs", "3", "--messages", "40", "--window", "4"] + common)
+        #expect(closedStatus == 0, "\(closed)")
+        #expect(counts(row(closed, "sent / confirmed / delivered")) == [120, 120, 120], "\(closed)")
+        #expect(counts(row(closed, "lost / duplicated / out of order (seq per conversation)")) == [0, 0, 0], "\(closed)")
+        for process in ["chat-messages", "chat-presence", "chat-gateway-1", "chat-bench"] {
+            #expect(row(closed, process)?.contains("CPU s") == true, "\(process) is missing from the report: \(closed)")
+        }
+
+        let (openStatus, open) = try await bench(["pairs", "--pairs", "2", "--rate", "100", "--duration", "1"] + common)
+        #expect(openStatus == 0, "\(open)")
+        #expect(counts(row(open, "sent / confirmed / delivered")) == [100, 100, 100], "\(open)")
+        #expect(counts(row(open, "lost / duplicated / out of order (seq per conversation)")) == [0, 0, 0], "\(open)")
+
+        let (groupStatus, group) = try await bench(["group", "--members", "4", "--rate", "40", "--duration", "1"] + common)
+        #expect(groupStatus == 0, "\(group)")
+        #expect(counts(row(group, "sent / confirmed / delivered")) == [40, 40, 120], "every message reaches the 3 other members: \(group)")
+        #expect(counts(row(group, "lost / duplicated / out of order (seq per conversation)")) == [0, 0, 0], "\(group)")
+        #expect(row(group, "send → receive")?.contains("(n = 120)") == true, "\(group)")
+    }
+}
