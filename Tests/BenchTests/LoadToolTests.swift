@@ -1,4 +1,5 @@
 @testable import chat_bench
+import Foundation
 import Testing
 
 /// A clock the pacer reads and sleeps on; `oversleep` is added to every sleep, as a busy
@@ -56,6 +57,17 @@ struct LoadToolTests {
         #expect(BenchContent.position(packet)?.seq == 98)
         #expect(BenchContent.parse(#"42["receive_message",{"content":"hello"}]"#) == nil)
         #expect(BenchContent.errorCode(#"42["error",{"code":"rate_limited","message":"slow down"}]"#) == "rate_limited")
+        #expect(BenchContent.errorCode(#"42["error",{"message":"no code"}]"#) == "?")
+        // Other text first, with multi-byte characters and near-misses of the field names.
+        let awkward = #"42["receive_message",{"title":"Überweisung 🩺 \"content\":\"b|","conversation":"x","content":"b|3|7|99","conversation_id":"ü-2","seq":12}]"#
+        #expect(BenchContent.parse(awkward).map { [$0.sender, $0.n, Int($0.sentAt)] } == [3, 7, 99])
+        #expect(BenchContent.position(awkward)?.conversation == "ü-2")
+        #expect(BenchContent.position(awkward)?.seq == 12)
+        #expect(BenchContent.position(#"42["receive_message",{"conversation_id":"c","seq":null}]"#) == nil)
+        #expect(BenchContent.parse(#"42["receive_message",{"content":"b|1|2"}]"#) == nil, "a field missing")
+        // A bridged (non-native) string reads the same.
+        let bridged = String(describing: NSString(string: packet))
+        #expect(BenchContent.parse(bridged)?.n == 4_242)
     }
 
     @Test("accounting: a confirmed message a socket never got is lost, an unconfirmed one is not; repeats are duplicates; a lower seq is out of order")
