@@ -30,7 +30,7 @@ struct LoadToolRunTests {
         (text ?? "").split(separator: "/").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
     }
 
-    @Test("pairs (closed and open loop) and group: every send confirmed and delivered to each recipient, none lost, duplicated or out of order; the run folder's processes are reported")
+    @Test("pairs (closed and open loop), group and churn: every send confirmed and delivered to each recipient, none lost, duplicated or out of order; the run folder's processes are reported")
     func workloads() async throws {
         let server = try RedisServer.required()
         let keys = uniqueKeys("bench")
@@ -83,5 +83,12 @@ struct LoadToolRunTests {
         #expect(counts(row(group, "sent / confirmed / delivered")) == [40, 40, 120], "every message reaches the 3 other members: \(group)")
         #expect(counts(row(group, "lost / duplicated / out of order (seq per conversation)")) == [0, 0, 0], "\(group)")
         #expect(row(group, "send → receive")?.contains("(n = 120)") == true, "\(group)")
+
+        // Every socket of the churn connects and leaves (a socket the tool did not hold used to
+        // be freed mid-handshake and was never counted either way).
+        let (churnStatus, churn) = try await bench(["churn", "--rate", "100", "--duration", "1", "--users", "8"] + common)
+        #expect(churnStatus == 0, "\(churn)")
+        #expect(row(churn, "connected and left") == "100 of 100", "\(churn)")
+        #expect(row(churn, "how the sockets ended") == "transport closed × 100", "\(churn)")
     }
 }
