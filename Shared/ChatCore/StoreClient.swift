@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import Logging
 import RedisClient
@@ -17,9 +18,36 @@ public final class StoreClient: Sendable {
     private struct Waiter {
         let complete: @Sendable (Result<StoreReply, any Error>) -> Void
         var timer: Task<Void, Never>?
+        /// For a write: what to do with its answer should it come after the timeout.
+        var late: (@Sendable (StoreReply) -> Void)?
     }
 
     private let waiting = Mutex<[String: Waiter]>([:])
+
+    /// Writes answered `unavailable` by the timeout, whose answer may still come: the store
+    /// applies a command whenever it reaches it. The newest ``lateLimit`` are kept, each for
+    /// ``lateLifetime``.
+    private struct LateWrites {
+        var handlers: [String: @Sendable (StoreReply) -> Void] = [:]
+        var order = Deque<(request: String, expires: ContinuousClock.Instant)>()
+
+        mutating func add(_ request: String, _ handler: @escaping @Sendable (StoreReply) -> Void, lifetime: Duration, limit: Int) {
+            let now = ContinuousClock.now
+            while let first = order.first, first.expires <= now || order.count >= limit {
+                order.removeFirst()
+                handlers[first.request] = nil
+            }
+            handlers[request] = handler
+            order.append((request, now + lifetime))
+        }
+    }
+
+    private let late = Mutex(LateWrites())
+    static let lateLimit = 10_000
+    static let lateLifetime: Duration = .seconds(600)
+
+    /// Writes whose late answer is still awaited (see ``submit(_:user:payload:request:onLateReply:onReply:)``).
+    public var lateWrites: Int { late.withLock { $0.handlers.count } }
 
     /// Commands and queries sent and not yet answered (a stopping gateway waits for them).
     public var pendingRequests: Int { waiting.withLock { $0.count } }
@@ -45,10 +73,14 @@ public final class StoreClient: Sendable {
         }
     }
 
-    /// Hands an answer from `gateway:{id}` to whoever waits for it (late answers are dropped).
+    /// Hands an answer from `gateway:{id}` to whoever waits for it. An answer that comes
+    /// after the timeout goes to the write's `onLateReply`, if it had one; otherwise it is dropped.
     public func handleReply(_ payload: [UInt8]) {
         guard let reply = Self.fastReply(payload) ?? (try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data(payload))) else { return }
-        guard let waiter = waiting.withLock({ $0.removeValue(forKey: reply.request) }) else { return }
+        guard let waiter = waiting.withLock({ $0.removeValue(forKey: reply.request) }) else {
+            late.withLock { $0.handlers.removeValue(forKey: reply.request) }?(reply)
+            return
+        }
         waiter.timer?.cancel()
         waiter.complete(.success(reply))
     }
@@ -66,16 +98,23 @@ public final class StoreClient: Sendable {
     /// store's answer (on the task that reads ``replyChannel``, so keep it short) or with
     /// `unavailable` after ``timeout``. Returns once the command is in the stream, so writes
     /// submitted one after another from one task reach the store in that order.
+    ///
+    /// A timed-out write is still in the stream, and the store applies it when it gets there
+    /// (a backlog, a restart). Its answer then goes to `onLateReply`, at most once and only
+    /// after `onReply` had the timeout: the newest 10,000 such writes are followed, for 10 minutes.
     public func submit<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String = UUID().uuidString,
+                                                   onLateReply: (@Sendable (StoreReply) -> Void)? = nil,
                                                    onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async throws {
-        try await submit(type, user: user, payload: String(decoding: try ChatJSON.makeEncoder().encode(body), as: UTF8.self), request: request, onReply: onReply)
+        try await submit(type, user: user, payload: String(decoding: try ChatJSON.makeEncoder().encode(body), as: UTF8.self), request: request,
+                         onLateReply: onLateReply, onReply: onReply)
     }
 
     /// `submit` with the body already in JSON.
     public func submit(_ type: StoreCommandType, user: String, payload: String, request: String = UUID().uuidString,
+                       onLateReply: (@Sendable (StoreReply) -> Void)? = nil,
                        onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async throws {
         let command = StoreCommand(type: type, user: user, gateway: gatewayID, request: request, payload: payload)
-        register(request, onReply)
+        register(request, onReply, late: onLateReply)
         do {
             try await redis.xadd(keys.commands, fields: command.fields)
         } catch {
@@ -127,12 +166,14 @@ public final class StoreClient: Sendable {
         return request
     }
 
-    private func register(_ request: String, _ complete: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) {
+    private func register(_ request: String, _ complete: @escaping @Sendable (Result<StoreReply, any Error>) -> Void,
+                          late: (@Sendable (StoreReply) -> Void)? = nil) {
         let timeout = self.timeout
-        waiting.withLock { $0[request] = Waiter(complete: complete) }
+        waiting.withLock { $0[request] = Waiter(complete: complete, late: late) }
         let timer = Task {
             guard (try? await Task.sleep(for: timeout)) != nil else { return }
-            self.fail(request, ChatError(.unavailable, "the message store did not answer in time; retry (sends are safe to retry with the same client_id)"))
+            self.fail(request, ChatError(.unavailable, "the message store did not answer in time; retry (sends are safe to retry with the same client_id)"),
+                      awaitLateReply: true)
         }
         waiting.withLock { $0[request]?.timer = timer }
     }
@@ -150,8 +191,17 @@ public final class StoreClient: Sendable {
         return try ChatJSON.makeDecoder().decode(T.self, from: Data(result.utf8))
     }
 
-    private func fail(_ request: String, _ error: ChatError) {
-        guard let waiter = waiting.withLock({ $0.removeValue(forKey: request) }) else { return }
+    /// Ends a request with `error`. After a timeout (`awaitLateReply`), a write's late
+    /// handler is kept for its answer; it is registered before the waiter goes, so an answer
+    /// racing the timeout reaches one of the two.
+    private func fail(_ request: String, _ error: ChatError, awaitLateReply: Bool = false) {
+        guard let waiter = waiting.withLock({ waiting -> Waiter? in
+            guard let waiter = waiting[request] else { return nil }
+            if awaitLateReply, let handler = waiter.late {
+                late.withLock { $0.add(request, handler, lifetime: Self.lateLifetime, limit: Self.lateLimit) }
+            }
+            return waiting.removeValue(forKey: request)
+        }) else { return }
         waiter.timer?.cancel()
         waiter.complete(.failure(error))
     }

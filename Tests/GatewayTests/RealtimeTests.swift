@@ -288,6 +288,38 @@ struct RealtimeTests {
         }
     }
 
+    @Test("a send the store applies after the gateway's timeout: the ack says unavailable with the client_id, then the confirmation still reaches the socket, once; the recipient gets the message")
+    func lateConfirmation() async throws {
+        try await withRealtimeStack(storeRunning: false, storeTimeout: .milliseconds(500)) { stack in
+            // Tokens issued here: logging in needs the store.
+            let sender = try await SocketTestClient.connect(port: stack.ports[0], token: stack.tokens.issue(for: User(email: doctor, name: "Dr. Sarah Kim", role: .doctor, disabled: false)).token)
+            let receiver = try await SocketTestClient.connect(port: stack.ports[0], token: stack.tokens.issue(for: User(email: admin, name: "Alex Admin", role: .admin, disabled: false)).token)
+            try await sender.emit("send_message", send(admin, "applied late", "late-1"), ack: 7)
+            let refused = try await sender.next(timeout: .seconds(10)) { $0.hasPrefix("437[") }
+            #expect(refused.contains(#""code":"unavailable""#) && refused.contains(#""client_id":"late-1""#), "\(refused)")
+            #expect(sender.drain("message_sent_confirmed").isEmpty)
+
+            stack.storeControl.run()
+            let confirmed = try await sender.event("message_sent_confirmed", timeout: .seconds(15))
+            #expect(confirmed["client_id"] == .string("late-1"))
+            #expect(confirmed["content"] == .string("applied late"))
+            let received = try await receiver.event("receive_message")
+            #expect(received["id"] == confirmed["id"])
+            // The store's copy for the sender's channel is not shown again to this socket.
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(sender.drain("message_sent_confirmed").isEmpty)
+
+            // The client retries anyway (it was told unavailable): the stored message, once.
+            let retried = try await sender.call("send_message", send(admin, "applied late", "late-1"), ack: 8)
+            #expect(retried["message"]?["id"] == confirmed["id"])
+            let conversation = try #require(confirmed["conversation_id"]?.stringValue)
+            #expect(try stack.store.history(for: doctor, conversationID: conversation).map(\.content) == ["applied late"])
+            #expect(receiver.drain("receive_message").isEmpty, "the retry delivers nothing new")
+            await sender.close()
+            await receiver.close()
+        }
+    }
+
     @Test("reconnect with since: missed messages in seq order, no duplicates; a receipt made while the sender was away reaches it")
     func recovery() async throws {
         try await withRealtimeStack(gateways: 2) { stack in

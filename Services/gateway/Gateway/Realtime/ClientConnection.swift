@@ -240,14 +240,13 @@ final class ClientConnection: Sendable {
         let sentClientID = body.clientID
         let received = ContinuousClock.now
         do {
-            try await store.submit(.send, user: email, payload: body.jsonText, request: newRequest()) { [self] result in
+            try await store.submit(.send, user: email, payload: body.jsonText, request: newRequest(), onLateReply: { [weak self] reply in
+                self?.lateAnswer(reply, clientID: sentClientID)
+            }) { [self] result in
                 switch reply(result) {
                 case .success(let message):
                     // The confirmation, then the acknowledgement: this socket sees its message committed.
-                    if let fields = JSONScan(Array(message.utf8)), let conversation = fields.string("conversation_id"),
-                       let seq = fields.integer("seq"), let id = fields.string("id") {
-                        _ = state.withLock { $0.remember(RealtimeServer.Delivered(conversationID: conversation, seq: seq, id: id)) }
-                    }
+                    _ = remember(message)
                     session.send(SocketPacket.eventText(ServerEventName.messageSentConfirmed.rawValue, json: message))
                     server.metrics.confirmLatency.record(.now - received)
                     server.metrics.eventOut(ServerEventName.messageSentConfirmed.rawValue).increment()
@@ -262,6 +261,27 @@ final class ClientConnection: Sendable {
             failure.clientID = sentClientID
             answer(ackID, .failure(failure))
         }
+    }
+
+    /// Records a message (JSON) given to this socket; false if it had it already.
+    private func remember(_ message: String) -> Bool {
+        guard let fields = JSONScan(Array(message.utf8)), let conversation = fields.string("conversation_id"),
+              let seq = fields.integer("seq"), let id = fields.string("id") else { return true }
+        return state.withLock { $0.remember(RealtimeServer.Delivered(conversationID: conversation, seq: seq, id: id)) }
+    }
+
+    /// The store's answer to a send that was already answered `unavailable` (the store was
+    /// slow or down; it applied the send when it got to it): the socket gets the
+    /// `message_sent_confirmed` it missed, unless a retry confirmed it meanwhile, or the
+    /// refusal as an `error` event with the send's `client_id`.
+    private func lateAnswer(_ reply: StoreReply, clientID: String?) {
+        if var error = reply.error {
+            error.clientID = clientID
+            return answer(nil, .failure(error))
+        }
+        guard let message = reply.result, remember(message) else { return }
+        session.send(SocketPacket.eventText(ServerEventName.messageSentConfirmed.rawValue, json: message))
+        server.metrics.eventOut(ServerEventName.messageSentConfirmed.rawValue).increment()
     }
 
     /// The answer to new work while this gateway drains: the client reconnects (another gateway

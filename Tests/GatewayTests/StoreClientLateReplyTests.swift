@@ -1,0 +1,71 @@
+import ChatCore
+import ChatTesting
+import Foundation
+import RedisClient
+import Synchronization
+import Testing
+
+/// What a `StoreClient` does with answers that come after its timeout (real Redis; the
+/// answers are handed to it as its reply pump would).
+@Suite("StoreClient: answers after the timeout", .redisServer)
+struct StoreClientLateReplyTests {
+    func reply(_ request: String, result: String) -> [UInt8] {
+        Array(#"{"request":"\#(request)","result":"\#(result.replacingOccurrences(of: "\"", with: "\\\""))"}"#.utf8)
+    }
+
+    @Test("a timed-out write: onReply gets unavailable; the store's later answer goes to onLateReply once; a write without a late handler drops its late answer; one answered in time never reaches the late handler")
+    func lateAnswers() async throws {
+        let server = try RedisServer.required()
+        let keys = uniqueKeys("late")
+        let redis = RedisClient(configuration: server.configuration)
+        try await withRunning(redis) { redis in
+            try await redis.waitUntilReady()
+            let client = StoreClient(redis: redis, keys: keys, gatewayID: "gw-late", timeout: .milliseconds(200))
+            let answers = Mutex<[String]>([])
+            let late = Mutex<[String]>([])
+            try await client.submit(.send, user: "doctor@clinic.com", payload: "{}", request: "w1", onLateReply: { reply in
+                late.withLock { $0.append(reply.result ?? "none") }
+            }) { result in
+                answers.withLock { $0.append(result.failureCode) }
+            }
+            try await client.submit(.send, user: "doctor@clinic.com", payload: "{}", request: "w2") { result in
+                answers.withLock { $0.append("w2 " + result.failureCode) }
+            }
+            #expect(await eventually { answers.withLock { $0.count } == 2 })
+            #expect(answers.withLock { $0 }.sorted() == ["unavailable", "w2 unavailable"])
+            #expect(client.lateWrites == 1, "only the write with a late handler is followed")
+            #expect(client.pendingRequests == 0, "a timed-out write no longer holds back a stopping gateway")
+
+            client.handleReply(reply("w1", result: #"{"id":"m1"}"#))
+            #expect(late.withLock { $0 } == [#"{"id":"m1"}"#])
+            #expect(client.lateWrites == 0)
+            client.handleReply(reply("w1", result: #"{"id":"m1"}"#))
+            client.handleReply(reply("w2", result: #"{"id":"m2"}"#))
+            #expect(late.withLock { $0 } == [#"{"id":"m1"}"#], "once, and only for the write that asked")
+            #expect(answers.withLock { $0.count } == 2, "onReply ran exactly once each")
+
+            // Answered in time: onReply has it, the late handler never runs, even past the timeout.
+            try await client.submit(.send, user: "doctor@clinic.com", payload: "{}", request: "w3", onLateReply: { reply in
+                late.withLock { $0.append("late " + (reply.result ?? "")) }
+            }) { result in
+                answers.withLock { $0.append((try? result.get()).flatMap(\.result) ?? "failed") }
+            }
+            client.handleReply(reply("w3", result: #"{"id":"m3"}"#))
+            try await Task.sleep(for: .milliseconds(400))
+            client.handleReply(reply("w3", result: #"{"id":"m3"}"#))
+            #expect(answers.withLock { $0.last } == #"{"id":"m3"}"#)
+            #expect(late.withLock { $0.count } == 1)
+            #expect(client.lateWrites == 0)
+        }
+    }
+}
+
+extension Result where Success == StoreReply, Failure == any Error {
+    /// The error code of a failure, or "ok".
+    var failureCode: String {
+        switch self {
+        case .success: "ok"
+        case .failure(let error): (error as? ChatError)?.code.rawValue ?? "\(error)"
+        }
+    }
+}
