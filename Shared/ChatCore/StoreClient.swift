@@ -25,25 +25,29 @@ public final class StoreClient: Sendable {
     private let waiting = Mutex<[String: Waiter]>([:])
 
     /// Writes answered `unavailable` by the timeout, whose answer may still come: the store
-    /// applies a command whenever it reaches it. The newest ``lateLimit`` are kept, each for
-    /// ``lateLifetime``.
+    /// applies a command whenever it reaches it. At most ``lateLimit`` are followed, each for
+    /// ``lateLifetime``. When full, new ones are not followed: the store applies commands in
+    /// stream order, so the oldest are the ones whose answers come first.
     private struct LateWrites {
         var handlers: [String: @Sendable (StoreReply) -> Void] = [:]
+        /// In the order they timed out (answered ones stay until they expire or make room).
         var order = Deque<(request: String, expires: ContinuousClock.Instant)>()
 
         mutating func add(_ request: String, _ handler: @escaping @Sendable (StoreReply) -> Void, lifetime: Duration, limit: Int) {
             let now = ContinuousClock.now
-            while let first = order.first, first.expires <= now || order.count >= limit {
+            while let first = order.first, first.expires <= now || order.count >= 2 * limit {
                 order.removeFirst()
                 handlers[first.request] = nil
             }
+            guard handlers.count < limit else { return }
             handlers[request] = handler
             order.append((request, now + lifetime))
         }
     }
 
     private let late = Mutex(LateWrites())
-    static let lateLimit = 10_000
+    /// How many timed-out writes are followed for a late answer (a few hundred bytes each).
+    public let lateLimit: Int
     static let lateLifetime: Duration = .seconds(600)
 
     /// Writes whose late answer is still awaited (see ``submit(_:user:payload:request:onLateReply:onReply:)``).
@@ -52,7 +56,8 @@ public final class StoreClient: Sendable {
     /// Commands and queries sent and not yet answered (a stopping gateway waits for them).
     public var pendingRequests: Int { waiting.withLock { $0.count } }
 
-    public init(redis: RedisClient, keys: RedisKeys, gatewayID: String, timeout: Duration = .seconds(5)) {
+    public init(redis: RedisClient, keys: RedisKeys, gatewayID: String, timeout: Duration = .seconds(5), lateLimit: Int = 100_000) {
+        self.lateLimit = lateLimit
         self.redis = redis
         self.keys = keys
         self.gatewayID = gatewayID
@@ -101,7 +106,8 @@ public final class StoreClient: Sendable {
     ///
     /// A timed-out write is still in the stream, and the store applies it when it gets there
     /// (a backlog, a restart). Its answer then goes to `onLateReply`, at most once and only
-    /// after `onReply` had the timeout: the newest 10,000 such writes are followed, for 10 minutes.
+    /// after `onReply` had the timeout: up to ``lateLimit`` such writes are followed (the
+    /// oldest first), each for 10 minutes.
     public func submit<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String = UUID().uuidString,
                                                    onLateReply: (@Sendable (StoreReply) -> Void)? = nil,
                                                    onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async throws {
@@ -198,7 +204,7 @@ public final class StoreClient: Sendable {
         guard let waiter = waiting.withLock({ waiting -> Waiter? in
             guard let waiter = waiting[request] else { return nil }
             if awaitLateReply, let handler = waiter.late {
-                late.withLock { $0.add(request, handler, lifetime: Self.lateLifetime, limit: Self.lateLimit) }
+                late.withLock { $0.add(request, handler, lifetime: Self.lateLifetime, limit: lateLimit) }
             }
             return waiting.removeValue(forKey: request)
         }) else { return }

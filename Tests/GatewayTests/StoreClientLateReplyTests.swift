@@ -58,6 +58,35 @@ struct StoreClientLateReplyTests {
             #expect(client.lateWrites == 0)
         }
     }
+
+    @Test("at most lateLimit timed-out writes are followed; when full the newer ones are not (the store answers the older first); an answered one makes room")
+    func lateLimit() async throws {
+        let server = try RedisServer.required()
+        let redis = RedisClient(configuration: server.configuration)
+        try await withRunning(redis) { redis in
+            try await redis.waitUntilReady()
+            let client = StoreClient(redis: redis, keys: uniqueKeys("late"), gatewayID: "gw-limit", timeout: .milliseconds(100), lateLimit: 3)
+            let late = Mutex<[String]>([])
+            let timedOut = Mutex(0)
+            func submit(_ request: String) async throws {
+                try await client.submit(.send, user: "doctor@clinic.com", payload: "{}", request: request, onLateReply: { _ in
+                    late.withLock { $0.append(request) }
+                }) { _ in timedOut.withLock { $0 += 1 } }
+            }
+            for n in 1...5 { try await submit("w\(n)") }
+            #expect(await eventually { timedOut.withLock { $0 } == 5 })
+            #expect(client.lateWrites == 3)
+            for n in 1...5 { client.handleReply(reply("w\(n)", result: "{}")) }
+            // The first three to time out (their timers run concurrently, so not necessarily w1...w3).
+            #expect(late.withLock { $0 }.count == 3)
+            #expect(Set(late.withLock { $0 }).isSubset(of: ["w1", "w2", "w3", "w4", "w5"]) && Set(late.withLock { $0 }).count == 3)
+            #expect(client.lateWrites == 0)
+            try await submit("w6")
+            #expect(await eventually { timedOut.withLock { $0 } == 6 })
+            client.handleReply(reply("w6", result: "{}"))
+            #expect(late.withLock { $0 }.last == "w6", "answered ones made room")
+        }
+    }
 }
 
 extension Result where Success == StoreReply, Failure == any Error {
