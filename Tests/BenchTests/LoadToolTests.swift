@@ -93,8 +93,24 @@ struct LoadToolTests {
         #expect(recorder.duplicates == 1 && recorder.outOfOrder == 1)
         #expect(recorder.deliveredCount == 5 && recorder.confirmedCount == 3)
         // sent at 0: longer than the histogram's range, recorded at its top rather than dropped.
-        let (delivery, confirmation) = recorder.snapshot()
-        #expect(delivery.totalCount == 5 && confirmation.totalCount == 3)
-        #expect(delivery.max >= Recorder.longest)
+        let cut = recorder.cut()
+        #expect(cut.delivery.totalCount == 5 && cut.confirmation.totalCount == 3)
+        #expect(cut.delivery.max >= Recorder.longest)
+    }
+
+    @Test("the end of a run: its figures stay as they were; only messages confirmed by then can be lost, and their deliveries still count after it")
+    func cut() {
+        let recorder = Recorder()
+        let now = nowNanoseconds()
+        let expected = [7: Set([UInt64(1) << 32 | 1, UInt64(1) << 32 | 2])]
+        recorder.confirm(sender: 1, n: 1, sentAt: now)
+        let cut = recorder.cut()
+        #expect(cut.confirmed == 1 && cut.received == 0)
+        #expect(recorder.lost(expected: expected) == 1, "message 1 is confirmed and not delivered yet")
+        recorder.confirm(sender: 1, n: 2, sentAt: now)
+        #expect(recorder.lost(expected: expected) == 1, "message 2 was confirmed after the end: not counted")
+        recorder.receive(socket: 7, sender: 1, n: 1, sentAt: now, conversation: "c", seq: 1)
+        #expect(recorder.lost(expected: expected) == 0, "its delivery arrived after the end")
+        #expect(cut.received == 0 && cut.delivery.totalCount == 0, "the run's figures do not move")
     }
 }

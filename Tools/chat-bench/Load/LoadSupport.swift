@@ -129,13 +129,38 @@ final class Recorder: @unchecked Sendable {
 
     func error(_ code: String) { lock.withLock { errors[code, default: 0] += 1 } }
 
+    /// What the report shows: the figures at the end of the run.
+    struct Cut {
+        var delivery: Histogram<UInt64>
+        var confirmation: Histogram<UInt64>
+        var received: Int
+        var confirmed: Int
+        var lastReceive: UInt64
+    }
+
+    /// The messages confirmed by the end of the run (``cut()``); nil while it runs.
+    private var confirmedAtCut: Set<UInt64>?
+
+    /// Ends the run: the figures as they are now. Deliveries still count afterwards for
+    /// ``lost(expected:)``, which from now on asks only about the messages confirmed by now:
+    /// a confirmation and its delivery are published together, and one that arrived just
+    /// before the end must not count as lost because its delivery arrived just after.
+    func cut() -> Cut {
+        lock.withLock {
+            confirmedAtCut = confirmedKeys
+            return Cut(delivery: delivery, confirmation: confirmation, received: received, confirmed: confirmed, lastReceive: lastReceive)
+        }
+    }
+
     /// Confirmed messages a receiving socket should have had but did not (a refused send,
     /// answered with an error, is not confirmed and not counted here).
     func lost(expected: [Int: Set<UInt64>]) -> Int {
-        lock.withLock { expected.reduce(0) { $0 + $1.value.intersection(confirmedKeys).subtracting(seen[$1.key] ?? []).count } }
+        lock.withLock {
+            let confirmed = confirmedAtCut ?? confirmedKeys
+            return expected.reduce(0) { $0 + $1.value.intersection(confirmed).subtracting(seen[$1.key] ?? []).count }
+        }
     }
 
-    func snapshot() -> (delivery: Histogram<UInt64>, confirmation: Histogram<UInt64>) { lock.withLock { (delivery, confirmation) } }
 
     var deliveredCount: Int { lock.withLock { received } }
     var confirmedCount: Int { lock.withLock { confirmed } }

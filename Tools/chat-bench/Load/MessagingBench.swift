@@ -182,12 +182,13 @@ struct PairsBench: AsyncParsableCommand {
         }
         try await settle(timeout: rate > 0 ? 15 : 600, status: { load.status }) { load.recorder.deliveredCount >= total && load.recorder.confirmedCount >= total }
         total = load.totalSent
-        let elapsed = Double(max(load.recorder.lastReceive, started + 1) - started) / 1e9
+        let cut = load.recorder.cut()
+        let elapsed = Double(max(cut.lastReceive, started + 1) - started) / 1e9
         let after = ProcessSample.all(runDir: options.runDir)
         var report = LoadReport(workload: rate > 0 ? "pairs, open loop \(Int(rate))/s" : "pairs, closed loop",
                                 command: "chat-bench pairs --pairs \(pairs) " + (rate > 0 ? "--rate \(Int(rate)) --duration \(Int(duration))" : "--messages \(messages) --window \(window)"),
                                 seconds: elapsed)
-        let clean = summarize(&report, load: load, total: total, elapsed: elapsed)
+        let clean = try await summarize(&report, load: load, cut: cut, total: total, elapsed: elapsed)
         report.processes(before: before, after: after)
         report.print()
         for socket in sockets { socket.close() }
@@ -195,16 +196,18 @@ struct PairsBench: AsyncParsableCommand {
     }
 }
 
-/// Adds the run's figures to `report`; false when a message was lost, duplicated or out of
-/// order (the command then exits with status 1 after printing the report).
-func summarize(_ report: inout LoadReport, load: MessagingLoad, total: Int, elapsed: Double) -> Bool {
+/// Adds the run's figures at its end (`cut`) to `report`; false when a message was lost,
+/// duplicated or out of order (the command then exits with status 1 after printing the
+/// report). A message confirmed by the end counts as lost if it has not reached every
+/// recipient 5 s later.
+func summarize(_ report: inout LoadReport, load: MessagingLoad, cut: Recorder.Cut, total: Int, elapsed: Double) async throws -> Bool {
     let recorder = load.recorder
+    try await settle(timeout: 5) { recorder.lost(expected: load.expected) == 0 }
     let lost = recorder.lost(expected: load.expected)
-    let (delivery, confirmation) = recorder.snapshot()
-    report.add("sent / confirmed / delivered", "\(total) / \(recorder.confirmedCount) / \(recorder.deliveredCount)")
-    report.add("delivered per second", String(format: "%.0f (over %.2f s)", Double(recorder.deliveredCount) / elapsed, elapsed))
-    report.latency("send → receive", delivery)
-    report.latency("send → confirmed", confirmation)
+    report.add("sent / confirmed / delivered", "\(total) / \(cut.confirmed) / \(cut.received)")
+    report.add("delivered per second", String(format: "%.0f (over %.2f s)", Double(cut.received) / elapsed, elapsed))
+    report.latency("send → receive", cut.delivery)
+    report.latency("send → confirmed", cut.confirmation)
     report.add("lost / duplicated / out of order (seq per conversation)", "\(lost) / \(recorder.duplicates) / \(recorder.outOfOrder)")
     if recorder.sendOrderInversions > 0 { report.add("arrived before an earlier send of the same sender", "\(recorder.sendOrderInversions)") }
     if !recorder.errors.isEmpty { report.add("errors", recorder.errors.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
@@ -241,11 +244,12 @@ struct GroupBench: AsyncParsableCommand {
         try await pace(load, senders: sockets, rate: rate, duration: duration)
         let total = load.totalSent
         try await settle(timeout: 15, status: { load.status }) { load.recorder.deliveredCount >= total * (members - 1) && load.recorder.confirmedCount >= total }
-        let elapsed = Double(max(load.recorder.lastReceive, started + 1) - started) / 1e9
+        let cut = load.recorder.cut()
+        let elapsed = Double(max(cut.lastReceive, started + 1) - started) / 1e9
         let after = ProcessSample.all(runDir: options.runDir)
         var report = LoadReport(workload: "group of \(members) at \(Int(rate)) messages/s",
                                 command: "chat-bench group --members \(members) --rate \(Int(rate)) --duration \(Int(duration))", seconds: elapsed)
-        let clean = summarize(&report, load: load, total: total, elapsed: elapsed)
+        let clean = try await summarize(&report, load: load, cut: cut, total: total, elapsed: elapsed)
         report.processes(before: before, after: after)
         report.print()
         for socket in sockets { socket.close() }
