@@ -48,10 +48,16 @@ final class RedisCommandHandler: ChannelInboundHandler {
             fifo.removeFirst().continuation.resume(returning: [value])
             return
         }
-        fifo[fifo.startIndex].received.append(value)
-        if fifo[fifo.startIndex].received.count == fifo[fifo.startIndex].expected {
-            let done = fifo.removeFirst()
-            done.continuation.resume(returning: done.received)
+        // Taken out and put back rather than appended through the subscript: CircularBuffer's
+        // subscript has no in-place accessor, so that appended to a copy of the array, and a
+        // pipeline of n commands copied n²/2 replies (a tenth of the store's CPU at batches of 256).
+        var head = fifo.removeFirst()
+        if head.received.isEmpty { head.received.reserveCapacity(head.expected) }
+        head.received.append(value)
+        if head.received.count == head.expected {
+            head.continuation.resume(returning: head.received)
+        } else {
+            fifo.prepend(head)
         }
     }
 

@@ -99,6 +99,25 @@ struct RedisClientTests {
         }
     }
 
+    @Test("long pipelines from concurrent callers: each gets its own replies, all of them, in order")
+    func longPipelines() async throws {
+        let k = uniqueKeys().prefix
+        try await RedisServer.required().withClient { redis in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for caller in 0..<4 {
+                    group.addTask {
+                        let commands = (0..<3_000).map { ["ECHO", "\(caller)-\($0)"] }
+                        let replies = try await redis.pipeline(commands)
+                        #expect(replies == (0..<3_000).map { RESPValue.bulkString(Array("\(caller)-\($0)".utf8)) })
+                        #expect(try await redis.send(["INCR", k + "n"]).int != nil)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await redis.send(["GET", k + "n"]) == "4")
+        }
+    }
+
     @Test("a server error reply and a connection failure are different error types")
     func errorTypes() async throws {
         let k = uniqueKeys().prefix
