@@ -1,5 +1,4 @@
 import ChatCore
-import DequeModule
 import Foundation
 import Synchronization
 
@@ -22,17 +21,13 @@ final class ClientConnection: Sendable {
         /// `seen` when the subscription was lost: the replay starts there, not at what arrived
         /// live on the new subscription before the replay ran (that would skip the gap).
         var seenAtLoss: [String: Int64]?
-        /// Ids of the messages given most recently, so a replay never shows one twice.
-        var recent = Set<String>()
-        var recentOrder = Deque<String>()
+        /// What this socket has been given, so a replay never shows a message twice.
+        var given = GivenMessages()
 
         /// Records a message given to the client; false if it was given already.
         mutating func remember(_ message: RealtimeServer.Delivered) -> Bool {
             seen[message.conversationID] = max(seen[message.conversationID] ?? 0, message.seq)
-            guard recent.insert(message.id).inserted else { return false }
-            recentOrder.append(message.id)
-            if recentOrder.count > 2000, let oldest = recentOrder.popFirst() { recent.remove(oldest) }
-            return true
+            return given.insert(message.seq, in: message.conversationID)
         }
     }
 
