@@ -18,6 +18,10 @@ public struct StreamConsumer: Sendable {
     public var retryDelay: Duration = .milliseconds(200)
     /// Trim the stream below the oldest pending entry after each batch.
     public var trim = true
+    /// After a batch smaller than ``batchSize``, wait this long before reading again, so a
+    /// trickle of entries is read in batches instead of a read, a process and an
+    /// acknowledgement each. For consumers that a short delay does not hurt.
+    public var linger: Duration = .zero
 
     public init(stream: String, group: String, consumer: String) {
         self.stream = stream
@@ -40,6 +44,7 @@ public struct StreamConsumer: Sendable {
                 let entries = read[stream] ?? []
                 if ownPendingFirst && entries.count < batchSize { ownPendingFirst = false }
                 if !entries.isEmpty { try await finish(entries, redis: redis, process: process) }
+                if linger > .zero, !entries.isEmpty, entries.count < batchSize, !ownPendingFirst { try await Task.sleep(for: linger) }
             } catch is CancellationError {
                 break
             } catch {

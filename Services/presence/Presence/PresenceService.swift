@@ -64,6 +64,9 @@ public struct PresenceService: Service {
                 var events = StreamConsumer(stream: keys.events, group: RedisKeys.presenceGroup, consumer: consumerName)
                 // Retention owns the trimming of chat:events.
                 events.trim = false
+                // Stored messages end their senders' typing; 50 ms later is not seen, and under
+                // load it reads many at a time (clients also clear typing when a message arrives).
+                events.linger = .milliseconds(50)
                 await events.run(redis: runtime.redis, logger: runtime.logger) { try await engine.applyEvents($0) }
             }
             group.addTask {
