@@ -33,23 +33,59 @@ public final class StoreClient: Sendable {
     private let waiting = Mutex(Pending())
 
     /// Writes answered `unavailable` by the timeout, whose answer may still come: the store
-    /// applies a command whenever it reaches it. At most ``lateLimit`` are followed, each for
-    /// ``lateLifetime``. When full, new ones are not followed: the store applies commands in
+    /// applies a command whenever it reaches it. At most `limit` are followed, each for
+    /// `lifetime`. When full, new ones are not followed: the store applies commands in
     /// stream order, so the oldest are the ones whose answers come first.
-    private struct LateWrites {
-        var handlers: [String: @Sendable (StoreReply) -> Void] = [:]
+    ///
+    /// A write is added before its timeout is delivered and armed after: an answer that
+    /// comes in between is parked until then, so the late answer always follows the timeout.
+    struct LateWrites {
+        struct Entry {
+            var handler: @Sendable (StoreReply) -> Void
+            var armed = false
+            var parked: StoreReply?
+        }
+
+        var entries: [String: Entry] = [:]
         /// In the order they timed out (answered ones stay until they expire or make room).
         var order = Deque<(request: String, expires: ContinuousClock.Instant)>()
 
-        mutating func add(_ request: String, _ handler: @escaping @Sendable (StoreReply) -> Void, lifetime: Duration, limit: Int) {
-            let now = ContinuousClock.now
+        /// Follows `request`, not armed yet; false if full.
+        mutating func add(_ request: String, _ handler: @escaping @Sendable (StoreReply) -> Void, lifetime: Duration, limit: Int,
+                          now: ContinuousClock.Instant = .now) -> Bool {
             while let first = order.first, first.expires <= now || order.count >= 2 * limit {
                 order.removeFirst()
-                handlers[first.request] = nil
+                entries[first.request] = nil
             }
-            guard handlers.count < limit else { return }
-            handlers[request] = handler
+            guard entries.count < limit else { return false }
+            entries[request] = Entry(handler: handler)
             order.append((request, now + lifetime))
+            return true
+        }
+
+        /// The timeout has been delivered: the handler and the answer, if one was parked.
+        mutating func arm(_ request: String) -> (@Sendable (StoreReply) -> Void, StoreReply)? {
+            guard var entry = entries[request] else { return nil }
+            guard let parked = entry.parked else {
+                entry.armed = true
+                entries[request] = entry
+                return nil
+            }
+            entries[request] = nil
+            return (entry.handler, parked)
+        }
+
+        /// An answer nobody waits for: the handler to give it to, or nil (not followed, or
+        /// parked until the timeout has been delivered).
+        mutating func take(_ reply: StoreReply) -> (@Sendable (StoreReply) -> Void)? {
+            guard var entry = entries[reply.request] else { return nil }
+            guard entry.armed else {
+                if entry.parked == nil { entry.parked = reply }
+                entries[reply.request] = entry
+                return nil
+            }
+            entries[reply.request] = nil
+            return entry.handler
         }
     }
 
@@ -59,7 +95,7 @@ public final class StoreClient: Sendable {
     static let lateLifetime: Duration = .seconds(600)
 
     /// Writes whose late answer is still awaited (see ``submit(_:user:payload:request:onLateReply:onReply:)``).
-    public var lateWrites: Int { late.withLock { $0.handlers.count } }
+    public var lateWrites: Int { late.withLock { $0.entries.count } }
 
     /// Commands and queries sent and not yet answered (a stopping gateway waits for them).
     public var pendingRequests: Int { waiting.withLock { $0.waiters.count } }
@@ -117,7 +153,7 @@ public final class StoreClient: Sendable {
     public func handleReply(_ payload: [UInt8]) {
         guard let reply = Self.fastReply(payload) ?? (try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data(payload))) else { return }
         guard let waiter = waiting.withLock({ $0.waiters.removeValue(forKey: reply.request) }) else {
-            late.withLock { $0.handlers.removeValue(forKey: reply.request) }?(reply)
+            late.withLock { $0.take(reply) }?(reply)
             return
         }
         waiter.complete(.success(reply))
@@ -228,17 +264,17 @@ public final class StoreClient: Sendable {
     }
 
     /// Ends a request with `error`. After a timeout (`awaitLateReply`), a write's late
-    /// handler is kept for its answer; it is registered before the waiter goes, so an answer
-    /// racing the timeout reaches one of the two.
+    /// handler is kept for its answer. It is added before the waiter goes, so an answer
+    /// racing the timeout reaches one of the two, and armed once the timeout is delivered,
+    /// so the late answer never comes before it.
     private func fail(_ request: String, _ error: ChatError, awaitLateReply: Bool = false) {
-        guard let waiter = waiting.withLock({ pending -> Waiter? in
-            guard let waiter = pending.waiters[request] else { return nil }
-            if awaitLateReply, let handler = waiter.late {
-                late.withLock { $0.add(request, handler, lifetime: Self.lateLifetime, limit: lateLimit) }
-            }
-            return pending.waiters.removeValue(forKey: request)
+        guard let (waiter, followed) = waiting.withLock({ pending -> (Waiter, Bool)? in
+            guard let waiter = pending.waiters.removeValue(forKey: request) else { return nil }
+            guard awaitLateReply, let handler = waiter.late else { return (waiter, false) }
+            return (waiter, late.withLock { $0.add(request, handler, lifetime: Self.lateLifetime, limit: lateLimit) })
         }) else { return }
         waiter.complete(.failure(error))
+        if followed, let (handler, reply) = late.withLock({ $0.arm(request) }) { handler(reply) }
     }
 }
 
