@@ -58,6 +58,6 @@ struct GivenMessagesTests {
         let ranges = given.ranges["g"] ?? []
         #expect(ranges.count == GivenMessages.maximumRanges)
         #expect(ranges.first == Int64(20)...20 && ranges.last == Int64((count - 1) * 2)...Int64((count - 1) * 2))
-        #expect(!given.contains(0, in: "g") && given.contains(20, in: "g"))
+        #expect(!ranges.contains { $0.contains(0) } && ranges.contains { $0.contains(20) })
     }
 }

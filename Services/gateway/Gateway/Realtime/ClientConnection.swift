@@ -261,8 +261,8 @@ final class ClientConnection: Sendable {
     /// Records a message (JSON) given to this socket; false if it had it already.
     private func remember(_ message: String) -> Bool {
         guard let fields = JSONScan(Array(message.utf8)), let conversation = fields.string("conversation_id"),
-              let seq = fields.integer("seq"), let id = fields.string("id") else { return true }
-        return state.withLock { $0.remember(RealtimeServer.Delivered(conversationID: conversation, seq: seq, id: id)) }
+              let seq = fields.integer("seq") else { return true }
+        return state.withLock { $0.remember(RealtimeServer.Delivered(conversationID: conversation, seq: seq)) }
     }
 
     /// The store's answer to a send that was already answered `unavailable` (the store was
@@ -374,7 +374,7 @@ final class ClientConnection: Sendable {
             for conversation in synced.conversations {
                 for message in conversation.messages {
                     // Skip what reached this socket live while the sync was on its way.
-                    let delivered = RealtimeServer.Delivered(conversationID: message.conversationID, seq: message.seq, id: message.id)
+                    let delivered = RealtimeServer.Delivered(conversationID: message.conversationID, seq: message.seq)
                     guard state.withLock({ $0.remember(delivered) }), let json = try? encoder.encode(message) else { continue }
                     session.send(SocketPacket.eventText(ServerEventName.receiveMessage.rawValue, json: String(decoding: json, as: UTF8.self)))
                 }

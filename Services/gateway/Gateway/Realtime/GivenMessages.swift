@@ -46,8 +46,4 @@ struct GivenMessages: Sendable {
         ranges[conversation] = list
         return true
     }
-
-    func contains(_ seq: Int64, in conversation: String) -> Bool {
-        ranges[conversation]?.contains { $0.contains(seq) } ?? false
-    }
 }

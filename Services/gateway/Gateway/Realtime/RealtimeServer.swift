@@ -257,10 +257,10 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         }
         var delivered: Delivered?
         if event == ServerEventName.receiveMessage.rawValue || event == ServerEventName.messageSentConfirmed.rawValue {
-            guard let conversation = fields.string("conversation_id"), let seq = fields.integer("seq"), let id = fields.string("id") else {
+            guard let conversation = fields.string("conversation_id"), let seq = fields.integer("seq") else {
                 return deliverDecoded(email: email, payload: payload)
             }
-            delivered = Delivered(conversationID: conversation, seq: seq, id: id)
+            delivered = Delivered(conversationID: conversation, seq: seq)
         }
         let prepared = Prepared(
             payload: payload, event: event, text: SocketPacket.eventText(event, json: String(decoding: payload[data], as: UTF8.self)),
@@ -318,18 +318,17 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         if let sentAt = prepared.sentAt { metrics.delivered(sentAt: sentAt) }
     }
 
-    /// A message a socket was given: where it belongs and its id.
+    /// A message a socket was given: its conversation and its seq there (which name it: see ``GivenMessages``).
     struct Delivered: Sendable {
         var conversationID: String
         var seq: Int64
-        var id: String
     }
 
     /// For a message event, the message it carries (sockets remember what they have).
     static func delivered(_ event: String, _ data: JSONValue) -> Delivered? {
         guard event == ServerEventName.receiveMessage.rawValue || event == ServerEventName.messageSentConfirmed.rawValue,
-              let conversation = data["conversation_id"]?.stringValue, case .number(let seq)? = data["seq"], let id = data["id"]?.stringValue else { return nil }
-        return Delivered(conversationID: conversation, seq: Int64(seq), id: id)
+              let conversation = data["conversation_id"]?.stringValue, case .number(let seq)? = data["seq"] else { return nil }
+        return Delivered(conversationID: conversation, seq: Int64(seq))
     }
 
     /// Redis dropped the subscriber's connection (it is reconnecting): each socket notes what
