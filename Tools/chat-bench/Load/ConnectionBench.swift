@@ -8,15 +8,15 @@ import NIOPosix
 
 /// Sockets that only connect, answer pings and (for churn) leave.
 final class ConnectionLoad: VirtualSocketDelegate, @unchecked Sendable {
-    let lock = NIOLock()
+    private let lock = NIOLock()
     private var connectedCount = 0
     private var closedCount = 0
     private var lastPing: [Int: UInt64] = [:]
     private var gaps = Histogram<UInt64>(highestTrackableValue: 600_000, numberOfSignificantValueDigits: .three)
     private var opened: [Int: UInt64] = [:]
     private var connectLatency = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
-    /// How sockets ended (read under `lock`).
-    private(set) var reasons: [String: Int] = [:]
+    /// How sockets ended.
+    private var reasons: [String: Int] = [:]
     var closeOnConnect = false
 
     var connected: Int { lock.withLock { connectedCount } }
@@ -50,6 +50,9 @@ final class ConnectionLoad: VirtualSocketDelegate, @unchecked Sendable {
             reasons[reason, default: 0] += 1
         }
     }
+
+    /// How the sockets ended, and how many each way.
+    func endings() -> [String: Int] { lock.withLock { reasons } }
 
     /// Gaps between pings (ms), and how long CONNECTs took (µs).
     func histograms() -> (gaps: Histogram<UInt64>, connect: Histogram<UInt64>) { lock.withLock { (gaps, connectLatency) } }
@@ -96,7 +99,8 @@ struct IdleBench: AsyncParsableCommand {
             let late = Double(gaps.valueAtPercentile(99)) > allowed
             report.add("gaps between pings", "p50 \(gaps.valueAtPercentile(50)) · p99 \(gaps.valueAtPercentile(99)) · max \(gaps.max) ms over \(gaps.totalCount) pings (on time: ≤ \(Int(allowed)) ms; p99 \(late ? "LATE" : "on time"))")
         }
-        if !load.reasons.isEmpty { report.add("closes", load.reasons.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
+        let endings = load.endings()
+        if !endings.isEmpty { report.add("closes", endings.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
         report.processes(before: before, after: after)
         report.print()
         for socket in opened { socket.close() }
@@ -143,8 +147,7 @@ struct ChurnBench: AsyncParsableCommand {
         let after = ProcessSample.all(runDir: options.runDir)
         var report = LoadReport(workload: "churn", command: "chat-bench churn --rate \(rate) --duration \(Int(duration))", seconds: seconds)
         report.add("connected and left", "\(load.connected) of \(total)")
-        let reasons = load.lock.withLock { load.reasons }
-        report.add("how the sockets ended", reasons.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", "))
+        report.add("how the sockets ended", load.endings().sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", "))
         report.latency("socket opened → CONNECT answered", load.histograms().connect)
         report.processes(before: before, after: after)
         report.print()
