@@ -26,6 +26,8 @@ public enum StoreCommandType: String, Sendable, CaseIterable {
 
 /// `purge`: at most 1,000 message ids.
 public struct PurgeRequest: Codable, Sendable, Hashable {
+    /// The most ids one purge names.
+    public static let maximumCount = 1000
     public var messageIDs: [String]
     public init(messageIDs: [String]) { self.messageIDs = messageIDs }
     enum CodingKeys: String, CodingKey { case messageIDs = "message_ids" }

@@ -59,7 +59,9 @@ struct Harness: Sendable {
     }
 }
 
-func withHarness(store: MessageStore? = nil, claimIdle: Duration = .seconds(30), keys: RedisKeys = uniqueKeys(), _ body: @Sendable (Harness) async throws -> Void) async throws {
+/// With `running: false` the processor does not consume the stream: the test hands it entries.
+func withHarness(store: MessageStore? = nil, claimIdle: Duration = .seconds(30), keys: RedisKeys = uniqueKeys(), purgeStep: Int = 20, running: Bool = true,
+                 _ body: @Sendable (Harness) async throws -> Void) async throws {
     let server = try RedisServer.required()
     let store = try store ?? makeStore()
     let subscriber = RedisSubscriber(configuration: server.configuration)
@@ -72,14 +74,20 @@ func withHarness(store: MessageStore? = nil, claimIdle: Duration = .seconds(30),
             var configuration = CommandProcessor.Configuration(consumer: "m1")
             configuration.block = .milliseconds(100)
             configuration.claimIdle = claimIdle
+            configuration.purgeStep = purgeStep
             let processor = CommandProcessor(store: store, redis: redis, keys: keys, configuration: configuration, logger: Logger(label: "test"))
             let queries = RedisSubscriber(configuration: server.configuration)
             let responder = QueryResponder(store: store, redis: redis, subscriber: queries, keys: keys, logger: Logger(label: "test"))
             try await withRunning(queries) { _ in
                 try await withRunning(responder) { _ in
-                    try await withRunning(processor) { processor in
+                    let harness = Harness(store: store, keys: keys, redis: redis, recorder: recorder, processor: processor)
+                    guard running else {
                         _ = await eventually { (try? await redis.send(["PUBSUB", "NUMSUB", keys.storeQueries]).array?.last?.int) == 1 }
-                        try await body(Harness(store: store, keys: keys, redis: redis, recorder: recorder, processor: processor))
+                        return try await body(harness)
+                    }
+                    try await withRunning(processor) { _ in
+                        _ = await eventually { (try? await redis.send(["PUBSUB", "NUMSUB", keys.storeQueries]).array?.last?.int) == 1 }
+                        try await body(harness)
                     }
                 }
             }
@@ -181,6 +189,44 @@ struct CommandProcessorTests {
             let requests = h.recorder.texts(on: h.keys.gateway("gw-1")).compactMap { try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data($0.utf8)).request }
             #expect(requests == ["send", "purge"])
             #expect(try h.store.history(for: "doctor@clinic.com", conversationID: c.id).map(\.content) == ["new note"])
+        }
+    }
+
+    @Test("a large purge runs in steps: a send and a second purge that arrive meanwhile are applied in between, and the purge is answered and audited as one")
+    func purgeInSteps() async throws {
+        try await withHarness(purgeStep: 2, running: false) { h in
+            let c = try h.store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+            let old = try (0..<7).map { try h.store.send("admin@clinic.com", to: c.id, "old note \($0)", now: Date().addingTimeInterval(-91 * 86400)).message.id }
+            func entry(_ id: String, _ command: StoreCommand) -> StreamEntry { StreamEntry(id: id, fields: Dictionary(uniqueKeysWithValues: command.fields)) }
+            // Two due messages of a conversation on legal hold, in two of the steps: held, not deleted.
+            let held = try h.store.openDirectConversation("admin@clinic.com", "dr.patel@clinic.com")
+            let kept = try (0..<2).map { try h.store.send("admin@clinic.com", to: held.id, "kept \($0)", now: Date().addingTimeInterval(-91 * 86400)).message.id }
+            _ = try h.store.apply([("0-1", StoreCommand(type: .setLegalHold, user: "", body: LegalHoldRequest(conversationID: held.id, held: true)))])
+            let ids = [kept[0], old[0], old[1], kept[1], old[2], old[3], old[4]]
+            let purge = entry("1-1", try StoreCommand(type: .purge, user: "", gateway: "gw-1", request: "purge", body: PurgeRequest(messageIDs: ids)))
+            // Arrive after the purge was read: the processor finds them between its steps.
+            try await h.enqueue(try h.command(.send, "doctor@clinic.com", SendMessageRequest(conversationID: c.id, content: "new note", clientID: "n1"), request: "send"))
+            try await h.enqueue(try StoreCommand(type: .purge, user: "", gateway: "gw-1", request: "second", body: PurgeRequest(messageIDs: Array(old[5...]))))
+            try await h.processor.process([purge])
+
+            #expect(await h.waitForReply("second") != nil)
+            let replies = h.recorder.texts(on: h.keys.gateway("gw-1")).compactMap { try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data($0.utf8)) }
+            #expect(replies.map(\.request) == ["send", "purge", "second"])
+            func counts(_ request: String) -> [String: Int]? {
+                replies.first { $0.request == request }?.result.flatMap { try? JSONDecoder().decode([String: Int].self, from: Data($0.utf8)) }
+            }
+            #expect(counts("purge") == ["purged": 5, "held": 2])
+            #expect(counts("second") == ["purged": 2, "held": 0])
+            #expect(try h.store.history(for: "doctor@clinic.com", conversationID: c.id).map(\.content) == ["new note"])
+            // One messages_purged event for the first purge names all five, from every step.
+            let purged = h.recorder.objects(on: h.keys.user("doctor@clinic.com")).filter { $0["event"] as? String == "messages_purged" }
+            #expect(purged.map { Set(($0["data"] as? [String: Any])?["message_ids"] as? [String] ?? []) } == [Set(old[..<5]), Set(old[5...])])
+            let audit = try h.store.auditLog().filter { $0.action == "retention.purge" }.map(\.detail)
+            #expect(audit == ["2 deleted, 0 held", "5 deleted, 2 held"])  // newest first
+            let stillHeld = try h.store.read { db in try String.fetchAll(db, sql: "SELECT id FROM messages WHERE conversation_id = ?", arguments: [held.id]) }
+            #expect(Set(stillHeld) == Set(kept))
+            // What arrived between the steps is acknowledged.
+            #expect(try await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count == 0)
         }
     }
 

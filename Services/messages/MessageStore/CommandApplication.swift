@@ -27,7 +27,9 @@ extension MessageStore {
     /// transaction: a redelivered entry is not applied twice (a send is confirmed again).
     /// Anything else that fails (SQLite busy, disk) throws, and nothing of the batch is kept.
     /// The batch's new messages enter the search index together, after the last savepoint.
-    public func apply(_ batch: [(id: String, command: StoreCommand)], now: Date = Date()) throws -> [CommandOutcome] {
+    /// `purgedAhead` holds, by entry id, what earlier steps of a purge deleted (``purgeStep(ids:now:)``):
+    /// it is added to that purge's outcome and audit line.
+    public func apply(_ batch: [(id: String, command: StoreCommand)], now: Date = Date(), purgedAhead: [String: PurgeResult] = [:]) throws -> [CommandOutcome] {
         try write { db in
             let indexed = try self.lastMessageRowID(db)
             var outcomes: [CommandOutcome] = []
@@ -37,7 +39,11 @@ extension MessageStore {
                     outcomes.append(try self.replay(db, messageID: previous["message_id"]))
                     continue
                 }
-                let outcome = try self.applyInSavepoint(db, command, now: now)
+                var outcome = try self.applyInSavepoint(db, command, now: now)
+                if case .purged(var purge) = outcome, let ahead = purgedAhead[id] {
+                    purge.merge(ahead)
+                    outcome = .purged(purge)
+                }
                 var messageID: String?
                 if case .sent(let stored) = outcome { messageID = stored.message.id }
                 try db.cachedStatement(sql: "INSERT INTO applied_commands (entry_id, applied_at, message_id) VALUES (?, ?, ?)")
@@ -134,7 +140,7 @@ extension MessageStore {
         case .purge:
             try requireSystem(command.user)
             let body = try decode(PurgeRequest.self)
-            guard body.messageIDs.count <= 1000 else { throw ChatError(.badRequest, "a purge names at most 1,000 messages") }
+            guard body.messageIDs.count <= PurgeRequest.maximumCount else { throw ChatError(.badRequest, "a purge names at most 1,000 messages") }
             return .purged(try purge(db, ids: body.messageIDs, now: now))
         case .compact:
             try requireSystem(command.user)

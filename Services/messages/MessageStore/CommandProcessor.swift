@@ -4,8 +4,9 @@ import Logging
 import RedisClient
 import ServiceLifecycle
 
-/// Consumes `chat:commands` in group `messages`: a batch at a time, one SQLite
-/// transaction per batch, announcements after commit, XACK last.
+/// Consumes `chat:commands` in group `messages`: a batch at a time, the users' commands
+/// of a batch in one SQLite transaction, retention's purges after them in steps,
+/// announcements after commit, XACK last.
 ///
 /// On start it first re-reads its own pending entries (a crash between commit and
 /// XACK leaves them there; the store knows they were applied), and it regularly
@@ -25,6 +26,10 @@ public final class CommandProcessor: Service, Sendable {
         public var claimIdle: Duration = .seconds(30)
         /// How long a failed batch waits before it is tried again.
         public var retryDelay: Duration = .milliseconds(200)
+        /// A purge deletes at most this many messages per transaction. Between steps, the
+        /// users' commands that arrived meanwhile are applied and answered, so a send waits
+        /// for one step of a purge (about a millisecond here), not for all of it.
+        public var purgeStep = 10
 
         public init(consumer: String) { self.consumer = consumer }
     }
@@ -60,30 +65,71 @@ public final class CommandProcessor: Service, Sendable {
         try await redis.acknowledgeAndTrim(keys.commands, group: RedisKeys.messagesGroup, ids: entries.map(\.id))
     }
 
-    /// Applies one batch in one transaction and announces the results (the caller acknowledges).
+    /// Applies one batch and announces the results (the caller acknowledges): the users'
+    /// commands in one transaction, then retention's purges and compactions.
     func apply(_ entries: [StreamEntry]) async throws {
-        var batch: [(id: String, command: StoreCommand)] = []
+        // Retention's purges hold the writer longest: the users' commands read with them are
+        // committed and answered first, in a transaction of their own, so a send never waits
+        // for a purge that merely arrived in the same read.
+        let (users, maintenance) = parse(entries)
+        try await applyAndAnnounce(users)
+        var queue = maintenance[...]
+        // Entries read between the steps of a purge; acknowledged once all are applied.
+        var arrived: [String] = []
+        while let (id, command) = queue.popFirst() {
+            var ahead = PurgeResult(deleted: [:], participants: [:], held: [])
+            for step in purgeSteps(command) {
+                // A send that arrives during a large purge waits for one step, not the purge.
+                var done = try store.purgeStep(ids: step)
+                done.merge(ahead)
+                ahead = done
+                let read = try await redis.xreadgroup(group: RedisKeys.messagesGroup, consumer: configuration.consumer,
+                                                      streams: [(keys.commands, ">")], count: configuration.batchSize)
+                let entries = read[keys.commands] ?? []
+                guard !entries.isEmpty else { continue }
+                arrived += entries.map(\.id)
+                let (users, maintenance) = parse(entries)
+                try await applyAndAnnounce(users)
+                queue.append(contentsOf: maintenance)
+            }
+            try await applyAndAnnounce([(id, command)], purgedAhead: ahead.count + ahead.held.count > 0 ? [id: ahead] : [:])
+        }
+        if !arrived.isEmpty { try await redis.xack(keys.commands, group: RedisKeys.messagesGroup, ids: arrived) }
+    }
+
+    /// Parses entries (dropping malformed ones) and splits the users' commands from retention's.
+    private func parse(_ entries: [StreamEntry]) -> (users: [(id: String, command: StoreCommand)], maintenance: [(id: String, command: StoreCommand)]) {
+        var users: [(id: String, command: StoreCommand)] = []
+        var maintenance: [(id: String, command: StoreCommand)] = []
         var malformed: [String] = []
         for entry in entries {
-            if let command = StoreCommand(fields: entry.fields) { batch.append((entry.id, command)) } else { malformed.append(entry.id) }
+            guard let command = StoreCommand(fields: entry.fields) else { malformed.append(entry.id); continue }
+            if command.type == .purge || command.type == .compact { maintenance.append((entry.id, command)) } else { users.append((entry.id, command)) }
         }
         if !malformed.isEmpty {
             logger.warning("dropped malformed commands", metadata: ["chat.count": "\(malformed.count)", "redis.ids": "\(malformed.prefix(5))"])
             metrics?.dropped(malformed.count)
         }
-        // Retention's purges hold the writer longest: the users' commands read with them are
-        // committed and answered first, in a transaction of their own, so a send never waits
-        // for a purge that merely arrived in the same read.
-        let isMaintenance = { (command: StoreCommand) in command.type == .purge || command.type == .compact }
-        try await applyAndAnnounce(batch.filter { !isMaintenance($0.command) })
-        try await applyAndAnnounce(batch.filter { isMaintenance($0.command) })
+        return (users, maintenance)
+    }
+
+    /// The ids a purge deletes ahead of its own transaction, a step at a time: all but its
+    /// last step (which the command's transaction deletes, and records as applied). None
+    /// for anything but a retention purge of more than one step; the command's own
+    /// validation answers the rest.
+    private func purgeSteps(_ command: StoreCommand) -> [[String]] {
+        let step = max(1, configuration.purgeStep)
+        guard command.type == .purge, command.user.isEmpty,
+              let ids = try? ChatJSON.makeDecoder().decode(PurgeRequest.self, from: Data(command.payload.utf8)).messageIDs,
+              ids.count > step, ids.count <= PurgeRequest.maximumCount else { return [] }
+        return stride(from: 0, to: ids.count - step, by: step).map { Array(ids[$0..<min($0 + step, ids.count - step)]) }
     }
 
     /// Applies commands in one transaction and publishes what they did.
-    private func applyAndAnnounce(_ batch: [(id: String, command: StoreCommand)]) async throws {
+    private func applyAndAnnounce(_ batch: [(id: String, command: StoreCommand)], purgedAhead: [String: PurgeResult] = [:]) async throws {
         guard !batch.isEmpty else { return }
         let started = ContinuousClock.now
-        let outcomes = try store.apply(batch)
+        let outcomes = try store.apply(batch, purgedAhead: purgedAhead)
         metrics?.record(batch: batch.map(\.command), duration: .now - started)
         for case .compactRequested(let auditRetention) in outcomes {
             try store.compactAfterPurge()

@@ -12,6 +12,15 @@ public struct PurgeResult: Sendable, Hashable {
     public var held: [String]
 
     public var count: Int { deleted.values.reduce(0) { $0 + $1.count } }
+
+    /// Adds what an earlier step of the same purge deleted and held.
+    mutating func merge(_ earlier: PurgeResult) {
+        for (conversation, ids) in earlier.deleted { deleted[conversation] = ids + (deleted[conversation] ?? []) }
+        participants.merge(earlier.participants) { current, _ in current }
+        // The command's own transaction looks at all its ids again: a held one is counted once.
+        let heldEarlier = Set(earlier.held)
+        held = earlier.held + held.filter { !heldEarlier.contains($0) }
+    }
 }
 
 extension MessageStore {
@@ -26,6 +35,14 @@ extension MessageStore {
                 """, arguments: [cutoff.milliseconds, after?.expiresAt.milliseconds ?? Int64.min, after?.id ?? "", includeHeld, max(1, min(limit, 10_000))])
             return rows.map { DueMessage(id: $0["id"], conversationID: $0["conversation_id"], expiresAt: Date(milliseconds: $0["expires_at"])) }
         }
+    }
+
+    /// One step of a large purge, in a transaction of its own, ahead of the command itself
+    /// (see ``CommandProcessor/Configuration/purgeStep``): deletes what of `ids` is due and
+    /// not on legal hold. The command's own transaction then finds these ids gone, and
+    /// `apply(_:now:purgedAhead:)` adds this result to its outcome and audit line.
+    public func purgeStep(ids: [String], now: Date = Date()) throws -> PurgeResult {
+        try write { db in try purge(db, ids: ids, now: now) }
     }
 
     func purge(_ db: Database, ids: [String], now: Date) throws -> PurgeResult {
