@@ -320,6 +320,34 @@ struct AuditAndFileTests {
         #expect(throws: DatabaseError.self) { try store.write { db in try db.execute(sql: "UPDATE audit_log SET outcome = 'ok'") } }
     }
 
+    @Test("compaction after a purge empties the WAL, and says so when a reader's old snapshot stops it")
+    func compactionEmptiesTheWAL() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("compact-\(UUID().uuidString.prefix(8)).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4, busyTimeout: .milliseconds(100))
+        try store.createUser(email: "a@clinic.com", name: "A", role: .admin, password: "password1")
+        try store.createUser(email: "b@clinic.com", name: "B", role: .doctor, password: "password1")
+        try store.send("a@clinic.com", receiver: "b@clinic.com", "first")
+        func walBytes() -> Int { (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? -1 }
+
+        // Another connection in a read transaction that has read from the WAL, then a new commit:
+        // its snapshot is old, and the WAL cannot be emptied under it.
+        var open = Configuration()
+        open.allowsUnsafeTransactions = true  // the read transaction outlives one access
+        let reader = try DatabaseQueue(path: path, configuration: open)
+        try reader.writeWithoutTransaction { db in
+            try db.execute(sql: "BEGIN DEFERRED")
+            _ = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages")
+        }
+        try store.send("a@clinic.com", receiver: "b@clinic.com", "second")
+        #expect(try store.compactAfterPurge() == false)
+        #expect(walBytes() > 0)
+
+        try reader.writeWithoutTransaction { db in try db.execute(sql: "COMMIT") }
+        #expect(try store.compactAfterPurge() == true)
+        #expect(walBytes() == 0)
+    }
+
     @Test("the database file is in WAL mode with secure_delete on, is checkpointed beside the writer, and survives reopening")
     func fileDatabase() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("chat-\(UUID().uuidString.prefix(8)).sqlite").path

@@ -132,7 +132,9 @@ public final class CommandProcessor: Service, Sendable {
         let outcomes = try store.apply(batch, purgedAhead: purgedAhead)
         metrics?.record(batch: batch.map(\.command), duration: .now - started)
         for case .compactRequested(let auditRetention) in outcomes {
-            try store.compactAfterPurge()
+            if try !store.compactAfterPurge() {
+                logger.warning("the WAL could not be emptied after a purge (a reader kept an old snapshot, or another process was checkpointing); the next compaction empties it")
+            }
             let removed = try store.purgeAuditLog(olderThan: auditRetention)
             logger.info("compacted after purge", metadata: ["chat.audit.removed": "\(removed)"])
         }
