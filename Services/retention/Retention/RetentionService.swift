@@ -137,30 +137,31 @@ public final class RetentionWorker: Service, Sendable {
     }
 
     /// If `retention:due` is gone (Redis lost it), asks the store for every message still
-    /// stored and schedules it again. The pages go to a side key that is merged in at the
-    /// end, under a marker key, so a worker killed halfway leaves the marker and the next
-    /// one starts over instead of trusting a partial schedule.
+    /// stored and schedules it again, a page of 1,000 at a time, under a marker key: a
+    /// worker killed halfway leaves the marker, and the next one starts over instead of
+    /// trusting a partial schedule. Small pages keep each Redis command short, so the sends
+    /// of a busy clinic do not queue behind them (one ZADD or ZUNIONSTORE of 100,000
+    /// members holds Redis for tens of milliseconds).
     func rebuildScheduleIfMissing() async throws {
-        let building = keys.retentionDue + ":rebuild"
         let marker = keys.retentionDue + ":rebuilding"
         let scheduleMissing = try await redis.exists([keys.retentionDue]) == 0
         let interrupted = try await redis.exists([marker]) > 0
         guard scheduleMissing || interrupted else { return }
-        _ = try await redis.pipeline([["SET", marker, "1"], ["DEL", building]])
+        // The side key of earlier versions, if one was left behind.
+        _ = try await redis.pipeline([["SET", marker, "1"], ["DEL", keys.retentionDue + ":rebuild"]])
         var cursor: String?
         var total = 0
         while true {
             let page: [DueMessage] = try store.result(await store.query(.dueMessages, user: "") {
-                $0.limit = 5000
+                $0.limit = 1000
                 $0.query = cursor
             })
             guard let last = page.last else { break }
-            try await redis.zadd(building, page.map { (Double($0.expiresAt.epochMilliseconds), $0.id) })
+            try await redis.zadd(keys.retentionDue, page.map { (Double($0.expiresAt.epochMilliseconds), $0.id) })
             total += page.count
             cursor = "\(last.expiresAt.epochMilliseconds):\(last.id)"
         }
-        // Merged, not renamed: messages scheduled from `stored` events meanwhile stay.
-        _ = try await redis.pipeline([["ZUNIONSTORE", keys.retentionDue, "2", keys.retentionDue, building], ["DEL", building, marker]])
+        _ = try await redis.delete([marker])
         if total > 0 { logger.notice("rebuilt the retention schedule from the store", metadata: ["chat.count": "\(total)"]) }
     }
 
