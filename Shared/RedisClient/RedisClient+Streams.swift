@@ -15,9 +15,20 @@ extension StreamEntry {
     /// The smallest stream id greater than `id` (`5-3` → `5-4`): trimming with `MINID` at it
     /// removes `id` and everything before.
     public static func id(after id: String) -> String {
-        let parts = id.split(separator: "-")
-        guard parts.count == 2, let ms = UInt64(parts[0]), let seq = UInt64(parts[1]) else { return id }
+        guard let (ms, seq) = parts(id) else { return id }
         return seq == UInt64.max ? "\(ms + 1)-0" : "\(ms)-\(seq + 1)"
+    }
+
+    /// Whether stream id `a` comes before `b` (`5-9` before `5-10` before `6-0`).
+    public static func precedes(_ a: String, _ b: String) -> Bool {
+        guard let x = parts(a), let y = parts(b) else { return a < b }
+        return x < y
+    }
+
+    private static func parts(_ id: String) -> (UInt64, UInt64)? {
+        let parts = id.split(separator: "-")
+        guard parts.count == 2, let ms = UInt64(parts[0]), let seq = UInt64(parts[1]) else { return nil }
+        return (ms, seq)
     }
 }
 
@@ -138,6 +149,35 @@ extension RedisClient {
         for reply in replies { if case .error(let message) = reply { throw RedisServerError(message: message) } }
         let smallestPending = replies[1].array.flatMap { $0.count == 4 ? $0[1].string : nil }
         try await xtrim(stream, .minID(smallestPending ?? StreamEntry.id(after: last), approximate: false))
+    }
+
+    /// Acknowledges `ids` for `group` and trims the stream below what any of its groups still
+    /// needs: a group's oldest pending entry, or else the entry after the last it was given.
+    /// For streams read by several groups (`chat:events`), so that one group's trimming
+    /// never takes entries another has not read yet.
+    public func acknowledgeAndTrimForAllGroups(_ stream: String, group: String, ids: [String]) async throws {
+        guard !ids.isEmpty else { return }
+        let replies = try await pipeline([["XACK", stream, group] + ids, ["XINFO", "GROUPS", stream]])
+        for reply in replies { if case .error(let message) = reply { throw RedisServerError(message: message) } }
+        var bounds: [String] = []
+        var withPending: [String] = []
+        for info in try (replies[1].array ?? []).map(Self.infoDictionary) {
+            guard let name = info["name"]?.string else { continue }
+            if (info["pending"]?.int ?? 0) > 0 {
+                withPending.append(name)
+            } else if let last = info["last-delivered-id"]?.string {
+                bounds.append(StreamEntry.id(after: last))
+            }
+        }
+        if !withPending.isEmpty {
+            for reply in try await pipeline(withPending.map { ["XPENDING", stream, $0] }) {
+                guard let summary = reply.array, summary.count == 4 else { throw RedisUnexpectedReplyError(command: "XPENDING", reply: reply) }
+                // Acknowledged meanwhile: the next batch trims it.
+                bounds.append(summary[1].string ?? "0-0")
+            }
+        }
+        guard let bound = bounds.min(by: StreamEntry.precedes) else { return }
+        try await xtrim(stream, .minID(bound, approximate: false))
     }
 
     /// `XAUTOCLAIM stream group consumer min-idle start [COUNT n]`: takes over entries idle for `minIdle`.

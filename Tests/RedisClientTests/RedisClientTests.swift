@@ -243,6 +243,39 @@ struct RedisClientTests {
         }
     }
 
+    @Test("trimming for all groups keeps what another group has not been given or not acknowledged; trimming for one group does not")
+    func trimForAllGroups() async throws {
+        let stream = uniqueKeys().events
+        try await RedisServer.required().withClient { redis in
+            for group in ["retention", "presence"] { #expect(try await redis.xgroupCreate(stream, group: group, startingAt: "0")) }
+            var ids: [String] = []
+            for i in 0..<10 { ids.append(try await redis.xadd(stream, fields: [("n", String(i))])) }
+            #expect(StreamEntry.precedes(ids[0], ids[9]) && !StreamEntry.precedes(ids[9], ids[0]))
+            #expect(StreamEntry.precedes("5-9", "5-10") && StreamEntry.precedes("5-10", "6-0") && !StreamEntry.precedes("6-0", "6-0"))
+
+            // Presence has been given nothing yet: retention's trim keeps everything.
+            let all = try await redis.xreadgroup(group: "retention", consumer: "r", streams: [(stream, ">")], count: 10)[stream] ?? []
+            #expect(all.map(\.id) == ids)
+            try await redis.acknowledgeAndTrimForAllGroups(stream, group: "retention", ids: Array(ids[..<4]))
+            #expect(try await redis.xlen(stream) == 10)
+
+            // Presence was given 6 and acknowledged 3: entries from its oldest pending one stay.
+            _ = try await redis.xreadgroup(group: "presence", consumer: "p", streams: [(stream, ">")], count: 6)
+            #expect(try await redis.xack(stream, group: "presence", ids: Array(ids[..<3])) == 3)
+            try await redis.acknowledgeAndTrimForAllGroups(stream, group: "retention", ids: Array(ids[4...]))
+            #expect(try await redis.xrange(stream).map(\.id) == Array(ids[3...]))
+
+            // Presence acknowledges what it was given: everything it got goes, nothing it did not.
+            #expect(try await redis.xack(stream, group: "presence", ids: Array(ids[3..<6])) == 3)
+            try await redis.acknowledgeAndTrimForAllGroups(stream, group: "retention", ids: [ids[9]])
+            #expect(try await redis.xrange(stream).map(\.id) == Array(ids[6...]))
+
+            // The one-group trim would have taken them all.
+            try await redis.acknowledgeAndTrim(stream, group: "retention", ids: [ids[9]])
+            #expect(try await redis.xlen(stream) == 0)
+        }
+    }
+
     @Test("scripts run by SHA and fall back to EVAL after the server forgot them")
     func scripts() async throws {
         let k = uniqueKeys().prefix

@@ -109,6 +109,24 @@ struct RetentionTests {
         }
     }
 
+    @Test("retention trims chat:events only below what presence has read: a presence that is behind still gets every event")
+    func eventsWaitForPresence() async throws {
+        try await withRetention(retention: .seconds(3600)) { h in
+            try await h.redis.xgroupCreate(h.keys.events, group: RedisKeys.presenceGroup, startingAt: "0")
+            for i in 0..<5 { try await h.send("note \(i)") }
+            // Retention has read, scheduled and acknowledged all five...
+            #expect(await eventually { (try? await h.redis.zcard(h.keys.retentionDue)) == 5 })
+            #expect(await eventually { (try? await h.redis.xpending(h.keys.events, group: RedisKeys.retentionGroup).count) == 0 })
+            // ...and presence, which has read nothing yet, still gets all five.
+            let behind = try await h.redis.xreadgroup(group: RedisKeys.presenceGroup, consumer: "p", streams: [(h.keys.events, ">")], count: 100)[h.keys.events] ?? []
+            #expect(behind.map { $0.fields["type"] } == Array(repeating: "stored", count: 5))
+            #expect(try await h.redis.xack(h.keys.events, group: RedisKeys.presenceGroup, ids: behind.map(\.id)) == 5)
+            // Once presence has them, retention's next batch trims them.
+            try await h.send("one more")
+            #expect(await eventually(timeout: .seconds(10)) { (try? await h.redis.xlen(h.keys.events)) == 1 })
+        }
+    }
+
     @Test("a conversation on legal hold keeps its messages; released, they are purged")
     func legalHold() async throws {
         try await withRetention { h in
