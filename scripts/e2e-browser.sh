@@ -31,7 +31,7 @@ port=$(grep -o 'http.address=[^ ]*' "$work/run/logs/gateway-1.log" | head -1 | g
 echo "browser: headless Chromium against http://127.0.0.1:$port"
 args=("http://127.0.0.1:$port")
 [ -n "${SCREENSHOTS:-}" ] && args+=(--screenshots "$SCREENSHOTS")
-"$venv/bin/python" "$root/Tests/browser/web_test.py" "${args[@]}"
+REDIS_PORT="$redis_port" "$venv/bin/python" "$root/Tests/browser/web_test.py" "${args[@]}"
 status=$?
 [ $status -eq 0 ] || { echo "gateway log:"; tail -n 30 "$work/run/logs/gateway-1.log"; }
 exit $status

@@ -7,6 +7,7 @@ A failing test saves a screenshot of each browser in .build/browser-failures/.
 """
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -21,6 +22,8 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 BASE = sys.argv[1]
+# The stack's Redis, for events only the retention worker would cause (scripts/e2e-browser.sh sets it).
+REDIS_PORT = os.environ.get("REDIS_PORT")
 SHOTS = sys.argv[sys.argv.index("--screenshots") + 1] if "--screenshots" in sys.argv else None
 FAILURES = os.path.join(os.path.dirname(__file__), "..", "..", ".build", "browser-failures")
 ADMIN, DOCTOR, PATEL = "admin@clinic.com", "doctor@clinic.com", "dr.patel@clinic.com"
@@ -304,6 +307,26 @@ def test_rest_fallback_while_the_socket_is_down(s):
     wait(doctor, lambda d: texts(d).count("Retry me") == 1)
     time.sleep(0.5)
     assert texts(doctor).count("Retry me") == 1
+
+
+def test_purged_messages_leave_the_open_conversation(s):
+    # Retention's messages_purged event, as the messages service publishes it on the user's
+    # channel, with the id of a real message: the page drops it, and keeps the others.
+    if not REDIS_PORT:
+        raise AssertionError("REDIS_PORT is not set: run through scripts/e2e-browser.sh")
+    conversation = rest("POST", "/api/conversations", token(ADMIN), {"participants": [DOCTOR]})
+    admin_token = token(ADMIN)
+    marker = uuid.uuid4().hex[:8]
+    doomed = rest("POST", "/api/messages", admin_token, {"conversation_id": conversation["id"], "content": f"expiring {marker}", "client_id": str(uuid.uuid4())})
+    rest("POST", "/api/messages", admin_token, {"conversation_id": conversation["id"], "content": f"staying {marker}", "client_id": str(uuid.uuid4())})
+    doctor = s.new()
+    login(doctor, DOCTOR)
+    open_conversation(doctor, "Alex Morgan")
+    wait(doctor, lambda d: f"expiring {marker}" in texts(d) and f"staying {marker}" in texts(d))
+    event = {"event": "messages_purged", "data": {"conversation_id": conversation["id"], "message_ids": [doomed["id"]]}}
+    subprocess.run(["redis-cli", "-p", REDIS_PORT, "PUBLISH", "user:" + DOCTOR, json.dumps(event)], check=True, capture_output=True)
+    wait(doctor, lambda d: f"expiring {marker}" not in texts(d), message="the purged message is gone")
+    assert f"staying {marker}" in texts(doctor)
 
 
 def test_phone_width(s):
