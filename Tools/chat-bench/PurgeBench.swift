@@ -21,7 +21,7 @@ struct PurgeBench: AsyncParsableCommand {
     var messages = 100_000
 
     @Option(help: "Sends measured with nothing to purge.")
-    var sends = 300
+    var sends = 1000
 
     @Option(help: "Pause between sends (ms), so sends sample the whole purge.")
     var pause = 5
@@ -93,8 +93,11 @@ struct PurgeBench: AsyncParsableCommand {
             let purgeStart = ContinuousClock.now
             group.addTask { try await RetentionService(runtime: runtime, subscriber: retentionSubscriber).run() }
             var during: [Double] = []
+            // When each send went out, since the worker started: the tail by phase of the purge.
+            var at: [Double] = []
             var remaining = try expired()
             while remaining > 0 {
+                at.append(ms(ContinuousClock.now - purgeStart))
                 during.append(try await send())
                 try await Task.sleep(for: .milliseconds(pause))
                 if during.count % 20 == 0 { remaining = try expired() }
@@ -110,11 +113,19 @@ struct PurgeBench: AsyncParsableCommand {
             | while purging \(messages) | \(during.count) | \(fixed2(median(during))) | \(fixed2(percentile(during, 0.99))) |
 
             median during / idle: \(fixed2(median(during) / median(idle)))×; p99 during / idle: \(fixed2(percentile(during, 0.99) / percentile(idle, 0.99)))×
+            p99 ms by tenth of the purge's time: \(tenths(at: at, during, total: ms(purgeTime)).map(fixed2).joined(separator: ", "))
             purge of \(messages) messages (schedule rebuilt from the store, paced batches of \(RetentionWorker.Configuration(consumer: "", sweepInterval: .seconds(1), auditRetention: .seconds(1)).batchSize)): \(fixed2(ms(purgeTime) / 1000)) s, \(Int(Double(messages) / (ms(purgeTime) / 1000))) messages/s
             """)
             group.cancelAll()
         }
     }
+}
+
+/// The p99 of `values` sent in each tenth of `total` (by `at`, the send times).
+func tenths(at: [Double], _ values: [Double], total: Double) -> [Double] {
+    var buckets = Array(repeating: [Double](), count: 10)
+    for (time, value) in zip(at, values) { buckets[min(9, max(0, Int(time / max(total, 1) * 10)))].append(value) }
+    return buckets.map { percentile($0, 0.99) }
 }
 
 func percentile(_ values: [Double], _ p: Double) -> Double {
