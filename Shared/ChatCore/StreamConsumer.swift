@@ -42,6 +42,7 @@ public struct StreamConsumer: Sendable {
     public func run(redis: RedisClient, logger: Logger, process: @Sendable ([StreamEntry]) async throws -> Void) async {
         var ownPendingFirst = true
         var lastClaim = ContinuousClock.now - claimIdle
+        var failures = LogThrottle()
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 if ContinuousClock.now - lastClaim >= claimIdle / 2 {
@@ -53,12 +54,17 @@ public struct StreamConsumer: Sendable {
                 let entries = read[stream] ?? []
                 if ownPendingFirst && entries.count < batchSize { ownPendingFirst = false }
                 if !entries.isEmpty { try await finish(entries, redis: redis, process: process) }
+                if failures.reset() { logger.notice("batches succeed again", metadata: ["redis.stream": "\(stream)"]) }
                 if linger > .zero, !entries.isEmpty, entries.count < batchSize, !ownPendingFirst { try await Task.sleep(for: linger) }
             } catch is CancellationError {
                 break
             } catch {
                 if Task.isCancelled || Task.isShuttingDownGracefully { break }
-                logger.warning("batch failed; it stays pending and is retried", metadata: ["redis.stream": "\(stream)", "chat.error": "\(error)"])
+                if let held = failures.admit() {
+                    logger.warning("batch failed; it stays pending and is retried", metadata: [
+                        "redis.stream": "\(stream)", "chat.error": "\(error)", "chat.failures.unlogged": "\(held)",
+                    ])
+                }
                 ownPendingFirst = true
                 try? await Task.sleep(for: retryDelay)
             }

@@ -36,8 +36,16 @@ public struct MessagesService: Service {
             group.addTask { try await responder.run() }
             group.addTask { [store, logger = runtime.logger] in
                 // Checkpoints beside the writer, so no commit pays for one (see MessageStore.checkpoint).
+                var failures = LogThrottle()
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                    do { try await store.checkpoint() } catch { logger.warning("WAL checkpoint failed", metadata: ["chat.error": "\(error)"]) }
+                    do {
+                        try await store.checkpoint()
+                        if failures.reset() { logger.notice("WAL checkpoints succeed again") }
+                    } catch {
+                        if let held = failures.admit() {
+                            logger.warning("WAL checkpoint failed", metadata: ["chat.error": "\(error)", "chat.failures.unlogged": "\(held)"])
+                        }
+                    }
                     try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
                 }
             }
