@@ -3,24 +3,32 @@ import Foundation
 import Logging
 import RedisClient
 import ServiceLifecycle
+import Synchronization
 
 /// Answers gateways' queries published on `store:queries`, replying on `gateway:{id}`.
 ///
 /// Queries run on the database pool's readers, so they never wait for (or hold up)
-/// the command batches. Reads of conversations, history and search are audited.
+/// the command batches, and on threads of their own (``QueryLane``), so they never take
+/// the threads the command batches run on. Reads of conversations, history and search
+/// are audited.
 public final class QueryResponder: Service, Sendable {
     private let store: MessageStore
     private let redis: RedisClient
     private let subscriber: RedisSubscriber
     private let keys: RedisKeys
     private let logger: Logger
+    private let lane: QueryLane
+    private let refusals = Mutex(LogThrottle())
 
-    public init(store: MessageStore, redis: RedisClient, subscriber: RedisSubscriber, keys: RedisKeys, logger: Logger) {
+    /// `width` queries run at a time, and at most `backlog` more wait; beyond that a query
+    /// is answered `unavailable` at once.
+    public init(store: MessageStore, redis: RedisClient, subscriber: RedisSubscriber, keys: RedisKeys, logger: Logger, width: Int = 4, backlog: Int = 1000) {
         self.store = store
         self.redis = redis
         self.subscriber = subscriber
         self.keys = keys
         self.logger = logger
+        self.lane = QueryLane(width: width, backlog: backlog)
     }
 
     public func run() async throws {
@@ -44,11 +52,16 @@ public final class QueryResponder: Service, Sendable {
             logger.warning("dropped a malformed query")
             return
         }
-        let reply: StoreReply
-        do {
-            reply = StoreReply(request: query.request, result: try result(of: query))
-        } catch {
-            reply = StoreReply(request: query.request, error: ChatError.wrap(error))
+        let answered = await lane.run { [self] in
+            do {
+                return StoreReply(request: query.request, result: try result(of: query))
+            } catch {
+                return StoreReply(request: query.request, error: ChatError.wrap(error))
+            }
+        }
+        let reply = answered ?? StoreReply(request: query.request, error: ChatError(.unavailable, "the store is busy; try again"))
+        if answered == nil, let held = refusals.withLock({ $0.admit() }) {
+            logger.warning("refused a query: the backlog is full", metadata: ["chat.backlog": "\(lane.backlog)", "chat.refusals.unlogged": "\(held)"])
         }
         do {
             let text = String(decoding: try ChatJSON.makeEncoder().encode(reply), as: UTF8.self)
