@@ -154,7 +154,9 @@ extension RedisClient {
     /// Acknowledges `ids` for `group` and trims the stream below what any of its groups still
     /// needs: a group's oldest pending entry, or else the entry after the last it was given.
     /// For streams read by several groups (`chat:events`), so that one group's trimming
-    /// never takes entries another has not read yet.
+    /// never takes entries another has not read yet, and for a consumer that acknowledged
+    /// entries read after `ids` itself (the store's, between a purge's steps), so that
+    /// those go too.
     public func acknowledgeAndTrimForAllGroups(_ stream: String, group: String, ids: [String]) async throws {
         guard !ids.isEmpty else { return }
         let replies = try await pipeline([["XACK", stream, group] + ids, ["XINFO", "GROUPS", stream]])

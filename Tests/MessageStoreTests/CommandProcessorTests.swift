@@ -225,8 +225,9 @@ struct CommandProcessorTests {
             #expect(audit == ["2 deleted, 0 held", "5 deleted, 2 held"])  // newest first
             let stillHeld = try h.store.read { db in try String.fetchAll(db, sql: "SELECT id FROM messages WHERE conversation_id = ?", arguments: [held.id]) }
             #expect(Set(stillHeld) == Set(kept))
-            // What arrived between the steps is acknowledged.
+            // What arrived between the steps is acknowledged, and its text leaves the stream.
             #expect(try await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count == 0)
+            #expect(try await h.redis.xlen(h.keys.commands) == 0)
         }
     }
 
