@@ -275,6 +275,43 @@ struct CommandProcessorTests {
         }
     }
 
+    @Test("a query that finds the responder's lane and backlog full is answered unavailable at once; the one running is answered")
+    func busyResponderRefuses() async throws {
+        let server = try RedisServer.required()
+        let keys = uniqueKeys()
+        // A login checks a bcrypt hash: at this cost it holds the lane's only thread long
+        // enough for the second login to find it full.
+        let store = try MessageStore.inMemory(bcryptCost: 10)
+        try store.createUser(email: "doctor@clinic.com", name: "Dr. Kim", role: .doctor, password: "password1")
+        let replies = RedisSubscriber(configuration: server.configuration)
+        let recorder = ChannelRecorder(replies)
+        try await withRunning(replies) { replies in
+            try await replies.subscribe([keys.gateway("gw-1")])
+            try await server.withClient { redis in
+                let queries = RedisSubscriber(configuration: server.configuration)
+                let responder = QueryResponder(store: store, redis: redis, subscriber: queries, keys: keys, logger: Logger(label: "test"), width: 1, backlog: 0)
+                try await withRunning(queries) { _ in
+                    try await withRunning(responder) { _ in
+                        _ = await eventually { (try? await redis.send(["PUBSUB", "NUMSUB", keys.storeQueries]).array?.last?.int) == 1 }
+                        let logins = try ["first", "second"].map { request in
+                            ["PUBLISH", keys.storeQueries, String(decoding: try ChatJSON.makeEncoder().encode(
+                                StoreQuery(kind: .login, user: "doctor@clinic.com", gateway: "gw-1", request: request, password: "password1")), as: UTF8.self)]
+                        }
+                        _ = try await redis.pipeline(logins)
+                        @Sendable func answers() -> [StoreReply] {
+                            recorder.texts(on: keys.gateway("gw-1")).compactMap { try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data($0.utf8)) }
+                        }
+                        #expect(await eventually { answers().count == 2 })
+                        let got = answers()
+                        #expect(got.filter { $0.result?.contains("Dr. Kim") == true }.count == 1)
+                        #expect(got.filter { $0.error == ChatError(.unavailable, "the store is busy; try again") }.count == 1)
+                        #expect(Set(got.map(\.request)) == ["first", "second"])
+                    }
+                }
+            }
+        }
+    }
+
     @Test("entries a dead consumer left pending are claimed and applied")
     func claimsAbandonedEntries() async throws {
         let store = try makeStore()
