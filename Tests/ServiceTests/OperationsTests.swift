@@ -78,6 +78,7 @@ struct OperationsTests {
         let gateway = try await get("chat-gateway", "/metrics").1
         #expect(sample(gateway, "chat_gateway_connections") == 2, "\(gateway)")
         #expect(sample(gateway, "chat_gateway_users") == 2)
+        #expect(sample(gateway, "chat_gateway_store_late_writes") == 0, "no send outlived the store timeout")
         #expect(sample(gateway, "chat_gateway_events_in_total", #"event="send_message""#) == 8)
         #expect(sample(gateway, "chat_gateway_rate_limited_total", #"limit="send""#) == 3)
         #expect(sample(gateway, "chat_gateway_events_out_total", #"event="receive_message""#) == 5)

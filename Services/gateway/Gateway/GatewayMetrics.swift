@@ -67,11 +67,14 @@ public struct GatewayMetrics: Sendable {
         let users = registry.gauge("chat_gateway_users", help: "Distinct users with a socket on this gateway.")
         let sessions = registry.gauge("chat_gateway_engine_sessions", help: "Engine.IO sessions open (connected or not yet).")
         let pending = registry.gauge("chat_gateway_store_requests_pending", help: "Commands and queries waiting for the store's answer.")
+        let late = registry.gauge("chat_gateway_store_late_writes",
+                                  help: "Sends answered unavailable after the store timeout whose late answer is still awaited (it goes to the socket).")
         let store = realtime.store
         runtime.scrape.add {
             users.set(Double(realtime.userCount))
             sessions.set(Double(engine.sessionCount))
             pending.set(Double(store.pendingRequests))
+            late.set(Double(store.lateWrites))
         }
     }
 }
