@@ -16,17 +16,9 @@ public struct StreamConsumer: Sendable {
     public var block: Duration = .seconds(1)
     public var claimIdle: Duration = .seconds(30)
     public var retryDelay: Duration = .milliseconds(200)
-    /// How the stream is trimmed after each batch.
-    public enum Trimming: Sendable {
-        /// Not by this consumer.
-        case never
-        /// Below this group's oldest pending entry: for a stream read by this group only.
-        case belowOwnGroup
-        /// Below what any group of the stream still needs (its oldest pending entry, or the
-        /// entries it has not been given yet): for a stream read by several groups.
-        case belowAllGroups
-    }
-    public var trim = Trimming.belowOwnGroup
+    /// Trim the stream after each batch below what any of its groups still needs (its
+    /// oldest pending entry, or the entries it has not been given yet).
+    public var trim = true
     /// After a batch smaller than ``batchSize``, wait this long before reading again, so a
     /// trickle of entries is read in batches instead of a read, a process and an
     /// acknowledgement each. For consumers that a short delay does not hurt.
@@ -85,10 +77,10 @@ public struct StreamConsumer: Sendable {
 
     private func finish(_ entries: [StreamEntry], redis: RedisClient, process: @Sendable ([StreamEntry]) async throws -> Void) async throws {
         try await process(entries)
-        switch trim {
-        case .never: _ = try await redis.xack(stream, group: group, ids: entries.map(\.id))
-        case .belowOwnGroup: try await redis.acknowledgeAndTrim(stream, group: group, ids: entries.map(\.id))
-        case .belowAllGroups: try await redis.acknowledgeAndTrimForAllGroups(stream, group: group, ids: entries.map(\.id))
+        if trim {
+            try await redis.acknowledgeAndTrim(stream, group: group, ids: entries.map(\.id))
+        } else {
+            _ = try await redis.xack(stream, group: group, ids: entries.map(\.id))
         }
     }
 }

@@ -140,24 +140,13 @@ extension RedisClient {
         return try await integer(["XACK", stream, group] + ids)
     }
 
-    /// Acknowledges `ids` and trims the stream below the oldest entry still pending in `group`
-    /// (or past the last of `ids` when nothing is pending): XACK and XPENDING in one round trip,
-    /// then XTRIM. For streams read by this one group, so processed entries do not linger.
-    public func acknowledgeAndTrim(_ stream: String, group: String, ids: [String]) async throws {
-        guard let last = ids.last else { return }
-        let replies = try await pipeline([["XACK", stream, group] + ids, ["XPENDING", stream, group]])
-        for reply in replies { if case .error(let message) = reply { throw RedisServerError(message: message) } }
-        let smallestPending = replies[1].array.flatMap { $0.count == 4 ? $0[1].string : nil }
-        try await xtrim(stream, .minID(smallestPending ?? StreamEntry.id(after: last), approximate: false))
-    }
-
     /// Acknowledges `ids` for `group` and trims the stream below what any of its groups still
     /// needs: a group's oldest pending entry, or else the entry after the last it was given.
-    /// For streams read by several groups (`chat:events`), so that one group's trimming
-    /// never takes entries another has not read yet, and for a consumer that acknowledged
-    /// entries read after `ids` itself (the store's, between a purge's steps), so that
-    /// those go too.
-    public func acknowledgeAndTrimForAllGroups(_ stream: String, group: String, ids: [String]) async throws {
+    /// So processed entries do not linger; on a stream read by several groups
+    /// (`chat:events`) one group's trimming never takes entries another has not read yet;
+    /// and entries a consumer read after `ids` and acknowledged itself (the store's, between
+    /// a purge's steps) go too.
+    public func acknowledgeAndTrim(_ stream: String, group: String, ids: [String]) async throws {
         guard !ids.isEmpty else { return }
         let replies = try await pipeline([["XACK", stream, group] + ids, ["XINFO", "GROUPS", stream]])
         for reply in replies { if case .error(let message) = reply { throw RedisServerError(message: message) } }

@@ -56,16 +56,13 @@ public final class CommandProcessor: Service, Sendable {
         consumer.block = configuration.block
         consumer.claimIdle = configuration.claimIdle
         consumer.retryDelay = configuration.retryDelay
-        // Past the last entry the group was given, not the batch's last: the commands read
-        // between a purge's steps are acknowledged by `apply`, and their text goes too.
-        consumer.trim = .belowAllGroups
         await consumer.run(redis: redis, logger: logger) { try await self.apply($0) }
     }
 
     /// Applies one batch, announces the results, acknowledges, and trims what is done.
     func process(_ entries: [StreamEntry]) async throws {
         try await apply(entries)
-        try await redis.acknowledgeAndTrimForAllGroups(keys.commands, group: RedisKeys.messagesGroup, ids: entries.map(\.id))
+        try await redis.acknowledgeAndTrim(keys.commands, group: RedisKeys.messagesGroup, ids: entries.map(\.id))
     }
 
     /// Applies one batch and announces the results (the caller acknowledges): the users'
