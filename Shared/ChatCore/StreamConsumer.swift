@@ -16,9 +16,17 @@ public struct StreamConsumer: Sendable {
     public var block: Duration = .seconds(1)
     public var claimIdle: Duration = .seconds(30)
     public var retryDelay: Duration = .milliseconds(200)
-    /// Trim the stream after each batch below what any of its groups still needs (its
-    /// oldest pending entry, or the entries it has not been given yet).
-    public var trim = true
+    /// How the stream is trimmed after each batch.
+    public enum Trimming: Sendable {
+        /// Not by this consumer.
+        case never
+        /// Below what this group still needs (its oldest pending entry, or the entries it
+        /// has not been given yet): for a stream this group alone reads.
+        case belowOwnGroup
+        /// Below what any group of the stream still needs: for a stream several groups read.
+        case belowAllGroups
+    }
+    public var trim = Trimming.belowOwnGroup
     /// After a batch smaller than ``batchSize``, wait this long before reading again, so a
     /// trickle of entries is read in batches instead of a read, a process and an
     /// acknowledgement each. For consumers that a short delay does not hurt.
@@ -77,10 +85,10 @@ public struct StreamConsumer: Sendable {
 
     private func finish(_ entries: [StreamEntry], redis: RedisClient, process: @Sendable ([StreamEntry]) async throws -> Void) async throws {
         try await process(entries)
-        if trim {
-            try await redis.acknowledgeAndTrim(stream, group: group, ids: entries.map(\.id))
-        } else {
-            _ = try await redis.xack(stream, group: group, ids: entries.map(\.id))
+        switch trim {
+        case .never: _ = try await redis.xack(stream, group: group, ids: entries.map(\.id))
+        case .belowOwnGroup: try await redis.acknowledgeAndTrim(stream, group: group, ids: entries.map(\.id))
+        case .belowAllGroups: try await redis.acknowledgeAndTrim(stream, group: group, ids: entries.map(\.id), otherGroups: true)
         }
     }
 }

@@ -140,20 +140,21 @@ extension RedisClient {
         return try await integer(["XACK", stream, group] + ids)
     }
 
-    /// Acknowledges `ids` for `group` and trims the stream below what any of its groups still
-    /// needs: a group's oldest pending entry, or else the entry after the last it was given.
-    /// So processed entries do not linger; on a stream read by several groups
-    /// (`chat:events`) one group's trimming never takes entries another has not read yet;
-    /// and entries a consumer read after `ids` and acknowledged itself (the store's, between
-    /// a purge's steps) go too.
-    public func acknowledgeAndTrim(_ stream: String, group: String, ids: [String]) async throws {
+    /// Acknowledges `ids` for `group` and trims the stream below what the group still needs:
+    /// its oldest pending entry, or else the entry after the last it was given (so entries a
+    /// consumer read after `ids` and acknowledged itself, the store's between a purge's
+    /// steps, go too). With `otherGroups`, below what any group of the stream still needs,
+    /// for a stream several groups read (`chat:events`): one group's trimming never takes
+    /// entries another has not read. Without it, a group an operator left on a stream
+    /// cannot keep message text in Redis.
+    public func acknowledgeAndTrim(_ stream: String, group: String, ids: [String], otherGroups: Bool = false) async throws {
         guard !ids.isEmpty else { return }
         let replies = try await pipeline([["XACK", stream, group] + ids, ["XINFO", "GROUPS", stream]])
         for reply in replies { if case .error(let message) = reply { throw RedisServerError(message: message) } }
         var bounds: [String] = []
         var withPending: [String] = []
         for info in try (replies[1].array ?? []).map(Self.infoDictionary) {
-            guard let name = info["name"]?.string else { continue }
+            guard let name = info["name"]?.string, otherGroups || name == group else { continue }
             if (info["pending"]?.int ?? 0) > 0 {
                 withPending.append(name)
             } else if let last = info["last-delivered-id"]?.string {

@@ -243,7 +243,7 @@ struct RedisClientTests {
         }
     }
 
-    @Test("trimming keeps what another group of the stream has not been given or not acknowledged, and takes the rest")
+    @Test("trimming for all groups keeps what another group has not been given or not acknowledged; trimming for one group does not")
     func trimForAllGroups() async throws {
         let stream = uniqueKeys().events
         try await RedisServer.required().withClient { redis in
@@ -256,25 +256,32 @@ struct RedisClientTests {
             // Presence has been given nothing yet: retention's trim keeps everything.
             let all = try await redis.xreadgroup(group: "retention", consumer: "r", streams: [(stream, ">")], count: 10)[stream] ?? []
             #expect(all.map(\.id) == ids)
-            try await redis.acknowledgeAndTrim(stream, group: "retention", ids: Array(ids[..<4]))
+            try await redis.acknowledgeAndTrim(stream, group: "retention", ids: Array(ids[..<4]), otherGroups: true)
             #expect(try await redis.xlen(stream) == 10)
 
             // Presence was given 6 and acknowledged 3: entries from its oldest pending one stay.
             _ = try await redis.xreadgroup(group: "presence", consumer: "p", streams: [(stream, ">")], count: 6)
             #expect(try await redis.xack(stream, group: "presence", ids: Array(ids[..<3])) == 3)
-            try await redis.acknowledgeAndTrim(stream, group: "retention", ids: Array(ids[4...]))
+            try await redis.acknowledgeAndTrim(stream, group: "retention", ids: Array(ids[4...]), otherGroups: true)
             #expect(try await redis.xrange(stream).map(\.id) == Array(ids[3...]))
 
             // Presence acknowledges what it was given: everything it got goes, nothing it did not.
             #expect(try await redis.xack(stream, group: "presence", ids: Array(ids[3..<6])) == 3)
-            try await redis.acknowledgeAndTrim(stream, group: "retention", ids: [ids[9]])
+            try await redis.acknowledgeAndTrim(stream, group: "retention", ids: [ids[9]], otherGroups: true)
             #expect(try await redis.xrange(stream).map(\.id) == Array(ids[6...]))
 
             // Presence is given and acknowledges the rest: all of it goes.
             let rest = try await redis.xreadgroup(group: "presence", consumer: "p", streams: [(stream, ">")], count: 10)[stream] ?? []
             #expect(rest.map(\.id) == Array(ids[6...]))
             #expect(try await redis.xack(stream, group: "presence", ids: rest.map(\.id)) == 4)
-            try await redis.acknowledgeAndTrim(stream, group: "retention", ids: [ids[9]])
+            try await redis.acknowledgeAndTrim(stream, group: "retention", ids: [ids[9]], otherGroups: true)
+            #expect(try await redis.xlen(stream) == 0)
+
+            // Without otherGroups only the own group counts: presence, given nothing of
+            // these, does not keep them (an operator's forgotten group cannot keep text).
+            let more = [try await redis.xadd(stream, fields: [("n", "10")]), try await redis.xadd(stream, fields: [("n", "11")])]
+            #expect(try await redis.xreadgroup(group: "retention", consumer: "r", streams: [(stream, ">")])[stream]?.map(\.id) == more)
+            try await redis.acknowledgeAndTrim(stream, group: "retention", ids: more)
             #expect(try await redis.xlen(stream) == 0)
         }
     }

@@ -63,7 +63,7 @@ public struct PresenceService: Service {
             group.addTask {
                 var events = StreamConsumer(stream: keys.events, group: RedisKeys.presenceGroup, consumer: consumerName)
                 // Retention owns the trimming of chat:events.
-                events.trim = false
+                events.trim = .never
                 // Stored messages end their senders' typing; 50 ms later is not seen, and under
                 // load it reads many at a time (clients also clear typing when a message arrives).
                 events.linger = .milliseconds(50)

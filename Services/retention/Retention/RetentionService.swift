@@ -83,6 +83,8 @@ public final class RetentionWorker: Service, Sendable {
     func scheduleStoredMessages() async {
         var consumer = StreamConsumer(stream: keys.events, group: RedisKeys.retentionGroup, consumer: configuration.consumer)
         consumer.batchSize = 1000
+        // Presence reads chat:events too: never trim what it has not read yet.
+        consumer.trim = .belowAllGroups
         // Expiries are 90 days out: a second's delay costs nothing, and at a few hundred
         // messages a second it turns a round of reads and acknowledgements per message into
         // one per second (at 200 messages/s that was a tenth of a core).
