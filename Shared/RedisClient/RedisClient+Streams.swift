@@ -149,23 +149,30 @@ extension RedisClient {
     /// cannot keep message text in Redis.
     public func acknowledgeAndTrim(_ stream: String, group: String, ids: [String], otherGroups: Bool = false) async throws {
         guard !ids.isEmpty else { return }
-        let replies = try await pipeline([["XACK", stream, group] + ids, ["XINFO", "GROUPS", stream]])
+        // The own group's oldest pending entry comes in the same round trip, so a consumer
+        // that reads its stream alone pays one round trip and the XTRIM, as before.
+        let replies = try await pipeline([["XACK", stream, group] + ids, ["XINFO", "GROUPS", stream], ["XPENDING", stream, group]])
         for reply in replies { if case .error(let message) = reply { throw RedisServerError(message: message) } }
         var bounds: [String] = []
-        var withPending: [String] = []
+        var othersPending: [String] = []
         for info in try (replies[1].array ?? []).map(Self.infoDictionary) {
             guard let name = info["name"]?.string, otherGroups || name == group else { continue }
             if (info["pending"]?.int ?? 0) > 0 {
-                withPending.append(name)
+                if name != group { othersPending.append(name) }
             } else if let last = info["last-delivered-id"]?.string {
                 bounds.append(StreamEntry.id(after: last))
             }
         }
-        if !withPending.isEmpty {
-            for reply in try await pipeline(withPending.map { ["XPENDING", stream, $0] }) {
-                guard let summary = reply.array, summary.count == 4 else { throw RedisUnexpectedReplyError(command: "XPENDING", reply: reply) }
-                // Acknowledged meanwhile: the next batch trims it.
-                bounds.append(summary[1].string ?? "0-0")
+        func smallestPending(_ reply: RESPValue) throws -> String? {
+            guard let summary = reply.array, summary.count == 4 else { throw RedisUnexpectedReplyError(command: "XPENDING", reply: reply) }
+            return summary[1].string
+        }
+        // The own group with nothing pending has its bound from XINFO above.
+        if let smallest = try smallestPending(replies[2]) { bounds.append(smallest) }
+        if !othersPending.isEmpty {
+            for reply in try await pipeline(othersPending.map { ["XPENDING", stream, $0] }) {
+                // Acknowledged meanwhile: trim nothing now; the next batch trims it.
+                bounds.append(try smallestPending(reply) ?? "0-0")
             }
         }
         guard let bound = bounds.min(by: StreamEntry.precedes) else { return }
