@@ -98,6 +98,10 @@ public struct Conversation: Codable, Sendable, Hashable {
     public var presence: [String: PresenceState]?
     /// The participants with their names and roles (for lists: "Dr. Kim · doctor").
     public var members: [User]?
+    /// Each participant's read marker (the seq they have read up to; 0 for nothing yet).
+    /// In a group, a message is read by everyone when every other participant's marker
+    /// reaches its seq; a message's own `read` says only that someone has read it.
+    public var readPositions: [String: Int]?
 
     public init(id: String, kind: Kind, title: String?, participants: [String], createdAt: Date, lastMessageAt: Date? = nil, lastMessage: Message? = nil, unreadCount: Int = 0) {
         self.id = id
@@ -117,5 +121,6 @@ public struct Conversation: Codable, Sendable, Hashable {
         case lastMessage = "last_message"
         case unreadCount = "unread_count"
         case presence, members
+        case readPositions = "read_positions"
     }
 }

@@ -211,6 +211,24 @@ struct ConversationTests {
         #expect(throws: ChatError.self) { try store.markRead(reader: "doctor@clinic.com", conversationID: c.id, upToSeq: -1) }
     }
 
+    @Test("a group's conversation carries every participant's read marker, so 'read by everyone' can be told from 'read by someone'")
+    func groupReadPositions() throws {
+        let store = try makeStore()
+        let group = try store.createGroup(creator: "admin@clinic.com", title: "Night shift", members: ["dr.okafor@clinic.com", "dr.novak@clinic.com"])
+        #expect(group.readPositions == ["admin@clinic.com": 0, "dr.novak@clinic.com": 0, "dr.okafor@clinic.com": 0])
+        for i in 1...3 { try store.send("admin@clinic.com", to: group.id, "round \(i)") }
+        _ = try store.markRead(reader: "dr.okafor@clinic.com", conversationID: group.id, upToSeq: 3)
+        _ = try store.markRead(reader: "dr.novak@clinic.com", conversationID: group.id, upToSeq: 1)
+        // Someone has read all three; only seq 1 is read by everyone.
+        #expect(try store.history(for: "admin@clinic.com", conversationID: group.id).map(\.read) == [true, true, true])
+        let expected = ["admin@clinic.com": 0, "dr.novak@clinic.com": 1, "dr.okafor@clinic.com": 3]
+        #expect(try store.conversation(group.id, for: "admin@clinic.com").readPositions == expected)
+        #expect(try store.conversations(for: "dr.novak@clinic.com").first { $0.id == group.id }?.readPositions == expected)
+        // On the wire as read_positions, next to the participants.
+        let json = try JSONValue(encoding: try store.conversation(group.id, for: "admin@clinic.com"))
+        #expect(json["read_positions"]?["dr.novak@clinic.com"] == .number(1))
+    }
+
     @Test("search matches words and prefixes; FTS syntax in the query is plain text")
     func search() throws {
         let store = try makeStore()

@@ -225,7 +225,7 @@ def test_scroll_loads_older(s):
     assert top > 0, top
 
 
-def test_group_search_and_logout(s):
+def test_group_search_ticks_and_logout(s):
     admin, okafor = s.new(), s.new()
     login(admin, ADMIN)
     login(okafor, "dr.okafor@clinic.com")
@@ -256,6 +256,23 @@ def test_group_search_and_logout(s):
     wait(okafor, lambda d: any("sepsis" in n.text for n in d.find_elements(By.CSS_SELECTOR, "#search-results .search-hit")))
     okafor.find_element(By.CSS_SELECTOR, "#search-results .search-hit").click()
     wait(okafor, lambda d: d.find_element(By.ID, "pane-title").text == "Night shift" and "Handover at 7, bring the sepsis charts" in texts(d))
+    # Group ticks: read by one of the two is not "read"; it turns blue once both have read.
+    def tick(d):
+        marks = d.find_elements(By.CSS_SELECTOR, "#messages .message.own .tick")
+        return (marks[-1].get_attribute("data-state"), marks[-1].get_attribute("aria-label"), marks[-1].get_attribute("title")) if marks else None
+    wait(admin, lambda d: tick(d) == ("partly", "read by 1 of 2", "Read by Dr. Ada Okafor"), message="read by one of two")
+    novak = token("dr.novak@clinic.com")
+    group = next(c for c in rest("GET", "/api/conversations", novak) if c.get("title") == "Night shift")
+    positions = group["read_positions"]
+    assert set(positions) == {ADMIN, "dr.novak@clinic.com", "dr.okafor@clinic.com"} and positions["dr.okafor@clinic.com"] == 1 \
+        and positions["dr.novak@clinic.com"] == 0, positions
+    rest("POST", f"/api/conversations/{group['id']}/read", novak, {"up_to_seq": 1})
+    wait(admin, lambda d: tick(d) == ("read", "read by everyone", "Read by Dr. Jan Novak, Dr. Ada Okafor"), message="read by both")
+    # A reload starts from the markers in the conversation list.
+    admin.refresh()
+    wait(admin, lambda d: d.find_element(By.ID, "connection").text == "Online")
+    open_conversation(admin, "Night shift")
+    wait(admin, lambda d: tick(d) == ("read", "read by everyone", "Read by Dr. Jan Novak, Dr. Ada Okafor"), message="read by both after a reload")
     # Logout clears the session: a reload shows the login page.
     okafor.find_element(By.ID, "logout-button").click()
     wait(okafor, EC.visibility_of_element_located((By.ID, "login-email")))

@@ -316,7 +316,8 @@ public struct MessageStore: Sendable {
     }
 
     func conversation(_ record: ConversationRecord, for user: String, _ db: Database, now: Date) throws -> Conversation {
-        let participants = try String.fetchAll(db, sql: "SELECT email FROM participants WHERE conversation_id = ? ORDER BY email", arguments: [record.id])
+        let markers = try Row.fetchAll(db, sql: "SELECT email, read_seq FROM participants WHERE conversation_id = ? ORDER BY email", arguments: [record.id])
+        let participants: [String] = markers.map { $0["email"] }
         let last = try MessageRecord.fetchOne(db, sql: """
             SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? ORDER BY seq DESC LIMIT 1
             """, arguments: [record.id, now.milliseconds])
@@ -329,6 +330,7 @@ public struct MessageStore: Sendable {
         conversation.members = try UserRecord.fetchAll(db, sql: """
             SELECT u.* FROM users u JOIN participants p ON p.email = u.email WHERE p.conversation_id = ? ORDER BY u.email
             """, arguments: [record.id]).map(\.user)
+        conversation.readPositions = Dictionary(uniqueKeysWithValues: markers.map { ($0["email"], $0["read_seq"]) })
         return conversation
     }
 

@@ -165,6 +165,10 @@ async function loadConversations() {
   for (const conversation of list) {
     for (const member of conversation.members || []) state.people.set(member.email, { name: member.name, role: member.role });
     for (const [email, presence] of Object.entries(conversation.presence || {})) state.presence.set(email, presence);
+    // A receipt may have come in while the list was on its way: markers only move forward.
+    const known = (state.conversations.get(conversation.id) || {}).read_positions || {};
+    conversation.read_positions = conversation.read_positions || {};
+    for (const [email, seq] of Object.entries(known)) conversation.read_positions[email] = Math.max(conversation.read_positions[email] || 0, seq);
     state.conversations.set(conversation.id, conversation);
   }
   renderList();
@@ -291,7 +295,7 @@ function renderMessages({ toBottom = false } = {}) {
       lastDay = thisDay;
     }
     box.append(bubble(message.sender_email === me, message.sender_email, message.content, message.timestamp,
-                      message.sender_email === me ? (message.read ? "read" : "sent") : null, message.id));
+                      message.sender_email === me ? receipt(message) : null, message.id));
   }
   for (const [clientID, p] of pending) {
     const node = bubble(true, me, p.content, new Date().toISOString(), p.state, clientID);
@@ -306,6 +310,24 @@ function renderMessages({ toBottom = false } = {}) {
   if (stick) box.scrollTop = box.scrollHeight;
 }
 
+// The tick of one of my stored messages: "read" once every other participant's read
+// marker covers it, "partly" (in a group) once some have, else "sent". The label says
+// how many; the tooltip says who.
+function receipt(message) {
+  const me = state.session.user.email;
+  const conversation = state.conversations.get(message.conversation_id);
+  const positions = (conversation && conversation.read_positions) || null;
+  const others = conversation ? conversation.participants.filter((p) => p !== me) : [];
+  const readers = positions ? others.filter((p) => (positions[p] || 0) >= message.seq) : [];
+  // `read` is the store's "someone has read it", for when the markers are not known yet.
+  const count = Math.max(readers.length, message.read ? 1 : 0);
+  if (!count) return { state: "sent" };
+  if (others.length <= 1 || count >= others.length) {
+    return { state: "read", label: others.length > 1 ? "read by everyone" : "read", readers };
+  }
+  return { state: "partly", label: `read by ${count} of ${others.length}`, readers };
+}
+
 function bubble(own, sender, content, timestamp, tick, key) {
   const node = el("div", "message" + (own ? " own" : ""));
   node.dataset.key = key;
@@ -313,11 +335,13 @@ function bubble(own, sender, content, timestamp, tick, key) {
   node.append(el("div", "text", content));
   const meta = el("div", "meta", time(timestamp));
   if (tick) {
-    const symbols = { pending: "…", sent: "✓", read: "✓✓", failed: "!" };
-    const labels = { pending: "sending", sent: "sent", read: "read", failed: "not sent" };
-    const mark = el("span", "tick " + tick, symbols[tick]);
-    mark.setAttribute("aria-label", labels[tick]);
-    mark.dataset.state = tick;
+    if (typeof tick === "string") tick = { state: tick };
+    const symbols = { pending: "…", sent: "✓", partly: "✓✓", read: "✓✓", failed: "!" };
+    const labels = { pending: "sending", sent: "sent", partly: "read by some", read: "read", failed: "not sent" };
+    const mark = el("span", "tick " + tick.state, symbols[tick.state]);
+    mark.setAttribute("aria-label", tick.label || labels[tick.state]);
+    if (tick.readers && tick.readers.length) mark.title = "Read by " + tick.readers.map(nameOf).join(", ");
+    mark.dataset.state = tick.state;
     meta.append(mark);
   }
   node.append(meta);
@@ -439,8 +463,13 @@ function handleEvent(name, data) {
       break;
     case "message_read_receipt": {
       const me = state.session.user.email;
+      const conversation = state.conversations.get(data.conversation_id);
+      if (conversation) {
+        // Markers only move forward; a receipt replayed after a reconnect may be older.
+        const positions = conversation.read_positions || (conversation.read_positions = {});
+        positions[data.reader_email] = Math.max(positions[data.reader_email] || 0, data.up_to_seq || 0);
+      }
       if (data.reader_email === me) {
-        const conversation = state.conversations.get(data.conversation_id);
         if (conversation) {
           conversation.unread_count = 0;
           renderList();
