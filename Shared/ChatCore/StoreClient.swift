@@ -169,7 +169,7 @@ public final class StoreClient: Sendable {
     }
 
     /// Sends a write without waiting for its answer: `onReply` runs exactly once, with the
-    /// store's answer (on the task that reads ``replyChannel``, so keep it short) or with
+    /// store's answer (where ``replyChannel`` is read: the subscriber's task or event loop, so keep it short) or with
     /// `unavailable` after ``timeout``. Returns once the command is in the stream, so writes
     /// submitted one after another from one task reach the store in that order.
     ///

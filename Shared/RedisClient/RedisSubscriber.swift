@@ -16,7 +16,8 @@ public struct RedisPubSubMessage: Sendable, Hashable {
     public var text: String { String(decoding: payload, as: UTF8.self) }
 }
 
-/// A connection in pub/sub mode whose messages arrive as one `AsyncSequence` (``events``).
+/// A connection in pub/sub mode whose messages arrive as one `AsyncSequence` (``events``),
+/// or on a handler run on the connection's event loop (``handleEvents(_:)``).
 ///
 /// It remembers what it is subscribed to: after a reconnection (Redis restarted, the
 /// connection killed) it subscribes again by itself and yields ``Event/resubscribed``,
@@ -42,6 +43,7 @@ public final class RedisSubscriber: Service, Sendable {
     /// promptly: it buffers without bound rather than drop a message.
     public let events: AsyncStream<Event>
     private let continuation: AsyncStream<Event>.Continuation
+    private let handler: LockedState<Handler?>
     private let subscriptions = LockedState(Subscriptions())
     private let slot: ManagedConnection
 
@@ -53,14 +55,19 @@ public final class RedisSubscriber: Service, Sendable {
         let (events, continuation) = AsyncStream<Event>.makeStream()
         self.events = events
         self.continuation = continuation
+        let handler = LockedState<Handler?>(nil)
+        self.handler = handler
+        let emit: @Sendable (Event) -> Void = { event in
+            if let handler = handler.withLock({ $0 }) { handler.handle(event) } else { continuation.yield(event) }
+        }
         let subscriptions = self.subscriptions
         let lossAnnounced = LockedState(false)
         self.slot = ManagedConnection(name: "subscriber", maximumBackoff: configuration.maximumBackoff, logger: logger) { isReconnect in
             if isReconnect, lossAnnounced.withLock({ announced in defer { announced = true }; return !announced }) {
-                continuation.yield(.connectionLost)
+                emit(.connectionLost)
             }
             let connection = try await RedisConnection.connect(to: configuration, on: eventLoopGroup) { push in
-                if let message = Self.message(from: push) { continuation.yield(.message(message)) }
+                if let message = Self.message(from: push) { emit(.message(message)) }
             }
             let current = subscriptions.withLock { $0 }
             do {
@@ -76,10 +83,27 @@ public final class RedisSubscriber: Service, Sendable {
             }
             if isReconnect {
                 lossAnnounced.withLock { $0 = false }
-                continuation.yield(.resubscribed)
+                emit(.resubscribed)
             }
             return connection
         }
+    }
+
+    /// Hands every event to `handler` instead of ``events`` (which then stays empty): messages
+    /// on the connection's event loop as they are read, with no task switch, in order; the loss
+    /// and the resubscription from the task that reconnects. Set it before subscribing; keep
+    /// it short, since the connection reads nothing else meanwhile.
+    public func handleEvents(_ handler: @escaping @Sendable (Event) -> Void) {
+        self.handler.withLock { $0 = Handler(handle: handler) }
+    }
+
+    /// The handler in a struct, not as a bare closure in the lock: a closure read through the
+    /// generic lock's `inout` is re-abstracted on the way out and again on the way back, so
+    /// every read wrapped the stored closure in two more thunks. After n events a call went
+    /// through 2n of them (the gateway fell to 143 deliveries/s at a full core). A struct's
+    /// closure field keeps one representation.
+    private struct Handler: Sendable {
+        let handle: @Sendable (Event) -> Void
     }
 
     /// Keeps the connection and its subscriptions up until graceful shutdown or cancellation; then ends ``events``.

@@ -2,6 +2,7 @@ import ChatTesting
 import Foundation
 import Testing
 import RedisClient
+import Synchronization
 
 /// Collects a subscriber's events in the background so tests can wait for them.
 final class EventRecorder: @unchecked Sendable {
@@ -90,6 +91,68 @@ struct RedisSubscriberTests {
             try await subscriber.punsubscribe([keys.user("*")])
             #expect(try await redis.publish("no", to: keys.user("a@clinic.com")) == 0)
         }
+    }
+
+    @Test("with a handler, every event goes to it in order, the loss and the resubscription too, and the stream stays empty", .redisServer)
+    func handler() async throws {
+        let keys = uniqueKeys()
+        let channel = keys.user("doctor@clinic.com")
+        let server = try RedisServer.required()
+        let subscriber = RedisSubscriber(configuration: server.configuration)
+        let recorder = EventRecorder(subscriber)
+        let handled = Mutex<[String]>([])
+        subscriber.handleEvents { event in
+            let mark = switch event {
+            case .message(let message): message.text
+            case .connectionLost: "lost"
+            case .resubscribed: "resubscribed"
+            }
+            handled.withLock { $0.append(mark) }
+        }
+        try await withRunning(subscriber) { subscriber in
+            try await subscriber.subscribe([channel])
+            try await server.withClient { redis in
+                for index in 1...50 { _ = try await redis.publish("m\(index)", to: channel) }
+                #expect(await eventually { handled.withLock { $0.count == 50 } })
+                #expect(handled.withLock { $0 } == (1...50).map { "m\($0)" })
+                #expect(try await redis.send(["CLIENT", "KILL", "TYPE", "pubsub"]).int ?? 0 >= 1)
+                #expect(await eventually { handled.withLock { $0.contains("resubscribed") } })
+                #expect(try await redis.publish("after", to: channel) == 1)
+                #expect(await eventually { handled.withLock { $0.last == "after" } })
+                #expect(Array(handled.withLock { $0 }.suffix(3)) == ["lost", "resubscribed", "after"])
+            }
+        }
+        #expect(recorder.all.isEmpty)
+    }
+
+    @Test("a handler takes 50,000 messages in order, each call as direct as the first", .redisServer)
+    func handlerAtVolume() async throws {
+        // A closure kept bare in the generic lock gained two reabstraction thunks per read,
+        // so the n-th event went through 2n of them: this test then stalls (quadratic) or
+        // overflows the event loop's stack.
+        let channel = uniqueKeys().user("doctor@clinic.com")
+        let server = try RedisServer.required()
+        let subscriber = RedisSubscriber(configuration: server.configuration)
+        let received = Mutex<(count: Int, inOrder: Bool)>((0, true))
+        subscriber.handleEvents { event in
+            guard case .message(let message) = event else { return }
+            received.withLock { state in
+                if message.text != String(state.count) { state.inOrder = false }
+                state.count += 1
+            }
+        }
+        let total = 50_000
+        try await withRunning(subscriber) { subscriber in
+            try await subscriber.subscribe([channel])
+            try await server.withClient { redis in
+                for start in stride(from: 0, to: total, by: 1_000) {
+                    _ = try await redis.pipeline((start..<start + 1_000).map { ["PUBLISH", channel, String($0)] })
+                }
+            }
+            #expect(await eventually(timeout: .seconds(60)) { received.withLock { $0.count == total } })
+        }
+        #expect(received.withLock { $0.count } == total)
+        #expect(received.withLock { $0.inOrder })
     }
 
     // Its own server: CLIENT KILL TYPE pubsub would cut the other tests' subscribers too.

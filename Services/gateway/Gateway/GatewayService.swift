@@ -50,6 +50,9 @@ public struct GatewayService: Service {
             metrics.sessionClosed(reason.rawValue).increment()
         }
         metrics.register(on: runtime, realtime: realtime, engine: engine)
+        // What the subscriber receives is routed on its connection's event loop (no task in between).
+        let (realtime, userPrefix) = (self.realtime, runtime.keys.user(""))
+        subscriber.handleEvents { event in Self.route(event, store: store, realtime: realtime, userPrefix: userPrefix) }
     }
 
     public func run() async throws {
@@ -80,7 +83,7 @@ public struct GatewayService: Service {
         // The parts run in a group of their own, so a stop can be done in order (drain) rather
         // than by every part at once: see ``drain()``.
         var partsConfiguration = ServiceGroupConfiguration(
-            services: ([ClosureService { await pump() }, realtime, engine, app] as [any Service]).map { .init(service: $0) },
+            services: ([realtime, engine, app] as [any Service]).map { .init(service: $0) },
             gracefulShutdownSignals: [],
             logger: logger
         )
@@ -137,33 +140,18 @@ public struct GatewayService: Service {
     }
 
     /// Routes what the subscriber receives: store answers, user events, lost subscriptions.
-    private func pump() async {
-        let userPrefix = runtime.keys.user("")
-        let (subscriber, store, realtime) = (subscriber, store, realtime)
-        // Not `events.cancelOnGracefulShutdown()`: that merges the stream with the shutdown
-        // signal, a task hop and a merge step for every message.
-        await cancelWhenGracefulShutdown {
-            for await event in subscriber.events {
-                switch event {
-                case .message(let message):
-                    if message.channel == store.replyChannel {
-                        store.handleReply(message.payload)
-                    } else if message.channel.hasPrefix(userPrefix) {
-                        realtime.deliver(email: String(message.channel.dropFirst(userPrefix.count)), payload: message.payload)
-                    }
-                case .connectionLost:
-                    realtime.subscriptionLost()
-                case .resubscribed:
-                    realtime.resynchronize()
-                }
+    private static func route(_ event: RedisSubscriber.Event, store: StoreClient, realtime: RealtimeServer, userPrefix: String) {
+        switch event {
+        case .message(let message):
+            if message.channel == store.replyChannel {
+                store.handleReply(message.payload)
+            } else if message.channel.hasPrefix(userPrefix) {
+                realtime.deliver(email: String(message.channel.dropFirst(userPrefix.count)), payload: message.payload)
             }
+        case .connectionLost:
+            realtime.subscriptionLost()
+        case .resubscribed:
+            realtime.resynchronize()
         }
     }
-}
-
-/// A closure run as a service (it ends on graceful shutdown by itself).
-struct ClosureService: Service {
-    let body: @Sendable () async -> Void
-    init(_ body: @escaping @Sendable () async -> Void) { self.body = body }
-    func run() async throws { await body() }
 }

@@ -332,8 +332,9 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     }
 
     /// Redis dropped the subscriber's connection (it is reconnecting): each socket notes what
-    /// it had been given so far, where its replay will start. Called from the pump, in order
-    /// with the messages, so nothing that arrives on the new connection moves that point.
+    /// it had been given so far, where its replay will start. The subscriber calls it after
+    /// the last message of the old connection and before the first of the new one, so
+    /// nothing that arrives on the new connection moves that point.
     public func subscriptionLost() {
         for connection in allConnections() { connection.subscriptionLost() }
     }
