@@ -338,6 +338,76 @@ struct AuditAndFileTests {
         #expect(throws: DatabaseError.self) { try store.write { db in try db.execute(sql: "UPDATE audit_log SET outcome = 'ok'") } }
     }
 
+    @Test("a purge killed between its steps and given again is answered and audited with every step, before and after the restart")
+    func purgeStepsSurviveARestart() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("steps-\(UUID().uuidString.prefix(8)).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let old = Date().addingTimeInterval(-2 * 3600)
+        var store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4)
+        for email in ["a@clinic.com", "b@clinic.com"] { try store.createUser(email: email, name: email, role: .doctor, password: "password1") }
+        try store.createUser(email: "c@clinic.com", name: "C", role: .admin, password: "password1")
+        let c = try store.openDirectConversation("a@clinic.com", "b@clinic.com")
+        let ids = try (0..<8).map { try store.send("a@clinic.com", to: c.id, "old \($0)", now: old).message.id }
+        let held = try store.openDirectConversation("a@clinic.com", "c@clinic.com")
+        let kept = try store.send("a@clinic.com", to: held.id, "kept", now: old).message.id
+        _ = try store.apply([("0-1", StoreCommand(type: .setLegalHold, user: "", body: LegalHoldRequest(conversationID: held.id, held: true)))])
+        let all = [kept] + ids
+        let command = try StoreCommand(type: .purge, user: "", body: PurgeRequest(messageIDs: all))
+        let steps = stride(from: 0, to: 6, by: 3).map { Array(all[$0..<$0 + 3]) }  // the last three are the command's own
+
+        // The first step runs, then the service is killed: nothing of the processor's memory survives.
+        #expect(try store.purgeStep(ids: steps[0], entry: "5-1").count == 2)
+        store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4)
+        // Given the command again, the processor runs every step again, then the command.
+        #expect(try store.purgeStep(ids: steps[0], entry: "5-1").count == 0)
+        #expect(try store.purgeStep(ids: steps[1], entry: "5-1").count == 3)
+        let outcome = try #require(try store.apply([("5-1", command)]).first)
+        guard case .purged(let result) = outcome else { Issue.record("not purged: \(outcome)"); return }
+        #expect(Set(result.deleted[c.id] ?? []) == Set(ids))
+        #expect(result.held == [kept])  // seen by three passes, counted once
+        #expect(result.participants[c.id] == ["a@clinic.com", "b@clinic.com"])
+        #expect(try store.auditLog().first { $0.action == "retention.purge" }?.detail == "8 deleted, 1 held")
+        #expect(try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM purge_steps") } == 0)
+
+        // Given once more (killed after the commit, before XACK): answered as applied, and the
+        // steps that ran again leave nothing behind.
+        #expect(try store.purgeStep(ids: steps[0], entry: "5-1").held == [kept])
+        let again = try store.apply([("5-1", command)])
+        #expect(again.count == 1)
+        if case .alreadyApplied? = again.first {} else { Issue.record("not answered as applied: \(again)") }
+        #expect(try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM purge_steps") } == 0)
+        #expect(try store.auditLog().filter { $0.action == "retention.purge" }.count == 1)
+    }
+
+    @Test("records of applied entries are forgotten after the kept age, in chunks, oldest first; younger ones still stop a second application")
+    func forgetAppliedCommands() throws {
+        let store = try makeStore()
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        let now = Date()
+        let week: Duration = .seconds(7 * 86400)
+        func send(_ text: String) throws -> StoreCommand {
+            try StoreCommand(type: .send, user: "admin@clinic.com", body: SendMessageRequest(conversationID: c.id, content: text, clientID: nil))
+        }
+        func applied() throws -> [String] { try store.read { db in try String.fetchAll(db, sql: "SELECT entry_id FROM applied_commands ORDER BY entry_id") } }
+        // Five entries from eight days ago, two from an hour ago; stream ids carry their time.
+        let oldAt = now.addingTimeInterval(-8 * 86400), newAt = now.addingTimeInterval(-3600)
+        let old = (0..<5).map { "\(oldAt.milliseconds)-\($0)" }, young = (0..<2).map { "\(newAt.milliseconds)-\($0)" }
+        _ = try store.apply(try old.map { ($0, try send("old")) }, now: oldAt)
+        _ = try store.apply(try young.map { ($0, try send("young")) }, now: newAt)
+        try store.write { db in
+            try db.execute(sql: "INSERT INTO purge_steps (entry_id, recorded_at, deleted, held) VALUES ('1-0', ?, '{}', '[]'), ('2-0', ?, '{}', '[]')",
+                           arguments: [oldAt.milliseconds, newAt.milliseconds])
+        }
+        #expect(try store.forgetAppliedCommands(olderThan: week, now: now, chunk: 2) == 5)
+        #expect(try applied() == young)
+        #expect(try store.read { db in try String.fetchAll(db, sql: "SELECT entry_id FROM purge_steps") } == ["2-0"])
+        #expect(try store.forgetAppliedCommands(olderThan: week, now: now, chunk: 2) == 0)
+        // A young entry given again is still applied once.
+        let again = try store.apply([(young[0], try send("young"))], now: now)
+        if case .sent(let stored)? = again.first { #expect(stored.duplicate) } else { Issue.record("not answered as the stored send: \(again)") }
+        #expect(try store.history(for: "doctor@clinic.com", conversationID: c.id).count == 7)
+    }
+
     @Test("compaction after a purge empties the WAL, and says so when a reader's old snapshot stops it")
     func compactionEmptiesTheWAL() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("compact-\(UUID().uuidString.prefix(8)).sqlite").path

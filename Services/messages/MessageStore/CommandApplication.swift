@@ -27,22 +27,26 @@ extension MessageStore {
     /// transaction: a redelivered entry is not applied twice (a send is confirmed again).
     /// Anything else that fails (SQLite busy, disk) throws, and nothing of the batch is kept.
     /// The batch's new messages enter the search index together, after the last savepoint.
-    /// `purgedAhead` holds, by entry id, what earlier steps of a purge deleted (``purgeStep(ids:now:)``):
-    /// it is added to that purge's outcome and audit line.
-    public func apply(_ batch: [(id: String, command: StoreCommand)], now: Date = Date(), purgedAhead: [String: PurgeResult] = [:]) throws -> [CommandOutcome] {
+    /// A purge adds what its earlier steps deleted (``purgeStep(ids:entry:now:)``) to its
+    /// outcome and audit line.
+    public func apply(_ batch: [(id: String, command: StoreCommand)], now: Date = Date()) throws -> [CommandOutcome] {
         try write { db in
             let indexed = try self.lastMessageRowID(db)
             var outcomes: [CommandOutcome] = []
             outcomes.reserveCapacity(batch.count)
             for (id, command) in batch {
                 if let previous = try Row.fetchOne(db.cachedStatement(sql: "SELECT message_id FROM applied_commands WHERE entry_id = ?"), arguments: [id]) {
+                    // A purge given again after it was applied ran its steps again, which held ids may have recorded.
+                    if command.type == .purge { try self.forgetPurgeSteps(db, entry: id) }
                     outcomes.append(try self.replay(db, messageID: previous["message_id"]))
                     continue
                 }
                 var outcome = try self.applyInSavepoint(db, command, now: now)
-                if case .purged(var purge) = outcome, let ahead = purgedAhead[id] {
-                    purge.merge(ahead)
+                if case .purged(var purge) = outcome {
+                    try self.mergePurgeSteps(db, entry: id, into: &purge)
                     outcome = .purged(purge)
+                } else if command.type == .purge {
+                    try self.forgetPurgeSteps(db, entry: id)
                 }
                 var messageID: String?
                 if case .sent(let stored) = outcome { messageID = stored.message.id }
@@ -56,13 +60,30 @@ extension MessageStore {
         }
     }
 
-    /// Forgets applied entry ids older than `age` (the stream no longer holds them).
+    /// Forgets the records of entries applied more than `age` ago whose stream ids are
+    /// older than that too (Redis ids start with their time in milliseconds), `chunk` per
+    /// transaction so sends wait for one chunk at most, and the steps of purges whose
+    /// command never reached its own transaction. Returns how many entries it forgot.
     @discardableResult
-    public func forgetAppliedCommands(olderThan age: Duration, now: Date = Date()) throws -> Int {
-        try write { db in
-            try db.execute(sql: "DELETE FROM applied_commands WHERE applied_at < ?", arguments: [now.milliseconds - age.milliseconds])
-            return db.changesCount
+    public func forgetAppliedCommands(olderThan age: Duration, now: Date = Date(), chunk: Int = 500) throws -> Int {
+        let cutoff = now.milliseconds - age.milliseconds
+        // Through the primary key (no index on applied_at, which every send would pay for):
+        // the ids below the cutoff's are a range at the start of it.
+        let cutoffID = "\(max(0, cutoff))-0"
+        var forgotten = 0
+        while true {
+            let deleted = try write { db in
+                try db.execute(sql: """
+                    DELETE FROM applied_commands WHERE entry_id IN (
+                        SELECT entry_id FROM applied_commands WHERE entry_id < ? AND applied_at < ? ORDER BY entry_id LIMIT ?)
+                    """, arguments: [cutoffID, cutoff, max(1, chunk)])
+                return db.changesCount
+            }
+            forgotten += deleted
+            if deleted < max(1, chunk) { break }
         }
+        try write { db in try db.execute(sql: "DELETE FROM purge_steps WHERE recorded_at < ?", arguments: [cutoff]) }
+        return forgotten
     }
 
     private func replay(_ db: Database, messageID: String?) throws -> CommandOutcome {

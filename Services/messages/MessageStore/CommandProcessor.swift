@@ -77,12 +77,10 @@ public final class CommandProcessor: Service, Sendable {
         // Entries read between the steps of a purge; acknowledged once all are applied.
         var arrived: [String] = []
         while let (id, command) = queue.popFirst() {
-            var ahead = PurgeResult(deleted: [:], participants: [:], held: [])
             for step in purgeSteps(command) {
                 // A send that arrives during a large purge waits for one step, not the purge.
-                var done = try store.purgeStep(ids: step)
-                done.merge(ahead)
-                ahead = done
+                // The store records each step under the purge's entry, for its answer and audit line.
+                try store.purgeStep(ids: step, entry: id)
                 let read = try await redis.xreadgroup(group: RedisKeys.messagesGroup, consumer: configuration.consumer,
                                                       streams: [(keys.commands, ">")], count: configuration.batchSize)
                 let entries = read[keys.commands] ?? []
@@ -92,7 +90,7 @@ public final class CommandProcessor: Service, Sendable {
                 try await applyAndAnnounce(users)
                 queue.append(contentsOf: maintenance)
             }
-            try await applyAndAnnounce([(id, command)], purgedAhead: ahead.count + ahead.held.count > 0 ? [id: ahead] : [:])
+            try await applyAndAnnounce([(id, command)])
         }
         if !arrived.isEmpty { try await redis.xack(keys.commands, group: RedisKeys.messagesGroup, ids: arrived) }
     }
@@ -126,10 +124,10 @@ public final class CommandProcessor: Service, Sendable {
     }
 
     /// Applies commands in one transaction and publishes what they did.
-    private func applyAndAnnounce(_ batch: [(id: String, command: StoreCommand)], purgedAhead: [String: PurgeResult] = [:]) async throws {
+    private func applyAndAnnounce(_ batch: [(id: String, command: StoreCommand)]) async throws {
         guard !batch.isEmpty else { return }
         let started = ContinuousClock.now
-        let outcomes = try store.apply(batch, purgedAhead: purgedAhead)
+        let outcomes = try store.apply(batch)
         metrics?.record(batch: batch.map(\.command), duration: .now - started)
         for case .compactRequested(let auditRetention) in outcomes {
             if try !store.compactAfterPurge() {

@@ -20,6 +20,9 @@ public struct MessagesService: Service {
         self.consumer = consumer
     }
 
+    /// How long the record of an applied `chat:commands` entry is kept (``MessageStore/forgetAppliedCommands(olderThan:now:chunk:)``).
+    public static let appliedCommandsKept: Duration = .seconds(7 * 86400)
+
     public func run() async throws {
         let keys = runtime.keys
         guard try await ServiceStartup.prepare(runtime, groups: [(keys.commands, RedisKeys.messagesGroup)]) else { return }
@@ -34,6 +37,22 @@ public struct MessagesService: Service {
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await processor.run() }
             group.addTask { try await responder.run() }
+            group.addTask { [store, logger = runtime.logger] in
+                // The records of applied entries guard against applying an entry twice when the
+                // service dies between its commit and XACK; a week covers any outage before the
+                // entry is claimed again. Forgotten hourly, so the table does not grow by a row per send forever.
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(60)) }
+                    guard !Task.isCancelled && !Task.isShuttingDownGracefully else { break }
+                    do {
+                        let forgotten = try store.forgetAppliedCommands(olderThan: Self.appliedCommandsKept)
+                        if forgotten > 0 { logger.info("forgot applied entries", metadata: ["chat.count": "\(forgotten)"]) }
+                    } catch {
+                        logger.warning("forgetting applied entries failed; retried in an hour", metadata: ["chat.error": "\(error)"])
+                    }
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(3600 - 60)) }
+                }
+            }
             group.addTask { [store, logger = runtime.logger] in
                 // Checkpoints beside the writer, so no commit pays for one (see MessageStore.checkpoint).
                 var failures = LogThrottle()

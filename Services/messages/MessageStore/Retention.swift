@@ -17,9 +17,10 @@ public struct PurgeResult: Sendable, Hashable {
     mutating func merge(_ earlier: PurgeResult) {
         for (conversation, ids) in earlier.deleted { deleted[conversation] = ids + (deleted[conversation] ?? []) }
         participants.merge(earlier.participants) { current, _ in current }
-        // The command's own transaction looks at all its ids again: a held one is counted once.
-        let heldEarlier = Set(earlier.held)
-        held = earlier.held + held.filter { !heldEarlier.contains($0) }
+        // Every step, and the command's own transaction, looks at its ids again (a purge run
+        // again after a crash looks at all of them): a held id is counted once.
+        var seen = Set<String>()
+        held = (earlier.held + held).filter { seen.insert($0).inserted }
     }
 }
 
@@ -37,12 +38,48 @@ extension MessageStore {
         }
     }
 
-    /// One step of a large purge, in a transaction of its own, ahead of the command itself
-    /// (see ``CommandProcessor/Configuration/purgeStep``): deletes what of `ids` is due and
-    /// not on legal hold. The command's own transaction then finds these ids gone, and
-    /// `apply(_:now:purgedAhead:)` adds this result to its outcome and audit line.
-    public func purgeStep(ids: [String], now: Date = Date()) throws -> PurgeResult {
-        try write { db in try purge(db, ids: ids, now: now) }
+    /// One step of a large purge, in a transaction of its own, ahead of the purge command
+    /// of stream entry `entry` (see ``CommandProcessor/Configuration/purgeStep``): deletes
+    /// what of `ids` is due and not on legal hold, and records what it did under `entry` in
+    /// the same transaction. The command's own transaction then finds these ids gone, and
+    /// adds up the recorded steps for its outcome, announcement and audit line
+    /// (``apply(_:now:)``), even if the service was killed and started again in between.
+    @discardableResult
+    public func purgeStep(ids: [String], entry: String, now: Date = Date()) throws -> PurgeResult {
+        try write { db in
+            let result = try purge(db, ids: ids, now: now)
+            if result.count + result.held.count > 0 {
+                let encoder = JSONEncoder()
+                try db.execute(sql: "INSERT INTO purge_steps (entry_id, recorded_at, deleted, held) VALUES (?, ?, ?, ?)", arguments: [
+                    entry, now.milliseconds, String(decoding: try encoder.encode(result.deleted), as: UTF8.self),
+                    String(decoding: try encoder.encode(result.held), as: UTF8.self)])
+            }
+            return result
+        }
+    }
+
+    /// Adds the recorded steps of the purge of entry `entry` to `result` (the purge's own
+    /// transaction), and forgets them.
+    func mergePurgeSteps(_ db: Database, entry: String, into result: inout PurgeResult) throws {
+        let decoder = JSONDecoder()
+        let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT deleted, held FROM purge_steps WHERE entry_id = ? ORDER BY step"), arguments: [entry])
+        guard !rows.isEmpty else { return }
+        var steps = PurgeResult(deleted: [:], participants: [:], held: [])
+        for row in rows {
+            var step = PurgeResult(deleted: try decoder.decode([String: [String]].self, from: Data((row["deleted"] as String).utf8)), participants: [:],
+                                   held: try decoder.decode([String].self, from: Data((row["held"] as String).utf8)))
+            step.merge(steps)
+            steps = step
+        }
+        result.merge(steps)
+        for conversation in result.deleted.keys where result.participants[conversation] == nil {
+            result.participants[conversation] = try participants(db, conversation)
+        }
+        try forgetPurgeSteps(db, entry: entry)
+    }
+
+    func forgetPurgeSteps(_ db: Database, entry: String) throws {
+        try db.cachedStatement(sql: "DELETE FROM purge_steps WHERE entry_id = ?").execute(arguments: [entry])
     }
 
     func purge(_ db: Database, ids: [String], now: Date) throws -> PurgeResult {

@@ -93,6 +93,21 @@ enum Schema {
         migrator.registerMigration("v3: search index filled per transaction") { db in
             try db.execute(sql: "DROP TRIGGER messages_fts_insert")
         }
+        // What each step of a large purge deleted, until the purge's own transaction adds it up
+        // (`MessageStore.purgeStep`): a service killed between the steps is given the command
+        // again, and its answer, announcement and audit line still count every step.
+        migrator.registerMigration("v4: purge steps") { db in
+            try db.execute(sql: """
+                CREATE TABLE purge_steps (
+                    step INTEGER PRIMARY KEY,
+                    entry_id TEXT NOT NULL,                     -- the purge command's stream entry
+                    recorded_at INTEGER NOT NULL,
+                    deleted TEXT NOT NULL,                      -- JSON {conversation id: [message ids]}
+                    held TEXT NOT NULL                          -- JSON [message ids] kept for a legal hold
+                );
+                CREATE INDEX purge_steps_by_entry ON purge_steps(entry_id);
+                """)
+        }
         return migrator
     }
 }
