@@ -79,6 +79,7 @@ struct OperationsTests {
         #expect(sample(gateway, "chat_gateway_connections") == 2, "\(gateway)")
         #expect(sample(gateway, "chat_gateway_users") == 2)
         #expect(sample(gateway, "chat_gateway_store_late_writes") == 0, "no send outlived the store timeout")
+        #expect(sample(gateway, "chat_gateway_store_up") == 1)
         #expect(sample(gateway, "chat_gateway_events_in_total", #"event="send_message""#) == 8)
         #expect(sample(gateway, "chat_gateway_rate_limited_total", #"limit="send""#) == 3)
         #expect(sample(gateway, "chat_gateway_events_out_total", #"event="receive_message""#) == 5)
@@ -115,6 +116,9 @@ struct OperationsTests {
         let (messages, _) = processes["chat-messages"]!
         messages.signal(SIGTERM)
         #expect(await messages.wait(timeout: .seconds(10)) == 0)
+        // Without the store the gateway stays ready (it still queues sends) and says the store is down.
+        #expect(try await get("chat-gateway", "/readyz").0 == 200)
+        #expect(sample(try await get("chat-gateway", "/metrics").1, "chat_gateway_store_up") == 0)
     }
 }
 

@@ -69,12 +69,16 @@ public struct GatewayMetrics: Sendable {
         let pending = registry.gauge("chat_gateway_store_requests_pending", help: "Commands and queries waiting for the store's answer.")
         let late = registry.gauge("chat_gateway_store_late_writes",
                                   help: "Sends answered unavailable after the store timeout whose late answer is still awaited (it goes to the socket).")
+        let up = registry.gauge("chat_gateway_store_up",
+                                help: "1 if the messages service answered a ping within 2 s at this scrape, else 0 (readiness does not depend on it).")
         let store = realtime.store
         runtime.scrape.add {
             users.set(Double(realtime.userCount))
             sessions.set(Double(engine.sessionCount))
             pending.set(Double(store.pendingRequests))
             late.set(Double(store.lateWrites))
+            let answered = (try? await withTimeout(.seconds(2)) { _ = try store.result(await store.query(.ping, user: ""), as: [String: String].self) }) != nil
+            up.set(Double(answered ? 1 : 0))
         }
     }
 }

@@ -30,7 +30,11 @@ public struct GatewayService: Service {
         self.store = StoreClient(redis: runtime.redis, keys: runtime.keys, gatewayID: configuration.gatewayID, timeout: storeTimeout)
         let tokens = TokenService(secret: jwtSecret, lifetime: configuration.tokenTTL, redis: runtime.redis, keys: runtime.keys)
         let store = self.store
-        let operations = OperationsEndpoints(runtime: runtime) { _ = try store.result(await store.query(.ping, user: ""), as: [String: String].self) }
+        // Ready without the messages service: with the store down a gateway still holds its
+        // sockets, typing and presence, and takes sends into the stream (confirmed when the
+        // store is back). Were every gateway unready then, a store restart would shut out
+        // every client. `chat_gateway_store_up` tells whether the store answers.
+        let operations = OperationsEndpoints(runtime: runtime)
         self.api = RESTAPI(store: store, tokens: tokens, redis: runtime.redis, keys: runtime.keys, logger: runtime.logger,
                            operations: operations, hsts: configuration.tlsCertificatePath != nil)
         var engineSettings = engineConfiguration ?? EngineConfiguration()

@@ -44,7 +44,7 @@ enum OpenAPIDocument {
   },
   "/readyz": {
    "get": {
-    "summary": "Readiness: started, not shutting down, Redis reachable and the message store answering (503 with the reason otherwise).",
+    "summary": "Readiness: started, not shutting down and Redis reachable (503 with the reason otherwise). It does not depend on the message store: sends are queued in the stream while the store is down.",
     "responses": {
      "200": {
       "description": "OK",
