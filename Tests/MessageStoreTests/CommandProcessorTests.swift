@@ -279,10 +279,15 @@ struct CommandProcessorTests {
     func busyResponderRefuses() async throws {
         let server = try RedisServer.required()
         let keys = uniqueKeys()
-        // A login checks a bcrypt hash: at this cost it holds the lane's only thread long
-        // enough for the second login to find it full.
-        let store = try MessageStore.inMemory(bcryptCost: 10)
+        let store = try MessageStore.inMemory()
         try store.createUser(email: "doctor@clinic.com", name: "Dr. Kim", role: .doctor, password: "password1")
+        // The in-memory store has one connection: while a transaction holds it, the login
+        // admitted to the lane's only thread waits inside it, and the other finds the lane
+        // full, however the machine schedules the two (a bcrypt check's time alone was not
+        // enough on a busy machine).
+        let release = DispatchSemaphore(value: 0), holding = DispatchSemaphore(value: 0)
+        Thread.detachNewThread { try? store.write { _ in holding.signal(); release.wait() } }
+        holding.wait()
         let replies = RedisSubscriber(configuration: server.configuration)
         let recorder = ChannelRecorder(replies)
         try await withRunning(replies) { replies in
@@ -301,6 +306,9 @@ struct CommandProcessorTests {
                         @Sendable func answers() -> [StoreReply] {
                             recorder.texts(on: keys.gateway("gw-1")).compactMap { try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data($0.utf8)) }
                         }
+                        #expect(await eventually { answers().count == 1 })
+                        #expect(answers().first?.error == ChatError(.unavailable, "the store is busy; try again"))
+                        release.signal()
                         #expect(await eventually { answers().count == 2 })
                         let got = answers()
                         #expect(got.filter { $0.result?.contains("Dr. Kim") == true }.count == 1)

@@ -1,5 +1,6 @@
 import ChatCore
 import Foundation
+import ChatTesting
 import GRDB
 import Testing
 @testable import MessageStore
@@ -409,31 +410,58 @@ struct AuditAndFileTests {
     }
 
     @Test("compaction after a purge empties the WAL, and says so when a reader's old snapshot stops it")
-    func compactionEmptiesTheWAL() throws {
+    func compactionEmptiesTheWAL() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("compact-\(UUID().uuidString.prefix(8)).sqlite").path
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
         let store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4, busyTimeout: .milliseconds(100))
         try store.createUser(email: "a@clinic.com", name: "A", role: .admin, password: "password1")
         try store.createUser(email: "b@clinic.com", name: "B", role: .doctor, password: "password1")
         try store.send("a@clinic.com", receiver: "b@clinic.com", "first")
-        func walBytes() -> Int { (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? -1 }
+        @Sendable func walBytes() -> Int { (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? -1 }
 
         // Another connection in a read transaction that has read from the WAL, then a new commit:
         // its snapshot is old, and the WAL cannot be emptied under it.
         var open = Configuration()
         open.allowsUnsafeTransactions = true  // the read transaction outlives one access
         let reader = try DatabaseQueue(path: path, configuration: open)
-        try reader.writeWithoutTransaction { db in
+        try await reader.writeWithoutTransaction { db in
             try db.execute(sql: "BEGIN DEFERRED")
             _ = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages")
         }
         try store.send("a@clinic.com", receiver: "b@clinic.com", "second")
         #expect(try store.compactAfterPurge() == false)
         #expect(walBytes() > 0)
+        #expect(store.walTruncationPending)
 
-        try reader.writeWithoutTransaction { db in try db.execute(sql: "COMMIT") }
+        // Once the reader is done, the periodic checkpoint retries the truncation and empties the WAL.
+        try await reader.writeWithoutTransaction { db in try db.execute(sql: "COMMIT") }
+        #expect(await eventually(timeout: .seconds(5), every: .milliseconds(100)) { _ = try? await store.checkpoint(); return walBytes() == 0 })
+        #expect(!store.walTruncationPending)
+        // With no old snapshot, a compaction empties it at once.
+        try store.send("a@clinic.com", receiver: "b@clinic.com", "third")
+        #expect(walBytes() > 0)
         #expect(try store.compactAfterPurge() == true)
         #expect(walBytes() == 0)
+    }
+
+    @Test("a WAL truncation that failed is retried after 1 s, then 2, 4, ... at most a minute apart, and forgotten once it succeeds")
+    func truncationRetrySchedule() {
+        let retry = TruncationRetry()
+        let start = ContinuousClock.now
+        #expect(!retry.isPending && !retry.due(now: start))
+        var waits: [Int] = []
+        var now = start
+        for _ in 0..<9 {
+            retry.attempted(succeeded: false, now: now)
+            #expect(retry.isPending && !retry.due(now: now))
+            var wait = 0
+            while !retry.due(now: now + .seconds(wait)) { wait += 1 }
+            waits.append(wait)
+            now = now + .seconds(wait)
+        }
+        #expect(waits == [1, 2, 4, 8, 16, 32, 60, 60, 60])
+        retry.attempted(succeeded: true, now: now)
+        #expect(!retry.isPending && !retry.due(now: now + .seconds(3600)))
     }
 
     @Test("the database file is in WAL mode with secure_delete on, is checkpointed beside the writer, and survives reopening")

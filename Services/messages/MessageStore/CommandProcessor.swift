@@ -131,7 +131,7 @@ public final class CommandProcessor: Service, Sendable {
         metrics?.record(batch: batch.map(\.command), duration: .now - started)
         for case .compactRequested(let auditRetention) in outcomes {
             if try !store.compactAfterPurge() {
-                logger.warning("the WAL could not be emptied after a purge (a reader kept an old snapshot, or another process was checkpointing); the next compaction empties it")
+                logger.warning("the WAL could not be emptied after a purge (a reader kept an old snapshot, or another process was checkpointing); the checkpoint loop retries it")
             }
             let removed = try store.purgeAuditLog(olderThan: auditRetention)
             logger.info("compacted after purge", metadata: ["chat.audit.removed": "\(removed)"])

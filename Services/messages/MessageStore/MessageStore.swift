@@ -2,6 +2,7 @@ import ChatCore
 import Foundation
 import GRDB
 import HummingbirdBcrypt
+import Synchronization
 
 /// Who asked, for the audit log.
 public struct RequestContext: Sendable, Hashable {
@@ -97,6 +98,8 @@ public struct MessageStore: Sendable {
     let writer: any DatabaseWriter
     /// The connection that checkpoints the WAL (file databases only).
     let checkpointer: DatabaseQueue?
+    /// A compaction could not empty the WAL: ``checkpoint()`` tries again until it can.
+    let walTruncation = TruncationRetry()
     /// How long a message lives (`CHAT_RETENTION`).
     public let retention: Duration
     /// bcrypt cost for new passwords (at least 10 in production).
@@ -121,7 +124,10 @@ public struct MessageStore: Sendable {
         }
         let pool = try DatabasePool(path: path, configuration: configuration)
         var checkpointing = Configuration()
-        checkpointing.busyMode = .timeout(TimeInterval(busyTimeout.milliseconds) / 1000)
+        // Only the WAL truncation after a purge waits on this connection: it blocks new
+        // writers while it waits for readers on an old snapshot, so it gives up soon and
+        // ``checkpoint()`` tries again a second later (sends wait at most this long).
+        checkpointing.busyMode = .timeout(TimeInterval(min(busyTimeout, Self.truncationWait).milliseconds) / 1000)
         return try MessageStore(writer: pool, retention: retention, bcryptCost: bcryptCost,
                                 checkpointer: DatabaseQueue(path: path, configuration: checkpointing))
     }
@@ -129,14 +135,25 @@ public struct MessageStore: Sendable {
     /// Copies what the WAL holds into the database file (`PRAGMA wal_checkpoint(PASSIVE)`)
     /// on a connection of its own, without taking the writer: the messages service calls it
     /// every second. Returns the WAL's frames and how many are now in the database file.
+    /// After a compaction that could not empty the WAL, it truncates instead
+    /// (`wal_checkpoint(TRUNCATE)`), until that succeeds.
     @discardableResult
     public func checkpoint() async throws -> (walFrames: Int, checkpointed: Int) {
         guard let checkpointer else { return (0, 0) }
-        return try await checkpointer.writeWithoutTransaction { db in
-            let row = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(PASSIVE)")
-            return (row?[1] ?? 0, row?[2] ?? 0)
+        let truncate = walTruncation.due()
+        let (busy, frames, checkpointed) = try await checkpointer.writeWithoutTransaction { db in
+            let row = try Row.fetchOne(db, sql: truncate ? "PRAGMA wal_checkpoint(TRUNCATE)" : "PRAGMA wal_checkpoint(PASSIVE)")
+            return (row?[0] ?? 0, row?[1] ?? 0, row?[2] ?? 0) as (Int, Int, Int)
         }
+        if truncate { walTruncation.attempted(succeeded: busy == 0) }
+        return (frames, checkpointed)
     }
+
+    /// Whether a compaction's WAL truncation is still to be done (``checkpoint()`` retries it).
+    public var walTruncationPending: Bool { walTruncation.isPending }
+
+    /// How long the WAL truncation waits for readers before it gives up and is retried.
+    static let truncationWait: Duration = .milliseconds(250)
 
     /// A private in-memory database, for unit tests.
     public static func inMemory(retention: Duration = .seconds(90 * 86400), bcryptCost: UInt8 = 4) throws -> MessageStore {
@@ -586,5 +603,33 @@ extension Database {
     /// running it).
     func cachedFetchOne<Record: FetchableRecord>(_ type: Record.Type, _ sql: String, _ arguments: StatementArguments) throws -> Record? {
         try Record.fetchOne(cachedStatement(sql: sql), arguments: arguments)
+    }
+}
+
+/// A WAL truncation still to be done, shared by copies of a ``MessageStore``: retried
+/// after 1 s, then 2, 4, ... up to a minute, since every attempt against a reader that
+/// keeps its old snapshot holds new writers for up to ``MessageStore/truncationWait``.
+final class TruncationRetry: Sendable {
+    private struct State {
+        var pending = false
+        var failures = 0
+        var next = ContinuousClock.now
+    }
+    private let state = Mutex(State())
+
+    var isPending: Bool { state.withLock { $0.pending } }
+
+    /// Whether ``MessageStore/checkpoint()`` should truncate now.
+    func due(now: ContinuousClock.Instant = .now) -> Bool {
+        state.withLock { $0.pending && now >= $0.next }
+    }
+
+    func attempted(succeeded: Bool, now: ContinuousClock.Instant = .now) {
+        state.withLock { state in
+            guard !succeeded else { state = State(); return }
+            state.pending = true
+            state.failures += 1
+            state.next = now + .seconds(min(60, 1 << min(state.failures - 1, 6)))
+        }
     }
 }

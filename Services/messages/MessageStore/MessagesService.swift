@@ -58,7 +58,9 @@ public struct MessagesService: Service {
                 var failures = LogThrottle()
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
                     do {
+                        let truncating = store.walTruncationPending
                         try await store.checkpoint()
+                        if truncating && !store.walTruncationPending { logger.notice("the WAL was emptied after the purge") }
                         if failures.reset() { logger.notice("WAL checkpoints succeed again") }
                     } catch {
                         if let held = failures.admit() {

@@ -109,8 +109,9 @@ extension MessageStore {
     /// After a purge: merge the search index (so no segment keeps deleted words) and
     /// checkpoint the WAL (so no old page image keeps deleted text). `secure_delete`
     /// has already zeroed the freed pages. Returns false if the WAL could not be emptied
-    /// (a reader kept an old snapshot past the busy timeout, or another process was
-    /// checkpointing); the next compaction empties it.
+    /// (a reader kept an old snapshot for longer than the checkpointer waits, 250 ms, or
+    /// another process was checkpointing); ``checkpoint()`` then retries it, after 1 s, 2 s,
+    /// 4 s ... up to a minute apart.
     @discardableResult
     public func compactAfterPurge() throws -> Bool {
         try write { db in try db.execute(sql: "INSERT INTO messages_fts(messages_fts) VALUES ('optimize')") }
@@ -121,6 +122,7 @@ extension MessageStore {
         let busy = try (checkpointer ?? writer).writeWithoutTransaction { db in
             try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)")?[0] as Int? ?? 0
         }
+        walTruncation.attempted(succeeded: busy == 0)
         return busy == 0
     }
 
