@@ -399,7 +399,10 @@ struct AuditAndFileTests {
             try db.execute(sql: "INSERT INTO purge_steps (entry_id, recorded_at, deleted, held) VALUES ('1-0', ?, '{}', '[]'), ('2-0', ?, '{}', '[]')",
                            arguments: [oldAt.milliseconds, newAt.milliseconds])
         }
-        #expect(try store.forgetAppliedCommands(olderThan: week, now: now, chunk: 2) == 5)
+        // At most two full chunks per call: four of the five, then the last.
+        #expect(try store.forgetAppliedCommands(olderThan: week, now: now, chunk: 2, maxChunks: 2) == 4)
+        #expect(try applied() == [old[4]] + young)
+        #expect(try store.forgetAppliedCommands(olderThan: week, now: now, chunk: 2) == 1)
         #expect(try applied() == young)
         #expect(try store.read { db in try String.fetchAll(db, sql: "SELECT entry_id FROM purge_steps") } == ["2-0"])
         #expect(try store.forgetAppliedCommands(olderThan: week, now: now, chunk: 2) == 0)

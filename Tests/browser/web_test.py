@@ -87,6 +87,21 @@ def conversation_button(driver, title):
     return None
 
 
+def pick_person(driver, name):
+    """Ticks `name` in the new-message dialog's results. The results re-render as the
+    search text arrives, so an element found a moment ago may be gone: retried until the
+    tick holds (the page keeps the choice across re-renders)."""
+    def tick(d):
+        for person in d.find_elements(By.CSS_SELECTOR, "#people-results .person"):
+            if name in person.text:
+                box = person.find_element(By.CSS_SELECTOR, "input[type=checkbox]")
+                if not box.is_selected():
+                    box.click()
+                return box.is_selected()
+        return False
+    wait(driver, tick, message=f"pick {name}")
+
+
 def badge(driver, title):
     button = conversation_button(driver, title)
     if not button:
@@ -148,9 +163,7 @@ def test_admin_and_doctor(s):
     wait(admin, lambda d: any("Dr. Sarah Kim" in n.text for n in d.find_elements(By.CSS_SELECTOR, "#people-results .person")))
     if SHOTS:
         admin.save_screenshot(os.path.join(SHOTS, "new-message.png"))
-    for person in admin.find_elements(By.CSS_SELECTOR, "#people-results .person"):
-        if "Dr. Sarah Kim" in person.text:
-            person.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    pick_person(admin, "Dr. Sarah Kim")
     admin.find_element(By.ID, "new-start").click()
     wait(admin, lambda d: d.find_element(By.ID, "pane-title").text == "Dr. Sarah Kim")
 
@@ -240,10 +253,7 @@ def test_group_search_ticks_and_logout(s):
         search = admin.find_element(By.ID, "people-search")
         search.clear()
         search.send_keys(name.split()[-1])
-        wait(admin, lambda d: any(name in n.text for n in d.find_elements(By.CSS_SELECTOR, "#people-results .person")))
-        for person in admin.find_elements(By.CSS_SELECTOR, "#people-results .person"):
-            if name in person.text:
-                person.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+        pick_person(admin, name)
     admin.find_element(By.ID, "new-start").click()
     wait(admin, lambda d: "title" in d.find_element(By.ID, "new-error").text)
     admin.find_element(By.ID, "group-title").send_keys("Night shift")

@@ -63,15 +63,17 @@ extension MessageStore {
     /// Forgets the records of entries applied more than `age` ago whose stream ids are
     /// older than that too (Redis ids start with their time in milliseconds), `chunk` per
     /// transaction so sends wait for one chunk at most, and the steps of purges whose
-    /// command never reached its own transaction. Returns how many entries it forgot.
+    /// command never reached its own transaction. Stops after `maxChunks` full chunks (the
+    /// caller can let the thread and the writer go, and call again). Returns how many
+    /// entries it forgot.
     @discardableResult
-    public func forgetAppliedCommands(olderThan age: Duration, now: Date = Date(), chunk: Int = 500) throws -> Int {
+    public func forgetAppliedCommands(olderThan age: Duration, now: Date = Date(), chunk: Int = 500, maxChunks: Int = .max) throws -> Int {
         let cutoff = now.milliseconds - age.milliseconds
         // Through the primary key (no index on applied_at, which every send would pay for):
         // the ids below the cutoff's are a range at the start of it.
         let cutoffID = "\(max(0, cutoff))-0"
         var forgotten = 0
-        while true {
+        for _ in 0..<max(1, maxChunks) {
             let deleted = try write { db in
                 try db.execute(sql: """
                     DELETE FROM applied_commands WHERE entry_id IN (

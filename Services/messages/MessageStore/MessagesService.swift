@@ -45,7 +45,15 @@ public struct MessagesService: Service {
                     try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(60)) }
                     guard !Task.isCancelled && !Task.isShuttingDownGracefully else { break }
                     do {
-                        let forgotten = try store.forgetAppliedCommands(olderThan: Self.appliedCommandsKept)
+                        // Ten chunks at a time, then a pause: a large first cleanup leaves the
+                        // cooperative thread and the writer to the sends in between.
+                        var forgotten = 0
+                        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                            let done = try store.forgetAppliedCommands(olderThan: Self.appliedCommandsKept, chunk: 500, maxChunks: 10)
+                            forgotten += done
+                            if done < 5000 { break }
+                            try? await Task.sleep(for: .milliseconds(50))
+                        }
                         if forgotten > 0 { logger.info("forgot applied entries", metadata: ["chat.count": "\(forgotten)"]) }
                     } catch {
                         logger.warning("forgetting applied entries failed; retried in an hour", metadata: ["chat.error": "\(error)"])
