@@ -177,7 +177,8 @@ def test_admin_and_doctor(s):
 
     # The list shows the partner's presence and role; the header says online; incoming text is announced.
     wait(admin, lambda d: "online" in conversation_button(d, "Dr. Sarah Kim").find_element(By.CSS_SELECTOR, ".dot").get_attribute("class"))
-    assert conversation_button(admin, "Dr. Sarah Kim").find_element(By.CSS_SELECTOR, ".role").text.lower() == "doctor"
+    wait(admin, lambda d: conversation_button(d, "Dr. Sarah Kim").find_element(By.CSS_SELECTOR, ".role").text.lower() == "doctor",
+         message="the role in the list")
     assert admin.find_element(By.ID, "pane-status").text == "Online"
     wait(doctor, lambda d: "Please call back" in d.find_element(By.ID, "announcer").get_attribute("textContent"))
     # The doctor opens it: the badge clears and the admin's ticks turn blue.
