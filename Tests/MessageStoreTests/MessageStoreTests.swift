@@ -2,6 +2,7 @@ import ChatCore
 import Foundation
 import ChatTesting
 import GRDB
+import Logging
 import Testing
 @testable import MessageStore
 
@@ -410,6 +411,24 @@ struct AuditAndFileTests {
         let again = try store.apply([(young[0], try send("young"))], now: now)
         if case .sent(let stored)? = again.first { #expect(stored.duplicate) } else { Issue.record("not answered as the stored send: \(again)") }
         #expect(try store.history(for: "doctor@clinic.com", conversationID: c.id).count == 7)
+    }
+
+    @Test("the service's hourly cleanup forgets a backlog larger than one round of chunks, and keeps the week's records")
+    func forgetOldAppliedEntries() async throws {
+        let store = try makeStore()
+        let now = Date()
+        let old = now.addingTimeInterval(-8 * 86400).milliseconds, young = now.addingTimeInterval(-86400).milliseconds
+        try store.write { db in
+            // 6,001 old records: more than ten chunks of 500, so the cleanup pauses and goes on.
+            for i in 0..<6_001 {
+                try db.execute(sql: "INSERT INTO applied_commands (entry_id, applied_at) VALUES (?, ?)", arguments: ["\(old)-\(i)", old])
+            }
+            for i in 0..<2 {
+                try db.execute(sql: "INSERT INTO applied_commands (entry_id, applied_at) VALUES (?, ?)", arguments: ["\(young)-\(i)", young])
+            }
+        }
+        #expect(await MessagesService.forgetOldAppliedEntries(store, logger: Logger(label: "test"), now: now) == 6_001)
+        #expect(try store.read { db in try String.fetchAll(db, sql: "SELECT entry_id FROM applied_commands ORDER BY entry_id") } == ["\(young)-0", "\(young)-1"])
     }
 
     @Test("compaction after a purge empties the WAL, and says so when a reader's old snapshot stops it")

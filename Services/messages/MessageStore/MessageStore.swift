@@ -126,7 +126,7 @@ public struct MessageStore: Sendable {
         var checkpointing = Configuration()
         // Only the WAL truncation after a purge waits on this connection: it blocks new
         // writers while it waits for readers on an old snapshot, so it gives up soon and
-        // ``checkpoint()`` tries again a second later (sends wait at most this long).
+        // ``checkpoint()`` tries again after a backoff (sends wait at most this long each time).
         checkpointing.busyMode = .timeout(TimeInterval(min(busyTimeout, Self.truncationWait).milliseconds) / 1000)
         return try MessageStore(writer: pool, retention: retention, bcryptCost: bcryptCost,
                                 checkpointer: DatabaseQueue(path: path, configuration: checkpointing))

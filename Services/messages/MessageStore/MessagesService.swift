@@ -20,8 +20,29 @@ public struct MessagesService: Service {
         self.consumer = consumer
     }
 
-    /// How long the record of an applied `chat:commands` entry is kept (``MessageStore/forgetAppliedCommands(olderThan:now:chunk:)``).
+    /// How long the record of an applied `chat:commands` entry is kept (``MessageStore/forgetAppliedCommands(olderThan:now:chunk:maxChunks:)``).
     public static let appliedCommandsKept: Duration = .seconds(7 * 86400)
+
+    /// Forgets the records of entries applied longer ago than ``appliedCommandsKept``: ten
+    /// chunks of 500 at a time, then a 50 ms pause, so a large first cleanup leaves the
+    /// cooperative thread and the writer to the sends in between. Returns how many it forgot.
+    @discardableResult
+    static func forgetOldAppliedEntries(_ store: MessageStore, logger: Logger, now: Date = Date()) async -> Int {
+        let (chunk, chunks) = (500, 10)
+        var forgotten = 0
+        do {
+            while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                let done = try store.forgetAppliedCommands(olderThan: appliedCommandsKept, now: now, chunk: chunk, maxChunks: chunks)
+                forgotten += done
+                if done < chunk * chunks { break }
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        } catch {
+            logger.warning("forgetting applied entries failed; retried in an hour", metadata: ["chat.error": "\(error)"])
+        }
+        if forgotten > 0 { logger.info("forgot applied entries", metadata: ["chat.count": "\(forgotten)"]) }
+        return forgotten
+    }
 
     public func run() async throws {
         let keys = runtime.keys
@@ -44,20 +65,7 @@ public struct MessagesService: Service {
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
                     try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(60)) }
                     guard !Task.isCancelled && !Task.isShuttingDownGracefully else { break }
-                    do {
-                        // Ten chunks at a time, then a pause: a large first cleanup leaves the
-                        // cooperative thread and the writer to the sends in between.
-                        var forgotten = 0
-                        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                            let done = try store.forgetAppliedCommands(olderThan: Self.appliedCommandsKept, chunk: 500, maxChunks: 10)
-                            forgotten += done
-                            if done < 5000 { break }
-                            try? await Task.sleep(for: .milliseconds(50))
-                        }
-                        if forgotten > 0 { logger.info("forgot applied entries", metadata: ["chat.count": "\(forgotten)"]) }
-                    } catch {
-                        logger.warning("forgetting applied entries failed; retried in an hour", metadata: ["chat.error": "\(error)"])
-                    }
+                    await Self.forgetOldAppliedEntries(store, logger: logger)
                     try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(3600 - 60)) }
                 }
             }
