@@ -250,7 +250,7 @@ struct RealtimeTests {
         }
     }
 
-    @Test("a send repeated with its client_id is stored once and confirmed again with the same message")
+    @Test("a send repeated with its client_id is stored once and confirmed again with the same message; a send without one gets a time-ordered one")
     func idempotentSend() async throws {
         try await withRealtimeStack { stack in
             let sender = try await stack.connect(doctor)
@@ -264,6 +264,17 @@ struct RealtimeTests {
             #expect(receiver.drain("receive_message").isEmpty)
             let conversation = try #require(first["message"]?["conversation_id"]?.stringValue)
             #expect(try stack.store.history(for: doctor, conversationID: conversation).count == 1)
+
+            // No client_id: the gateway gives the send a UUID of version 7 (time first, so the
+            // store's index of client ids grows at its end), and the confirmation carries it.
+            let before = Date().epochMilliseconds
+            let third = try await sender.call("send_message", .object(["receiver_email": .string(admin), "content": .string("no id")]), ack: 3)
+            let given = try #require(third["message"]?["client_id"]?.stringValue)
+            let uuid = try #require(UUID(uuidString: given))
+            #expect(uuid.uuid.6 >> 4 == 7 && uuid.uuid.8 >> 6 == 0b10 && given == given.lowercased(), "\(given)")
+            let millisecond = try #require(Int64(given.replacingOccurrences(of: "-", with: "").prefix(12), radix: 16))
+            #expect((before...Date().epochMilliseconds).contains(millisecond))
+            #expect(try await receiver.event("receive_message")["client_id"]?.stringValue == given)
             await sender.close()
             await receiver.close()
         }

@@ -507,3 +507,69 @@ struct AuditAndFileTests {
         #expect(try reopened.history(for: "b@clinic.com", conversationID: c.id).map(\.content) == ["kept"])
     }
 }
+
+@Suite("Schema migrations")
+struct MigrationTests {
+    /// The columns of each unique index on `messages`, as SQLite lists them.
+    static func uniqueIndexes(_ db: Database) throws -> Set<[String]> {
+        var result = Set<[String]>()
+        for index in try Row.fetchAll(db, sql: "PRAGMA index_list(messages)") where (index["unique"] as Int) == 1 {
+            let name: String = index["name"]
+            result.insert(try Row.fetchAll(db, sql: "PRAGMA index_info(\(name.quotedDatabaseIdentifier))").map { $0["name"] })
+        }
+        return result
+    }
+
+    @Test("v5 rebuilds the messages table with the client id first in its unique index: rows, rowids, search, deletes and retries are as before")
+    func clientIDIndexRebuild() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("v5-\(UUID().uuidString.prefix(8)).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let now = Date().epochMilliseconds
+        // A store as v4 left it, with rowids that are not 1, 2, 3 and one send without a client id.
+        let old = try DatabaseQueue(path: path)
+        try Schema.migrator.migrate(old, upTo: "v4: purge steps")
+        try old.write { db in
+            for email in ["a@clinic.com", "b@clinic.com"] {
+                try db.execute(sql: "INSERT INTO users (email, name, role, password_hash, created_at) VALUES (?, ?, 'doctor', 'x', ?)", arguments: [email, email, now])
+            }
+            try db.execute(sql: "INSERT INTO conversations (id, kind, direct_key, created_by, created_at, last_seq, last_message_at) VALUES ('c1', 'direct', 'a@clinic.com b@clinic.com', 'a@clinic.com', ?, 3, ?)",
+                           arguments: [now, now])
+            for email in ["a@clinic.com", "b@clinic.com"] {
+                try db.execute(sql: "INSERT INTO participants (conversation_id, email, joined_at) VALUES ('c1', ?, ?)", arguments: [email, now])
+            }
+            for (rowid, seq, sender, content, clientID) in [(5, 1, "a@clinic.com", "potassium is 5.9", "c-1"), (9, 2, "b@clinic.com", "rechecking potassium", "c-1"),
+                                                           (12, 3, "a@clinic.com", "bed 4 stable", nil)] as [(Int, Int, String, String, String?)] {
+                try db.execute(sql: """
+                    INSERT INTO messages (rowid, id, conversation_id, seq, sender_email, content, created_at, expires_at, client_id)
+                    VALUES (?, ?, 'c1', ?, ?, ?, ?, ?, ?)
+                    """, arguments: [rowid, "m\(seq)", seq, sender, content, now, now + 86_400_000, clientID])
+            }
+            try db.execute(sql: "INSERT INTO messages_fts(rowid, content) SELECT rowid, content FROM messages")
+            #expect(try Self.uniqueIndexes(db).contains(["sender_email", "client_id"]))
+        }
+        try old.close()
+
+        let store = try MessageStore.open(path: path, retention: .seconds(86400), bcryptCost: 4)
+        try store.read { db in
+            #expect(try Row.fetchAll(db, sql: "SELECT rowid, id FROM messages ORDER BY rowid").map { "\($0[0] as Int):\($0[1] as String)" } == ["5:m1", "9:m2", "12:m3"])
+            let indexes = try Self.uniqueIndexes(db)
+            #expect(indexes.contains(["client_id", "sender_email"]))
+            #expect(!indexes.contains(["sender_email", "client_id"]))
+            #expect(indexes.contains(["conversation_id", "seq"]) && indexes.contains(["id"]))
+            #expect(try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE tbl_name = 'messages' AND type = 'index' AND sql IS NOT NULL") == ["messages_by_expiry"])
+        }
+        #expect(try store.history(for: "a@clinic.com", conversationID: "c1").map(\.content) == ["potassium is 5.9", "rechecking potassium", "bed 4 stable"])
+        #expect(Set(try store.searchMessages(for: "a@clinic.com", query: "potassium").map(\.id)) == ["m1", "m2"])
+        // A retry is still recognised per sender; the same client id from someone else is another message.
+        #expect(try store.send("a@clinic.com", to: "c1", "potassium is 5.9", clientID: "c-1").message.id == "m1")
+        #expect(try store.send("b@clinic.com", to: "c1", "rechecking potassium", clientID: "c-1").message.id == "m2")
+        let fresh = try store.send("a@clinic.com", to: "c1", "potassium now 4.8", clientID: TimeOrderedID.make())
+        #expect(fresh.duplicate == false && fresh.message.seq == 4)
+        #expect(try store.searchMessages(for: "b@clinic.com", query: "potassium").count == 3)
+        // The delete trigger is back: a purged message leaves the search index, which stays consistent.
+        _ = try store.write { db in try store.purge(db, ids: ["m1"], now: Date().addingTimeInterval(2 * 86400)) }
+        #expect(Set(try store.searchMessages(for: "a@clinic.com", query: "potassium").map(\.id)) == ["m2", fresh.message.id])
+        _ = try store.write { db in try db.execute(sql: "INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)") }
+        #expect(try store.read { db in try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").count } == 0)
+    }
+}

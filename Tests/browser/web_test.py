@@ -7,6 +7,7 @@ A failing test saves a screenshot of each browser in .build/browser-failures/.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -293,7 +294,7 @@ def test_group_search_ticks_and_logout(s):
 
 
 def test_rest_fallback_while_the_socket_is_down(s):
-    rest("POST", "/api/conversations", token(ADMIN), {"participants": [DOCTOR]})
+    conversation = rest("POST", "/api/conversations", token(ADMIN), {"participants": [DOCTOR]})
     doctor = s.new()
     login(doctor, DOCTOR)
     admin = s.new()
@@ -335,6 +336,18 @@ def test_rest_fallback_while_the_socket_is_down(s):
     wait(doctor, lambda d: texts(d).count("Retry me") == 1)
     time.sleep(0.5)
     assert texts(doctor).count("Retry me") == 1
+
+    # The page's client ids are UUIDs of version 7 that start with the time of the send
+    # (the store's index of client ids then grows at its end).
+    history = rest("GET", f"/api/conversations/{conversation['id']}/messages?limit=30", token(ADMIN))
+    sent = [m for m in history if m["content"] in ("Sent while the socket is down", "Retry me")]
+    assert len(sent) == 2, history
+    for message in sent:
+        client_id = message["client_id"]
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", client_id), client_id
+        millis = int(client_id.replace("-", "")[:12], 16)
+        assert abs(millis / 1000 - time.time()) < 120, (client_id, time.time())
+    assert sent[0]["client_id"] < sent[1]["client_id"]
 
 
 def test_purged_messages_leave_the_open_conversation(s):

@@ -77,7 +77,7 @@ struct PurgeBench: AsyncParsableCommand {
                 counter += 1
                 let start = ContinuousClock.now
                 let reply = try await client.command(.send, user: "a@clinic.com", body: SendMessageRequest(
-                    conversationID: conversation, content: "live note \(counter)", clientID: "bench-\(counter)"))
+                    conversationID: conversation, content: "live note \(counter)", clientID: TimeOrderedID.make()))
                 if let error = reply.error { throw error }
                 return ms(ContinuousClock.now - start)
             }

@@ -53,7 +53,7 @@ struct StoreBench: AsyncParsableCommand {
                     counter += 1
                     let pair = pairs[(sent + offset) % pairs.count]
                     let body = SendMessageRequest(conversationID: pair.conversation, content: "bench note \(counter): the patient in bed 4 is stable",
-                                                  clientID: "store-bench-\(counter)")
+                                                  clientID: TimeOrderedID.make())  // as the web client's
                     return ("\(counter)-0", try StoreCommand(type: .send, user: pair.sender, gateway: "bench", request: "r\(counter)", body: body))
                 }
                 let outcomes = try store.apply(commands)

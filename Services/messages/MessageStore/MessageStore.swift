@@ -398,7 +398,7 @@ public struct MessageStore: Sendable {
         let content = try Validation.content(request.content)
         if let clientID = request.clientID {
             guard (1...128).contains(clientID.count) else { throw ChatError(.badRequest, "client_id has 1 to 128 characters") }
-            if let existing = try db.cachedFetchOne(MessageRecord.self, "SELECT * FROM messages WHERE sender_email = ? AND client_id = ?", [sender, clientID]) {
+            if let existing = try db.cachedFetchOne(MessageRecord.self, "SELECT * FROM messages WHERE client_id = ? AND sender_email = ?", [clientID, sender]) {
                 let conversation = try db.cachedFetchOne(ConversationRecord.self, "SELECT * FROM conversations WHERE id = ?", [existing.conversationID])!
                 let participants = try participants(db, existing.conversationID)
                 return StoredMessage(message: existing.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(sender)),
@@ -421,7 +421,7 @@ public struct MessageStore: Sendable {
         try db.cachedStatement(sql: "UPDATE conversations SET last_seq = ?, last_message_at = ? WHERE id = ?")
             .execute(arguments: [conversation.lastSeq, conversation.lastMessageAt, conversation.id])
         let record = MessageRecord(
-            id: Self.newTimeOrderedID(at: now), conversationID: conversation.id, seq: conversation.lastSeq, senderEmail: sender, content: content,
+            id: TimeOrderedID.make(at: now), conversationID: conversation.id, seq: conversation.lastSeq, senderEmail: sender, content: content,
             createdAt: now.milliseconds, expiresAt: now.milliseconds + retention.milliseconds, readAt: nil, clientID: request.clientID)
         try db.cachedStatement(sql: """
             INSERT INTO messages (id, conversation_id, seq, sender_email, content, created_at, expires_at, read_at, client_id)
@@ -574,20 +574,6 @@ public struct MessageStore: Sendable {
     }
 
     static func newID() -> String { UUID().uuidString.lowercased() }
-
-    /// A UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then random bits. Ids made
-    /// later sort later, so the unique index on `messages.id` grows at its end instead of
-    /// dirtying a random page per insert (a third of the send path's WAL writes before).
-    static func newTimeOrderedID(at date: Date) -> String {
-        let milliseconds = UInt64(max(0, date.milliseconds))
-        var bytes = UUID().uuid  // 122 random bits; the first six bytes become the time
-        withUnsafeMutableBytes(of: &bytes) { raw in
-            for index in 0..<6 { raw[index] = UInt8(truncatingIfNeeded: milliseconds >> (40 - 8 * UInt64(index))) }
-            raw[6] = 0x70 | (raw[6] & 0x0F)  // version 7
-            raw[8] = 0x80 | (raw[8] & 0x3F)  // variant 10
-        }
-        return UUID(uuid: bytes).uuidString.lowercased()
-    }
 }
 
 extension ChatError {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ChatCore
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -20,8 +21,6 @@ final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
     /// Which sockets expect which messages (filled as messages are sent).
     private(set) var expected: [Int: Set<UInt64>] = [:]
     var recipients: (Int) -> [Int] = { _ in [] }
-    /// Client ids are unique per run: the store confirms a repeated one with the stored message and delivers nothing.
-    let run = String(UUID().uuidString.prefix(8))
 
     var connected: Int { lock.withLock { connectedCount } }
     var closed: Int { lock.withLock { closedCount } }
@@ -59,7 +58,9 @@ final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
         }
     }
 
-    /// Sends the sender's next message (closed loop: up to the window).
+    /// Sends the sender's next message (closed loop: up to the window). Its client id is a
+    /// time-ordered UUID, as the web client's: unique across runs, and what the store's index
+    /// of client ids is cheapest for.
     func send(from socket: VirtualSocket, at scheduled: UInt64? = nil) {
         let n = lock.withLock { () -> Int? in
             let n = (nextN[socket.index] ?? 0) + 1
@@ -73,7 +74,7 @@ final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
         let time = scheduled ?? nowNanoseconds()
         let (receiver, conversation) = target(socket.index)
         let address = receiver.map { "\"receiver_email\":\"\($0)\"" } ?? "\"conversation_id\":\"\(conversation ?? "")\""
-        socket.emit("send_message", json: "{\(address),\"content\":\"\(BenchContent.make(sender: socket.user, n: n, at: time))\",\"client_id\":\"b\(run)-\(socket.user)-\(n)\"}")
+        socket.emit("send_message", json: "{\(address),\"content\":\"\(BenchContent.make(sender: socket.user, n: n, at: time))\",\"client_id\":\"\(TimeOrderedID.make())\"}")
     }
 
     func startWindow(_ senders: [VirtualSocket]) {

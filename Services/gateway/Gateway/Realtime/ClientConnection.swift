@@ -230,8 +230,9 @@ final class ClientConnection: Sendable {
     private func send(_ body: SendMessageRequest, ackID: Int?, email: String) async {
         guard allowed(email, .send, ackID: ackID, clientID: body.clientID) else { return }
         var body = body
-        // Every send carries a client id, so a retry is stored once; a client that sent none gets one.
-        if body.clientID == nil { body.clientID = UUID().uuidString.lowercased() }
+        // Every send carries a client id, so a retry is stored once; a client that sent none gets
+        // a time-ordered one (cheapest for the store's index, see `TimeOrderedID`).
+        if body.clientID == nil { body.clientID = TimeOrderedID.make() }
         let sentClientID = body.clientID
         let received = ContinuousClock.now
         do {

@@ -60,8 +60,18 @@ function announce(text) {
   $("announcer").textContent = text;
 }
 
+// A send's client_id: a UUID of version 7 (RFC 9562), the time in milliseconds and then
+// random bits. Later sends sort later, so the store's unique index of client ids grows at
+// its end instead of taking a write on a random page for every message.
 function uuid() {
-  return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`;
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  let time = Date.now();
+  for (let i = 5; i >= 0; i--) { bytes[i] = time % 256; time = Math.floor(time / 256); }
+  bytes[6] = 0x70 | (bytes[6] & 0x0f);
+  bytes[8] = 0x80 | (bytes[8] & 0x3f);
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
 // MARK: Session
