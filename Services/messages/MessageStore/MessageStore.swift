@@ -123,6 +123,11 @@ public struct MessageStore: Sendable {
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 16384")
         }
         let pool = try DatabasePool(path: path, configuration: configuration)
+        // A confirmed message survives a power cut: every commit syncs the WAL. GRDB sets a
+        // pool's writer to `synchronous = NORMAL` after `prepareDatabase` has run (NORMAL
+        // syncs only at checkpoints, so the last commits before a power cut or a kernel crash
+        // can roll back, though they survive the process being killed), so it is set here.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         var checkpointing = Configuration()
         // Only the WAL truncation after a purge waits on this connection: it blocks new
         // writers while it waits for readers on an old snapshot, so it gives up soon and
