@@ -177,7 +177,7 @@ public final class StoreClient: Sendable {
     /// (a backlog, a restart). Its answer then goes to `onLateReply`, at most once and only
     /// after `onReply` had the timeout: up to ``lateLimit`` such writes are followed (the
     /// oldest first), each for 10 minutes.
-    public func submit<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String = UUID().uuidString,
+    public func submit<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String = TimeOrderedID.make(),
                                                    onLateReply: (@Sendable (StoreReply) -> Void)? = nil,
                                                    onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async throws {
         try await submit(type, user: user, payload: String(decoding: try ChatJSON.makeEncoder().encode(body), as: UTF8.self), request: request,
@@ -185,7 +185,7 @@ public final class StoreClient: Sendable {
     }
 
     /// `submit` with the body already in JSON.
-    public func submit(_ type: StoreCommandType, user: String, payload: String, request: String = UUID().uuidString,
+    public func submit(_ type: StoreCommandType, user: String, payload: String, request: String = TimeOrderedID.make(),
                        onLateReply: (@Sendable (StoreReply) -> Void)? = nil,
                        onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async throws {
         let command = StoreCommand(type: type, user: user, gateway: gatewayID, request: request, payload: payload)
@@ -200,7 +200,7 @@ public final class StoreClient: Sendable {
 
     /// Sends a write and waits for the store to commit it (or refuse it). `queued` runs once the
     /// command is in the stream, before the answer is awaited.
-    public func command<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String = UUID().uuidString,
+    public func command<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String = TimeOrderedID.make(),
                                                     queued: @Sendable () async throws -> Void = {}) async throws -> StoreReply {
         let slot = ReplySlot()
         try await submit(type, user: user, body: body, request: request) { slot.complete($0) }
@@ -228,7 +228,7 @@ public final class StoreClient: Sendable {
     @discardableResult
     public func ask(_ kind: StoreQuery.Kind, user: String, _ fill: (inout StoreQuery) -> Void = { _ in },
                     onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async -> String {
-        var query = StoreQuery(kind: kind, user: user, gateway: gatewayID, request: UUID().uuidString)
+        var query = StoreQuery(kind: kind, user: user, gateway: gatewayID, request: TimeOrderedID.make())
         fill(&query)
         let request = query.request
         register(request, onReply)

@@ -26,6 +26,13 @@ struct StoreBench: AsyncParsableCommand {
     @Option(help: "Rounds; the report gives each and their median.")
     var rounds = 3
 
+    enum ClientIDs: String, ExpressibleByArgument, CaseIterable {
+        case time, random
+    }
+
+    @Option(name: .customLong("client-ids"), help: "The sends' client ids: time (UUID v7, as the web client, the gateway and the other workloads send) or random (UUID v4, as any other client may send).")
+    var clientIDs = ClientIDs.time
+
     func run() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("store-bench-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -53,7 +60,7 @@ struct StoreBench: AsyncParsableCommand {
                     counter += 1
                     let pair = pairs[(sent + offset) % pairs.count]
                     let body = SendMessageRequest(conversationID: pair.conversation, content: "bench note \(counter): the patient in bed 4 is stable",
-                                                  clientID: TimeOrderedID.make())  // as the web client's
+                                                  clientID: clientIDs == .time ? TimeOrderedID.make() : UUID().uuidString.lowercased())
                     return ("\(counter)-0", try StoreCommand(type: .send, user: pair.sender, gateway: "bench", request: "r\(counter)", body: body))
                 }
                 let outcomes = try store.apply(commands)
@@ -66,6 +73,6 @@ struct StoreBench: AsyncParsableCommand {
             print("| \(round) | \(messages) | \(fixed2(seconds)) | \(Int(Double(messages) / seconds)) | \(fixed2(seconds * 1e6 / Double(messages))) | \(fixed2(written)) |")
         }
         let middle = median(rates)
-        print("\nmedian: \(Int(middle)) sends/s, \(fixed2(1e6 / middle)) µs per send (batches of \(batch), \(conversations) conversations)")
+        print("\nmedian: \(Int(middle)) sends/s, \(fixed2(1e6 / middle)) µs per send (batches of \(batch), \(conversations) conversations, \(clientIDs.rawValue) client ids)")
     }
 }

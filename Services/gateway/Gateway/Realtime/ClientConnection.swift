@@ -14,6 +14,8 @@ final class ClientConnection: Sendable {
         var claims: TokenClaims?
         var connectedAt: Date?
         var failedConnects = 0
+        /// Store requests made so far (``newRequest()``).
+        var requests = 0
         /// Binary attachments still to skip after a refused binary packet.
         var skipBinary = 0
         /// The newest seq this socket has been given, per conversation.
@@ -429,7 +431,8 @@ final class ClientConnection: Sendable {
         }
     }
 
-    private func newRequest() -> String { socketID + ":" + UUID().uuidString.lowercased() }
+    /// The socket's id and its own count: unique, and no random bits to fetch per send.
+    private func newRequest() -> String { socketID + ":" + String(state.withLock { $0.requests += 1; return $0.requests }) }
 
     // MARK: Ending
 
