@@ -340,13 +340,16 @@ struct AuditAndFileTests {
         #expect(throws: DatabaseError.self) { try store.write { db in try db.execute(sql: "UPDATE audit_log SET outcome = 'ok'") } }
     }
 
-    @Test("every commit is synced: the writer of a file store runs with synchronous = FULL, not the NORMAL GRDB gives a pool")
+    @Test("every commit is synced: the writer of a file store runs with synchronous = FULL, not the NORMAL GRDB gives a pool, also after a purge step")
     func commitsAreSynced() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("sync-\(UUID().uuidString.prefix(8)).sqlite").path
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
         let store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4)
         #expect(try store.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2)
         #expect(try store.write { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } == "wal")
+        // A purge step commits without a sync, and leaves the writer syncing again.
+        #expect(try store.purgeStep(ids: ["no-such-message"], entry: "1-0").count == 0)
+        #expect(try store.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2)
         // GRDB's own default, which this guards against.
         let plain = try DatabasePool(path: path)
         #expect(try plain.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1)
