@@ -71,6 +71,17 @@ struct ConversationTests {
         #expect(throws: ChatError(.notFound, "no such user: ghost@clinic.com")) { try store.openDirectConversation(a, "ghost@clinic.com") }
     }
 
+    @Test("a send by email to or from a disabled user opens no conversation and stores nothing")
+    func disabledUsersGetNoNewConversation() throws {
+        let store = try makeStore()
+        try store.setDisabled("dr.novak@clinic.com", true)
+        #expect(throws: ChatError(.notFound, "no such user: dr.novak@clinic.com")) { try store.send("admin@clinic.com", receiver: "dr.novak@clinic.com", "hello") }
+        #expect(throws: ChatError(.notFound, "no such user: dr.novak@clinic.com")) { try store.send("dr.novak@clinic.com", receiver: "admin@clinic.com", "hello") }
+        #expect(try store.conversations(for: "admin@clinic.com").isEmpty)
+        try store.setDisabled("dr.novak@clinic.com", false)
+        #expect(try store.send("admin@clinic.com", receiver: "dr.novak@clinic.com", "hello").message.seq == 1)
+    }
+
     @Test("the flow for every pairing and a group of 5: send, list by last activity, history, unread falls to 0 after reading", arguments: [
         ["admin@clinic.com", "doctor@clinic.com"], ["doctor@clinic.com", "dr.patel@clinic.com"], ["admin@clinic.com", "admin2@clinic.com"],
         ["admin@clinic.com", "doctor@clinic.com", "dr.patel@clinic.com", "dr.okafor@clinic.com", "admin2@clinic.com"],
