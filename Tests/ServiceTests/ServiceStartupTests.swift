@@ -50,6 +50,62 @@ struct ServiceStartupTests {
         }
     }
 
+    @Test("the messages service's upkeep runs on its own: applied-entry records older than a week are forgotten, again on every round, and the WAL is checkpointed into the file")
+    func messagesServiceUpkeep() async throws {
+        let server = try RedisServer.required()
+        let keys = uniqueKeys()
+        let rt = try runtime(server, keys)
+        let subscriber = RedisSubscriber(configuration: rt.configuration.redis)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("upkeep-\(UUID().uuidString.prefix(8)).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4)
+        let old = Date().addingTimeInterval(-8 * 86400).epochMilliseconds, young = Date().addingTimeInterval(-86400).epochMilliseconds
+        @Sendable func addRecords(_ round: Int) throws {
+            try store.write { db in
+                for i in 0..<3 {
+                    try db.execute(sql: "INSERT INTO applied_commands (entry_id, applied_at) VALUES (?, ?)", arguments: ["\(old)-\(round * 10 + i)", old])
+                    try db.execute(sql: "INSERT INTO applied_commands (entry_id, applied_at) VALUES (?, ?)", arguments: ["\(young)-\(round * 10 + i)", young])
+                }
+            }
+        }
+        @Sendable func records() throws -> (old: Int, young: Int) {
+            try store.read { db in
+                (try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM applied_commands WHERE applied_at = ?", arguments: [old]) ?? -1,
+                 try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM applied_commands WHERE applied_at = ?", arguments: [young]) ?? -1)
+            }
+        }
+        @Sendable func fileBytes() -> Int { (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1 }
+        try addRecords(0)
+        let maintenance = {
+            var maintenance = MessagesService.Maintenance()
+            maintenance.firstCleanup = .milliseconds(200)
+            maintenance.cleanupInterval = .milliseconds(300)
+            maintenance.checkpointInterval = .milliseconds(100)
+            return maintenance
+        }()
+        try await withRunning(rt.redis) { _ in
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await subscriber.run() }
+                group.addTask { try await MessagesService(runtime: rt, store: store, subscriber: subscriber, consumer: "m1", maintenance: maintenance).run() }
+                #expect(await eventually { (try? records().old) == 0 }, "the first round forgets the old records")
+                #expect(try records().young == 3)
+                try addRecords(1)
+                #expect(await eventually { (try? records().old) == 0 }, "a later round forgets the next ones")
+                #expect(try records().young == 6)
+
+                // Writes land in the WAL; only a checkpoint copies them into the file (SQLite's own
+                // would wait for 64 MiB), and the test runs none.
+                let before = fileBytes()
+                try store.createUser(email: "a@clinic.com", name: "A", role: .doctor, password: "password1")
+                try store.createUser(email: "b@clinic.com", name: "B", role: .doctor, password: "password1")
+                let conversation = try store.openDirectConversation("a@clinic.com", "b@clinic.com")
+                _ = try store.append((0..<300).map { SendRequest(sender: "a@clinic.com", conversationID: conversation.id, content: String(repeating: "note \($0) ", count: 20), clientID: nil) })
+                #expect(await eventually { fileBytes() > before + 100_000 }, "the checkpoint loop copied the WAL into the file (\(before) → \(fileBytes()) bytes)")
+                group.cancelAll()
+            }
+        }
+    }
+
     @Test("the gateway subscribes to its reply channel gateway:{id}")
     func gatewayReplyChannel() async throws {
         let server = try RedisServer.required()

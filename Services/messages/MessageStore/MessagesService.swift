@@ -11,13 +11,24 @@ public struct MessagesService: Service {
     private let store: MessageStore
     private let subscriber: RedisSubscriber
     private let consumer: String
+    private let maintenance: Maintenance
+
+    /// When the service's own upkeep runs: the first cleanup of applied-entry records a
+    /// minute after start, then hourly; a WAL checkpoint every second. Tests shorten them.
+    public struct Maintenance: Sendable {
+        public var firstCleanup: Duration = .seconds(60)
+        public var cleanupInterval: Duration = .seconds(3600)
+        public var checkpointInterval: Duration = .seconds(1)
+        public init() {}
+    }
 
     /// `consumer` names this instance in the consumer group; keep it stable across restarts.
-    public init(runtime: ChatRuntime, store: MessageStore, subscriber: RedisSubscriber, consumer: String) {
+    public init(runtime: ChatRuntime, store: MessageStore, subscriber: RedisSubscriber, consumer: String, maintenance: Maintenance = Maintenance()) {
         self.runtime = runtime
         self.store = store
         self.subscriber = subscriber
         self.consumer = consumer
+        self.maintenance = maintenance
     }
 
     /// How long the record of an applied `chat:commands` entry is kept (``MessageStore/forgetAppliedCommands(olderThan:now:chunk:maxChunks:)``).
@@ -58,18 +69,17 @@ public struct MessagesService: Service {
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await processor.run() }
             group.addTask { try await responder.run() }
-            group.addTask { [store, logger = runtime.logger] in
+            group.addTask { [store, maintenance, logger = runtime.logger] in
                 // The records of applied entries guard against applying an entry twice when the
                 // service dies between its commit and XACK; a week covers any outage before the
                 // entry is claimed again. Forgotten hourly, so the table does not grow by a row per send forever.
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: maintenance.firstCleanup) }
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(60)) }
-                    guard !Task.isCancelled && !Task.isShuttingDownGracefully else { break }
                     await Self.forgetOldAppliedEntries(store, logger: logger)
-                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(3600 - 60)) }
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: maintenance.cleanupInterval) }
                 }
             }
-            group.addTask { [store, logger = runtime.logger] in
+            group.addTask { [store, maintenance, logger = runtime.logger] in
                 // Checkpoints beside the writer, so no commit pays for one (see MessageStore.checkpoint).
                 var failures = LogThrottle()
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
@@ -83,7 +93,7 @@ public struct MessagesService: Service {
                             logger.warning("WAL checkpoint failed", metadata: ["chat.error": "\(error)", "chat.failures.unlogged": "\(held)"])
                         }
                     }
-                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: maintenance.checkpointInterval) }
                 }
             }
         }
