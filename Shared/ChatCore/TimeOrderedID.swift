@@ -22,18 +22,20 @@ public enum TimeOrderedID {
         let low = 0x8000_0000_0000_0000 | (random.1 & 0x3FFF_FFFF_FFFF_FFFF)    // variant 10, 62 random bits
         return String(unsafeUninitializedCapacity: 36) { buffer in
             var position = 0
-            // 8-4-4-4-12 hex digits: dashes after the 8th, 12th and 16th digit of `high`, the 4th of `low`.
-            for (value, dashes) in [(high, (8, 12, 16)), (low, (4, 0, 0))] {
+            // The 16 hex digits of `value`, a dash after digit `first`, `second` and `third` (0: none).
+            func put(_ value: UInt64, dashesAfter first: Int, _ second: Int = 0, _ third: Int = 0) {
                 for index in 1...16 {
                     let nibble = UInt8(truncatingIfNeeded: value >> UInt64(4 * (16 - index))) & 0xF
                     buffer[position] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
                     position += 1
-                    if index == dashes.0 || index == dashes.1 || index == dashes.2 {
+                    if index == first || index == second || index == third {
                         buffer[position] = UInt8(ascii: "-")
                         position += 1
                     }
                 }
             }
+            put(high, dashesAfter: 8, 12, 16)
+            put(low, dashesAfter: 4)
             return position
         }
     }
