@@ -37,3 +37,13 @@ public func eventually(timeout: Duration = .seconds(10), every interval: Duratio
     return try await condition()
 }
 
+
+/// A fresh path for a SQLite file in the temporary directory (nothing is created there).
+public func temporaryDatabasePath(_ label: String) -> String {
+    FileManager.default.temporaryDirectory.appendingPathComponent("\(label)-\(UUID().uuidString.prefix(8)).sqlite").path
+}
+
+/// Removes a SQLite file with its `-wal` and `-shm` files, whichever exist.
+public func removeDatabase(at path: String) {
+    for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+}

@@ -343,8 +343,8 @@ struct CommandProcessorTests {
 
     @Test("a batch that fails for a transient reason (the database locked) is not acknowledged and is applied once the lock is gone")
     func transientFailureIsRetried() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("locked-\(UUID().uuidString.prefix(8)).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let path = temporaryDatabasePath("locked")
+        defer { removeDatabase(at: path) }
         let store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4, busyTimeout: .milliseconds(100))
         for (email, name, role) in cast { try store.createUser(email: email, name: name, role: role, password: "password-\(email)") }
         let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")

@@ -353,8 +353,8 @@ struct AuditAndFileTests {
 
     @Test("every commit is synced: the writer of a file store runs with synchronous = FULL, not the NORMAL GRDB gives a pool, also after a purge step")
     func commitsAreSynced() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sync-\(UUID().uuidString.prefix(8)).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let path = temporaryDatabasePath("sync")
+        defer { removeDatabase(at: path) }
         let store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4)
         #expect(try store.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2)
         #expect(try store.write { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } == "wal")
@@ -369,8 +369,8 @@ struct AuditAndFileTests {
 
     @Test("a purge killed between its steps and given again is answered and audited with every step, before and after the restart")
     func purgeStepsSurviveARestart() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("steps-\(UUID().uuidString.prefix(8)).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let path = temporaryDatabasePath("steps")
+        defer { removeDatabase(at: path) }
         let old = Date().addingTimeInterval(-2 * 3600)
         var store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4)
         for email in ["a@clinic.com", "b@clinic.com"] { try store.createUser(email: email, name: email, role: .doctor, password: "password1") }
@@ -460,8 +460,8 @@ struct AuditAndFileTests {
 
     @Test("compaction after a purge empties the WAL, and says so when a reader's old snapshot stops it")
     func compactionEmptiesTheWAL() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("compact-\(UUID().uuidString.prefix(8)).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let path = temporaryDatabasePath("compact")
+        defer { removeDatabase(at: path) }
         let store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4, busyTimeout: .milliseconds(100))
         try store.createUser(email: "a@clinic.com", name: "A", role: .admin, password: "password1")
         try store.createUser(email: "b@clinic.com", name: "B", role: .doctor, password: "password1")
@@ -515,8 +515,8 @@ struct AuditAndFileTests {
 
     @Test("the database file is in WAL mode with secure_delete on, is checkpointed beside the writer, and survives reopening")
     func fileDatabase() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("chat-\(UUID().uuidString.prefix(8)).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let path = temporaryDatabasePath("chat")
+        defer { removeDatabase(at: path) }
         do {
             let store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4)
             try store.createUser(email: "a@clinic.com", name: "A", role: .admin, password: "password1")
@@ -549,8 +549,8 @@ struct MigrationTests {
 
     @Test("v5 rebuilds the messages table with the client id first in its unique index: rows, rowids, search, deletes and retries are as before")
     func clientIDIndexRebuild() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("v5-\(UUID().uuidString.prefix(8)).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let path = temporaryDatabasePath("v5")
+        defer { removeDatabase(at: path) }
         let now = Date().epochMilliseconds
         // A store as v4 left it, with rowids that are not 1, 2, 3 and one send without a client id.
         let old = try DatabaseQueue(path: path)

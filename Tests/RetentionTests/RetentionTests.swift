@@ -42,8 +42,8 @@ struct RetentionHarness: Sendable {
 func withRetention(retention: Duration = .seconds(1), runWorker: Bool = true, server: RedisServer? = nil, _ body: @Sendable (RetentionHarness) async throws -> Void) async throws {
     let server = try server ?? RedisServer.required()
     let keys = uniqueKeys("ret")
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("retention-\(UUID().uuidString.prefix(8)).sqlite").path
-    defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+    let path = temporaryDatabasePath("retention")
+    defer { removeDatabase(at: path) }
     let store = try MessageStore.open(path: path, retention: retention, bcryptCost: 4)
     for (email, name, role) in DemoAccounts.all { try store.createUser(email: email, name: name, role: role, password: "password-\(email)") }
     let conversation = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com").id

@@ -19,8 +19,8 @@ struct ChatctlTests {
     @Test("user add, list, set-role, disable, enable and seed-demo work through Redis; bad input fails with a clear message")
     func userAdministration() async throws {
         let server = try RedisServer.required()
-        let database = FileManager.default.temporaryDirectory.appendingPathComponent("chatctl-\(UUID().uuidString.prefix(8)).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: database + suffix) } }
+        let database = temporaryDatabasePath("chatctl")
+        defer { removeDatabase(at: database) }
         let environment = ["CHAT_REDIS_URL": server.url, "CHAT_REDIS_PREFIX": uniqueKeys("ctl").prefix, "CHAT_DB_PATH": database]
         // Three messages that expire tomorrow, for the retention preview.
         let conversation = try {

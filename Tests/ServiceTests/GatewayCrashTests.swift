@@ -77,8 +77,8 @@ struct GatewayCrashTests {
     func killNine() async throws {
         let server = try RedisServer.required()
         let keys = uniqueKeys("gwcrash")
-        let database = FileManager.default.temporaryDirectory.appendingPathComponent("gwcrash-\(UUID().uuidString.prefix(8)).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: database + suffix) } }
+        let database = temporaryDatabasePath("gwcrash")
+        defer { removeDatabase(at: database) }
         try {
             let store = try MessageStore.open(path: database, retention: .seconds(86400), bcryptCost: 4)
             try store.createUser(email: "admin@clinic.com", name: "Alex Admin", role: .admin, password: "password1")

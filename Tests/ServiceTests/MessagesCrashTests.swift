@@ -12,8 +12,8 @@ struct MessagesCrashTests {
     func killNineAndRestart() async throws {
         let server = try RedisServer.required()
         let keys = uniqueKeys("crash")
-        let database = FileManager.default.temporaryDirectory.appendingPathComponent("crash-\(UUID().uuidString.prefix(8)).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: database + suffix) } }
+        let database = temporaryDatabasePath("crash")
+        defer { removeDatabase(at: database) }
 
         let conversationID = try {
             let store = try MessageStore.open(path: database, retention: .seconds(86400), bcryptCost: 4)

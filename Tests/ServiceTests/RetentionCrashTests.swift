@@ -12,8 +12,8 @@ struct RetentionCrashTests {
     func killNineMidSweep() async throws {
         let server = try RedisServer.required()
         let keys = uniqueKeys("retcrash")
-        let database = FileManager.default.temporaryDirectory.appendingPathComponent("retcrash-\(UUID().uuidString.prefix(8)).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: database + suffix) } }
+        let database = temporaryDatabasePath("retcrash")
+        defer { removeDatabase(at: database) }
         let expiredCount = 12_000
 
         // Expired messages written straight to SQLite (no `stored` events): the worker rebuilds its schedule from the store.

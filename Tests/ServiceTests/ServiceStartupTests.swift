@@ -12,29 +12,35 @@ import Testing
 
 @Suite("Services start against a real redis-server", .redisServer)
 struct ServiceStartupTests {
-    func runtime(_ server: RedisServer, _ keys: RedisKeys) throws -> ChatRuntime {
+    /// The shared Redis, fresh keys, a runtime on them and a subscriber for the service under test.
+    func setUp() throws -> (server: RedisServer, keys: RedisKeys, runtime: ChatRuntime, subscriber: RedisSubscriber) {
+        let server = try RedisServer.required()
+        let keys = uniqueKeys()
         var configuration = try ChatConfiguration(environment: ["CHAT_REDIS_URL": server.url, "CHAT_GATEWAY_ID": "gw-test", "CHAT_HTTP_PORT": "0"])
         configuration.redisPrefix = keys.prefix
-        return ChatRuntime(configuration: configuration, redis: RedisClient(configuration: configuration.redis), logger: Logger(label: "test"))
+        let runtime = ChatRuntime(configuration: configuration, redis: RedisClient(configuration: configuration.redis), logger: Logger(label: "test"))
+        return (server, keys, runtime, RedisSubscriber(configuration: configuration.redis))
     }
 
     @Test("messages, presence and retention each create their consumer group on their stream")
     func consumerGroups() async throws {
-        let server = try RedisServer.required()
-        let keys = uniqueKeys()
-        let rt = try runtime(server, keys)
-        let subscriber = RedisSubscriber(configuration: rt.configuration.redis)
+        let (server, keys, rt, subscriber) = try setUp()
         let store = try MessageStore.inMemory()
+        // The test ends by cancelling the services: a CancellationError one of them throws then
+        // is the end, not a failure (the discarding group would rethrow it).
+        @Sendable func run(_ service: some Service) async throws {
+            do { try await service.run() } catch is CancellationError {}
+        }
         try await withRunning(rt.redis) { _ in
             try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await subscriber.run() }
-                group.addTask { try await MessagesService(runtime: rt, store: store, subscriber: subscriber, consumer: "m1").run() }
+                group.addTask { try await run(subscriber) }
+                group.addTask { try await run(MessagesService(runtime: rt, store: store, subscriber: subscriber, consumer: "m1")) }
                 let presenceSubscriber = RedisSubscriber(configuration: rt.configuration.redis)
-                group.addTask { try await presenceSubscriber.run() }
-                group.addTask { try await PresenceService(runtime: rt, subscriber: presenceSubscriber).run() }
+                group.addTask { try await run(presenceSubscriber) }
+                group.addTask { try await run(PresenceService(runtime: rt, subscriber: presenceSubscriber)) }
                 let retentionSubscriber = RedisSubscriber(configuration: rt.configuration.redis)
-                group.addTask { try await retentionSubscriber.run() }
-                group.addTask { try await RetentionService(runtime: rt, subscriber: retentionSubscriber).run() }
+                group.addTask { try await run(retentionSubscriber) }
+                group.addTask { try await run(RetentionService(runtime: rt, subscriber: retentionSubscriber)) }
                 let expected = [(keys.commands, "messages"), (keys.presenceCommands, "presence"), (keys.events, "retention"), (keys.events, "presence")]
                 try await server.withClient { redis in
                     for (stream, name) in expected {
@@ -52,12 +58,9 @@ struct ServiceStartupTests {
 
     @Test("the messages service's upkeep runs on its own: applied-entry records older than a week are forgotten, again on every round, and the WAL is checkpointed into the file")
     func messagesServiceUpkeep() async throws {
-        let server = try RedisServer.required()
-        let keys = uniqueKeys()
-        let rt = try runtime(server, keys)
-        let subscriber = RedisSubscriber(configuration: rt.configuration.redis)
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("upkeep-\(UUID().uuidString.prefix(8)).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let (_, _, rt, subscriber) = try setUp()
+        let path = temporaryDatabasePath("upkeep")
+        defer { removeDatabase(at: path) }
         let store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4)
         let old = Date().addingTimeInterval(-8 * 86400).epochMilliseconds, young = Date().addingTimeInterval(-86400).epochMilliseconds
         @Sendable func addRecords(_ round: Int) throws {
@@ -83,35 +86,32 @@ struct ServiceStartupTests {
             maintenance.checkpointInterval = .milliseconds(100)
             return maintenance
         }()
+        let service = MessagesService(runtime: rt, store: store, subscriber: subscriber, consumer: "m1", maintenance: maintenance)
         try await withRunning(rt.redis) { _ in
-            try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await subscriber.run() }
-                group.addTask { try await MessagesService(runtime: rt, store: store, subscriber: subscriber, consumer: "m1", maintenance: maintenance).run() }
-                #expect(await eventually { (try? records().old) == 0 }, "the first round forgets the old records")
-                #expect(try records().young == 3)
-                try addRecords(1)
-                #expect(await eventually { (try? records().old) == 0 }, "a later round forgets the next ones")
-                #expect(try records().young == 6)
+            try await withRunning(subscriber) { _ in
+                try await withRunning(service) { _ in
+                    #expect(await eventually { (try? records().old) == 0 }, "the first round forgets the old records")
+                    #expect(try records().young == 3)
+                    try addRecords(1)
+                    #expect(await eventually { (try? records().old) == 0 }, "a later round forgets the next ones")
+                    #expect(try records().young == 6)
 
-                // Writes land in the WAL; only a checkpoint copies them into the file (SQLite's own
-                // would wait for 64 MiB), and the test runs none.
-                let before = fileBytes()
-                try store.createUser(email: "a@clinic.com", name: "A", role: .doctor, password: "password1")
-                try store.createUser(email: "b@clinic.com", name: "B", role: .doctor, password: "password1")
-                let conversation = try store.openDirectConversation("a@clinic.com", "b@clinic.com")
-                _ = try store.append((0..<300).map { SendRequest(sender: "a@clinic.com", conversationID: conversation.id, content: String(repeating: "note \($0) ", count: 20), clientID: nil) })
-                #expect(await eventually { fileBytes() > before + 100_000 }, "the checkpoint loop copied the WAL into the file (\(before) → \(fileBytes()) bytes)")
-                group.cancelAll()
+                    // Writes land in the WAL; only a checkpoint copies them into the file (SQLite's own
+                    // would wait for 64 MiB), and the test runs none.
+                    let before = fileBytes()
+                    try store.createUser(email: "a@clinic.com", name: "A", role: .doctor, password: "password1")
+                    try store.createUser(email: "b@clinic.com", name: "B", role: .doctor, password: "password1")
+                    let conversation = try store.openDirectConversation("a@clinic.com", "b@clinic.com")
+                    _ = try store.append((0..<300).map { SendRequest(sender: "a@clinic.com", conversationID: conversation.id, content: String(repeating: "note \($0) ", count: 20), clientID: nil) })
+                    #expect(await eventually { fileBytes() > before + 100_000 }, "the checkpoint loop copied the WAL into the file (\(before) → \(fileBytes()) bytes)")
+                }
             }
         }
     }
 
     @Test("the gateway subscribes to its reply channel gateway:{id}")
     func gatewayReplyChannel() async throws {
-        let server = try RedisServer.required()
-        let keys = uniqueKeys()
-        let rt = try runtime(server, keys)
-        let subscriber = RedisSubscriber(configuration: rt.configuration.redis)
+        let (server, keys, rt, subscriber) = try setUp()
         try await withRunning(rt.redis) { _ in
             try await withRunning(subscriber) { subscriber in
                 try await withRunning(GatewayService(runtime: rt, subscriber: subscriber, jwtSecret: String(repeating: "k", count: 32))) { _ in
