@@ -420,12 +420,12 @@ struct AuditAndFileTests {
         func applied() throws -> [String] { try store.read { db in try String.fetchAll(db, sql: "SELECT entry_id FROM applied_commands ORDER BY entry_id") } }
         // Five entries from eight days ago, two from an hour ago; stream ids carry their time.
         let oldAt = now.addingTimeInterval(-8 * 86400), newAt = now.addingTimeInterval(-3600)
-        let old = (0..<5).map { "\(oldAt.milliseconds)-\($0)" }, young = (0..<2).map { "\(newAt.milliseconds)-\($0)" }
+        let old = (0..<5).map { "\(oldAt.epochMilliseconds)-\($0)" }, young = (0..<2).map { "\(newAt.epochMilliseconds)-\($0)" }
         _ = try store.apply(try old.map { ($0, try send("old")) }, now: oldAt)
         _ = try store.apply(try young.map { ($0, try send("young")) }, now: newAt)
         try store.write { db in
             try db.execute(sql: "INSERT INTO purge_steps (entry_id, recorded_at, deleted, held) VALUES ('1-0', ?, '{}', '[]'), ('2-0', ?, '{}', '[]')",
-                           arguments: [oldAt.milliseconds, newAt.milliseconds])
+                           arguments: [oldAt.epochMilliseconds, newAt.epochMilliseconds])
         }
         // At most two full chunks per call: four of the five, then the last.
         #expect(try store.forgetAppliedCommands(olderThan: week, now: now, chunk: 2, maxChunks: 2) == 4)
@@ -444,7 +444,7 @@ struct AuditAndFileTests {
     func forgetOldAppliedEntries() async throws {
         let store = try makeStore()
         let now = Date()
-        let old = now.addingTimeInterval(-8 * 86400).milliseconds, young = now.addingTimeInterval(-86400).milliseconds
+        let old = now.addingTimeInterval(-8 * 86400).epochMilliseconds, young = now.addingTimeInterval(-86400).epochMilliseconds
         try store.write { db in
             // 6,001 old records: more than ten chunks of 500, so the cleanup pauses and goes on.
             for i in 0..<6_001 {

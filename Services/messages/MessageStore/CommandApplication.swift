@@ -51,7 +51,7 @@ extension MessageStore {
                 var messageID: String?
                 if case .sent(let stored) = outcome { messageID = stored.message.id }
                 try db.cachedStatement(sql: "INSERT INTO applied_commands (entry_id, applied_at, message_id) VALUES (?, ?, ?)")
-                    .execute(arguments: [id, now.milliseconds, messageID])
+                    .execute(arguments: [id, now.epochMilliseconds, messageID])
                 try self.record(db, [self.auditEntry(for: command, outcome: outcome, now: now)].compactMap { $0 })
                 outcomes.append(outcome)
             }
@@ -68,7 +68,7 @@ extension MessageStore {
     /// entries it forgot.
     @discardableResult
     public func forgetAppliedCommands(olderThan age: Duration, now: Date = Date(), chunk: Int = 500, maxChunks: Int = .max) throws -> Int {
-        let cutoff = now.milliseconds - age.milliseconds
+        let cutoff = now.epochMilliseconds - age.milliseconds
         // Through the primary key (no index on applied_at, which every send would pay for):
         // the ids below the cutoff's are a range at the start of it.
         let cutoffID = "\(max(0, cutoff))-0"
@@ -176,7 +176,7 @@ extension MessageStore {
             var released: [DueMessage] = []
             if !body.held {
                 let rows = try Row.fetchAll(db, sql: "SELECT id, expires_at FROM messages WHERE conversation_id = ? AND expires_at <= ?",
-                                            arguments: [body.conversationID, now.milliseconds])
+                                            arguments: [body.conversationID, now.epochMilliseconds])
                 released = rows.map { DueMessage(id: $0["id"], conversationID: body.conversationID, expiresAt: Date(milliseconds: $0["expires_at"])) }
             }
             return .legalHold(conversationID: body.conversationID, held: body.held, released: released)

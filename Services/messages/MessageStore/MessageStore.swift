@@ -205,7 +205,7 @@ public struct MessageStore: Sendable {
 
     private func insertUser(_ db: Database, email: String, name: String, role: Role, passwordHash: String, now: Date) throws -> User {
         guard try UserRecord.fetchOne(db, key: email) == nil else { throw ChatError(.conflict, "a user with this email already exists") }
-        let record = UserRecord(email: email, name: name, role: role.rawValue, passwordHash: passwordHash, disabled: false, createdAt: now.milliseconds)
+        let record = UserRecord(email: email, name: name, role: role.rawValue, passwordHash: passwordHash, disabled: false, createdAt: now.epochMilliseconds)
         try record.insert(db)
         return record.user
     }
@@ -293,9 +293,9 @@ public struct MessageStore: Sendable {
         if let existing = try db.cachedFetchOne(ConversationRecord.self, "SELECT * FROM conversations WHERE direct_key = ?", [key]) { return existing }
         for email in pair { try requireActiveUser(db, email) }
         let record = ConversationRecord(id: Self.newID(), kind: Conversation.Kind.direct.rawValue, title: nil, directKey: key,
-                                        createdBy: a.lowercased(), createdAt: now.milliseconds, lastSeq: 0, lastMessageAt: nil)
+                                        createdBy: a.lowercased(), createdAt: now.epochMilliseconds, lastSeq: 0, lastMessageAt: nil)
         try record.insert(db)
-        for email in pair { try ParticipantRecord(conversationID: record.id, email: email, readSeq: 0, readAt: nil, joinedAt: now.milliseconds).insert(db) }
+        for email in pair { try ParticipantRecord(conversationID: record.id, email: email, readSeq: 0, readAt: nil, joinedAt: now.epochMilliseconds).insert(db) }
         return record
     }
 
@@ -308,9 +308,9 @@ public struct MessageStore: Sendable {
         guard everyone.count <= Self.maximumGroupSize else { throw ChatError(.invalidContent, "a group has at most \(Self.maximumGroupSize) members") }
         for email in everyone { try requireActiveUser(db, email) }
         let record = ConversationRecord(id: Self.newID(), kind: Conversation.Kind.group.rawValue, title: title, directKey: nil,
-                                        createdBy: everyone[0], createdAt: now.milliseconds, lastSeq: 0, lastMessageAt: nil)
+                                        createdBy: everyone[0], createdAt: now.epochMilliseconds, lastSeq: 0, lastMessageAt: nil)
         try record.insert(db)
-        for email in everyone { try ParticipantRecord(conversationID: record.id, email: email, readSeq: 0, readAt: nil, joinedAt: now.milliseconds).insert(db) }
+        for email in everyone { try ParticipantRecord(conversationID: record.id, email: email, readSeq: 0, readAt: nil, joinedAt: now.epochMilliseconds).insert(db) }
         return record
     }
 
@@ -344,7 +344,7 @@ public struct MessageStore: Sendable {
         let participants: [String] = markers.map { $0["email"] }
         let last = try MessageRecord.fetchOne(db, sql: """
             SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? ORDER BY seq DESC LIMIT 1
-            """, arguments: [record.id, now.milliseconds])
+            """, arguments: [record.id, now.epochMilliseconds])
         let receiverOf = Self.receiver(kind: record.kind, participants: participants)
         var conversation = Conversation(
             id: record.id, kind: Conversation.Kind(rawValue: record.kind) ?? .direct, title: record.title, participants: participants,
@@ -423,13 +423,13 @@ public struct MessageStore: Sendable {
         }
         let participants = try participants(db, conversation.id)
         conversation.lastSeq += 1
-        conversation.lastMessageAt = now.milliseconds
+        conversation.lastMessageAt = now.epochMilliseconds
         // The send path's writes run from the statement cache (no SQL built per send).
         try db.cachedStatement(sql: "UPDATE conversations SET last_seq = ?, last_message_at = ? WHERE id = ?")
             .execute(arguments: [conversation.lastSeq, conversation.lastMessageAt, conversation.id])
         let record = MessageRecord(
             id: TimeOrderedID.make(at: now), conversationID: conversation.id, seq: conversation.lastSeq, senderEmail: sender, content: content,
-            createdAt: now.milliseconds, expiresAt: now.milliseconds + retention.milliseconds, readAt: nil, clientID: request.clientID)
+            createdAt: now.epochMilliseconds, expiresAt: now.epochMilliseconds + retention.milliseconds, readAt: nil, clientID: request.clientID)
         try db.cachedStatement(sql: """
             INSERT INTO messages (id, conversation_id, seq, sender_email, content, created_at, expires_at, read_at, client_id)
             VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)
@@ -455,7 +455,7 @@ public struct MessageStore: Sendable {
 
     func markMessageRead(_ db: Database, reader: String, messageID: String, now: Date) throws -> ReadUpdate {
         guard let message = try MessageRecord.filter(MessageRecord.Columns.id == messageID).fetchOne(db),
-              message.expiresAt > now.milliseconds else {
+              message.expiresAt > now.epochMilliseconds else {
             throw ChatError(.notFound, "message not found")
         }
         return try markRead(db, reader: reader, conversationID: message.conversationID, upToSeq: message.seq, now: now)
@@ -471,14 +471,14 @@ public struct MessageStore: Sendable {
         if advanced {
             try db.execute(sql: """
                 UPDATE messages SET read_at = ? WHERE conversation_id = ? AND seq > ? AND seq <= ? AND sender_email != ? AND read_at IS NULL
-                """, arguments: [now.milliseconds, conversationID, marker.readSeq, target, reader])
+                """, arguments: [now.epochMilliseconds, conversationID, marker.readSeq, target, reader])
             marker.readSeq = target
-            marker.readAt = now.milliseconds
+            marker.readAt = now.epochMilliseconds
             try marker.update(db)
         }
         let messageID = try String.fetchOne(db, sql: "SELECT id FROM messages WHERE conversation_id = ? AND seq = ?", arguments: [conversationID, marker.readSeq])
         let receipt = ReadReceipt(messageID: messageID, conversationID: conversationID, readerEmail: reader,
-                                  readAt: Date(milliseconds: marker.readAt ?? now.milliseconds), upToSeq: marker.readSeq)
+                                  readAt: Date(milliseconds: marker.readAt ?? now.epochMilliseconds), upToSeq: marker.readSeq)
         return ReadUpdate(receipt: receipt, participants: try participants(db, conversationID), advanced: advanced)
     }
 
@@ -491,7 +491,7 @@ public struct MessageStore: Sendable {
             let page = try MessageRecord.fetchAll(db, sql: """
                 SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? AND seq < ?
                 ORDER BY seq DESC LIMIT ? OFFSET ?
-                """, arguments: [conversationID, now.milliseconds, before ?? Int64.max, limit, max(0, skip)])
+                """, arguments: [conversationID, now.epochMilliseconds, before ?? Int64.max, limit, max(0, skip)])
             return page.reversed().map { $0.message(receiver: receiverOf($0.senderEmail)) }
         }
     }
@@ -505,7 +505,7 @@ public struct MessageStore: Sendable {
                 JOIN messages m ON m.conversation_id = p.conversation_id AND m.seq > p.read_seq
                 WHERE p.email = ? AND m.sender_email != ? AND m.expires_at > ?
                 GROUP BY m.conversation_id
-                """, arguments: [user, user, now.milliseconds])
+                """, arguments: [user, user, now.epochMilliseconds])
             var byConversation: [String: Int] = [:]
             for row in rows { byConversation[row["id"]] = row["n"] }
             return (byConversation.values.reduce(0, +), byConversation)
@@ -516,7 +516,7 @@ public struct MessageStore: Sendable {
         try Int.fetchOne(db, sql: """
             SELECT COUNT(*) FROM messages m JOIN participants p ON p.conversation_id = m.conversation_id AND p.email = ?
             WHERE m.conversation_id = ? AND m.seq > p.read_seq AND m.sender_email != ? AND m.expires_at > ?
-            """, arguments: [user, conversation, user, now.milliseconds]) ?? 0
+            """, arguments: [user, conversation, user, now.epochMilliseconds]) ?? 0
     }
 
     /// Messages containing every word of `query`, newest first, from the caller's conversations only.
@@ -530,7 +530,7 @@ public struct MessageStore: Sendable {
                 JOIN participants p ON p.conversation_id = m.conversation_id AND p.email = ?
                 WHERE messages_fts MATCH ? AND m.expires_at > ?
                 ORDER BY m.created_at DESC LIMIT ?
-                """, arguments: [user, match, now.milliseconds, max(1, min(limit, 100))])
+                """, arguments: [user, match, now.epochMilliseconds, max(1, min(limit, 100))])
             var participantsByConversation: [String: (String) -> String?] = [:]
             return try records.map { record in
                 if participantsByConversation[record.conversationID] == nil {
@@ -562,7 +562,7 @@ public struct MessageStore: Sendable {
             INSERT INTO audit_log (at, actor, action, target, outcome, gateway, request_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
             """)
         for entry in entries {
-            try insert.execute(arguments: [entry.at.milliseconds, entry.actor, entry.action, entry.target, entry.outcome,
+            try insert.execute(arguments: [entry.at.epochMilliseconds, entry.actor, entry.action, entry.target, entry.outcome,
                                            entry.gateway, entry.requestID, entry.detail])
         }
     }

@@ -160,7 +160,4 @@ struct AuditRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
 extension Date {
     /// From milliseconds since 1970, the store's time unit.
     init(milliseconds: Int64) { self.init(timeIntervalSince1970: TimeInterval(milliseconds) / 1000) }
-
-    /// Milliseconds since 1970, rounded.
-    var milliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded()) }
 }

@@ -33,7 +33,7 @@ extension MessageStore {
                 SELECT m.id, m.conversation_id, m.expires_at FROM messages m JOIN conversations c ON c.id = m.conversation_id
                 WHERE m.expires_at < ? AND (m.expires_at, m.id) > (?, ?) AND (? OR c.legal_hold = 0)
                 ORDER BY m.expires_at, m.id LIMIT ?
-                """, arguments: [cutoff.milliseconds, after?.expiresAt.milliseconds ?? Int64.min, after?.id ?? "", includeHeld, max(1, min(limit, 10_000))])
+                """, arguments: [cutoff.epochMilliseconds, after?.expiresAt.epochMilliseconds ?? Int64.min, after?.id ?? "", includeHeld, max(1, min(limit, 10_000))])
             return rows.map { DueMessage(id: $0["id"], conversationID: $0["conversation_id"], expiresAt: Date(milliseconds: $0["expires_at"])) }
         }
     }
@@ -62,7 +62,7 @@ extension MessageStore {
                     if result.count + result.held.count > 0 {
                         let encoder = JSONEncoder()
                         try db.execute(sql: "INSERT INTO purge_steps (entry_id, recorded_at, deleted, held) VALUES (?, ?, ?, ?)", arguments: [
-                            entry, now.milliseconds, String(decoding: try encoder.encode(result.deleted), as: UTF8.self),
+                            entry, now.epochMilliseconds, String(decoding: try encoder.encode(result.deleted), as: UTF8.self),
                             String(decoding: try encoder.encode(result.held), as: UTF8.self)])
                     }
                     return .commit
@@ -105,7 +105,7 @@ extension MessageStore {
             let rows = try Row.fetchAll(db, sql: """
                 SELECT m.id, m.conversation_id, c.legal_hold FROM messages m JOIN conversations c ON c.id = m.conversation_id
                 WHERE m.id IN (\(placeholders)) AND m.expires_at <= ?
-                """, arguments: StatementArguments(chunk + [String(now.milliseconds)]))
+                """, arguments: StatementArguments(chunk + [String(now.epochMilliseconds)]))
             var doomed: [String] = []
             for row in rows {
                 let id: String = row["id"]
@@ -146,7 +146,7 @@ extension MessageStore {
     @discardableResult
     public func purgeAuditLog(olderThan retention: Duration, now: Date = Date()) throws -> Int {
         try write { db in
-            try db.execute(sql: "DELETE FROM audit_log WHERE at < ?", arguments: [now.milliseconds - retention.milliseconds])
+            try db.execute(sql: "DELETE FROM audit_log WHERE at < ?", arguments: [now.epochMilliseconds - retention.milliseconds])
             return db.changesCount
         }
     }

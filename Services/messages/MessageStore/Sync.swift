@@ -24,10 +24,10 @@ extension MessageStore {
                 let receiverOf = Self.receiver(kind: conversation.kind, participants: participants.map(\.email).sorted())
                 let known = since[conversation.id]
                 var sql = "SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? AND seq > ?"
-                var arguments: StatementArguments = [conversation.id, now.milliseconds, max(0, known ?? 0)]
+                var arguments: StatementArguments = [conversation.id, now.epochMilliseconds, max(0, known ?? 0)]
                 if known == nil, let after {
                     sql += " AND created_at >= ?"
-                    arguments += [after.milliseconds]
+                    arguments += [after.epochMilliseconds]
                 }
                 // The newest `take + 1` (to tell whether there were more), returned oldest first.
                 let take = min(remaining, 100)
@@ -42,9 +42,9 @@ extension MessageStore {
                 var receipts: [ReadReceipt] = []
                 for reader in participants where reader.email != user && reader.readSeq > 0 {
                     let messageID = try String.fetchOne(db, sql: "SELECT id FROM messages WHERE conversation_id = ? AND seq = ? AND expires_at > ?",
-                                                        arguments: [conversation.id, reader.readSeq, now.milliseconds])
+                                                        arguments: [conversation.id, reader.readSeq, now.epochMilliseconds])
                     receipts.append(ReadReceipt(messageID: messageID, conversationID: conversation.id, readerEmail: reader.email,
-                                                readAt: Date(milliseconds: reader.readAt ?? now.milliseconds), upToSeq: reader.readSeq))
+                                                readAt: Date(milliseconds: reader.readAt ?? now.epochMilliseconds), upToSeq: reader.readSeq))
                 }
                 if messages.isEmpty && receipts.isEmpty && known == conversation.lastSeq { continue }
                 result.append(SyncedConversation(id: conversation.id, lastSeq: conversation.lastSeq, messages: messages, receipts: receipts, truncated: truncated))
