@@ -44,6 +44,11 @@ for service in SERVICES:
     assert match, f"{service}: main.swift passes no adminPort"
     ADMIN_DEFAULT[service] = None if match.group(1) == "nil" else int(match.group(1))
 
+# `chat-messages migrate`: the schema migrations as a one-shot job before the store starts.
+MIGRATE = ["chat-messages", "migrate"]
+messages_main = (ROOT / "Services/messages/chat-messages/main.swift").read_text()
+assert 'first == "migrate"' in messages_main, "chat-messages no longer takes `migrate`"
+
 NEEDS = {
     "chat-gateway": {"CHAT_REDIS_URL", "CHAT_JWT_SECRET"},
     "chat-messages": {"CHAT_REDIS_URL", "CHAT_DB_PATH"},
@@ -104,11 +109,15 @@ checked.append("Dockerfile builds every service in a multi-stage build")
 compose = documents[DEPLOY / "compose/compose.yaml"][0]
 seen = set()
 gateways = []
+migrations = {}
 for name, spec in compose["services"].items():
     command = spec.get("command") or []
     if spec.get("image") != image_name:
         continue
     where = f"compose/{name}"
+    if command == MIGRATE:
+        migrations[name] = spec
+        continue
     if not command or command[0] not in EXECUTABLES:
         problem(where, f"runs {command}, not one of {sorted(EXECUTABLES)}")
         continue
@@ -124,6 +133,17 @@ for name, spec in compose["services"].items():
         gateways.append((name, port))
 for service in SERVICES - seen:
     problem("compose", f"does not run {service}")
+store = next(((n, s) for n, s in compose["services"].items() if (s.get("command") or [None])[0] == "chat-messages" and n not in migrations), None)
+if len(migrations) != 1 or store is None:
+    problem("compose", f"needs one `chat-messages migrate` job beside the store, has {sorted(migrations)}")
+else:
+    (job, spec), (store_name, store_spec) = next(iter(migrations.items())), store
+    if (spec.get("environment") or {}).get("CHAT_DB_PATH") != (store_spec.get("environment") or {}).get("CHAT_DB_PATH"):
+        problem(f"compose/{job}", "migrates another CHAT_DB_PATH than the store opens")
+    if not set(spec.get("volumes", [])) & set(store_spec.get("volumes", [])):
+        problem(f"compose/{job}", "does not mount the store's volume")
+    if (store_spec.get("depends_on") or {}).get(job, {}).get("condition") != "service_completed_successfully":
+        problem(f"compose/{store_name}", f"does not wait for {job} to complete")
 if len(gateways) < 2:
     problem("compose", "needs two gateways behind the load balancer")
 nginx = (DEPLOY / "compose/nginx.conf").read_text()
@@ -132,7 +152,7 @@ if "ip_hash" not in nginx:
 for name, port in gateways:
     if f"server {name}:{port}" not in nginx:
         problem("compose/nginx.conf", f"does not send traffic to {name}:{port}")
-checked.append(f"compose runs {len(seen)} services and {len(gateways)} gateways behind a sticky load balancer")
+checked.append(f"compose runs {len(seen)} services and {len(gateways)} gateways behind a sticky load balancer, the store after its migrations")
 
 # --- Kubernetes -------------------------------------------------------------------------
 
@@ -179,6 +199,21 @@ for doc in by_kind.get("Deployment", []) + by_kind.get("StatefulSet", []):
                 problem(where, f"{probe} should GET {path} on port {port}, has {get}")
 for service in SERVICES - set(workloads):
     problem("k8s", f"does not run {service}")
+store = workloads.get("chat-messages", {}).get("spec", {}).get("template", {}).get("spec", {})
+init = [c for c in store.get("initContainers", []) if c.get("command") == MIGRATE]
+if len(init) != 1:
+    problem("k8s", "the store's pod needs one init container running `chat-messages migrate`")
+else:
+    def db_and_mounts(container):
+        path = next((e.get("value") for e in container.get("env", []) if e["name"] == "CHAT_DB_PATH"), None)
+        return path, {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    main = next(c for c in store["containers"] if (c.get("command") or [None])[0] == "chat-messages")
+    (path, mounts), (main_path, main_mounts) = db_and_mounts(init[0]), db_and_mounts(main)
+    folder = str(pathlib.PurePosixPath(main_path or "/")).rsplit("/", 1)[0] or "/"
+    if path != main_path:
+        problem("k8s/StatefulSet/chat-messages", f"the init container migrates {path}, the store opens {main_path}")
+    elif mounts.get(folder) is None or mounts.get(folder) != main_mounts.get(folder):
+        problem("k8s/StatefulSet/chat-messages", f"the init container does not mount the store's volume at {folder}")
 if workloads.get("chat-messages", {}).get("kind") != "StatefulSet" or not workloads["chat-messages"]["spec"].get("volumeClaimTemplates"):
     problem("k8s", "the store must be a StatefulSet with a volume")
 if workloads.get("chat-messages", {}).get("spec", {}).get("replicas") != 1:
@@ -196,7 +231,7 @@ elif "nginx.ingress.kubernetes.io/affinity" not in ingresses[0]["metadata"].get(
     problem("k8s", "the Ingress needs session affinity for long-polling")
 if "CHAT_JWT_SECRET" not in secrets.get("chat-secrets", {}):
     problem("k8s", "the chat-secrets Secret must hold CHAT_JWT_SECRET")
-checked.append(f"k8s runs {len(workloads)} services with probes on their real ports, an HPA, TLS Ingress with affinity")
+checked.append(f"k8s runs {len(workloads)} services with probes on their real ports, the store after its migrations, an HPA, TLS Ingress with affinity")
 
 # --- systemd ----------------------------------------------------------------------------
 

@@ -108,6 +108,23 @@ public struct MessageStore: Sendable {
     /// Opens (creating and migrating if needed) the database at `path` in WAL mode.
     /// `busyTimeout`: how long a write waits for a lock held elsewhere before it fails (and its batch is retried).
     public static func open(path: String, retention: Duration, bcryptCost: UInt8 = 10, busyTimeout: Duration = .seconds(10)) throws -> MessageStore {
+        let pool = try DatabasePool(path: path, configuration: fileConfiguration(busyTimeout: busyTimeout))
+        // A confirmed message survives a power cut: every commit syncs the WAL. GRDB sets a
+        // pool's writer to `synchronous = NORMAL` after `prepareDatabase` has run (NORMAL
+        // syncs only at checkpoints, so the last commits before a power cut or a kernel crash
+        // can roll back, though they survive the process being killed), so it is set here.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        var checkpointing = Configuration()
+        // Only the WAL truncation after a purge waits on this connection: it blocks new
+        // writers while it waits for readers on an old snapshot, so it gives up soon and
+        // ``checkpoint()`` tries again after a backoff (sends wait at most this long each time).
+        checkpointing.busyMode = .timeout(TimeInterval(min(busyTimeout, Self.truncationWait).milliseconds) / 1000)
+        return try MessageStore(writer: pool, retention: retention, bcryptCost: bcryptCost,
+                                checkpointer: DatabaseQueue(path: path, configuration: checkpointing))
+    }
+
+    /// How every connection to the database file is set up (WAL mode comes with `DatabasePool`).
+    static func fileConfiguration(busyTimeout: Duration) -> Configuration {
         var configuration = Configuration()
         configuration.busyMode = .timeout(TimeInterval(busyTimeout.milliseconds) / 1000)
         configuration.prepareDatabase { db in
@@ -122,19 +139,32 @@ public struct MessageStore: Sendable {
             // only the backstop should the checkpointer fall behind (64 MiB of WAL).
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 16384")
         }
-        let pool = try DatabasePool(path: path, configuration: configuration)
-        // A confirmed message survives a power cut: every commit syncs the WAL. GRDB sets a
-        // pool's writer to `synchronous = NORMAL` after `prepareDatabase` has run (NORMAL
-        // syncs only at checkpoints, so the last commits before a power cut or a kernel crash
-        // can roll back, though they survive the process being killed), so it is set here.
+        return configuration
+    }
+
+    /// The schema migrations the database file at `path` lacks, oldest first: every one
+    /// for a file that does not exist yet. Changes nothing.
+    public static func pendingMigrations(path: String) throws -> [String] {
+        guard FileManager.default.fileExists(atPath: path) else { return Schema.migrator.migrations }
+        let queue = try DatabaseQueue(path: path)
+        defer { try? queue.close() }
+        let applied = try queue.read { db in try Schema.migrator.appliedIdentifiers(db) }
+        return Schema.migrator.migrations.filter { !applied.contains($0) }
+    }
+
+    /// Brings the database file at `path` (created if missing) to the current schema, each
+    /// migration in a transaction of its own, then copies the WAL into the file and empties
+    /// it; returns the migrations it applied. What `open` does first, for `chat-messages
+    /// migrate`, which runs it on its own before the service starts (docs/operations.md).
+    @discardableResult
+    public static func migrate(path: String, busyTimeout: Duration = .seconds(10)) throws -> [String] {
+        let pending = try pendingMigrations(path: path)
+        let pool = try DatabasePool(path: path, configuration: fileConfiguration(busyTimeout: busyTimeout))
+        defer { try? pool.close() }
         try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-        var checkpointing = Configuration()
-        // Only the WAL truncation after a purge waits on this connection: it blocks new
-        // writers while it waits for readers on an old snapshot, so it gives up soon and
-        // ``checkpoint()`` tries again after a backoff (sends wait at most this long each time).
-        checkpointing.busyMode = .timeout(TimeInterval(min(busyTimeout, Self.truncationWait).milliseconds) / 1000)
-        return try MessageStore(writer: pool, retention: retention, bcryptCost: bcryptCost,
-                                checkpointer: DatabaseQueue(path: path, configuration: checkpointing))
+        try Schema.migrator.migrate(pool)
+        try pool.writeWithoutTransaction { db in _ = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+        return pending
     }
 
     /// Copies what the WAL holds into the database file (`PRAGMA wal_checkpoint(PASSIVE)`)

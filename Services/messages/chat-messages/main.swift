@@ -4,6 +4,16 @@ import MessageStore
 import Operations
 import RedisClient
 
+// `chat-messages migrate [--pending]` migrates the database file and exits (docs/operations.md, Upgrades).
+let arguments = Array(CommandLine.arguments.dropFirst())
+if let first = arguments.first {
+    guard first == "migrate" else {
+        FileHandle.standardError.write(Data("\(MigrateCommand.usage)\n".utf8))
+        exit(2)
+    }
+    exit(MigrateCommand.run(arguments: Array(arguments.dropFirst()), environment: ProcessInfo.processInfo.environment))
+}
+
 await ServiceMain.run("chat-messages", adminPort: 9091) { runtime in
     let configuration = runtime.configuration
     let store = try MessageStore.open(path: configuration.databasePath, retention: configuration.retention)
