@@ -26,6 +26,12 @@ struct PurgeBench: AsyncParsableCommand {
     @Option(help: "Pause between sends (ms), so sends sample the whole purge.")
     var pause = 5
 
+    @Option(help: "How long the retention worker rests after each full batch, as a multiple of the batch's time.")
+    var rest = RetentionWorker.Configuration.defaultRest
+
+    @Option(help: "How often the messages service checkpoints the WAL (ms).")
+    var checkpointInterval = Int(MessagesService.Maintenance().checkpointInterval.components.seconds * 1000)
+
     func run() async throws {
         let server = try await RedisServer.start()
         defer { server.stop() }
@@ -67,7 +73,11 @@ struct PurgeBench: AsyncParsableCommand {
             for subscriber in [storeSubscriber, benchSubscriber, retentionSubscriber] {
                 group.addTask { try await subscriber.run() }
             }
-            group.addTask { try await MessagesService(runtime: runtime, store: store, subscriber: storeSubscriber, consumer: "bench").run() }
+            var maintenance = MessagesService.Maintenance()
+            maintenance.checkpointInterval = .milliseconds(checkpointInterval)
+            group.addTask { [maintenance] in
+                try await MessagesService(runtime: runtime, store: store, subscriber: storeSubscriber, consumer: "bench", maintenance: maintenance).run()
+            }
             group.addTask { await client.pumpReplies(from: benchSubscriber) }
             try await redis.waitUntilReady()
             try await benchSubscriber.subscribe([client.replyChannel])
@@ -91,7 +101,8 @@ struct PurgeBench: AsyncParsableCommand {
             log("idle: \(sends) sends, median \(fixed2(median(idle))) ms, p99 \(fixed2(percentile(idle, 0.99))) ms")
 
             let purgeStart = ContinuousClock.now
-            group.addTask { try await RetentionService(runtime: runtime, subscriber: retentionSubscriber).run() }
+            let writtenBefore = ProcessStatus.bytesWritten()
+            group.addTask { try await RetentionService(runtime: runtime, subscriber: retentionSubscriber, rest: rest).run() }
             var during: [Double] = []
             // When each send went out, since the worker started: the tail by phase of the purge.
             var at: [Double] = []
@@ -104,6 +115,7 @@ struct PurgeBench: AsyncParsableCommand {
                 if ContinuousClock.now - purgeStart > .seconds(600) { throw ValidationError("the purge did not finish in 10 minutes") }
             }
             let purgeTime = ContinuousClock.now - purgeStart
+            let written = Double(ProcessStatus.bytesWritten() - writtenBefore) / 1024 / 1024
             log("during the purge: \(during.count) sends, median \(fixed2(median(during))) ms, p99 \(fixed2(percentile(during, 0.99))) ms")
             print("""
 
@@ -115,6 +127,7 @@ struct PurgeBench: AsyncParsableCommand {
             median during / idle: \(fixed2(median(during) / median(idle)))×; p99 during / idle: \(fixed2(percentile(during, 0.99) / percentile(idle, 0.99)))×
             p99 ms by tenth of the purge's time: \(tenths(at: at, during, total: ms(purgeTime)).map(fixed2).joined(separator: ", "))
             purge of \(messages) messages (schedule rebuilt from the store, paced batches of \(RetentionWorker.Configuration(consumer: "", sweepInterval: .seconds(1), auditRetention: .seconds(1)).batchSize)): \(fixed2(ms(purgeTime) / 1000)) s, \(Int(Double(messages) / (ms(purgeTime) / 1000))) messages/s
+            written meanwhile (SQLite and the sends, write(2) and kin): \(fixed2(written)) MiB, \(fixed2(written * 1024 / Double(messages))) KiB per purged message
             """)
             group.cancelAll()
         }

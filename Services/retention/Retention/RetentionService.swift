@@ -20,6 +20,12 @@ public final class RetentionWorker: Service, Sendable {
         /// Ids per purge command: small, because a purge holds the store's single writer and
         /// sends wait behind it.
         public var batchSize = 100
+        /// After each full batch the worker waits this many times as long as the batch took,
+        /// so a large backlog holds the store's writer at most 1 / (1 + rest) of the time: a
+        /// third by default. Resting as long as the batch (half the time) gave sends during a
+        /// purge of 100,000 a p99 a fifth higher (BENCHMARKS.md, ninth round).
+        public var rest = Self.defaultRest
+        public static let defaultRest = 2.0
         /// How long the reader of `chat:events` waits after a small batch (see ``StreamConsumer/linger``).
         public var eventsLinger: Duration = .seconds(1)
 
@@ -119,9 +125,9 @@ public final class RetentionWorker: Service, Sendable {
             if let error = reply.error { throw error }
             sent += ids.count
             metrics?.purged.increment(by: Int64(ids.count))
-            // Paced: the store's writer is left to the users at least as long as the purge held
-            // it, so a large backlog (a restore, a lifted hold) never takes more than half of it.
-            if ids.count == configuration.batchSize { try await Task.sleep(for: ContinuousClock.now - started) }
+            // Paced: the store's writer is left to the users `rest` times as long as the purge
+            // held it, so a large backlog (a restore, a lifted hold) never takes more than a third of it.
+            if ids.count == configuration.batchSize { try await Task.sleep(for: (ContinuousClock.now - started) * configuration.rest) }
         }
         metrics?.sweeps.increment()
         metrics?.lastSweep.set(now.timeIntervalSince1970)
@@ -174,9 +180,13 @@ public struct RetentionService: Service {
     private let runtime: ChatRuntime
     private let subscriber: RedisSubscriber
 
-    public init(runtime: ChatRuntime, subscriber: RedisSubscriber) {
+    private let rest: Double
+
+    /// `rest`: ``RetentionWorker/Configuration/rest``.
+    public init(runtime: ChatRuntime, subscriber: RedisSubscriber, rest: Double = RetentionWorker.Configuration.defaultRest) {
         self.runtime = runtime
         self.subscriber = subscriber
+        self.rest = rest
     }
 
     public func run() async throws {
@@ -185,9 +195,12 @@ public struct RetentionService: Service {
         let configuration = runtime.configuration
         let store = StoreClient(redis: runtime.redis, keys: keys, gatewayID: "retention-\(ProcessInfo.processInfo.hostName)", timeout: .seconds(30))
         try await subscriber.subscribe([store.replyChannel])
-        let worker = RetentionWorker(redis: runtime.redis, keys: keys, store: store, configuration: .init(
+        var workerConfiguration = RetentionWorker.Configuration(
             consumer: "retention-\(ProcessInfo.processInfo.hostName)", sweepInterval: configuration.sweepInterval,
-            auditRetention: configuration.auditRetention), logger: runtime.logger, metrics: RetentionMetrics(runtime: runtime))
+            auditRetention: configuration.auditRetention)
+        workerConfiguration.rest = rest
+        let worker = RetentionWorker(redis: runtime.redis, keys: keys, store: store, configuration: workerConfiguration,
+                                     logger: runtime.logger, metrics: RetentionMetrics(runtime: runtime))
         StreamMetrics.register(runtime, stream: keys.events, group: RedisKeys.retentionGroup)
         runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.events)", "redis.group": "\(RedisKeys.retentionGroup)",
                                                 "chat.retention": "\(DurationParser.format(configuration.retention))",
