@@ -30,7 +30,7 @@ struct PurgeBench: AsyncParsableCommand {
     var rest = RetentionWorker.Configuration.defaultRest
 
     @Option(help: "How often the messages service checkpoints the WAL (ms).")
-    var checkpointInterval = Int(MessagesService.Maintenance().checkpointInterval.components.seconds * 1000)
+    var checkpointInterval = Int(MessagesService.Maintenance().checkpointInterval.milliseconds)
 
     func run() async throws {
         let server = try await RedisServer.start()

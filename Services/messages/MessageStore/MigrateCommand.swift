@@ -30,19 +30,16 @@ public enum MigrateCommand {
         do {
             let exists = FileManager.default.fileExists(atPath: path)
             let pending = try MessageStore.pendingMigrations(path: path)
-            if arguments == ["--pending"] {
-                output(pending.isEmpty ? "\(name): \(path) is up to date"
-                    : exists ? "\(name): \(path) lacks \(pending.count) migration(s):"
-                    : "\(name): \(path) does not exist yet; migrating creates it with \(pending.count) migration(s):")
-                for migration in pending { output("  \(migration)") }
-                return 0
-            }
+            let listing = arguments == ["--pending"]
             guard !pending.isEmpty else {
                 output("\(name): \(path) is up to date")
                 return 0
             }
-            output("\(name): applying \(pending.count) migration(s) to \(path):")
+            output(!listing ? "\(name): applying \(pending.count) migration(s) to \(path):"
+                : exists ? "\(name): \(path) lacks \(pending.count) migration(s):"
+                : "\(name): \(path) does not exist yet; migrating creates it with \(pending.count) migration(s):")
             for migration in pending { output("  \(migration)") }
+            if listing { return 0 }
             let start = ContinuousClock.now
             try MessageStore.migrate(path: path)
             let elapsed = ContinuousClock.now - start
