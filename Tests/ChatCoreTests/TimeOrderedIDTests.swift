@@ -44,4 +44,34 @@ struct TimeOrderedIDTests {
         let many = (0..<10_000).map { _ in TimeOrderedID.make(at: start) }
         #expect(Set(many).count == many.count)
     }
+
+    @Test("ids of one millisecond are monotonic: each the previous plus one, carrying into the 12 high bits and past the millisecond; another millisecond starts fresh")
+    func monotonicWithinAMillisecond() throws {
+        let date = Date(timeIntervalSince1970: 1_764_000_000.123)
+        // A generator of its own: other tests running meanwhile make ids through the process's.
+        let generator = TimeOrderedID.Generator()
+        let ids = (0..<5000).map { _ in generator.make(at: date) }
+        #expect(ids == ids.sorted() && Set(ids).count == ids.count)
+        #expect(ids.allSatisfy { $0.hasPrefix("019ab") && Int64($0.replacingOccurrences(of: "-", with: "").prefix(12), radix: 16) == date.epochMilliseconds })
+        // Consecutive ids differ by one, compared on their last 60 bits (a carry past those, which
+        // would show as one other step, is all but impossible from random bits in 5,000 steps).
+        let values = try ids.map { id -> UInt64 in try #require(UInt64(id.replacingOccurrences(of: "-", with: "").suffix(15), radix: 16)) }
+        let steps = zip(values, values.dropFirst()).map { $1 &- $0 }
+        #expect(steps.filter { $0 == 1 }.count >= steps.count - 1, "\(Set(steps))")
+
+        typealias Bits = TimeOrderedID.Bits
+        let fresh = Bits(milliseconds: 7, random: (0x0123, 0x0456))
+        let plusOne = fresh.following(Bits(milliseconds: 7, random: (0x0FFF, 41)))
+        #expect(plusOne.milliseconds == 7 && plusOne.random == (0x0FFF, 42))
+        let carry = fresh.following(Bits(milliseconds: 7, random: (0x0ABC, 0x3FFF_FFFF_FFFF_FFFF)))
+        #expect(carry.milliseconds == 7 && carry.random == (0x0ABD, 0))
+        let nextMillisecond = fresh.following(Bits(milliseconds: 7, random: (0x0FFF, 0x3FFF_FFFF_FFFF_FFFF)))
+        #expect(nextMillisecond.milliseconds == 8 && nextMillisecond.random == (0x0123, 0x0456))
+        for previous in [Bits(milliseconds: 6, random: (1, 1)), Bits(milliseconds: 9, random: (1, 1))] {
+            let following = fresh.following(previous)
+            #expect(following.milliseconds == 7 && following.random == (0x0123, 0x0456))
+        }
+        // Their text still sorts the way their bits do.
+        #expect(TimeOrderedID.make(milliseconds: 7, random: (0x0ABC, 0x3FFF_FFFF_FFFF_FFFF)) < TimeOrderedID.make(milliseconds: 7, random: carry.random))
+    }
 }
