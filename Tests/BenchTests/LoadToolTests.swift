@@ -98,6 +98,30 @@ struct LoadToolTests {
         #expect(cut.delivery.max >= Recorder.longest)
     }
 
+    @Test("slow confirmations: kept from the threshold up, grouped into episodes of sends less than a second apart, described with their time of day")
+    func slowEpisodes() throws {
+        let recorder = Recorder(slowThreshold: 50_000)
+        let start = nowNanoseconds()
+        // Confirmed now: sent 10 ms ago (fast), 60 ms ago, 80 ms ago (slow, one episode).
+        recorder.confirm(sender: 1, n: 1, sentAt: start - 10_000_000)
+        recorder.confirm(sender: 1, n: 2, sentAt: start - 60_000_000)
+        recorder.confirm(sender: 1, n: 3, sentAt: start - 80_000_000)
+        let slow = recorder.cut().slow
+        #expect(slow.count == 2 && slow.allSatisfy { $0.latency >= 50_000 }, "\(slow)")
+
+        let second: UInt64 = 1_000_000_000
+        let sends: [SlowEpisode.Send] = [.init(sentAt: 5 * second, latency: 300_000), .init(sentAt: 2 * second, latency: 120_000),
+                                         .init(sentAt: 2 * second + second / 2, latency: 450_000), .init(sentAt: 3 * second + second / 4, latency: 200_000)]
+        let episodes = SlowEpisode.episodes(sends)
+        #expect(episodes == [SlowEpisode(firstSent: 2 * second, lastSent: 3 * second + second / 4, count: 3, worst: 450_000),
+                             SlowEpisode(firstSent: 5 * second, lastSent: 5 * second, count: 1, worst: 300_000)])
+        #expect(SlowEpisode.episodes([]).isEmpty)
+        let origin = (monotonic: UInt64(0), wall: Date(timeIntervalSince1970: 1_764_000_000))  // 16:00:00 UTC
+        #expect(SlowEpisode.describe(episodes, origin: origin) == "2: 16:00:02.000 UTC +1.25 s: 3 sends, worst 450 ms; 16:00:05.000 UTC +0.00 s: 1 send, worst 300 ms")
+        #expect(SlowEpisode.describe(episodes, origin: origin, limit: 1).hasSuffix("; 1 more"))
+        #expect(SlowEpisode.describe([], origin: origin) == "none")
+    }
+
     @Test("the end of a run: its figures stay as they were; only messages confirmed by then can be lost, and their deliveries still count after it")
     func cut() {
         let recorder = Recorder()

@@ -78,8 +78,12 @@ struct LoadToolRunTests {
         #expect(counts(row(open, "sent / confirmed / delivered")) == [100, 100, 100], "\(open)")
         #expect(counts(row(open, "lost / duplicated / out of order (seq per conversation)")) == [0, 0, 0], "\(open)")
 
-        let (groupStatus, group) = try await bench(["group", "--members", "4", "--rate", "40", "--duration", "1"] + common)
+        // --slow-ms 0: every confirmation counts as slow, and 40 sends 25 ms apart make one episode.
+        let (groupStatus, group) = try await bench(["group", "--members", "4", "--rate", "40", "--duration", "1", "--slow-ms", "0"] + common)
         #expect(groupStatus == 0, "\(group)")
+        let episodes = try #require(row(group, "confirmations of 0 ms or more (episodes)"), "\(group)")
+        #expect(episodes.hasPrefix("1: ") && episodes.contains(" UTC +") && episodes.contains(": 40 sends, worst "), "\(episodes)")
+        #expect(row(open, "confirmations of 100 ms or more (episodes)") != nil, "the default threshold: \(open)")
         #expect(counts(row(group, "sent / confirmed / delivered")) == [40, 40, 120], "every message reaches the 3 other members: \(group)")
         #expect(counts(row(group, "lost / duplicated / out of order (seq per conversation)")) == [0, 0, 0], "\(group)")
         #expect(row(group, "send → receive")?.contains("(n = 120)") == true, "\(group)")

@@ -22,6 +22,8 @@ struct LoadOptions: ParsableArguments {
     var password = "bench-password"
     @Option(help: "Event-loop threads of the load tool.")
     var threads = 1
+    @Option(help: "Confirmations slower than this (ms) are reported as episodes with their wall-clock time, to line them up with the services' logs.")
+    var slowMs: Double = 100
 
     var host: String { URL(string: gateway)?.host ?? "127.0.0.1" }
     var port: Int { URL(string: gateway)?.port ?? 8080 }
@@ -98,6 +100,13 @@ final class Recorder: @unchecked Sendable {
     /// the store keeps for one socket's sends unless some were refused and sent again).
     private(set) var sendOrderInversions = 0
     private var confirmedKeys: Set<UInt64> = []
+    /// Confirmations at least this slow (µs) are kept, with their send time, for ``SlowEpisode``s.
+    let slowThreshold: UInt64
+    private var slow: [SlowEpisode.Send] = []
+    /// The wall clock at a known monotonic instant: turns send times into times of day.
+    let clockOrigin = (monotonic: nowNanoseconds(), wall: Date())
+
+    init(slowThreshold: UInt64 = 100_000) { self.slowThreshold = slowThreshold }
 
     /// A `receive_message` at `socket`.
     func receive(socket: Int, sender: Int, n: Int, sentAt: UInt64, conversation: String?, seq: Int64?) {
@@ -122,7 +131,9 @@ final class Recorder: @unchecked Sendable {
         lock.withLock {
             confirmed += 1
             confirmedKeys.insert(UInt64(sender) << 32 | UInt64(n))
-            confirmation.recordClamped((now &- sentAt) / 1000)
+            let latency = (now &- sentAt) / 1000
+            confirmation.recordClamped(latency)
+            if latency >= slowThreshold && slow.count < 1_000_000 { slow.append(.init(sentAt: sentAt, latency: latency)) }
         }
     }
 
@@ -135,6 +146,7 @@ final class Recorder: @unchecked Sendable {
         var received: Int
         var confirmed: Int
         var lastReceive: UInt64
+        var slow: [SlowEpisode.Send]
     }
 
     /// The messages confirmed by the end of the run (``cut()``); nil while it runs.
@@ -147,7 +159,7 @@ final class Recorder: @unchecked Sendable {
     func cut() -> Cut {
         lock.withLock {
             confirmedAtCut = confirmedKeys
-            return Cut(delivery: delivery, confirmation: confirmation, received: received, confirmed: confirmed, lastReceive: lastReceive)
+            return Cut(delivery: delivery, confirmation: confirmation, received: received, confirmed: confirmed, lastReceive: lastReceive, slow: slow)
         }
     }
 
@@ -169,6 +181,48 @@ extension Histogram<UInt64> {
     /// histogram would drop it, and a dropped sample flatters the tail.
     mutating func recordClamped(_ value: UInt64) {
         _ = record(Swift.min(value, highestTrackableValue))
+    }
+}
+
+/// A stretch of slow confirmations: sends at least the threshold slow whose send times are
+/// less than `gap` apart. A stall anywhere between the sender and the store shows as one
+/// episode; its time of day lines it up with the services' logs.
+struct SlowEpisode: Equatable {
+    struct Send: Equatable {
+        var sentAt: UInt64   // monotonic ns
+        var latency: UInt64  // µs
+    }
+    var firstSent: UInt64
+    var lastSent: UInt64
+    var count: Int
+    var worst: UInt64
+
+    static func episodes(_ sends: [Send], gap: UInt64 = 1_000_000_000) -> [SlowEpisode] {
+        var episodes: [SlowEpisode] = []
+        for send in sends.sorted(by: { $0.sentAt < $1.sentAt }) {
+            if var last = episodes.last, send.sentAt - last.lastSent < gap {
+                last.lastSent = send.sentAt
+                last.count += 1
+                last.worst = max(last.worst, send.latency)
+                episodes[episodes.count - 1] = last
+            } else {
+                episodes.append(SlowEpisode(firstSent: send.sentAt, lastSent: send.sentAt, count: 1, worst: send.latency))
+            }
+        }
+        return episodes
+    }
+
+    /// `none`, or the first `limit` episodes as `HH:MM:SS.mmm UTC +0.42 s: 98 sends, worst 423 ms`.
+    static func describe(_ episodes: [SlowEpisode], origin: (monotonic: UInt64, wall: Date), limit: Int = 5) -> String {
+        guard !episodes.isEmpty else { return "none" }
+        let shown = episodes.prefix(limit).map { episode in
+            let wall = origin.wall.addingTimeInterval((Double(episode.firstSent) - Double(origin.monotonic)) / 1e9)
+            let ms = (Int64((wall.timeIntervalSince1970 * 1000).rounded()) % 86_400_000 + 86_400_000) % 86_400_000
+            return String(format: "%02d:%02d:%02d.%03d UTC +%.2f s: %d send%@, worst %.0f ms", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000,
+                          Double(episode.lastSent - episode.firstSent) / 1e9, episode.count, episode.count == 1 ? "" : "s", Double(episode.worst) / 1000)
+        }
+        let more = episodes.count > limit ? "; \(episodes.count - limit) more" : ""
+        return "\(episodes.count): " + shown.joined(separator: "; ") + more
     }
 }
 

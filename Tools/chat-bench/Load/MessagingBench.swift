@@ -8,7 +8,7 @@ import NIOPosix
 /// The sockets of a messaging workload: senders keep a window of unconfirmed sends (or
 /// are paced from outside), receivers record what arrives.
 final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
-    let recorder = Recorder()
+    let recorder: Recorder
     private let lock = NIOLock()
     private var connectedCount = 0
     private var closedCount = 0
@@ -21,6 +21,9 @@ final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
     /// Which sockets expect which messages (filled as messages are sent).
     private(set) var expected: [Int: Set<UInt64>] = [:]
     var recipients: (Int) -> [Int] = { _ in [] }
+
+    /// `slowMs`: confirmations this slow are reported as episodes (`--slow-ms`).
+    init(slowMs: Double = 100) { recorder = Recorder(slowThreshold: UInt64(max(0, slowMs) * 1000)) }
 
     var connected: Int { lock.withLock { connectedCount } }
     var closed: Int { lock.withLock { closedCount } }
@@ -159,7 +162,7 @@ struct PairsBench: AsyncParsableCommand {
         let rest = REST(base: options.gateway)
         let tokens = try await rest.login((0..<2 * pairs).map(options.email), password: options.password)
         progress("\(tokens.count) users logged in")
-        let load = MessagingLoad()
+        let load = MessagingLoad(slowMs: options.slowMs)
         load.target = { index in (options.email(index % pairs * 2 + 1), nil) }
         // Socket i < P sends (user 2i); socket P + i receives (user 2i + 1).
         load.recipients = { index in [index + pairs] }
@@ -209,6 +212,8 @@ func summarize(_ report: inout LoadReport, load: MessagingLoad, cut: Recorder.Cu
     report.add("delivered per second", String(format: "%.0f (over %.2f s)", Double(cut.received) / elapsed, elapsed))
     report.latency("send → receive", cut.delivery)
     report.latency("send → confirmed", cut.confirmation)
+    report.add(String(format: "confirmations of %g ms or more (episodes)", Double(recorder.slowThreshold) / 1000),
+               SlowEpisode.describe(SlowEpisode.episodes(cut.slow), origin: recorder.clockOrigin))
     report.add("lost / duplicated / out of order (seq per conversation)", "\(lost) / \(recorder.duplicates) / \(recorder.outOfOrder)")
     if recorder.sendOrderInversions > 0 { report.add("arrived before an earlier send of the same sender", "\(recorder.sendOrderInversions)") }
     if !recorder.errors.isEmpty { report.add("errors", recorder.errors.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
@@ -235,7 +240,7 @@ struct GroupBench: AsyncParsableCommand {
         guard status == 201 || status == 200, let conversation = (json as? [String: Any])?["id"] as? String else {
             throw ValidationError("creating the group answered \(status): \(String(describing: json))")
         }
-        let load = MessagingLoad()
+        let load = MessagingLoad(slowMs: options.slowMs)
         load.target = { _ in (nil, conversation) }
         load.recipients = { index in (0..<members).filter { $0 != index } }
         let sockets = try await openSockets(members, options: options, group: group, tokens: tokens, user: { $0 }, delegate: load)
