@@ -30,8 +30,17 @@ public enum TimeOrderedID {
         private let last = Mutex(Bits(milliseconds: 0, random: (0, 0)))
 
         func make(at date: Date) -> String {
+            let milliseconds = UInt64(max(0, date.epochMilliseconds))
+            // In the last id's millisecond, the next id needs no random bits (two `getrandom`
+            // calls per id otherwise: most of a busy store's ids share a millisecond).
+            let next = last.withLock { last -> Bits? in
+                guard last.milliseconds == milliseconds, let next = last.incremented() else { return nil }
+                last = next
+                return next
+            }
+            if let next { return TimeOrderedID.make(milliseconds: next.milliseconds, random: next.random) }
             var generator = SystemRandomNumberGenerator()
-            let fresh = Bits(milliseconds: UInt64(max(0, date.epochMilliseconds)), random: (generator.next(), generator.next()))
+            let fresh = Bits(milliseconds: milliseconds, random: (generator.next(), generator.next()))
             let bits = last.withLock { last in
                 last = fresh.following(last)
                 return last
@@ -51,10 +60,16 @@ public enum TimeOrderedID {
         /// by the caller) takes the fresh bits: ids stay monotonic only within a millisecond.
         func following(_ previous: Bits) -> Bits {
             guard milliseconds == previous.milliseconds else { return self }
-            let low = previous.random.1 & 0x3FFF_FFFF_FFFF_FFFF, high = previous.random.0 & 0x0FFF
+            return previous.incremented() ?? Bits(milliseconds: milliseconds + 1, random: random)
+        }
+
+        /// These bits plus one in the same millisecond (carrying from the 62 bits into the 12),
+        /// or nil past the millisecond's last value.
+        func incremented() -> Bits? {
+            let low = random.1 & 0x3FFF_FFFF_FFFF_FFFF, high = random.0 & 0x0FFF
             if low < 0x3FFF_FFFF_FFFF_FFFF { return Bits(milliseconds: milliseconds, random: (high, low + 1)) }
             if high < 0x0FFF { return Bits(milliseconds: milliseconds, random: (high + 1, 0)) }
-            return Bits(milliseconds: milliseconds + 1, random: random)
+            return nil
         }
     }
 

@@ -65,6 +65,7 @@ struct TimeOrderedIDTests {
         #expect(plusOne.milliseconds == 7 && plusOne.random == (0x0FFF, 42))
         let carry = fresh.following(Bits(milliseconds: 7, random: (0x0ABC, 0x3FFF_FFFF_FFFF_FFFF)))
         #expect(carry.milliseconds == 7 && carry.random == (0x0ABD, 0))
+        #expect(Bits(milliseconds: 7, random: (0x0FFF, 0x3FFF_FFFF_FFFF_FFFF)).incremented() == nil, "the millisecond's last value")
         let nextMillisecond = fresh.following(Bits(milliseconds: 7, random: (0x0FFF, 0x3FFF_FFFF_FFFF_FFFF)))
         #expect(nextMillisecond.milliseconds == 8 && nextMillisecond.random == (0x0123, 0x0456))
         for previous in [Bits(milliseconds: 6, random: (1, 1)), Bits(milliseconds: 9, random: (1, 1))] {
