@@ -17,7 +17,9 @@ import Synchronization
 /// batch of sends shares its commit's time, so its messages' ids sort in the order they
 /// were stored. Retention purges in expiry order and breaks ties by id, so a purge then
 /// walks the table in row order; with random bits, a purge of 10 messages of one batch
-/// touched a page per message (BENCHMARKS.md, ninth round).
+/// touched a page per message (BENCHMARKS.md, ninth round). So the next id of a
+/// millisecond can be guessed from the last one: ids name things, they grant nothing
+/// (every lookup by message id checks that the caller takes part in its conversation).
 public enum TimeOrderedID {
     public static func make(at date: Date = Date()) -> String { shared.make(at: date) }
 
