@@ -5,8 +5,9 @@ send, batches of 256 in one transaction, synced at commit, 3 rounds of 20,000 se
 single SQLite writer costs per send on this machine, whatever the language around it
 (BENCHMARKS.md, tenth round). SKIP=fts,audit,applied,savepoint,sync leaves parts out:
 the search index, the audit row, the applied-entry row, the per-send savepoint, the sync.
+Ids are UUID v7 with random bits within a millisecond (the store's are monotonic there).
 Usage: [SKIP=...] python3 scripts/model-store-sends.py"""
-import sqlite3, time, os, subprocess, sys, uuid, random, statistics, tempfile
+import sqlite3, time, os, subprocess, uuid, random, statistics, tempfile
 SKIP = set(os.environ.get("SKIP", "").split(","))
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 path = os.path.join(tempfile.mkdtemp(prefix="model-store-"), "chat.sqlite")

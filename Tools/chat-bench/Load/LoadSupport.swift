@@ -22,7 +22,7 @@ struct LoadOptions: ParsableArguments {
     var password = "bench-password"
     @Option(help: "Event-loop threads of the load tool.")
     var threads = 1
-    @Option(help: "Confirmations slower than this (ms) are reported as episodes with their wall-clock time, to line them up with the services' logs.")
+    @Option(help: "pairs and group: confirmations this slow (ms) or slower are reported as episodes with their time of day, to line them up with the services' logs.")
     var slowMs: Double = 100
 
     var host: String { URL(string: gateway)?.host ?? "127.0.0.1" }
