@@ -361,6 +361,14 @@ struct AuditAndFileTests {
         // A purge step commits without a sync, and leaves the writer syncing again.
         #expect(try store.purgeStep(ids: ["no-such-message"], entry: "1-0").count == 0)
         #expect(try store.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2)
+        #expect(!store.writerSync.isLowered)
+        // A step whose reset failed (lowered, marked, not raised again): the next write raises it
+        // before its own transaction.
+        store.writerSync.lowered(true)
+        try store.writer.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
+        #expect(try store.writer.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1)
+        #expect(try store.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2)
+        #expect(!store.writerSync.isLowered)
         // GRDB's own default, which this guards against.
         let plain = try DatabasePool(path: path)
         #expect(try plain.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1)

@@ -100,6 +100,8 @@ public struct MessageStore: Sendable {
     let checkpointer: DatabaseQueue?
     /// A compaction could not empty the WAL: ``checkpoint()`` tries again until it can.
     let walTruncation = TruncationRetry()
+    /// Whether a purge step may have left the writer at `synchronous = NORMAL`.
+    let writerSync = WriterSync()
     /// How long a message lives (`CHAT_RETENTION`).
     public let retention: Duration
     /// bcrypt cost for new passwords (at least 10 in production).
@@ -203,9 +205,27 @@ public struct MessageStore: Sendable {
         try Schema.migrator.migrate(writer)
     }
 
-    /// Runs `body` in one write transaction.
+    /// Runs `body` in one write transaction, synced at commit (see ``restoreFullSync(_:)``).
     public func write<T: Sendable>(_ body: @Sendable (Database) throws -> T) throws -> T {
-        try writer.write(body)
+        try writer.writeWithoutTransaction { db in
+            try self.restoreFullSync(db)
+            var result: T?
+            try db.inTransaction {
+                result = try body(db)
+                return .commit
+            }
+            return result!
+        }
+    }
+
+    /// Puts the writer back to `synchronous = FULL` if a purge step lowered it and could not
+    /// raise it again (``purgeStep(ids:entry:now:)``): then the next write does it before its
+    /// transaction, or fails, and no send is confirmed on an unsynced commit. On the writer,
+    /// outside a transaction (SQLite refuses the change inside one).
+    func restoreFullSync(_ db: Database) throws {
+        guard writerSync.isLowered else { return }
+        try db.execute(sql: "PRAGMA synchronous = FULL")
+        writerSync.lowered(false)
     }
 
     /// Runs `body` on a reader (a snapshot; never blocks writes).
@@ -627,6 +647,15 @@ extension Database {
     func cachedFetchOne<Record: FetchableRecord>(_ type: Record.Type, _ sql: String, _ arguments: StatementArguments) throws -> Record? {
         try Record.fetchOne(cachedStatement(sql: sql), arguments: arguments)
     }
+}
+
+/// Whether the writer may be at `synchronous = NORMAL`: set before a purge step lowers it,
+/// cleared once it is back at FULL. Shared by copies of a ``MessageStore``; read and written
+/// on the writer's queue only.
+final class WriterSync: Sendable {
+    private let state = Mutex(false)
+    var isLowered: Bool { state.withLock { $0 } }
+    func lowered(_ value: Bool) { state.withLock { $0 = value } }
 }
 
 /// A WAL truncation still to be done, shared by copies of a ``MessageStore``: retried

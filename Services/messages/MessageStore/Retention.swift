@@ -49,11 +49,13 @@ extension MessageStore {
     /// only). Nothing is announced or acknowledged on a step's account: the purge's own
     /// transaction, and every send, commit with a sync, which makes the steps before them
     /// durable too (the WAL is replayed in order). A power cut can only undo the last steps
-    /// of a purge still pending in the stream, which is then given again. With a sync per
+    /// of a purge still pending in the stream, which is then given again. Should raising the
+    /// level again fail, the next write raises it before its transaction (``restoreFullSync(_:)``). With a sync per
     /// step, a purge of 100,000 took a quarter longer (BENCHMARKS.md, eighth round).
     @discardableResult
     public func purgeStep(ids: [String], entry: String, now: Date = Date()) throws -> PurgeResult {
         try writer.writeWithoutTransaction { db in
+            writerSync.lowered(true)
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
             let step = Result { () throws -> PurgeResult in
                 var result = PurgeResult(deleted: [:], participants: [:], held: [])
@@ -69,7 +71,7 @@ extension MessageStore {
                 }
                 return result
             }
-            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try self.restoreFullSync(db)
             return try step.get()
         }
     }
