@@ -110,12 +110,7 @@ public struct MessageStore: Sendable {
     /// Opens (creating and migrating if needed) the database at `path` in WAL mode.
     /// `busyTimeout`: how long a write waits for a lock held elsewhere before it fails (and its batch is retried).
     public static func open(path: String, retention: Duration, bcryptCost: UInt8 = 10, busyTimeout: Duration = .seconds(10)) throws -> MessageStore {
-        let pool = try DatabasePool(path: path, configuration: fileConfiguration(busyTimeout: busyTimeout))
-        // A confirmed message survives a power cut: every commit syncs the WAL. GRDB sets a
-        // pool's writer to `synchronous = NORMAL` after `prepareDatabase` has run (NORMAL
-        // syncs only at checkpoints, so the last commits before a power cut or a kernel crash
-        // can roll back, though they survive the process being killed), so it is set here.
-        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        let pool = try filePool(path: path, busyTimeout: busyTimeout)
         var checkpointing = Configuration()
         // Only the WAL truncation after a purge waits on this connection: it blocks new
         // writers while it waits for readers on an old snapshot, so it gives up soon and
@@ -123,6 +118,17 @@ public struct MessageStore: Sendable {
         checkpointing.busyMode = .timeout(TimeInterval(min(busyTimeout, Self.truncationWait).milliseconds) / 1000)
         return try MessageStore(writer: pool, retention: retention, bcryptCost: bcryptCost,
                                 checkpointer: DatabaseQueue(path: path, configuration: checkpointing))
+    }
+
+    /// The pool of connections to the database file, its writer syncing every commit.
+    static func filePool(path: String, busyTimeout: Duration) throws -> DatabasePool {
+        let pool = try DatabasePool(path: path, configuration: fileConfiguration(busyTimeout: busyTimeout))
+        // A confirmed message survives a power cut: every commit syncs the WAL. GRDB sets a
+        // pool's writer to `synchronous = NORMAL` after `prepareDatabase` has run (NORMAL
+        // syncs only at checkpoints, so the last commits before a power cut or a kernel crash
+        // can roll back, though they survive the process being killed), so it is set here.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        return pool
     }
 
     /// How every connection to the database file is set up (WAL mode comes with `DatabasePool`).
@@ -161,9 +167,8 @@ public struct MessageStore: Sendable {
     @discardableResult
     public static func migrate(path: String, busyTimeout: Duration = .seconds(10)) throws -> [String] {
         let pending = try pendingMigrations(path: path)
-        let pool = try DatabasePool(path: path, configuration: fileConfiguration(busyTimeout: busyTimeout))
+        let pool = try filePool(path: path, busyTimeout: busyTimeout)
         defer { try? pool.close() }
-        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         try Schema.migrator.migrate(pool)
         try pool.writeWithoutTransaction { db in _ = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
         return pending

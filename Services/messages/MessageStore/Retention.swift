@@ -50,8 +50,9 @@ extension MessageStore {
     /// transaction, and every send, commit with a sync, which makes the steps before them
     /// durable too (the WAL is replayed in order). A power cut can only undo the last steps
     /// of a purge still pending in the stream, which is then given again. Should raising the
-    /// level again fail, the next write raises it before its transaction (``restoreFullSync(_:)``). With a sync per
-    /// step, a purge of 100,000 took a quarter longer (BENCHMARKS.md, eighth round).
+    /// level again fail, the next write raises it before its transaction
+    /// (``restoreFullSync(_:)``). With a sync per step, a purge of 100,000 took a quarter
+    /// longer (BENCHMARKS.md, eighth round).
     @discardableResult
     public func purgeStep(ids: [String], entry: String, now: Date = Date()) throws -> PurgeResult {
         try writer.writeWithoutTransaction { db in
