@@ -60,7 +60,7 @@ struct Harness: Sendable {
 }
 
 /// With `running: false` the processor does not consume the stream: the test hands it entries.
-func withHarness(store: MessageStore? = nil, claimIdle: Duration = .seconds(30), keys: RedisKeys = uniqueKeys(), purgeStep: Int = 20, running: Bool = true,
+func withHarness(store: MessageStore? = nil, claimIdle: Duration = .seconds(30), keys: RedisKeys = uniqueKeys(), purgeStep: Int = 20, batchSize: Int = 256, running: Bool = true,
                  _ body: @Sendable (Harness) async throws -> Void) async throws {
     let server = try RedisServer.required()
     let store = try store ?? makeStore()
@@ -75,6 +75,7 @@ func withHarness(store: MessageStore? = nil, claimIdle: Duration = .seconds(30),
             configuration.block = .milliseconds(100)
             configuration.claimIdle = claimIdle
             configuration.purgeStep = purgeStep
+            configuration.batchSize = batchSize
             let processor = CommandProcessor(store: store, redis: redis, keys: keys, configuration: configuration, logger: Logger(label: "test"))
             let queries = RedisSubscriber(configuration: server.configuration)
             let responder = QueryResponder(store: store, redis: redis, subscriber: queries, keys: keys, logger: Logger(label: "test"))
@@ -189,6 +190,46 @@ struct CommandProcessorTests {
             let requests = h.recorder.texts(on: h.keys.gateway("gw-1")).compactMap { try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data($0.utf8)).request }
             #expect(requests == ["send", "purge"])
             #expect(try h.store.history(for: "doctor@clinic.com", conversationID: c.id).map(\.content) == ["new note"])
+        }
+    }
+
+    @Test("batches overlap (one commits while the last is announced), yet replies, confirmations and deliveries keep the order of the stream, a purge's too")
+    func overlappingBatchesKeepOrder() async throws {
+        try await withHarness(batchSize: 4, running: false) { h in
+            let c = try h.store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+            let old = try h.store.send("admin@clinic.com", to: c.id, "old note", now: Date().addingTimeInterval(-91 * 86400)).message
+            // Batches of four: s1-s4 | s5 s6 purge s7 (sends first) | s8-s10. The second batch
+            // announces directly, so it must wait for the first batch's announcements.
+            var commands: [[String]] = []
+            var expected: [String] = []
+            for n in 1...10 {
+                if n == 7 {
+                    commands.append(RedisClient.xaddCommand(h.keys.commands, fields: try StoreCommand(type: .purge, user: "", gateway: "gw-1", request: "purge",
+                                                                                                      body: PurgeRequest(messageIDs: [old.id])).fields))
+                }
+                let sender = n.isMultiple(of: 2) ? "doctor@clinic.com" : "admin@clinic.com"
+                commands.append(RedisClient.xaddCommand(h.keys.commands, fields: try h.command(.send, sender,
+                    SendMessageRequest(conversationID: c.id, content: "note \(n)", clientID: "o\(n)"), request: "s\(n)").fields))
+                expected.append("s\(n)")
+                if n == 7 { expected.append("purge") }
+            }
+            // All in the stream before the processor starts, so the batches are as above.
+            _ = try await h.redis.pipeline(commands)
+            try await withRunning(h.processor) { _ in
+                #expect(await h.waitForReply("s10") != nil)
+                #expect(await eventually { h.reply("purge") != nil })
+                #expect(await eventually { (try? await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count) == 0 })
+            }
+            let replies = h.recorder.texts(on: h.keys.gateway("gw-1")).compactMap { try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data($0.utf8)).request }
+            #expect(replies == expected)
+            // Each side sees every message, its own confirmed and the other's delivered, in seq order.
+            for user in ["admin@clinic.com", "doctor@clinic.com"] {
+                let seqs = h.recorder.objects(on: h.keys.user(user)).compactMap { event -> Int? in
+                    guard ["message_sent_confirmed", "receive_message"].contains(event["event"] as? String ?? "") else { return nil }
+                    return (event["data"] as? [String: Any])?["seq"] as? Int
+                }
+                #expect(seqs == Array(2...11), "\(user)")
+            }
         }
     }
 

@@ -56,7 +56,23 @@ public final class CommandProcessor: Service, Sendable {
         consumer.block = configuration.block
         consumer.claimIdle = configuration.claimIdle
         consumer.retryDelay = configuration.retryDelay
-        await consumer.run(redis: redis, logger: logger) { try await self.apply($0) }
+        await consumer.runOverlapping(redis: redis, logger: logger) { try await self.stage($0, settle: $1) }
+    }
+
+    /// Commits one batch and returns its announcing, which the consumer runs (and then
+    /// acknowledges the batch) while the next batch is read and committed: the writer does
+    /// not wait for Redis between batches. Announcements stay in batch order. A batch with a
+    /// purge waits for the previous batch's announcements and is applied as by ``apply(_:)``.
+    func stage(_ entries: [StreamEntry], settle: @escaping StreamConsumer.Settle) async throws -> StreamConsumer.FollowUp {
+        let (users, maintenance) = parse(entries)
+        guard maintenance.isEmpty else {
+            try await settle()
+            try await apply(entries)
+            return {}
+        }
+        guard !users.isEmpty else { return {} }
+        let outcomes = try commit(users)
+        return { try await self.announce(users, outcomes) }
     }
 
     /// Applies one batch, announces the results, acknowledges, and trims what is done.
@@ -126,6 +142,11 @@ public final class CommandProcessor: Service, Sendable {
     /// Applies commands in one transaction and publishes what they did.
     private func applyAndAnnounce(_ batch: [(id: String, command: StoreCommand)]) async throws {
         guard !batch.isEmpty else { return }
+        try await announce(batch, try commit(batch))
+    }
+
+    /// Applies commands in one transaction (and compacts if a sweep asked for it).
+    private func commit(_ batch: [(id: String, command: StoreCommand)]) throws -> [CommandOutcome] {
         let started = ContinuousClock.now
         let outcomes = try store.apply(batch)
         metrics?.record(batch: batch.map(\.command), duration: .now - started)
@@ -136,7 +157,11 @@ public final class CommandProcessor: Service, Sendable {
             let removed = try store.purgeAuditLog(olderThan: auditRetention)
             logger.info("compacted after purge", metadata: ["chat.audit.removed": "\(removed)"])
         }
+        return outcomes
+    }
 
+    /// Publishes what the commands did.
+    private func announce(_ batch: [(id: String, command: StoreCommand)], _ outcomes: [CommandOutcome]) async throws {
         var announcements: [[String]] = []
         for ((_, command), outcome) in zip(batch, outcomes) {
             announcements += try self.announcements(for: command, outcome: outcome)
