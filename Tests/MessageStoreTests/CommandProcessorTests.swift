@@ -177,6 +177,26 @@ struct CommandProcessorTests {
         }
     }
 
+    @Test("a send committed by a service killed before it announced anything is announced in full when its entry is read again: confirmed, delivered, scheduled for deletion")
+    func replayAnnouncesInFull() async throws {
+        try await withHarness(running: false) { h in
+            let c = try h.store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+            let command = try h.command(.send, "admin@clinic.com", SendMessageRequest(conversationID: c.id, content: "committed, never announced", clientID: "k1"), request: "k1")
+            let entry = StreamEntry(id: "1-1", fields: Dictionary(uniqueKeysWithValues: command.fields))
+            // The commit of a service killed right after it: nothing published.
+            _ = try h.store.apply([(entry.id, try #require(StoreCommand(fields: entry.fields)))])
+            #expect(h.recorder.texts(on: h.keys.user("doctor@clinic.com")).isEmpty)
+            try await h.processor.process([entry])
+            #expect(await h.waitForReply("k1")?.result != nil)
+            #expect(await eventually { h.recorder.objects(on: h.keys.user("doctor@clinic.com")).contains { $0["event"] as? String == "receive_message" } })
+            #expect(h.recorder.objects(on: h.keys.user("admin@clinic.com")).contains { $0["event"] as? String == "message_sent_confirmed" })
+            let stored = try await h.redis.xrange(h.keys.events).filter { $0.fields["type"] == "stored" }
+            let id = try h.store.history(for: "doctor@clinic.com", conversationID: c.id).map(\.id)
+            #expect(stored.compactMap { $0.fields["message_id"] } == id)
+            #expect(id.count == 1, "stored once")
+        }
+    }
+
     @Test("a send read together with a purge is committed and answered first, in a transaction of its own")
     func sendsGoBeforePurges() async throws {
         try await withHarness { h in

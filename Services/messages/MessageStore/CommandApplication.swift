@@ -88,12 +88,17 @@ extension MessageStore {
         return forgotten
     }
 
+    /// A send applied before, read again because its batch was not acknowledged: the
+    /// service may have been killed between the commit and the announcements, so they go
+    /// out again in full. Its deliveries reach no socket twice (a gateway gives each socket
+    /// a message once), and its `stored` event schedules the same expiry again, without
+    /// which retention would never delete the message.
     private func replay(_ db: Database, messageID: String?) throws -> CommandOutcome {
         guard let messageID, let record = try MessageRecord.filter(MessageRecord.Columns.id == messageID).fetchOne(db),
               let conversation = try ConversationRecord.fetchOne(db, key: record.conversationID) else { return .alreadyApplied }
         let participants = try participants(db, record.conversationID)
         return .sent(StoredMessage(message: record.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(record.senderEmail)),
-                                   participants: participants, duplicate: true))
+                                   participants: participants, duplicate: false))
     }
 
     private func applyInSavepoint(_ db: Database, _ command: StoreCommand, now: Date) throws -> CommandOutcome {
