@@ -90,6 +90,9 @@ public struct StreamConsumer: Sendable {
                 if !entries.isEmpty {
                     try await finish(entries, redis: redis, process: process, previous: previous)
                     if !overlapping { try await previous.settle() }
+                } else {
+                    // Nothing to overlap: a follow-up that failed is found now, not when the next entry comes.
+                    try await previous.settle()
                 }
                 if failures.reset() { logger.notice("batches succeed again", metadata: ["redis.stream": "\(stream)"]) }
                 if linger > .zero, !entries.isEmpty, entries.count < batchSize, !ownPendingFirst { try await Task.sleep(for: linger) }

@@ -197,6 +197,23 @@ struct CommandProcessorTests {
         }
     }
 
+    @Test("a batch whose announcements Redis refuses (the events key of the wrong type) is not acknowledged; read again once they are accepted, it is announced in full, once stored")
+    func refusedAnnouncementsAreRetried() async throws {
+        try await withHarness { h in
+            let c = try h.store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+            _ = try await h.redis.send(["SET", h.keys.events, "not a stream"])
+            try await h.enqueue(try h.command(.send, "admin@clinic.com", SendMessageRequest(conversationID: c.id, content: "scheduled at last", clientID: "w1"), request: "w1"))
+            #expect(await eventually { (try? h.store.history(for: "doctor@clinic.com", conversationID: c.id).count) == 1 })
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count == 1, "not acknowledged while refused")
+            _ = try await h.redis.send(["DEL", h.keys.events])
+            #expect(await eventually { (try? await h.redis.xrange(h.keys.events).contains { $0.fields["type"] == "stored" }) == true })
+            #expect(await eventually { h.recorder.objects(on: h.keys.user("doctor@clinic.com")).contains { $0["event"] as? String == "receive_message" } })
+            #expect(await eventually { (try? await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count) == 0 })
+            #expect(try h.store.history(for: "doctor@clinic.com", conversationID: c.id).map(\.content) == ["scheduled at last"])
+        }
+    }
+
     @Test("a send read together with a purge is committed and answered first, in a transaction of its own")
     func sendsGoBeforePurges() async throws {
         try await withHarness { h in

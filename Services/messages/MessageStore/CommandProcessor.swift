@@ -166,9 +166,12 @@ public final class CommandProcessor: Service, Sendable {
         for ((_, command), outcome) in zip(batch, outcomes) {
             announcements += try self.announcements(for: command, outcome: outcome)
         }
-        if !announcements.isEmpty {
-            // Fire and forget: a failed PUBLISH loses a live notification, never data (clients resync).
-            _ = try? await redis.pipeline(announcements)
+        guard !announcements.isEmpty else { return }
+        // Not only notifications: retention schedules deletions by the `stored` events. If the
+        // pipeline fails or Redis refuses a command of it, the batch is not acknowledged; read
+        // again, it is announced again in full (a gateway gives each socket a message once).
+        for case .error(let message) in try await redis.pipeline(announcements) {
+            throw RedisServerError(message: message)
         }
     }
 
