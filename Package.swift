@@ -158,7 +158,8 @@ let package = Package(
         .testTarget(name: "ChatCoreTests", dependencies: ["ChatCore", "RedisClient"], path: "Tests/ChatCoreTests"),
         .testTarget(
             name: "MessageStoreTests",
-            dependencies: ["MessageStore", "ChatCore", "ChatTesting", "RedisClient", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["MessageStore", "ChatCore", "ChatTesting", "RedisClient", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "Prometheus", package: "swift-prometheus")],
             path: "Tests/MessageStoreTests"
         ),
         .testTarget(

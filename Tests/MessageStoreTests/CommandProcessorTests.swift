@@ -3,6 +3,7 @@ import ChatTesting
 import Foundation
 import GRDB
 import Logging
+import Prometheus
 import RedisClient
 import Testing
 @testable import MessageStore
@@ -211,6 +212,28 @@ struct CommandProcessorTests {
             #expect(await eventually { h.recorder.objects(on: h.keys.user("doctor@clinic.com")).contains { $0["event"] as? String == "receive_message" } })
             #expect(await eventually { (try? await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count) == 0 })
             #expect(try h.store.history(for: "doctor@clinic.com", conversationID: c.id).map(\.content) == ["scheduled at last"])
+        }
+    }
+
+    @Test("a malformed entry read with a purge is dropped, counted once, and the purge still applies")
+    func malformedWithPurgeCountedOnce() async throws {
+        try await withHarness(running: false) { h in
+            let c = try h.store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+            let old = try h.store.send("admin@clinic.com", to: c.id, "old note", now: Date().addingTimeInterval(-91 * 86400)).message
+            let registry = PrometheusCollectorRegistry()
+            let processor = CommandProcessor(store: h.store, redis: h.redis, keys: h.keys, configuration: .init(consumer: "m2"),
+                                             logger: Logger(label: "test"), metrics: StoreMetrics(registry: registry))
+            let purge = StreamEntry(id: "1-1", fields: Dictionary(uniqueKeysWithValues: try StoreCommand(type: .purge, user: "", gateway: "gw-1", request: "purge",
+                                                                                                         body: PurgeRequest(messageIDs: [old.id])).fields))
+            let junk = StreamEntry(id: "1-2", fields: ["nonsense": "x"])
+            let followUp = try await processor.stage([purge, junk], settle: {})
+            try await followUp()
+            #expect(await h.waitForReply("purge")?.error == nil)
+            var buffer: [UInt8] = []
+            registry.emit(into: &buffer)
+            let lines = String(decoding: buffer, as: UTF8.self).split(separator: "\n")
+            #expect(lines.contains("chat_store_commands_malformed_total 1"))
+            #expect(try h.store.history(for: "doctor@clinic.com", conversationID: c.id).isEmpty)
         }
     }
 

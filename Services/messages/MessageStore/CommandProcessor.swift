@@ -67,7 +67,7 @@ public final class CommandProcessor: Service, Sendable {
         let (users, maintenance) = parse(entries)
         guard maintenance.isEmpty else {
             try await settle()
-            try await apply(entries)
+            try await apply(users: users, maintenance: maintenance)
             return {}
         }
         guard !users.isEmpty else { return {} }
@@ -84,10 +84,14 @@ public final class CommandProcessor: Service, Sendable {
     /// Applies one batch and announces the results (the caller acknowledges): the users'
     /// commands in one transaction, then retention's purges and compactions.
     func apply(_ entries: [StreamEntry]) async throws {
+        let (users, maintenance) = parse(entries)
+        try await apply(users: users, maintenance: maintenance)
+    }
+
+    private func apply(users: [(id: String, command: StoreCommand)], maintenance: [(id: String, command: StoreCommand)]) async throws {
         // Retention's purges hold the writer longest: the users' commands read with them are
         // committed and answered first, in a transaction of their own, so a send never waits
         // for a purge that merely arrived in the same read.
-        let (users, maintenance) = parse(entries)
         try await applyAndAnnounce(users)
         var queue = maintenance[...]
         // Entries read between the steps of a purge; acknowledged once all are applied.
