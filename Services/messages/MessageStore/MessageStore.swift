@@ -72,7 +72,9 @@ public struct StoredMessage: Sendable, Hashable {
     public var message: Message
     /// Every participant, the sender included.
     public var participants: [String]
-    /// `true` when this send's `client_id` was already stored: nothing new was written.
+    /// `true` when this send's `client_id` was already stored (a client's retry): nothing
+    /// new was written, and only the sender hears of it again. A stream entry read again
+    /// after its batch committed is not a duplicate: it is announced in full (see `replay`).
     public var duplicate: Bool
 }
 
