@@ -184,7 +184,10 @@ struct PairsBench: AsyncParsableCommand {
             load.startWindow(senders)
             total = pairs * messages
         }
-        try await settle(timeout: rate > 0 ? 15 : 600, status: { load.status }) { load.recorder.deliveredCount >= total && load.recorder.confirmedCount >= total }
+        // Every socket closed (the gateway went away): nothing more can arrive, report now.
+        try await settle(timeout: rate > 0 ? 15 : 600, status: { load.status }) {
+            (load.recorder.deliveredCount >= total && load.recorder.confirmedCount >= total) || load.closed >= 2 * pairs
+        }
         total = load.totalSent
         let cut = load.recorder.cut()
         let elapsed = Double(max(cut.lastReceive, started + 1) - started) / 1e9
@@ -249,7 +252,9 @@ struct GroupBench: AsyncParsableCommand {
         let started = nowNanoseconds()
         try await pace(load, senders: sockets, rate: rate, duration: duration)
         let total = load.totalSent
-        try await settle(timeout: 15, status: { load.status }) { load.recorder.deliveredCount >= total * (members - 1) && load.recorder.confirmedCount >= total }
+        try await settle(timeout: 15, status: { load.status }) {
+            (load.recorder.deliveredCount >= total * (members - 1) && load.recorder.confirmedCount >= total) || load.closed >= members
+        }
         let cut = load.recorder.cut()
         let elapsed = Double(max(cut.lastReceive, started + 1) - started) / 1e9
         let after = ProcessSample.all(runDir: options.runDir)
