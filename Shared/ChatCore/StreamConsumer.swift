@@ -87,13 +87,10 @@ public struct StreamConsumer: Sendable {
                                                       count: batchSize, block: ownPendingFirst ? nil : block)
                 let entries = read[stream] ?? []
                 if ownPendingFirst && entries.count < batchSize { ownPendingFirst = false }
-                if !entries.isEmpty {
-                    try await finish(entries, redis: redis, process: process, previous: previous)
-                    if !overlapping { try await previous.settle() }
-                } else {
-                    // Nothing to overlap: a follow-up that failed is found now, not when the next entry comes.
-                    try await previous.settle()
-                }
+                if !entries.isEmpty { try await finish(entries, redis: redis, process: process, previous: previous) }
+                // The follow-up stays in flight only to overlap the next batch: after an empty read a
+                // follow-up that failed is found now, not when the next entry comes.
+                if !overlapping || entries.isEmpty { try await previous.settle() }
                 if failures.reset() { logger.notice("batches succeed again", metadata: ["redis.stream": "\(stream)"]) }
                 if linger > .zero, !entries.isEmpty, entries.count < batchSize, !ownPendingFirst { try await Task.sleep(for: linger) }
             } catch is CancellationError {

@@ -259,7 +259,9 @@ struct CommandProcessorTests {
             let c = try h.store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
             let old = try h.store.send("admin@clinic.com", to: c.id, "old note", now: Date().addingTimeInterval(-91 * 86400)).message
             // Batches of four: s1-s4 | s5 s6 purge s7 (sends first) | s8-s10. The second batch
-            // announces directly, so it must wait for the first batch's announcements.
+            // announces directly, so it must wait for the first batch's announcements. This checks
+            // the order end to end; the first batch's announcements nearly always win that race
+            // anyway, so the waiting itself is tested on StreamConsumer (settleWaitsForThePreviousFollowUp).
             var commands: [[String]] = []
             var expected: [String] = []
             for n in 1...10 {

@@ -98,15 +98,17 @@ struct LoadToolRunTests {
         // The gateway killed mid-run: the closed loop reports once every socket has closed,
         // instead of waiting (up to 10 minutes) for confirmations that cannot come.
         // Sends added to the commands stream (trimming does not lower it): the tool is sending once it grows.
-        @Sendable func added() async -> Int {
-            let reply = try? await server.withClient { try await $0.send(["XINFO", "STREAM", keys.commands]) }
-            let fields = reply?.array ?? []
-            guard let index = fields.firstIndex(where: { $0.string == "entries-added" }), index + 1 < fields.count else { return 0 }
-            return fields[index + 1].int ?? 0
+        let endless = try await server.withClient { redis in
+            @Sendable func added() async -> Int {
+                let fields = (try? await redis.send(["XINFO", "STREAM", keys.commands]))?.array ?? []
+                guard let index = fields.firstIndex(where: { $0.string == "entries-added" }), index + 1 < fields.count else { return 0 }
+                return fields[index + 1].int ?? 0
+            }
+            let before = await added()
+            let endless = Task { try await bench(["pairs", "--pairs", "3", "--messages", "1000000", "--window", "4"] + common) }
+            #expect(await eventually(timeout: .seconds(30)) { await added() >= before + 100 }, "the tool never got to sending")
+            return endless
         }
-        let before = await added()
-        let endless = Task { try await bench(["pairs", "--pairs", "3", "--messages", "1000000", "--window", "4"] + common) }
-        #expect(await eventually(timeout: .seconds(30)) { await added() >= before + 100 }, "the tool never got to sending")
         try await Task.sleep(for: .milliseconds(500))
         running[2].0.signal(SIGKILL)
         let (killedStatus, killed) = try await endless.value
