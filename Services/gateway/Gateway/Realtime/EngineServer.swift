@@ -40,7 +40,7 @@ public final class EngineServer: Service, Sendable {
 
     /// Runs the heartbeat until shutdown; then closes every session.
     public func run() async throws {
-        try? await cancelWhenGracefulShutdown { await self.heartbeats() }
+        await cancelWhenGracefulShutdown { await self.heartbeats() }
         closeAll()
     }
 
