@@ -198,6 +198,30 @@ struct CommandProcessorTests {
         }
     }
 
+    @Test("a user disabled, committed but never announced (killed before the announcements), is flagged and revoked when the entry is read again; a read mark's receipt goes out again")
+    func replayedCommandsAnnounceAgain() async throws {
+        try await withHarness(running: false) { h in
+            let c = try h.store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+            let sent = try h.store.send("admin@clinic.com", to: c.id, "potassium 5.9").message
+            let commands = [
+                try h.command(.setUserDisabled, "admin@clinic.com", UpdateUserRequest(email: "doctor@clinic.com", disabled: true), request: "d1"),
+                try h.command(.markConversationRead, "admin@clinic.com", MarkConversationReadRequest(conversationID: c.id, upToSeq: sent.seq), request: "r1"),
+            ]
+            let entries = commands.enumerated().map { StreamEntry(id: "1-\($0.offset + 1)", fields: Dictionary(uniqueKeysWithValues: $0.element.fields)) }
+            _ = try h.store.apply(try entries.map { ($0.id, try #require(StoreCommand(fields: $0.fields))) })
+            #expect(try await h.redis.send(["EXISTS", h.keys.disabledUser("doctor@clinic.com")]) == .integer(0))
+            try await h.processor.process(entries)
+            #expect(try await h.redis.send(["EXISTS", h.keys.disabledUser("doctor@clinic.com")]) == .integer(1), "the gateways refuse the user's tokens")
+            #expect(await eventually { h.recorder.objects(on: h.keys.user("doctor@clinic.com")).contains { $0["event"] as? String == "session_revoked" } })
+            let user = try #require(await h.waitForReply("d1")?.result)
+            #expect(try ChatJSON.makeDecoder().decode(User.self, from: Data(user.utf8)).disabled)
+            let receipt = try #require(await h.waitForReply("r1")?.result)
+            #expect(try ChatJSON.makeDecoder().decode(ReadReceipt.self, from: Data(receipt.utf8)).upToSeq == sent.seq)
+            #expect(h.recorder.objects(on: h.keys.user("admin@clinic.com")).contains { $0["event"] as? String == "message_read_receipt" })
+            #expect(try await h.redis.xrange(h.keys.events).contains { $0.fields["type"] == "read" && $0.fields["up_to_seq"] == String(sent.seq) })
+        }
+    }
+
     @Test("a batch whose announcements Redis refuses (the events key of the wrong type) is not acknowledged; read again once they are accepted, it is announced in full, once stored")
     func refusedAnnouncementsAreRetried() async throws {
         try await withHarness { h in

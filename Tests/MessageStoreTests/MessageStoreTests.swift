@@ -416,6 +416,56 @@ struct AuditAndFileTests {
         #expect(try store.auditLog().filter { $0.action == "retention.purge" }.count == 1)
     }
 
+    @Test("an entry applied before and given again (killed before XACK) is answered as the first time, as things are now, and nothing is applied twice")
+    func replayedEntriesAnswerAsBefore() throws {
+        let store = try makeStore(retention: .seconds(3600))
+        let old = Date().addingTimeInterval(-2 * 3600)
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        let due = try store.send("admin@clinic.com", to: c.id, "due", now: old).message
+        let earlier = try store.send("admin@clinic.com", to: c.id, "earlier").message
+        let last = try store.send("admin@clinic.com", to: c.id, "latest").message
+        let batch: [(id: String, command: StoreCommand)] = [
+            ("1-1", try StoreCommand(type: .send, user: "admin@clinic.com", body: SendMessageRequest(conversationID: c.id, content: "   ", clientID: "e1"))),
+            ("1-2", try StoreCommand(type: .markConversationRead, user: "doctor@clinic.com", body: MarkConversationReadRequest(conversationID: c.id, upToSeq: last.seq))),
+            ("1-3", try StoreCommand(type: .createConversation, user: "admin@clinic.com",
+                                     body: CreateConversationRequest(participants: ["doctor@clinic.com", "dr.patel@clinic.com"], title: "Ward 4"))),
+            ("1-4", try StoreCommand(type: .setUserDisabled, user: "admin@clinic.com", body: UpdateUserRequest(email: "dr.novak@clinic.com", disabled: true))),
+            ("1-5", try StoreCommand(type: .setLegalHold, user: "admin@clinic.com", body: LegalHoldRequest(conversationID: c.id, held: false))),
+            ("1-6", try StoreCommand(type: .markMessageRead, user: "doctor@clinic.com", body: MarkMessageReadRequest(messageID: earlier.id))),
+            ("1-7", try StoreCommand(type: .audit, user: "admin@clinic.com", body: AuditRequest(action: "auth.login", outcome: "ok"))),
+        ]
+        let first = try store.apply(batch)
+        let conversations = try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM conversations") }
+        let auditLines = try store.auditLog().count
+        // A later read mark moves nothing back; a replay shows the marker as it is.
+        let again = try store.apply(batch)
+        #expect(again.count == batch.count)
+
+        guard case .failed(let refused) = again[0], case .failed(let refusedFirst) = first[0] else { Issue.record("send not refused again: \(again[0])"); return }
+        #expect(refused == refusedFirst)
+        guard case .read(let read) = again[1], case .read(let readFirst) = first[1] else { Issue.record("read mark: \(again[1])"); return }
+        #expect(read.advanced, "announced again")
+        #expect(read.receipt == readFirst.receipt && read.receipt.upToSeq == last.seq)
+        guard case .conversation(let group) = again[2], case .conversation(let groupFirst) = first[2] else { Issue.record("group: \(again[2])"); return }
+        #expect(group.id == groupFirst.id && group.title == "Ward 4")
+        guard case .user(let user) = again[3] else { Issue.record("user: \(again[3])"); return }
+        #expect(user.email == "dr.novak@clinic.com" && user.disabled)
+        guard case .legalHold(let held, let isHeld, let released) = again[4] else { Issue.record("hold: \(again[4])"); return }
+        #expect(held == c.id && !isHeld && released.map(\.id) == [due.id])
+        guard case .read(let readMessage) = again[5] else { Issue.record("message read mark: \(again[5])"); return }
+        #expect(readMessage.advanced && readMessage.receipt.upToSeq == last.seq, "the marker as it is, not moved back")
+        if case .alreadyApplied = again[6] {} else { Issue.record("audit: \(again[6])") }
+
+        #expect(try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM conversations") } == conversations, "no second group")
+        #expect(try store.auditLog().count == auditLines, "no second audit line")
+        #expect(try store.history(for: "admin@clinic.com", conversationID: c.id).map(\.content) == ["earlier", "latest"])
+
+        // Things change after the first application: the replay says how they are now.
+        try store.setDisabled("dr.novak@clinic.com", false)
+        guard case .user(let enabled) = try store.apply([batch[3]])[0] else { Issue.record("user again"); return }
+        #expect(!enabled.disabled)
+    }
+
     @Test("records of applied entries are forgotten after the kept age, in chunks, oldest first; younger ones still stop a second application")
     func forgetAppliedCommands() throws {
         let store = try makeStore()

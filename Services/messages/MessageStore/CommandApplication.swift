@@ -14,7 +14,8 @@ public enum CommandOutcome: Sendable {
     case compactRequested(auditRetention: Duration)
     /// A hold changed; `released` lists held messages already due, to schedule again.
     case legalHold(conversationID: String, held: Bool, released: [DueMessage])
-    /// The entry was applied before (redelivered after a crash); nothing to announce again.
+    /// The entry was applied before (redelivered after a crash) and has nothing to announce
+    /// again (an audit line, a purge, a compaction, or its subject is gone): answered `{}`.
     case alreadyApplied
     case failed(ChatError)
 }
@@ -24,7 +25,8 @@ extension MessageStore {
     ///
     /// Each command runs in its own savepoint, so one that fails validation is rolled
     /// back alone and answered with its error. Entries are recorded as applied in the same
-    /// transaction: a redelivered entry is not applied twice (a send is confirmed again).
+    /// transaction: a redelivered entry is not applied twice, but answered and announced
+    /// again (``replay(_:_:previous:now:)``).
     /// Anything else that fails (SQLite busy, disk) throws, and nothing of the batch is kept.
     /// The batch's new messages enter the search index together, after the last savepoint.
     /// A purge adds what its earlier steps deleted (``purgeStep(ids:entry:now:)``) to its
@@ -35,10 +37,11 @@ extension MessageStore {
             var outcomes: [CommandOutcome] = []
             outcomes.reserveCapacity(batch.count)
             for (id, command) in batch {
-                if let previous = try Row.fetchOne(db.cachedStatement(sql: "SELECT message_id FROM applied_commands WHERE entry_id = ?"), arguments: [id]) {
+                if let previous = try Row.fetchOne(db.cachedStatement(sql: "SELECT message_id, conversation_id, error FROM applied_commands WHERE entry_id = ?"),
+                                                   arguments: [id]) {
                     // A purge given again after it was applied ran its steps again, which held ids may have recorded.
                     if command.type == .purge { try self.forgetPurgeSteps(db, entry: id) }
-                    outcomes.append(try self.replay(db, messageID: previous["message_id"]))
+                    outcomes.append(try self.replay(db, command, previous: previous, now: now))
                     continue
                 }
                 var outcome = try self.applyInSavepoint(db, command, now: now)
@@ -48,10 +51,15 @@ extension MessageStore {
                 } else if command.type == .purge {
                     try self.forgetPurgeSteps(db, entry: id)
                 }
-                var messageID: String?
-                if case .sent(let stored) = outcome { messageID = stored.message.id }
-                try db.cachedStatement(sql: "INSERT INTO applied_commands (entry_id, applied_at, message_id) VALUES (?, ?, ?)")
-                    .execute(arguments: [id, now.epochMilliseconds, messageID])
+                var (messageID, conversationID, error): (String?, String?, String?)
+                switch outcome {
+                case .sent(let stored): messageID = stored.message.id
+                case .conversation(let conversation): conversationID = conversation.id
+                case .failed(let failure): error = String(decoding: try JSONEncoder().encode(failure), as: UTF8.self)
+                default: break
+                }
+                try db.cachedStatement(sql: "INSERT INTO applied_commands (entry_id, applied_at, message_id, conversation_id, error) VALUES (?, ?, ?, ?, ?)")
+                    .execute(arguments: [id, now.epochMilliseconds, messageID, conversationID, error])
                 try self.record(db, [self.auditEntry(for: command, outcome: outcome, now: now)].compactMap { $0 })
                 outcomes.append(outcome)
             }
@@ -88,17 +96,58 @@ extension MessageStore {
         return forgotten
     }
 
-    /// A send applied before, read again because its batch was not acknowledged: the
-    /// service may have been killed between the commit and the announcements, so they go
-    /// out again in full. Its deliveries reach no socket twice (a gateway gives each socket
-    /// a message once), and its `stored` event schedules the same expiry again, without
-    /// which retention would never delete the message.
-    private func replay(_ db: Database, messageID: String?) throws -> CommandOutcome {
-        guard let messageID, let record = try MessageRecord.filter(MessageRecord.Columns.id == messageID).fetchOne(db),
-              let conversation = try ConversationRecord.fetchOne(db, key: record.conversationID) else { return .alreadyApplied }
-        let participants = try participants(db, record.conversationID)
-        return .sent(StoredMessage(message: record.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(record.senderEmail)),
-                                   participants: participants, duplicate: false))
+    /// An entry applied before, read again because its batch was not acknowledged: the
+    /// service may have been killed between the commit and the announcements, so it is
+    /// answered and announced again, as the state is now, and nothing is written:
+    /// - a refused command gets its error again;
+    /// - a send, its message in full: its deliveries reach no socket twice (a gateway gives
+    ///   each socket a message once), and its `stored` event schedules the same expiry again,
+    ///   without which retention would never delete the message;
+    /// - a read mark, the reader's marker as it is (markers only advance), receipts again;
+    /// - a created conversation, that conversation;
+    /// - a user created or changed, the user as now, so gateways' `disabled` flag follows
+    ///   the latest state (a disabled user's sockets are told to end again);
+    /// - a legal hold, the conversation's hold as now and, if released, its messages due.
+    /// Audit lines, purges (their steps are counted once, and the messages are gone) and
+    /// compactions are answered `{}`; so is anything whose subject is gone.
+    private func replay(_ db: Database, _ command: StoreCommand, previous: Row, now: Date) throws -> CommandOutcome {
+        if let error: String = previous["error"] {
+            return .failed((try? JSONDecoder().decode(ChatError.self, from: Data(error.utf8))) ?? ChatError(.internal, error))
+        }
+        func body<Body: Decodable>(_ type: Body.Type) -> Body? { try? ChatJSON.makeDecoder().decode(type, from: Data(command.payload.utf8)) }
+        switch command.type {
+        case .send:
+            guard let messageID: String = previous["message_id"],
+                  let record = try MessageRecord.filter(MessageRecord.Columns.id == messageID).fetchOne(db),
+                  let conversation = try ConversationRecord.fetchOne(db, key: record.conversationID) else { return .alreadyApplied }
+            let participants = try participants(db, record.conversationID)
+            return .sent(StoredMessage(message: record.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(record.senderEmail)),
+                                       participants: participants, duplicate: false))
+        case .markConversationRead, .markMessageRead:
+            let conversationID: String? = if command.type == .markConversationRead {
+                body(MarkConversationReadRequest.self)?.conversationID
+            } else {
+                try body(MarkMessageReadRequest.self).flatMap { try String.fetchOne(db, sql: "SELECT conversation_id FROM messages WHERE id = ?", arguments: [$0.messageID]) }
+            }
+            let reader = command.user.lowercased()
+            guard let conversationID, let marker = try ParticipantRecord.fetchOne(db, key: ["conversation_id": conversationID, "email": reader]) else {
+                return .alreadyApplied
+            }
+            return .read(try readUpdate(db, reader: reader, conversationID: conversationID, marker: marker, advanced: true, now: now))
+        case .createConversation:
+            guard let id: String = previous["conversation_id"], let record = try ConversationRecord.fetchOne(db, key: id),
+                  (try? requireParticipant(db, id, command.user.lowercased())) != nil else { return .alreadyApplied }
+            return .conversation(try conversation(record, for: command.user.lowercased(), db, now: now))
+        case .createUser, .setUserDisabled, .setUserRole:
+            let email = command.type == .createUser ? body(CreateUserRequest.self)?.email : body(UpdateUserRequest.self)?.email
+            guard let email, let record = try UserRecord.fetchOne(db, key: email.lowercased()) else { return .alreadyApplied }
+            return .user(record.user)
+        case .setLegalHold:
+            guard let id = body(LegalHoldRequest.self)?.conversationID, let record = try ConversationRecord.fetchOne(db, key: id) else { return .alreadyApplied }
+            return .legalHold(conversationID: id, held: record.legalHold, released: record.legalHold ? [] : try dueMessages(db, conversationID: id, now: now))
+        case .audit, .purge, .compact:
+            return .alreadyApplied
+        }
     }
 
     private func applyInSavepoint(_ db: Database, _ command: StoreCommand, now: Date) throws -> CommandOutcome {
@@ -178,14 +227,16 @@ extension MessageStore {
             try requireAdmin(db, command.user)
             let body = try decode(LegalHoldRequest.self)
             _ = try setLegalHold(db, conversationID: body.conversationID, held: body.held)
-            var released: [DueMessage] = []
-            if !body.held {
-                let rows = try Row.fetchAll(db, sql: "SELECT id, expires_at FROM messages WHERE conversation_id = ? AND expires_at <= ?",
-                                            arguments: [body.conversationID, now.epochMilliseconds])
-                released = rows.map { DueMessage(id: $0["id"], conversationID: body.conversationID, expiresAt: Date(milliseconds: $0["expires_at"])) }
-            }
-            return .legalHold(conversationID: body.conversationID, held: body.held, released: released)
+            return .legalHold(conversationID: body.conversationID, held: body.held,
+                              released: body.held ? [] : try dueMessages(db, conversationID: body.conversationID, now: now))
         }
+    }
+
+    /// A conversation's messages already due (to schedule again when its hold is released).
+    private func dueMessages(_ db: Database, conversationID: String, now: Date) throws -> [DueMessage] {
+        try Row.fetchAll(db, sql: "SELECT id, expires_at FROM messages WHERE conversation_id = ? AND expires_at <= ?",
+                         arguments: [conversationID, now.epochMilliseconds])
+            .map { DueMessage(id: $0["id"], conversationID: conversationID, expiresAt: Date(milliseconds: $0["expires_at"])) }
     }
 
     /// Retention's commands come from the services, never from a user.

@@ -533,6 +533,11 @@ public struct MessageStore: Sendable {
             marker.readAt = now.epochMilliseconds
             try marker.update(db)
         }
+        return try readUpdate(db, reader: reader, conversationID: conversationID, marker: marker, advanced: advanced, now: now)
+    }
+
+    /// The receipt of `reader`'s marker as it is, for everyone in the conversation.
+    func readUpdate(_ db: Database, reader: String, conversationID: String, marker: ParticipantRecord, advanced: Bool, now: Date) throws -> ReadUpdate {
         let messageID = try String.fetchOne(db, sql: "SELECT id FROM messages WHERE conversation_id = ? AND seq = ?", arguments: [conversationID, marker.readSeq])
         let receipt = ReadReceipt(messageID: messageID, conversationID: conversationID, readerEmail: reader,
                                   readAt: Date(milliseconds: marker.readAt ?? now.epochMilliseconds), upToSeq: marker.readSeq)

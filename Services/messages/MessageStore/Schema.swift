@@ -141,6 +141,15 @@ enum Schema {
                 END;
                 """)
         }
+        // An entry read again after its batch committed (the service killed before XACK) is
+        // answered and announced as it was the first time (`MessageStore.apply`): a refused
+        // command with its error, a created conversation with itself, so these are kept.
+        migrator.registerMigration("v6: applied entries keep their error or created conversation") { db in
+            try db.execute(sql: """
+                ALTER TABLE applied_commands ADD COLUMN conversation_id TEXT;   -- for create_conversation: the one it made
+                ALTER TABLE applied_commands ADD COLUMN error TEXT;             -- for a refused command: its ChatError as JSON
+                """)
+        }
         return migrator
     }
 }
