@@ -9,23 +9,16 @@ import Testing
 
 /// The WebSocket transport in a channel pipeline of its own (NIO's EmbeddedChannel, so the
 /// event loop and the socket's writability are the test's to drive): what it reads, what it
-/// writes and when, the close handshake, the probe exchange of an upgrade, and the marker
-/// it hands the adopting task. The same transport over real sockets is covered by RealtimeTests.
+/// writes and when, the close handshake and the probe exchange of an upgrade. The same
+/// transport over real sockets is covered by RealtimeTests.
 @Suite("WebSocket transport on the event loop")
 @MainActor
 struct EngineWebSocketHandlerTests {
-    /// Stands in for the channel's NIOAsyncChannel wrapper: every frame the transport passes on.
+    /// Behind the transport in the pipeline: every frame it passes on (none should pass).
     final class PassedOn: ChannelInboundHandler {
         typealias InboundIn = WebSocketFrame
         var frames: [WebSocketFrame] = []
-        var readCompletes = 0
         func channelRead(context: ChannelHandlerContext, data: NIOAny) { frames.append(unwrapInboundIn(data)) }
-        func channelReadComplete(context: ChannelHandlerContext) { readCompletes += 1 }
-        var markers: [String] {
-            frames.compactMap { frame in
-                frame.data == EngineWebSocketHandler.Marker.sync ? "sync" : "frame"
-            }
-        }
     }
 
     struct Setup {
@@ -135,25 +128,17 @@ struct EngineWebSocketHandlerTests {
         #expect(flooded.closeReason == .inboundFlood)
     }
 
-    @Test("frames the adopting task read come first, then those held until it saw sync, then the rest, in order")
-    func holdsUntilLive() async throws {
+    @Test("frames are read in order from the first one, and none is passed on down the pipeline")
+    func readsInOrder() async throws {
         let s = try setUp()
-        // Installing fires sync (with a read completion, so NIOAsyncChannel hands it on).
-        #expect(s.passedOn.markers == ["sync"])
-        #expect(s.passedOn.readCompletes >= 1)
-        try s.channel.writeInbound(text("4second"))
-        try s.channel.writeInbound(text("4third"))
-        s.handler.goLive(early: [WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "4first"))], keeping: nil)
-        try s.channel.writeInbound(text("4fourth"))
-        #expect(await inbound(s.session, count: 4) == ["first", "second", "third", "fourth"])
-        // Client frames are the transport's: only the marker was passed on.
-        #expect(s.passedOn.frames.count == 1)
+        for text in ["4first", "4second", "4third"] { try s.channel.writeInbound(self.text(text)) }
+        #expect(await inbound(s.session, count: 3) == ["first", "second", "third"])
+        #expect(s.passedOn.frames.isEmpty)
     }
 
     @Test("a ping gets its pong; fragments are joined; binary frames arrive as binary")
     func fragmentsAndControlFrames() async throws {
         let s = try setUp()
-        s.handler.goLive(early: [], keeping: nil)
         try s.channel.writeInbound(clientFrame(.ping, [1, 2]))
         try s.channel.writeInbound(clientFrame(.pong, [3]))
         try s.channel.writeInbound(text("4hel", fin: false))
@@ -162,26 +147,24 @@ struct EngineWebSocketHandlerTests {
         try s.channel.writeInbound(clientFrame(.binary, [9, 9]))
         #expect(await inbound(s.session, count: 2) == ["hello world", "<binary>"])
         #expect(try written(s.channel) == ["10 [1, 2]"])
-        #expect(s.passedOn.markers == ["sync"])
+        #expect(s.passedOn.frames.isEmpty)
         #expect(s.session.closeReason == nil)
     }
 
     @Test("the client's close frame is answered with its code, the connection closes, and so does the session")
     func clientClose() throws {
         let s = try setUp()
-        s.handler.goLive(early: [], keeping: nil)
         try s.channel.writeInbound(clientFrame(.connectionClose, [0x03, 0xE8] + Array("bye".utf8)))
         #expect(try written(s.channel) == ["close 1000 "])
         #expect(!s.channel.isActive)
         #expect(s.closed.all == [.transportClosed])
     }
 
-    @Test("bad frames close the session with the reason and its close code: too large when joined, a message inside a message, a stray continuation, invalid UTF-8, not Engine.IO, a flood while held")
+    @Test("bad frames close the session with the reason and its close code: too large when joined, a message inside a message, a stray continuation, invalid UTF-8, not Engine.IO")
     func badFrames() throws {
-        func check(_ frames: [ByteBuffer], maxPayload: Int = 1000, inboundBuffer: Int = 256, live: Bool = true,
+        func check(_ frames: [ByteBuffer], maxPayload: Int = 1000,
                    _ reason: EngineSession.CloseReason, _ close: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
-            let s = try setUp(maxPayload: maxPayload, inboundBuffer: inboundBuffer)
-            if live { s.handler.goLive(early: [], keeping: nil) }
+            let s = try setUp(maxPayload: maxPayload)
             for frame in frames { try s.channel.writeInbound(frame) }
             #expect(s.closed.all == [reason], sourceLocation: sourceLocation)
             s.channel.embeddedEventLoop.run()
@@ -192,7 +175,6 @@ struct EngineWebSocketHandlerTests {
         try check([text("def", opcode: .continuation)], .protocolError, "close 1002 protocol error")
         try check([clientFrame(.text, [0x34, 0xFF, 0xFE])], .protocolError, "close 1002 protocol error")
         try check([text("z")], .protocolError, "close 1002 protocol error")
-        try check((0..<4).map { text("4m\($0)") }, inboundBuffer: 3, live: false, .inboundFlood, "close 1008 too many unprocessed packets")
     }
 
     @Test("a burst of pushes is written in order after one wake; an unwritable socket keeps them queued until it drains")
@@ -216,13 +198,12 @@ struct EngineWebSocketHandlerTests {
         s.channel.isWritable = true
         s.channel.pipeline.fireChannelWritabilityChanged()
         #expect(try written(s.channel) == ["4d", "4e"])
-        #expect(s.passedOn.markers == ["sync"])
+        #expect(s.passedOn.frames.isEmpty)
     }
 
     @Test("a closed session is written out and ends with a close frame, even on a socket that will never drain; the connection closes when the client answers")
     func closeWhileUnwritable() throws {
         let s = try setUp()
-        s.handler.goLive(early: [], keeping: nil)
         s.channel.isWritable = false
         s.session.send("last words")
         s.channel.embeddedEventLoop.run()
@@ -243,7 +224,6 @@ struct EngineWebSocketHandlerTests {
     @Test("upgrading a polling session: 2probe gets 3probe, packets before 5 still count, the queue is the socket's only after 5")
     func probeExchange() async throws {
         let s = try setUp(probing: true)
-        s.handler.goLive(early: [], keeping: nil)
         s.session.send("still polling")
         s.channel.embeddedEventLoop.run()
         try s.channel.writeInbound(text("2probe"))
@@ -259,17 +239,15 @@ struct EngineWebSocketHandlerTests {
 
         // A socket that does not start with 2probe is closed; the polling session is untouched.
         let wrong = try setUp(probing: true)
-        wrong.handler.goLive(early: [], keeping: nil)
         try wrong.channel.writeInbound(text("4hello"))
         #expect(try written(wrong.channel) == ["close 1002 protocol error"])
         #expect(wrong.session.closeReason == nil)
         #expect(wrong.session.transport == .polling)
         // One that closes after 2probe gives the upgrade up.
         let gone = try setUp(probing: true)
-        gone.handler.goLive(early: [], keeping: nil)
         try gone.channel.writeInbound(text("2probe"))
         #expect(gone.session.isUpgrading)
-        try gone.channel.close().wait()
+        try await gone.channel.close().get()
         #expect(!gone.session.isUpgrading)
         #expect(gone.session.closeReason == nil)
     }

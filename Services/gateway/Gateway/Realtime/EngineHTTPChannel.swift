@@ -13,13 +13,14 @@ import NIOWebSocket
 ///
 /// hummingbird-websocket keeps a task per WebSocket for as long as it is open, and a task
 /// keeps the memory of its deepest call until it ends: 12–17 KiB per socket, more than
-/// half of an idle socket's cost. Here an upgraded socket goes to ``EngineServer/adopt(_:uri:)``,
-/// whose ``EngineWebSocketHandler`` serves it on the event loop; the connection's task then
-/// ends. Every other request is Hummingbird's HTTP/1.1, set up as `HTTPServerBuilder.http1()`
+/// half of an idle socket's cost. Here an upgraded socket goes to
+/// ``EngineServer/serveWebSocket(on:uri:)`` as the upgrade completes, whose
+/// ``EngineWebSocketHandler`` serves it on the event loop; the connection's task then ends. Every other request is Hummingbird's HTTP/1.1, set up as `HTTPServerBuilder.http1()`
 /// and hummingbird-websocket's upgrade channel do it; an upgrade that is refused gets a 400.
 public struct EngineHTTPChannel: HTTPChannelHandler {
     enum UpgradeResult: Sendable {
-        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, uri: String)
+        /// Served on the event loop by then.
+        case websocket
         case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
         case failedUpgrade(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
     }
@@ -49,7 +50,8 @@ public struct EngineHTTPChannel: HTTPChannelHandler {
                 },
                 upgradePipelineHandler: { channel, head in
                     channel.eventLoop.makeCompletedFuture {
-                        UpgradeResult.websocket(try NIOAsyncChannel(wrappingChannelSynchronously: channel), uri: head.uri)
+                        engine.serveWebSocket(on: channel, uri: head.uri)
+                        return UpgradeResult.websocket
                     }
                 }
             )
@@ -81,8 +83,8 @@ public struct EngineHTTPChannel: HTTPChannelHandler {
                     try await outbound.write(contentsOf: [.head(HTTPResponse(status: .badRequest, headerFields: [.connection: "close", .contentLength: "0"])),
                                                           .end(nil)])
                 }
-            case .websocket(let webSocket, let uri):
-                await engine.adopt(webSocket, uri: uri)
+            case .websocket:
+                break
             }
         } catch {
             logger.debug("connection ended during the upgrade", metadata: ["error.type": "\(error)"])

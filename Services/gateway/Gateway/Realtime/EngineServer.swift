@@ -205,12 +205,12 @@ public final class EngineServer: Service, Sendable {
         return session
     }
 
-    /// An upgraded WebSocket: its session (a new one, or the polling session it upgrades) is
-    /// served by ``EngineWebSocketHandler`` on the channel's event loop. This task only reads
-    /// the frames that reached the channel's async wrapper before the handler did, hands them
-    /// over, and ends.
-    func adopt(_ webSocket: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, uri: String) async {
-        let channel = webSocket.channel
+    /// An upgraded WebSocket, called by ``EngineHTTPChannel`` on the channel's event loop as
+    /// the upgrade completes, before any frame is read: its session (a new one, or the
+    /// polling session it upgrades) is served by ``EngineWebSocketHandler`` on that event
+    /// loop, with no task. The connection is closed if the session may no longer upgrade
+    /// or the server takes no new sessions.
+    func serveWebSocket(on channel: any Channel, uri: String) {
         let session: EngineSession
         let probing: Bool
         if let sid = URI(uri).queryParameters.get("sid") {
@@ -226,30 +226,11 @@ public final class EngineServer: Service, Sendable {
             }
             (session, probing) = (open(.websocket, remoteAddress: channel.remoteAddress?.ipAddress), false)
         }
-        guard let handler = await EngineWebSocketHandler.install(for: session, probing: probing, configuration: configuration, on: channel) else {
-            if !probing { session.close(.transportClosed) }
-            return
-        }
-        var early: [WebSocketFrame] = []
-        var frames = webSocket.inbound.makeAsyncIterator()
         do {
-            while let frame = try await frames.next() {
-                if frame.opcode == .binary, frame.maskKey == nil, frame.data == EngineWebSocketHandler.Marker.sync { break }
-                early.append(frame)
-            }
-        } catch {}
-        let kept = KeptWrapper(webSocket: webSocket, frames: frames)
-        handler.eventLoop.execute { [early] in handler.value.goLive(early: early, keeping: kept) }
-    }
-}
-
-/// What the handler keeps of the channel's async wrapper (see ``EngineWebSocketHandler``).
-private final class KeptWrapper: @unchecked Sendable {
-    let webSocket: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
-    let frames: NIOAsyncChannelInboundStream<WebSocketFrame>.AsyncIterator
-
-    init(webSocket: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, frames: NIOAsyncChannelInboundStream<WebSocketFrame>.AsyncIterator) {
-        self.webSocket = webSocket
-        self.frames = frames
+            _ = try EngineWebSocketHandler.add(to: channel.pipeline.syncOperations, session: session, probing: probing, configuration: configuration)
+        } catch {
+            if !probing { session.close(.transportClosed) }
+            channel.close(promise: nil)
+        }
     }
 }

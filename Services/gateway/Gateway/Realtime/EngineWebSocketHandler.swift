@@ -5,7 +5,8 @@ import NIOWebSocket
 /// A WebSocket's Engine.IO transport, run on its channel's event loop: no task per socket.
 ///
 /// It sits in the pipeline right after the frame decoder, put there by
-/// ``EngineServer/adopt(_:uri:)`` once ``EngineHTTPChannel`` has upgraded the connection:
+/// ``EngineServer/serveWebSocket(on:uri:)`` as ``EngineHTTPChannel`` completes the upgrade,
+/// before any frame is read:
 /// - It reads every frame itself. Data frames become Engine.IO packets for the session
 ///   (fragments are joined, up to `maxPayload`). A ping gets its pong, and a close frame
 ///   gets the close handshake's answer, and the connection closes.
@@ -20,26 +21,12 @@ import NIOWebSocket
 ///   `3probe` and the pending poll is answered, packets may still come until `5`, and only
 ///   then does the socket take the session's queue. If it fails or closes before `5`, the
 ///   session carries on polling.
-///
-/// Frames that reached the channel's async wrapper before this handler was added are read
-/// by the adopting task. It knows it has them all when it reads the `sync` marker, which
-/// this handler fires when it is added; the handler holds what it reads until then
-/// (``goLive(early:keeping:)``), so no packet overtakes an earlier one.
 final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
-    typealias InboundOut = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
     /// How long a close frame we sent waits for the client's answer before the connection is closed.
     static let closeWait: TimeAmount = .seconds(3)
-
-    /// A binary payload no client can guess (random per process), so a client's frame is never taken for it.
-    enum Marker {
-        static let sync: ByteBuffer = {
-            var generator = SystemRandomNumberGenerator()
-            return ByteBuffer(bytes: (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) } + Array("sync".utf8))
-        }()
-    }
 
     private enum Mode {
         /// Upgrading a polling session: `probed` once `2probe` was answered.
@@ -51,17 +38,11 @@ final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
     private let configuration: EngineConfiguration
     private var context: ChannelHandlerContext?
     private var mode: Mode
-    /// False until the adopting task has read every frame that came before this handler.
-    private var live = false
-    private var held: [WebSocketFrame] = []
     /// A fragmented message being put together.
     private var fragments: (opcode: WebSocketOpcode, buffer: ByteBuffer)?
     private var waitingForWritability = false
     private var closeSent = false
     private var closeTimer: Scheduled<Void>?
-    /// The channel's async wrapper and its iterator: dropping them would stop the channel's
-    /// reads and half-close it, so the handler keeps them for the connection's life.
-    private var kept: (any Sendable)?
 
     private init(session: EngineSession, probing: Bool, configuration: EngineConfiguration) {
         self.session = session
@@ -69,17 +50,8 @@ final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
         self.mode = probing ? .probing(probed: false) : .serving
     }
 
-    /// Adds a handler for `session` after the channel's frame decoder and fires `sync`.
-    /// `nil` when the channel has gone (or is not a WebSocket).
-    static func install(for session: EngineSession, probing: Bool, configuration: EngineConfiguration,
-                        on channel: any Channel) async -> NIOLoopBound<EngineWebSocketHandler>? {
-        try? await channel.eventLoop.submit {
-            let handler = try add(to: channel.pipeline.syncOperations, session: session, probing: probing, configuration: configuration)
-            return NIOLoopBound(handler, eventLoop: channel.eventLoop)
-        }.get()
-    }
-
-    /// ``install(for:probing:configuration:on:)`` on the event loop.
+    /// Adds a handler for `session` after the channel's frame decoder (on the event loop);
+    /// throws if the channel has no WebSocket frame decoder.
     static func add(to pipeline: ChannelPipeline.SynchronousOperations, session: EngineSession, probing: Bool = false,
                     configuration: EngineConfiguration) throws -> EngineWebSocketHandler {
         let decoder = try pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self)
@@ -94,14 +66,9 @@ final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
     func handlerRemoved(context: ChannelHandlerContext) {
         closeTimer?.cancel()
         self.context = nil
-        kept = nil
     }
 
     private func start() {
-        guard let context else { return }
-        // NIOAsyncChannel hands reads on at the read's completion, so that is fired too.
-        context.fireChannelRead(wrapInboundOut(WebSocketFrame(fin: true, opcode: .binary, data: Marker.sync)))
-        context.fireChannelReadComplete()
         if case .serving = mode { attachQueue() }
     }
 
@@ -112,27 +79,10 @@ final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
         session.queue.attach { loop.execute { bound.value.drainQueue() } }
     }
 
-    /// The adopting task has read everything before `sync` (`early`): those frames go first,
-    /// then the held ones, then frames are read as they come.
-    func goLive(early: [WebSocketFrame], keeping: (any Sendable)?) {
-        guard !live else { return }
-        kept = keeping
-        live = true
-        let frames = early + held
-        held = []
-        for frame in frames { read(frame) }
-    }
-
     // MARK: Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        guard live else {
-            held.append(frame)
-            if held.count > configuration.inboundBuffer { fail(.inboundFlood) }
-            return
-        }
-        read(frame)
+        read(unwrapInboundIn(data))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
