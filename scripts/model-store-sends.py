@@ -9,6 +9,7 @@ Ids are UUID v7 with random bits within a millisecond (the store's are monotonic
 Usage: [SKIP=...] python3 scripts/model-store-sends.py"""
 import sqlite3, time, os, subprocess, uuid, random, statistics, tempfile
 SKIP = set(os.environ.get("SKIP", "").split(","))
+BATCH = int(os.environ.get("BATCH", "256"))
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 path = os.path.join(tempfile.mkdtemp(prefix="model-store-"), "chat.sqlite")
 subprocess.run([os.path.join(root, ".build/release/chat-messages"), "migrate"], env={"CHAT_DB_PATH": path, "PATH": os.environ["PATH"]}, check=True, capture_output=True)
@@ -33,7 +34,7 @@ rates = []
 for rnd in range(3):
     start = time.perf_counter(); sent = 0
     while sent < 20000:
-        n = min(256, 20000 - sent)
+        n = min(BATCH, 20000 - sent)
         db.execute("BEGIN IMMEDIATE")
         last = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()[0]
         t = int(time.time() * 1000)
