@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """The SQL of `chat-bench store` without Swift: Python's sqlite3 on the same schema (made by
 `chat-messages migrate` of the release build), the same pragmas and the same statements per
-send, batches of 256 in one transaction, synced at commit, 3 rounds of 20,000 sends. What a
+send, batches of 256 (BATCH=n) in one transaction, synced at commit, 3 rounds of 20,000 sends. What a
 single SQLite writer costs per send on this machine, whatever the language around it
 (BENCHMARKS.md, tenth round). SKIP=fts,audit,applied,savepoint,sync leaves parts out:
 the search index, the audit row, the applied-entry row, the per-send savepoint, the sync.
 Ids are UUID v7 with random bits within a millisecond (the store's are monotonic there).
-Usage: [SKIP=...] python3 scripts/model-store-sends.py"""
+Usage: [SKIP=...] [BATCH=n] python3 scripts/model-store-sends.py"""
 import sqlite3, time, os, subprocess, uuid, random, statistics, tempfile
 SKIP = set(os.environ.get("SKIP", "").split(","))
 BATCH = int(os.environ.get("BATCH", "256"))
