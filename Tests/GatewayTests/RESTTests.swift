@@ -4,6 +4,7 @@ import Foundation
 import Gateway
 import HTTPTypes
 import MessageStore
+import NIOCore
 import Testing
 
 @Suite("REST API against the real services", .redisServer)
@@ -95,6 +96,34 @@ struct RESTTests {
                 ids.append(try #require((sent.json as? [String: Any])?["id"] as? String))
             }
             #expect(Set(ids).count == 1)
+            let conversation = try #require(try gw.store.conversations(for: "admin@clinic.com").first)
+            #expect(try gw.store.history(for: "admin@clinic.com", conversationID: conversation.id).count == 1)
+        }
+    }
+
+    @Test("an Idempotency-Key header is the send's client_id: retries with it give one message; a different client_id in the body is refused")
+    func idempotencyKeyHeader() async throws {
+        try await withGateway { gw in
+            let token = try await gw.login("doctor@clinic.com")
+            let body = ByteBuffer(bytes: try ChatJSON.makeEncoder().encode(SendMessageRequest(receiverEmail: "admin@clinic.com", content: "K+ 5.9", clientID: nil)))
+            func send(key: String, body: ByteBuffer = body) async throws -> (status: HTTPResponse.Status, json: [String: Any]) {
+                let headers: HTTPFields = [.authorization: "Bearer \(token)", .contentType: "application/json", HTTPField.Name("Idempotency-Key")!: key]
+                return try await gw.client.execute(uri: "/api/messages", method: .post, headers: headers, body: body) { response in
+                    (response.status, (try? JSONSerialization.jsonObject(with: Data(response.body.readableBytesView))) as? [String: Any] ?? [:])
+                }
+            }
+            let first = try await send(key: "k-1")
+            #expect(first.status == .created)
+            #expect(first.json["client_id"] as? String == "k-1")
+            let again = try await send(key: "k-1")
+            #expect(again.status == .created && again.json["id"] as? String == first.json["id"] as? String)
+            // The same key in the body and the header is one key; two different ones are a mistake.
+            let both = ByteBuffer(bytes: try ChatJSON.makeEncoder().encode(SendMessageRequest(receiverEmail: "admin@clinic.com", content: "K+ 5.9", clientID: "k-1")))
+            #expect(try await send(key: "k-1", body: both).json["id"] as? String == first.json["id"] as? String)
+            let mismatch = try await send(key: "k-2", body: both)
+            #expect(mismatch.status == .badRequest)
+            #expect((mismatch.json["error"] as? [String: Any])?["message"] as? String == "Idempotency-Key and client_id differ; send one, or the same value")
+            #expect(try await send(key: String(repeating: "k", count: 129)).status == .badRequest, "the client_id's limits apply")
             let conversation = try #require(try gw.store.conversations(for: "admin@clinic.com").first)
             #expect(try gw.store.history(for: "admin@clinic.com", conversationID: conversation.id).count == 1)
         }

@@ -513,7 +513,7 @@ enum OpenAPIDocument {
   },
   "/api/messages": {
    "post": {
-    "summary": "Send (201 only after the store committed it; 503 if it did not answer in time: retry with the same client_id).",
+    "summary": "Send (201 only after the store committed it; 503 if it did not answer in time: retry with the same client_id or Idempotency-Key).",
     "responses": {
      "201": {
       "description": "OK",
@@ -550,6 +550,17 @@ enum OpenAPIDocument {
       "$ref": "#/components/responses/Unavailable"
      }
     },
+    "parameters": [
+     {
+      "name": "Idempotency-Key",
+      "in": "header",
+      "required": false,
+      "description": "A retry key, taken as the send's client_id (1 to 128 characters); a client_id in the body must then be the same.",
+      "schema": {
+       "type": "string"
+      }
+     }
+    ],
     "requestBody": {
      "required": true,
      "content": {

@@ -21,6 +21,8 @@ public struct RESTAPI: Sendable {
     let operations: OperationsEndpoints?
     /// Served over TLS: responses carry Strict-Transport-Security.
     let hsts: Bool
+    /// `POST /api/messages`: a retry key, taken as the send's `client_id`.
+    static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
 
     public init(store: StoreClient, tokens: TokenService, redis: RedisClient, keys: RedisKeys, logger: Logger,
                 operations: OperationsEndpoints? = nil, hsts: Bool = false) {
@@ -104,7 +106,14 @@ public struct RESTAPI: Sendable {
 
         routes.add(.post, "/api/messages") { request, context in
             let claims = try await self.authenticate(request)
-            let body = try await request.decodeJSON(SendMessageRequest.self, context: context)
+            var body = try await request.decodeJSON(SendMessageRequest.self, context: context)
+            // HTTP clients' usual retry key: the same as `client_id`, which it fills in.
+            if let key = request.headers[Self.idempotencyKey] {
+                guard body.clientID == nil || body.clientID == key else {
+                    throw ChatError(.badRequest, "Idempotency-Key and client_id differ; send one, or the same value")
+                }
+                body.clientID = key
+            }
             return try self.pass(await self.store.command(.send, user: claims.sub, body: body), status: .created)
         }
         routes.add(.post, "/api/messages/:id/read") { request, context in
