@@ -50,7 +50,8 @@ struct OperationsTests {
         let address = try #require(gatewayLog.split(separator: " ").first { $0.hasPrefix("http.address=") })
         var found = ["chat-gateway": try #require(Int(address.split(separator: ":").last ?? ""))]
         for name in ["chat-messages", "chat-presence", "chat-retention"] {
-            found[name] = try #require(adminPort(processes[name]!.1), "\(name) logged no admin address: \(contents(processes[name]!.1))")
+            let port: Int = try #require(adminPort(processes[name]!.1), "\(name) logged no admin address: \(contents(processes[name]!.1))")
+            found[name] = port
         }
         let ports = found
         @Sendable func get(_ service: String, _ path: String) async throws -> (Int, String) {
