@@ -15,8 +15,9 @@ import NIOWebSocket
 /// keeps the memory of its deepest call until it ends: 12–17 KiB per socket, more than
 /// half of an idle socket's cost. Here an upgraded socket goes to
 /// ``EngineServer/serveWebSocket(on:uri:)`` as the upgrade completes, whose
-/// ``EngineWebSocketHandler`` serves it on the event loop; the connection's task then ends. Every other request is Hummingbird's HTTP/1.1, set up as `HTTPServerBuilder.http1()`
-/// and hummingbird-websocket's upgrade channel do it; an upgrade that is refused gets a 400.
+/// ``EngineWebSocketHandler`` serves it on the event loop; the connection's task then ends.
+/// Every other request is Hummingbird's HTTP/1.1, set up as `HTTPServerBuilder.http1()` and
+/// hummingbird-websocket's upgrade channel do it; an upgrade that is refused gets a 400.
 public struct EngineHTTPChannel: HTTPChannelHandler {
     enum UpgradeResult: Sendable {
         /// Served on the event loop by then.
