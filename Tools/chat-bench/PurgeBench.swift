@@ -52,8 +52,11 @@ struct PurgeBench: AsyncParsableCommand {
             _ = try store.append(requests, now: past)
         }
         log("seeded \(messages) expired messages in \(ContinuousClock.now - seedStart)")
-        @Sendable func expired() throws -> Int {
-            try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages WHERE expires_at <= ?", arguments: [Date().epochMilliseconds]) ?? 0 }
+        // Whether any expired message is left: one step down the expiry index (a COUNT of them
+        // walked up to 100,000 index entries, 3-7 ms of CPU every 20 sends, beside the sends
+        // measured; taking it out did not change the results, BENCHMARKS.md, twelfth round).
+        @Sendable func anyExpired() throws -> Bool {
+            try store.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM messages WHERE expires_at <= ?)", arguments: [Date().epochMilliseconds]) ?? false }
         }
 
         let configuration = try ChatConfiguration(environment: [
@@ -106,12 +109,12 @@ struct PurgeBench: AsyncParsableCommand {
             var during: [Double] = []
             // When each send went out, since the worker started: the tail by phase of the purge.
             var at: [Double] = []
-            var remaining = try expired()
-            while remaining > 0 {
+            var remaining = try anyExpired()
+            while remaining {
                 at.append(ms(ContinuousClock.now - purgeStart))
                 during.append(try await send())
                 try await Task.sleep(for: .milliseconds(pause))
-                if during.count % 20 == 0 { remaining = try expired() }
+                if during.count % 20 == 0 { remaining = try anyExpired() }
                 if ContinuousClock.now - purgeStart > .seconds(600) { throw ValidationError("the purge did not finish in 10 minutes") }
             }
             let purgeTime = ContinuousClock.now - purgeStart
