@@ -437,7 +437,8 @@ struct AuditAndFileTests {
         let first = try store.apply(batch)
         let conversations = try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM conversations") }
         let auditLines = try store.auditLog().count
-        // A later read mark moves nothing back; a replay shows the marker as it is.
+        // Given again: 1-6 (a read mark of an earlier message, after 1-2) moved nothing back,
+        // and both replayed show the marker as it is.
         let again = try store.apply(batch)
         #expect(again.count == batch.count)
 
