@@ -406,12 +406,12 @@ struct AuditAndFileTests {
         #expect(try store.auditLog().first { $0.action == "retention.purge" }?.detail == "8 deleted, 1 held")
         #expect(try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM purge_steps") } == 0)
 
-        // Given once more (killed after the commit, before XACK): answered as applied, and the
-        // steps that ran again leave nothing behind.
+        // Given once more (killed after the commit, before XACK): answered (and so announced)
+        // with what it deleted the first time, and the steps that ran again leave nothing behind.
         #expect(try store.purgeStep(ids: steps[0], entry: "5-1").held == [kept])
         let again = try store.apply([("5-1", command)])
         #expect(again.count == 1)
-        if case .alreadyApplied? = again.first {} else { Issue.record("not answered as applied: \(again)") }
+        if case .purged(let replayed)? = again.first { #expect(replayed == result) } else { Issue.record("not answered with the purge: \(again)") }
         #expect(try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM purge_steps") } == 0)
         #expect(try store.auditLog().filter { $0.action == "retention.purge" }.count == 1)
     }

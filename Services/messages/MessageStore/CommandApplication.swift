@@ -15,7 +15,7 @@ public enum CommandOutcome: Sendable {
     /// A hold changed; `released` lists held messages already due, to schedule again.
     case legalHold(conversationID: String, held: Bool, released: [DueMessage])
     /// The entry was applied before (redelivered after a crash) and has nothing to announce
-    /// again (an audit line, a purge, a compaction, or its subject is gone): answered `{}`.
+    /// again (an audit line, a compaction, or its subject is gone): answered `{}`.
     case alreadyApplied
     case failed(ChatError)
 }
@@ -37,7 +37,7 @@ extension MessageStore {
             var outcomes: [CommandOutcome] = []
             outcomes.reserveCapacity(batch.count)
             for (id, command) in batch {
-                if let previous = try Row.fetchOne(db.cachedStatement(sql: "SELECT message_id, conversation_id, error FROM applied_commands WHERE entry_id = ?"),
+                if let previous = try Row.fetchOne(db.cachedStatement(sql: "SELECT message_id, conversation_id, error, purged FROM applied_commands WHERE entry_id = ?"),
                                                    arguments: [id]) {
                     // A purge given again after it was applied ran its steps again, which held ids may have recorded.
                     if command.type == .purge { try self.forgetPurgeSteps(db, entry: id) }
@@ -51,15 +51,16 @@ extension MessageStore {
                 } else if command.type == .purge {
                     try self.forgetPurgeSteps(db, entry: id)
                 }
-                var (messageID, conversationID, error): (String?, String?, String?)
+                var (messageID, conversationID, error, purged): (String?, String?, String?, String?)
                 switch outcome {
                 case .sent(let stored): messageID = stored.message.id
                 case .conversation(let conversation): conversationID = conversation.id
                 case .failed(let failure): error = String(decoding: try JSONEncoder().encode(failure), as: UTF8.self)
+                case .purged(let purge): purged = String(decoding: try JSONEncoder().encode(purge), as: UTF8.self)
                 default: break
                 }
-                try db.cachedStatement(sql: "INSERT INTO applied_commands (entry_id, applied_at, message_id, conversation_id, error) VALUES (?, ?, ?, ?, ?)")
-                    .execute(arguments: [id, now.epochMilliseconds, messageID, conversationID, error])
+                try db.cachedStatement(sql: "INSERT INTO applied_commands (entry_id, applied_at, message_id, conversation_id, error, purged) VALUES (?, ?, ?, ?, ?, ?)")
+                    .execute(arguments: [id, now.epochMilliseconds, messageID, conversationID, error, purged])
                 try self.record(db, [self.auditEntry(for: command, outcome: outcome, now: now)].compactMap { $0 })
                 outcomes.append(outcome)
             }
@@ -107,9 +108,9 @@ extension MessageStore {
     /// - a created conversation, that conversation;
     /// - a user created or changed, the user as now, so gateways' `disabled` flag follows
     ///   the latest state (a disabled user's sockets are told to end again);
-    /// - a legal hold, the conversation's hold as now and, if released, its messages due.
-    /// Audit lines, purges (their steps are counted once, and the messages are gone) and
-    /// compactions are answered `{}`; so is anything whose subject is gone.
+    /// - a legal hold, the conversation's hold as now and, if released, its messages due;
+    /// - a purge, what it deleted and held (its `messages_purged` events again).
+    /// Audit lines and compactions are answered `{}`; so is anything whose subject is gone.
     private func replay(_ db: Database, _ command: StoreCommand, previous: Row, now: Date) throws -> CommandOutcome {
         if let error: String = previous["error"] {
             return .failed((try? JSONDecoder().decode(ChatError.self, from: Data(error.utf8))) ?? ChatError(.internal, error))
@@ -145,7 +146,10 @@ extension MessageStore {
         case .setLegalHold:
             guard let id = body(LegalHoldRequest.self)?.conversationID, let record = try ConversationRecord.fetchOne(db, key: id) else { return .alreadyApplied }
             return .legalHold(conversationID: id, held: record.legalHold, released: record.legalHold ? [] : try dueMessages(db, conversationID: id, now: now))
-        case .audit, .purge, .compact:
+        case .purge:
+            guard let json: String = previous["purged"], let purge = try? JSONDecoder().decode(PurgeResult.self, from: Data(json.utf8)) else { return .alreadyApplied }
+            return .purged(purge)
+        case .audit, .compact:
             return .alreadyApplied
         }
     }

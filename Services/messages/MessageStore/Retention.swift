@@ -2,8 +2,9 @@ import ChatCore
 import Foundation
 import GRDB
 
-/// What a purge deleted, and who held copies.
-public struct PurgeResult: Sendable, Hashable {
+/// What a purge deleted, and who held copies (kept as JSON with its applied entry, so a
+/// purge read again after a crash is announced again).
+public struct PurgeResult: Sendable, Hashable, Codable {
     /// Deleted message ids by conversation.
     public var deleted: [String: [String]]
     /// Participants of each conversation that lost messages.

@@ -150,6 +150,13 @@ enum Schema {
                 ALTER TABLE applied_commands ADD COLUMN error TEXT;             -- for a refused command: its ChatError as JSON
                 """)
         }
+        // A purge read again after a crash is announced again too (its `messages_purged`
+        // events, which clients drop the messages from view by): what it deleted is kept, as
+        // its `PurgeResult` in JSON. (No SQL comment after the column: SQLite would keep it in
+        // the table's definition, before its closing parenthesis.)
+        migrator.registerMigration("v7: applied purges keep what they deleted") { db in
+            try db.execute(sql: "ALTER TABLE applied_commands ADD COLUMN purged TEXT")
+        }
         return migrator
     }
 }
