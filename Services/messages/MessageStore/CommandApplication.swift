@@ -119,11 +119,8 @@ extension MessageStore {
         switch command.type {
         case .send:
             guard let messageID: String = previous["message_id"],
-                  let record = try MessageRecord.filter(MessageRecord.Columns.id == messageID).fetchOne(db),
-                  let conversation = try ConversationRecord.fetchOne(db, key: record.conversationID) else { return .alreadyApplied }
-            let participants = try participants(db, record.conversationID)
-            return .sent(StoredMessage(message: record.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(record.senderEmail)),
-                                       participants: participants, duplicate: false))
+                  let record = try MessageRecord.filter(MessageRecord.Columns.id == messageID).fetchOne(db) else { return .alreadyApplied }
+            return .sent(try stored(db, record, duplicate: false))
         case .markConversationRead, .markMessageRead:
             let conversationID: String? = if command.type == .markConversationRead {
                 body(MarkConversationReadRequest.self)?.conversationID
@@ -136,8 +133,7 @@ extension MessageStore {
             }
             return .read(try readUpdate(db, reader: reader, conversationID: conversationID, marker: marker, advanced: true, now: now))
         case .createConversation:
-            guard let id: String = previous["conversation_id"], let record = try ConversationRecord.fetchOne(db, key: id),
-                  (try? requireParticipant(db, id, command.user.lowercased())) != nil else { return .alreadyApplied }
+            guard let id: String = previous["conversation_id"], let record = try conversation(db, id, participant: command.user) else { return .alreadyApplied }
             return .conversation(try conversation(record, for: command.user.lowercased(), db, now: now))
         case .createUser, .setUserDisabled, .setUserRole:
             let email = command.type == .createUser ? body(CreateUserRequest.self)?.email : body(UpdateUserRequest.self)?.email

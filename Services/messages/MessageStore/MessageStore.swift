@@ -417,12 +417,15 @@ public struct MessageStore: Sendable {
 
     /// The conversation if `user` takes part; otherwise `notFound`, as if it did not exist.
     func requireParticipant(_ db: Database, _ conversationID: String, _ user: String) throws -> ConversationRecord {
-        guard let record = try db.cachedFetchOne(ConversationRecord.self, """
-            SELECT c.* FROM conversations c JOIN participants p ON p.conversation_id = c.id WHERE c.id = ? AND p.email = ?
-            """, [conversationID, user.lowercased()]) else {
-            throw ChatError(.notFound, "conversation not found")
-        }
+        guard let record = try conversation(db, conversationID, participant: user) else { throw ChatError(.notFound, "conversation not found") }
         return record
+    }
+
+    /// The conversation, if `user` takes part in it.
+    func conversation(_ db: Database, _ conversationID: String, participant user: String) throws -> ConversationRecord? {
+        try db.cachedFetchOne(ConversationRecord.self, """
+            SELECT c.* FROM conversations c JOIN participants p ON p.conversation_id = c.id WHERE c.id = ? AND p.email = ?
+            """, [conversationID, user.lowercased()])
     }
 
     /// For a 1:1, who receives what `sender` sends; `nil` in groups.
@@ -463,10 +466,7 @@ public struct MessageStore: Sendable {
         if let clientID = request.clientID {
             guard (1...128).contains(clientID.count) else { throw ChatError(.badRequest, "client_id has 1 to 128 characters") }
             if let existing = try db.cachedFetchOne(MessageRecord.self, "SELECT * FROM messages WHERE client_id = ? AND sender_email = ?", [clientID, sender]) {
-                let conversation = try db.cachedFetchOne(ConversationRecord.self, "SELECT * FROM conversations WHERE id = ?", [existing.conversationID])!
-                let participants = try participants(db, existing.conversationID)
-                return StoredMessage(message: existing.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(sender)),
-                                     participants: participants, duplicate: true)
+                return try stored(db, existing, duplicate: true)
             }
         }
         var conversation: ConversationRecord
@@ -494,6 +494,14 @@ public struct MessageStore: Sendable {
                                       record.createdAt, record.expiresAt, record.clientID])
         return StoredMessage(message: record.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(sender)),
                              participants: participants, duplicate: false)
+    }
+
+    /// A message already stored, as a send answers and announces it.
+    func stored(_ db: Database, _ record: MessageRecord, duplicate: Bool) throws -> StoredMessage {
+        let conversation = try db.cachedFetchOne(ConversationRecord.self, "SELECT * FROM conversations WHERE id = ?", [record.conversationID])!
+        let participants = try participants(db, record.conversationID)
+        return StoredMessage(message: record.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(record.senderEmail)),
+                             participants: participants, duplicate: duplicate)
     }
 
     func participants(_ db: Database, _ conversationID: String) throws -> [String] {
