@@ -5,6 +5,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import RedisClient
 import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
@@ -80,9 +81,10 @@ public final class EngineServer: Service, Sendable {
         }
     }
 
-    private func open(_ transport: EngineSession.Transport, remoteAddress: String?) -> EngineSession {
+    private func open(_ transport: EngineSession.Transport, remoteAddress: String?, eventLoop: (any EventLoop)? = nil) -> EngineSession {
         let id = Self.newSessionID()
-        let session = EngineSession(id: id, transport: transport, remoteAddress: remoteAddress, configuration: configuration) { [weak self] session, reason in
+        let session = EngineSession(id: id, transport: transport, remoteAddress: remoteAddress, configuration: configuration,
+                                    executor: eventLoop.map(EventLoopExecutor.init)) { [weak self] session, reason in
             guard let self else { return }
             self.sessions.withLock { _ = $0.removeValue(forKey: session.id) }
             self.onSessionClosed?(reason)
@@ -224,7 +226,7 @@ public final class EngineServer: Service, Sendable {
                 channel.close(promise: nil)
                 return
             }
-            (session, probing) = (open(.websocket, remoteAddress: channel.remoteAddress?.ipAddress), false)
+            (session, probing) = (open(.websocket, remoteAddress: channel.remoteAddress?.ipAddress, eventLoop: channel.eventLoop), false)
         }
         do {
             _ = try EngineWebSocketHandler.add(to: channel.pipeline.syncOperations, session: session, probing: probing, configuration: configuration)

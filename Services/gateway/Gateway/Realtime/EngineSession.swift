@@ -1,5 +1,6 @@
 import DequeModule
 import Foundation
+import RedisClient
 import Synchronization
 
 /// One Engine.IO connection: its transport (long-polling, possibly upgraded to
@@ -61,10 +62,13 @@ public final class EngineSession: Sendable {
     private let reading = Mutex(Reading())
     private let state: Mutex<State>
     private let onClose: @Sendable (EngineSession, CloseReason) -> Void
+    /// Where the packets are handed over: the WebSocket's event loop, or Swift's global pool.
+    private let executor: EventLoopExecutor?
 
     init(id: String, transport: Transport, remoteAddress: String?, configuration: EngineConfiguration,
-         onClose: @escaping @Sendable (EngineSession, CloseReason) -> Void) {
+         executor: EventLoopExecutor? = nil, onClose: @escaping @Sendable (EngineSession, CloseReason) -> Void) {
         self.id = id
+        self.executor = executor
         self.remoteAddress = remoteAddress
         self.queue = OutboundQueue(capacity: configuration.queueCapacity, maximumBytes: configuration.queueBytes)
         self.inboundLimit = configuration.inboundBuffer
@@ -151,7 +155,11 @@ public final class EngineSession: Sendable {
     }
 
     private func startConsumer() {
-        Task { await self.runConsumer() }
+        if let executor {
+            Task(executorPreference: executor) { await self.runConsumer() }
+        } else {
+            Task { await self.runConsumer() }
+        }
     }
 
     private func runConsumer() async {
