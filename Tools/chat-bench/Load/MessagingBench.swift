@@ -4,6 +4,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import RedisClient
 
 /// The sockets of a messaging workload: senders keep a window of unconfirmed sends (or
 /// are paced from outside), receivers record what arrives.
@@ -119,10 +120,16 @@ struct PaceSchedule: Sendable {
 
 /// Paces sends at `rate` per second across `senders` (round robin) for `duration`, each
 /// stamped with its scheduled time, so a stall shows as latency (no coordinated omission).
+/// The pacing runs on the first sender's event loop (the tool's only one unless `--threads`
+/// says more), sleeping on its timers: the sends are written on the loop, not handed to it
+/// from another thread one by one.
 func pace(_ load: MessagingLoad, senders: [VirtualSocket], rate: Double, duration: Double) async throws {
-    let schedule = PaceSchedule(start: nowNanoseconds(), rate: rate, duration: duration)
-    try await schedule.run(now: nowNanoseconds, sleep: { try await Task.sleep(for: .nanoseconds(Int64($0))) }) { k, stamp in
-        load.send(from: senders[k % senders.count], at: stamp)
+    guard let loop = senders.first?.channel?.eventLoop else { return }
+    try await withTaskExecutorPreference(EventLoopExecutor(loop)) {
+        let schedule = PaceSchedule(start: nowNanoseconds(), rate: rate, duration: duration)
+        try await schedule.run(now: nowNanoseconds, sleep: { try await loop.scheduleTask(in: .nanoseconds(Int64($0))) {}.futureResult.get() }) { k, stamp in
+            load.send(from: senders[k % senders.count], at: stamp)
+        }
     }
 }
 
