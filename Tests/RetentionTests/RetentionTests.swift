@@ -5,6 +5,7 @@ import Logging
 import MessageStore
 import RedisClient
 import Retention
+import Synchronization
 import Testing
 
 /// The messages service and a retention worker, in process, on a real Redis and a real SQLite file.
@@ -197,6 +198,49 @@ struct RetentionTests {
                     #expect(await eventually(timeout: .seconds(20)) { (try? h.stored()) == 0 }, "\(left) were left in the schedule")
                     #expect(await eventually { (try? await h.redis.zcard(h.keys.retentionDue)) == 0 })
                 }
+            }
+        }
+    }
+
+    @Test("a sweep rests after each full batch, rest × as long as the batch took, and not after the last, partial one")
+    func pacesLargeSweeps() async throws {
+        try await withRetention(retention: .seconds(1), runWorker: false) { h in
+            let conversation = h.conversation
+            let sends = (0..<250).map { SendRequest(sender: "admin@clinic.com", conversationID: conversation, content: "paced \($0)", clientID: nil) }
+            let stored = try h.store.append(sends, now: Date().addingTimeInterval(-10)).map { try $0.get().message }
+            let client = StoreClient(redis: h.redis, keys: h.keys, gatewayID: "retention-pace", timeout: .seconds(5))
+            let subscriber = RedisSubscriber(configuration: h.server.configuration)
+            try await withRunning(subscriber) { subscriber in
+                try await subscriber.subscribe([client.replyChannel])
+                let pump = Task { await client.pumpReplies(from: subscriber) }
+                defer { pump.cancel() }
+                for rest in [2.0, 0] {
+                    try await h.redis.zadd(h.keys.retentionDue, stored.map { (Double($0.expiresAt.epochMilliseconds), $0.id) })
+                    // Each rest, and how long the batch before it can have taken at most (since the sweep
+                    // began or the last rest ended).
+                    let rests = Mutex<[(rest: Duration, batchAtMost: Duration)]>([])
+                    let mark = Mutex(ContinuousClock.now)
+                    var configuration = RetentionWorker.Configuration(consumer: "r1", sweepInterval: .seconds(60), auditRetention: .seconds(3600))
+                    configuration.rest = rest
+                    configuration.pause = { duration in
+                        rests.withLock { $0.append((duration, .now - mark.withLock { $0 })) }
+                        mark.withLock { $0 = .now }
+                    }
+                    let worker = RetentionWorker(redis: h.redis, keys: h.keys, store: client, configuration: configuration, logger: Logger(label: "retention"))
+                    mark.withLock { $0 = .now }
+                    #expect(try await worker.sweep() == 250)
+                    let recorded = rests.withLock { $0 }
+                    #expect(recorded.count == 2, "batches of 100, 100 and 50: a rest after each full one (rest \(rest))")
+                    for (duration, batchAtMost) in recorded {
+                        if rest == 0 {
+                            #expect(duration == .zero)
+                        } else {
+                            #expect(duration > .zero)
+                            #expect(duration <= batchAtMost * rest, "rested \(duration) after a batch of at most \(batchAtMost)")
+                        }
+                    }
+                }
+                #expect(try h.stored() == 0)
             }
         }
     }

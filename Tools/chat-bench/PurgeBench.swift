@@ -129,7 +129,7 @@ struct PurgeBench: AsyncParsableCommand {
 
             median during / idle: \(fixed2(median(during) / median(idle)))×; p99 during / idle: \(fixed2(percentile(during, 0.99) / percentile(idle, 0.99)))×
             p99 ms by tenth of the purge's time: \(tenths(at: at, during, total: ms(purgeTime)).map(fixed2).joined(separator: ", "))
-            purge of \(messages) messages (schedule rebuilt from the store, paced batches of \(RetentionWorker.Configuration(consumer: "", sweepInterval: .seconds(1), auditRetention: .seconds(1)).batchSize)): \(fixed2(ms(purgeTime) / 1000)) s, \(Int(Double(messages) / (ms(purgeTime) / 1000))) messages/s
+            purge of \(messages) messages (schedule rebuilt from the store, paced batches of \(RetentionWorker.Configuration.defaultBatchSize)): \(fixed2(ms(purgeTime) / 1000)) s, \(Int(Double(messages) / (ms(purgeTime) / 1000))) messages/s
             written meanwhile (SQLite and the sends, write(2) and kin): \(fixed2(written)) MiB, \(fixed2(written * 1024 / Double(messages))) KiB per purged message
             """)
             group.cancelAll()

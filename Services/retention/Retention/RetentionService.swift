@@ -19,7 +19,8 @@ public final class RetentionWorker: Service, Sendable {
         public var auditRetention: Duration
         /// Ids per purge command: small, because a purge holds the store's single writer and
         /// sends wait behind it.
-        public var batchSize = 100
+        public var batchSize = Self.defaultBatchSize
+        public static let defaultBatchSize = 100
         /// After each full batch the worker waits this many times as long as the batch took,
         /// so a large backlog holds the store's writer at most 1 / (1 + rest) of the time: a
         /// third by default. Resting as long as the batch (half the time) gave sends during a
@@ -28,6 +29,8 @@ public final class RetentionWorker: Service, Sendable {
         public static let defaultRest = 2.0
         /// How long the reader of `chat:events` waits after a small batch (see ``StreamConsumer/linger``).
         public var eventsLinger: Duration = .seconds(1)
+        /// How the worker rests after a full batch (`Task.sleep`; tests record the rests instead).
+        public var pause: @Sendable (Duration) async throws -> Void = { try await Task.sleep(for: $0) }
 
         public init(consumer: String, sweepInterval: Duration, auditRetention: Duration) {
             self.consumer = consumer
@@ -127,7 +130,7 @@ public final class RetentionWorker: Service, Sendable {
             metrics?.purged.increment(by: Int64(ids.count))
             // Paced: the store's writer is left to the users `rest` times as long as the purge
             // held it, so a large backlog (a restore, a lifted hold) never takes more than a third of it.
-            if ids.count == configuration.batchSize { try await Task.sleep(for: (ContinuousClock.now - started) * configuration.rest) }
+            if ids.count == configuration.batchSize { try await configuration.pause((ContinuousClock.now - started) * configuration.rest) }
         }
         metrics?.sweeps.increment()
         metrics?.lastSweep.set(now.timeIntervalSince1970)
