@@ -4,7 +4,7 @@ import NIOCore
 /// gateway's WebSocket, the load tool's sockets) runs on that channel's loop: its writes
 /// are made on the loop, and the replies it waits for resume it there, without waking a
 /// thread of Swift's cooperative pool each time.
-public final class EventLoopExecutor: TaskExecutor, @unchecked Sendable {
+public final class EventLoopExecutor: TaskExecutor, Sendable {
     public let eventLoop: any EventLoop
 
     public init(_ eventLoop: any EventLoop) { self.eventLoop = eventLoop }

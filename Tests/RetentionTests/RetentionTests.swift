@@ -35,6 +35,23 @@ struct RetentionHarness: Sendable {
         return entries.flatMap { $0.fields.values }.joined(separator: "\n")
     }
 
+    /// `count` messages stored straight into the store, already due (expired 10 s ago by their send time).
+    func storeDue(_ count: Int, content: String) throws -> [Message] {
+        let sends = (0..<count).map { SendRequest(sender: "admin@clinic.com", conversationID: conversation, content: "\(content) \($0)", clientID: nil) }
+        return try store.append(sends, now: Date().addingTimeInterval(-10)).map { try $0.get().message }
+    }
+
+    /// A store client of its own (`gatewayID`), its answers read by a subscriber of its own, for `body`.
+    func withStoreClient(_ gatewayID: String, _ body: @Sendable (StoreClient) async throws -> Void) async throws {
+        let client = StoreClient(redis: redis, keys: keys, gatewayID: gatewayID, timeout: .seconds(5))
+        try await withRunning(RedisSubscriber(configuration: server.configuration)) { subscriber in
+            try await subscriber.subscribe([client.replyChannel])
+            let pump = Task { await client.pumpReplies(from: subscriber) }
+            defer { pump.cancel() }
+            try await body(client)
+        }
+    }
+
     func makeWorker(_ store: StoreClient) -> RetentionWorker {
         RetentionWorker(redis: redis, keys: keys, store: store, configuration: .init(consumer: "r1", sweepInterval: .milliseconds(200), auditRetention: .seconds(3600)), logger: Logger(label: "retention"))
     }
@@ -172,19 +189,12 @@ struct RetentionTests {
     @Test("a worker stopped in the middle of a sweep leaves the rest scheduled, and the next one finishes the job")
     func resumesAnInterruptedSweep() async throws {
         try await withRetention(retention: .seconds(1), runWorker: false) { h in
-            let conversation = h.conversation
             // 2,500 messages at once, straight into the store, already due.
-            let sends = (0..<2500).map { SendRequest(sender: "admin@clinic.com", conversationID: conversation, content: "bulk \($0)", clientID: nil) }
-            let stored = try h.store.append(sends, now: Date().addingTimeInterval(-10)).map { try $0.get().message }
-            try await h.redis.zadd(h.keys.retentionDue, stored.map { (Double(Int64($0.expiresAt.timeIntervalSince1970 * 1000)), $0.id) })
+            let stored = try h.storeDue(2500, content: "bulk")
+            try await h.redis.zadd(h.keys.retentionDue, stored.map { (Double($0.expiresAt.epochMilliseconds), $0.id) })
 
             // A sweep cut short after its first purge command: the rest stays in the schedule.
-            let client = StoreClient(redis: h.redis, keys: h.keys, gatewayID: "retention-resume", timeout: .seconds(5))
-            let subscriber = RedisSubscriber(configuration: h.server.configuration)
-            try await withRunning(subscriber) { subscriber in
-                try await subscriber.subscribe([client.replyChannel])
-                let pump = Task { await client.pumpReplies(from: subscriber) }
-                defer { pump.cancel() }
+            try await h.withStoreClient("retention-resume") { client in
                 var configuration = RetentionWorker.Configuration(consumer: "r1", sweepInterval: .milliseconds(200), auditRetention: .seconds(3600))
                 configuration.batchSize = 1000
                 let cut = RetentionWorker(redis: h.redis, keys: h.keys, store: client, configuration: configuration, logger: Logger(label: "retention"))
@@ -205,15 +215,8 @@ struct RetentionTests {
     @Test("a sweep rests after each full batch, rest × as long as the batch took, and not after the last, partial one")
     func pacesLargeSweeps() async throws {
         try await withRetention(retention: .seconds(1), runWorker: false) { h in
-            let conversation = h.conversation
-            let sends = (0..<250).map { SendRequest(sender: "admin@clinic.com", conversationID: conversation, content: "paced \($0)", clientID: nil) }
-            let stored = try h.store.append(sends, now: Date().addingTimeInterval(-10)).map { try $0.get().message }
-            let client = StoreClient(redis: h.redis, keys: h.keys, gatewayID: "retention-pace", timeout: .seconds(5))
-            let subscriber = RedisSubscriber(configuration: h.server.configuration)
-            try await withRunning(subscriber) { subscriber in
-                try await subscriber.subscribe([client.replyChannel])
-                let pump = Task { await client.pumpReplies(from: subscriber) }
-                defer { pump.cancel() }
+            let stored = try h.storeDue(250, content: "paced")
+            try await h.withStoreClient("retention-pace") { client in
                 for rest in [2.0, 0] {
                     try await h.redis.zadd(h.keys.retentionDue, stored.map { (Double($0.expiresAt.epochMilliseconds), $0.id) })
                     // Each rest, and how long the batch before it can have taken at most (since the sweep

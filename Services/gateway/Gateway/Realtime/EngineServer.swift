@@ -5,8 +5,8 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
-import RedisClient
 import NIOWebSocket
+import RedisClient
 import ServiceLifecycle
 import Synchronization
 
