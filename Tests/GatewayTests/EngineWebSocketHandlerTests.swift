@@ -3,7 +3,9 @@ import Foundation
 @testable import Gateway
 import NIOCore
 import NIOEmbedded
+import NIOPosix
 import NIOWebSocket
+import RedisClient
 import Synchronization
 import Testing
 
@@ -126,6 +128,31 @@ struct EngineWebSocketHandlerTests {
         let flooded = EngineSession(id: "c2", transport: .websocket, remoteAddress: nil, configuration: configuration) { _, _ in }
         for index in 0..<4 { flooded.receive(.message("f\(index)"), configuration: configuration) }
         #expect(flooded.closeReason == .inboundFlood)
+    }
+
+    @Test("a WebSocket session's packets are handled on its event loop; a polling one's on Swift's pool until an upgrade hands them over")
+    func handledOnTheSocketsLoop() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let configuration = EngineConfiguration()
+        let onLoop = Mutex<[String: Bool]>([:])
+        let record: @Sendable (EngineSession.Inbound) async -> Void = { item in
+            guard case .message(let text) = item else { return }
+            onLoop.withLock { $0[text] = loop.inEventLoop }
+        }
+        let websocket = EngineSession(id: "w1", transport: .websocket, remoteAddress: nil, configuration: configuration,
+                                      executor: EventLoopExecutor(loop)) { _, _ in }
+        websocket.consume(record, finished: {})
+        websocket.receive(.message("websocket"), configuration: configuration)
+        let polling = EngineSession(id: "p1", transport: .polling, remoteAddress: nil, configuration: configuration) { _, _ in }
+        polling.consume(record, finished: {})
+        polling.receive(.message("polling"), configuration: configuration)
+        #expect(await eventually { onLoop.withLock { $0.count == 2 } })
+        polling.handOver(on: loop)
+        polling.receive(.message("upgraded"), configuration: configuration)
+        #expect(await eventually { onLoop.withLock { $0.count == 3 } })
+        #expect(onLoop.withLock { $0 } == ["websocket": true, "polling": false, "upgraded": true])
+        try await group.shutdownGracefully()
     }
 
     @Test("frames are read in order from the first one, and none is passed on down the pipeline")

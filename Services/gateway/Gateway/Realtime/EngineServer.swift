@@ -210,8 +210,9 @@ public final class EngineServer: Service, Sendable {
     /// An upgraded WebSocket, called by ``EngineHTTPChannel`` on the channel's event loop as
     /// the upgrade completes, before any frame is read: its session (a new one, or the
     /// polling session it upgrades) is served by ``EngineWebSocketHandler`` on that event
-    /// loop, with no task. The connection is closed if the session may no longer upgrade
-    /// or the server takes no new sessions.
+    /// loop, with no task, and its packets are handed to the Socket.IO layer on that loop
+    /// too. The connection is closed if the session may no longer upgrade or the server
+    /// takes no new sessions.
     func serveWebSocket(on channel: any Channel, uri: String) {
         let session: EngineSession
         let probing: Bool
@@ -221,6 +222,7 @@ public final class EngineServer: Service, Sendable {
                 return
             }
             (session, probing) = (existing, true)
+            session.handOver(on: channel.eventLoop)
         } else {
             guard isAccepting else {
                 channel.close(promise: nil)

@@ -1,5 +1,6 @@
 import DequeModule
 import Foundation
+import NIOCore
 import RedisClient
 import Synchronization
 
@@ -62,13 +63,14 @@ public final class EngineSession: Sendable {
     private let reading = Mutex(Reading())
     private let state: Mutex<State>
     private let onClose: @Sendable (EngineSession, CloseReason) -> Void
-    /// Where the packets are handed over: the WebSocket's event loop, or Swift's global pool.
-    private let executor: EventLoopExecutor?
+    /// Where the packets are handed over: the WebSocket's event loop (from the start, or from
+    /// an upgrade's probe on), or Swift's global pool while the session only polls.
+    private let executor: Mutex<EventLoopExecutor?>
 
     init(id: String, transport: Transport, remoteAddress: String?, configuration: EngineConfiguration,
          executor: EventLoopExecutor? = nil, onClose: @escaping @Sendable (EngineSession, CloseReason) -> Void) {
         self.id = id
-        self.executor = executor
+        self.executor = Mutex(executor)
         self.remoteAddress = remoteAddress
         self.queue = OutboundQueue(capacity: configuration.queueCapacity, maximumBytes: configuration.queueBytes)
         self.inboundLimit = configuration.inboundBuffer
@@ -154,8 +156,14 @@ public final class EngineSession: Sendable {
         return true
     }
 
+    /// From now on the packets are handed over on `eventLoop` (the upgrading WebSocket's).
+    /// A hand-over already under way finishes where it runs; the next one starts there.
+    func handOver(on eventLoop: any EventLoop) {
+        executor.withLock { $0 = EventLoopExecutor(eventLoop) }
+    }
+
     private func startConsumer() {
-        if let executor {
+        if let executor = executor.withLock({ $0 }) {
             Task(executorPreference: executor) { await self.runConsumer() }
         } else {
             Task { await self.runConsumer() }
