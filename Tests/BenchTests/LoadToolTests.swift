@@ -46,6 +46,14 @@ struct LoadToolTests {
         #expect(clock.sleeps < 40, "late sends should go out in bursts, not one per sleep: \(clock.sleeps) sleeps")
     }
 
+    @Test("virtual users' emails are numbered with five digits or more, as String(format: \"%05d\") numbers them")
+    func emails() {
+        for user in [0, 7, 42, 12_345, 123_456] {
+            #expect(benchEmail(prefix: "bench", user: user) == String(format: "bench-%05d@bench.local", user))
+        }
+        #expect(benchEmail(prefix: "load", user: 9) == "load-00009@bench.local")
+    }
+
     @Test("the content every bench message carries reads back; event names, positions and error codes are found in packets")
     func content() {
         let content = BenchContent.make(sender: 17, n: 4_242, at: 123_456_789_012)

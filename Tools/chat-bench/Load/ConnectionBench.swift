@@ -232,7 +232,7 @@ struct SeedBench: AsyncParsableCommand {
         let store = try MessageStore.open(path: database, retention: .seconds(90 * 86400), bcryptCost: 4)
         var created = 0
         for user in 0..<users {
-            let email = String(format: "%@-%05d@bench.local", userPrefix, user)
+            let email = benchEmail(prefix: userPrefix, user: user)
             if (try? store.createUser(email: email, name: "Bench User \(user)", role: .doctor, password: password)) != nil { created += 1 }
         }
         print("seed: \(created) users created (\(users - created) already there) in \(database)")
