@@ -3,8 +3,9 @@
 `chat-messages migrate` of the release build), the same pragmas and the same statements per
 send, batches of 256 (BATCH=n) in one transaction, synced at commit, 3 rounds of 20,000 sends. What a
 single SQLite writer costs per send on this machine, whatever the language around it
-(BENCHMARKS.md, tenth round). SKIP=fts,audit,applied,savepoint,sync leaves parts out:
-the search index, the audit row, the applied-entry row, the per-send savepoint, the sync.
+(BENCHMARKS.md, tenth round). SKIP=fts,audit,applied,savepoint,sync,expiry leaves parts out:
+the search index, the audit row, the applied-entry row, the per-send savepoint, the sync,
+the messages' expiry index.
 Ids are UUID v7 with random bits within a millisecond (the store's are monotonic there).
 Usage: [SKIP=...] [BATCH=n] python3 scripts/model-store-sends.py"""
 import sqlite3, time, os, subprocess, uuid, random, statistics, tempfile
@@ -16,6 +17,7 @@ subprocess.run([os.path.join(root, ".build/release/chat-messages"), "migrate"], 
 db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 for p in ("journal_mode=WAL", "foreign_keys=ON", "secure_delete=ON", "cache_size=-32768", "wal_autocheckpoint=16384", "synchronous=" + ("OFF" if "sync" in SKIP else "FULL")):
     db.execute("PRAGMA " + p)
+if "expiry" in SKIP: db.execute("DROP INDEX messages_by_expiry")
 now = int(time.time() * 1000)
 pairs = []
 for i in range(100):
