@@ -30,7 +30,7 @@ struct LoadToolRunTests {
         (text ?? "").split(separator: "/").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
     }
 
-    @Test("pairs (closed and open loop), group and churn: every send confirmed and delivered to each recipient, none lost, duplicated or out of order; the run folder's processes are reported")
+    @Test("pairs (closed and open loop), group (with and without page loads) and churn: every send confirmed and delivered to each recipient, none lost, duplicated or out of order; the run folder's processes are reported")
     func workloads() async throws {
         let server = try RedisServer.required()
         let keys = uniqueKeys("bench")
@@ -87,6 +87,15 @@ struct LoadToolRunTests {
         #expect(counts(row(group, "sent / confirmed / delivered")) == [40, 40, 120], "every message reaches the 3 other members: \(group)")
         #expect(counts(row(group, "lost / duplicated / out of order (seq per conversation)")) == [0, 0, 0], "\(group)")
         #expect(row(group, "send → receive")?.contains("(n = 120)") == true, "\(group)")
+
+        // Page loads next to the group: each new socket of users 6 and 7 (in no group of the
+        // members) asks `sync` for everything and is replayed the newest 100 of each backlog.
+        let (pagesStatus, pages) = try await bench(["group", "--members", "6", "--rate", "20", "--duration", "1",
+                                                    "--page-loads", "4", "--page-users", "2", "--backlogs", "2"] + common)
+        #expect(pagesStatus == 0, "\(pages)")
+        #expect(counts(row(pages, "sent / confirmed / delivered")) == [20, 20, 100], "\(pages)")
+        #expect(row(pages, "page loads (a new socket, `sync` of everything) answered / started") == "4 / 4, 200 messages replayed to each", "\(pages)")
+        #expect(row(pages, "page load: `sync` → acknowledged (after its replay)")?.contains("(n = 4)") == true, "\(pages)")
 
         // Every socket of the churn connects and leaves (a socket the tool did not hold used to
         // be freed mid-handshake and was never counted either way).

@@ -173,17 +173,7 @@ struct HistoryBench: AsyncParsableCommand {
         guard status == 201 || status == 200, let conversation = (json as? [String: Any])?["id"] as? String else {
             throw ValidationError("creating the conversation answered \(status)")
         }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for worker in 0..<8 {
-                group.addTask {
-                    for n in stride(from: worker, to: messages, by: 8) {
-                        _ = try await rest.call("POST", "/api/messages", token: tokens[0],
-                                                body: ["conversation_id": conversation, "content": "history \(n)", "client_id": "h\(conversation)-\(n)"])
-                    }
-                }
-            }
-            try await group.waitForAll()
-        }
+        try await rest.fill(conversation, count: messages, tokens: [tokens[0]]) { "history \($0)" }
         let before = ProcessSample.all(runDir: options.runDir)
         let recorder = NIOLockedValueBox(Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three))
         let failures = NIOLockedValueBox(0)

@@ -59,6 +59,23 @@ struct REST: Sendable {
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, try? JSONSerialization.jsonObject(with: data))
     }
 
+    /// Sends `count` messages into `conversation` over REST, 8 at a time: message n from
+    /// `tokens[n % tokens.count]`, with `content(n)`.
+    func fill(_ conversation: String, count: Int, tokens: [String], content: @escaping @Sendable (Int) -> String) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<8 {
+                group.addTask {
+                    for n in stride(from: worker, to: count, by: 8) {
+                        let (status, _) = try await call("POST", "/api/messages", token: tokens[n % tokens.count],
+                                                         body: ["conversation_id": conversation, "content": content(n), "client_id": "h\(conversation)-\(n)"])
+                        guard status == 201 || status == 200 else { throw ValidationError("sending into \(conversation) answered \(status)") }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
     /// Logs every user in, `concurrency` at a time; the tokens in user order.
     func login(_ emails: [String], password: String, concurrency: Int = 16) async throws -> [String] {
         var tokens = [String](repeating: "", count: emails.count)

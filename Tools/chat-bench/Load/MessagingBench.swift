@@ -239,12 +239,31 @@ struct GroupBench: AsyncParsableCommand {
     @Option(help: "Members (users 0..G-1).") var members = 50
     @Option(help: "Messages per second, all senders together.") var rate: Double = 200
     @Option(help: "Seconds.") var duration: Double = 10
+    @Option(help: "Page loads per second meanwhile: a new socket of a user with a backlog connects, asks `sync` for everything (as the web client does when opened) and leaves once answered; 0 = none.")
+    var pageLoads: Double = 0
+    @Option(help: "With --page-loads: the users who load pages (users G..G+U-1, not members of the group).") var pageUsers = 20
+    @Option(help: "With --page-loads: conversations of all those users with 100 messages each (a sync replays the newest 100 of each, 500 in all at most).")
+    var backlogs = 5
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
         let rest = REST(base: options.gateway)
         let emails = (0..<members).map(options.email)
         let tokens = try await rest.login(emails, password: options.password)
+        let loaders = Array(members..<(members + (pageLoads > 0 ? pageUsers : 0)))
+        let loaderTokens = Dictionary(uniqueKeysWithValues: zip(loaders, try await rest.login(loaders.map(options.email), password: options.password)))
+        if !loaders.isEmpty {
+            let senders = loaders.map { loaderTokens[$0]! }
+            for backlog in 0..<backlogs {
+                let (status, json) = try await rest.call("POST", "/api/conversations", token: senders[0],
+                                                         body: ["participants": loaders.dropFirst().map(options.email), "title": "backlog \(backlog) \(UUID().uuidString.prefix(6))"])
+                guard status == 201 || status == 200, let id = (json as? [String: Any])?["id"] as? String else {
+                    throw ValidationError("creating a backlog conversation answered \(status): \(String(describing: json))")
+                }
+                try await rest.fill(id, count: 100, tokens: senders) { "Backlog \($0): seen in clinic today, vitals stable, bloods sent; review the results and call the family before Friday's round." }
+            }
+            progress("\(backlogs) backlog conversations of \(loaders.count) users filled")
+        }
         let (status, json) = try await rest.call("POST", "/api/conversations", token: tokens[0],
                                                  body: ["participants": Array(emails.dropFirst()), "title": "bench group \(UUID().uuidString.prefix(6))"])
         guard status == 201 || status == 200, let conversation = (json as? [String: Any])?["id"] as? String else {
@@ -257,17 +276,24 @@ struct GroupBench: AsyncParsableCommand {
         try await settle(timeout: 30) { load.connected == members }
         let before = ProcessSample.all(runDir: options.runDir)
         let started = nowNanoseconds()
+        let loads = PageLoads()
+        async let loading: Void = pageLoads > 0
+            ? loads.run(rate: pageLoads, duration: duration, users: loaders, tokens: loaderTokens, options: options, group: group) : ()
         try await pace(load, senders: sockets, rate: rate, duration: duration)
+        try await loading
         let total = load.totalSent
         try await settle(timeout: 15, status: { load.status }) {
             (load.recorder.deliveredCount >= total * (members - 1) && load.recorder.confirmedCount >= total) || load.closed >= members
         }
+        try await settle(timeout: 15) { loads.finished >= loads.started }
         let cut = load.recorder.cut()
         let elapsed = Double(max(cut.lastReceive, started + 1) - started) / 1e9
         let after = ProcessSample.all(runDir: options.runDir)
-        var report = LoadReport(workload: "group of \(members) at \(Int(rate)) messages/s",
-                                command: "chat-bench group --members \(members) --rate \(Int(rate)) --duration \(Int(duration))", seconds: elapsed)
+        var report = LoadReport(workload: "group of \(members) at \(Int(rate)) messages/s" + (pageLoads > 0 ? String(format: ", %g page loads/s", pageLoads) : ""),
+                                command: "chat-bench group --members \(members) --rate \(Int(rate)) --duration \(Int(duration))"
+                                    + (pageLoads > 0 ? " --page-loads \(String(format: "%g", pageLoads)) --page-users \(pageUsers) --backlogs \(backlogs)" : ""), seconds: elapsed)
         let clean = try await summarize(&report, load: load, cut: cut, total: total, elapsed: elapsed)
+        if pageLoads > 0 { loads.report(into: &report) }
         report.processes(before: before, after: after)
         report.print()
         for socket in sockets { socket.close() }

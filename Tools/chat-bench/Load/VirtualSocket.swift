@@ -14,6 +14,12 @@ protocol VirtualSocketDelegate: AnyObject, Sendable {
     func pinged(_ socket: VirtualSocket)
     /// The transport closed (or never opened), or the CONNECT was refused.
     func closed(_ socket: VirtualSocket, reason: String)
+    /// A Socket.IO ACK (`43<id>[...]`), as the raw packet text.
+    func acknowledged(_ socket: VirtualSocket, packet: String)
+}
+
+extension VirtualSocketDelegate {
+    func acknowledged(_ socket: VirtualSocket, packet: String) {}
 }
 
 /// A Socket.IO client over one WebSocket, written straight on SwiftNIO so tens of
@@ -152,6 +158,8 @@ private final class SocketIOHandler: ChannelInboundHandler, @unchecked Sendable 
             let second = text.utf8.dropFirst().first
             if second == UInt8(ascii: "2") {
                 socket.delegate?.event(socket, packet: text)
+            } else if second == UInt8(ascii: "3") {
+                socket.delegate?.acknowledged(socket, packet: text)
             } else if second == UInt8(ascii: "0") {
                 socket.delegate?.connected(socket)
             } else if second == UInt8(ascii: "4") {
