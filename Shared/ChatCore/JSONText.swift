@@ -21,26 +21,44 @@ public enum JSONText {
             out += "\""
             return
         }
-        var bytes: [UInt8] = [UInt8(ascii: "\"")]
-        bytes.reserveCapacity(utf8.count + 16)
-        for byte in utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
-            case UInt8(ascii: "\\"): bytes += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
-            case 0x0A: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
-            case 0x0D: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
-            case 0x09: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
-            case 0x08: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "b")]
-            case 0x0C: bytes += [UInt8(ascii: "\\"), UInt8(ascii: "f")]
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                bytes += Array("\\u00".utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
-            default: bytes.append(byte)
+        // Unescaped runs are copied whole: a store answer's result (a sync's 500 messages as
+        // JSON) is short runs between escaped quotes.
+        var text = text
+        let quoted = text.withUTF8 { utf8 -> String in
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(utf8.count + utf8.count / 4 + 16)
+            bytes.append(UInt8(ascii: "\""))
+            var run = 0
+            for index in 0..<utf8.count {
+                let byte = utf8[index]
+                let escape: UInt8
+                switch byte {
+                case UInt8(ascii: "\""): escape = UInt8(ascii: "\"")
+                case UInt8(ascii: "\\"): escape = UInt8(ascii: "\\")
+                case 0x0A: escape = UInt8(ascii: "n")
+                case 0x0D: escape = UInt8(ascii: "r")
+                case 0x09: escape = UInt8(ascii: "t")
+                case 0x08: escape = UInt8(ascii: "b")
+                case 0x0C: escape = UInt8(ascii: "f")
+                case 0..<0x20: escape = UInt8(ascii: "u")
+                default: continue
+                }
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[run..<index]))
+                bytes.append(UInt8(ascii: "\\"))
+                bytes.append(escape)
+                if escape == UInt8(ascii: "u") {
+                    bytes.append(contentsOf: [UInt8(ascii: "0"), UInt8(ascii: "0"), hexDigits[Int(byte >> 4)], hexDigits[Int(byte & 0x0F)]])
+                }
+                run = index + 1
             }
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[run...]))
+            bytes.append(UInt8(ascii: "\""))
+            return String(decoding: bytes, as: UTF8.self)
         }
-        bytes.append(UInt8(ascii: "\""))
-        out += String(decoding: bytes, as: UTF8.self)
+        out += quoted
     }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
 
     /// `2026-11-25T06:33:00.123Z` for milliseconds since 1970 (`ChatJSON.formatTimestamp` is this).
     public static func timestamp(milliseconds: Int64) -> String {
@@ -123,6 +141,46 @@ extension Message {
         out += ",\"sender_email\":"; JSONText.appendQuoted(senderEmail, to: &out)
         out += ",\"seq\":"; out += String(seq)
         out += ",\"timestamp\":\""; out += JSONText.timestamp(milliseconds: timestamp.epochMilliseconds); out += "\"}"
+        return out
+    }
+}
+
+extension ReadReceipt {
+    /// This receipt as `ChatJSON.makeEncoder()` writes it.
+    public var jsonText: String {
+        var out = "{\"conversation_id\":"
+        JSONText.appendQuoted(conversationID, to: &out)
+        if let messageID { out += ",\"message_id\":"; JSONText.appendQuoted(messageID, to: &out) }
+        out += ",\"read_at\":\""; out += JSONText.timestamp(milliseconds: readAt.epochMilliseconds)
+        out += "\",\"reader_email\":"; JSONText.appendQuoted(readerEmail, to: &out)
+        out += ",\"up_to_seq\":"; out += String(upToSeq)
+        out += "}"
+        return out
+    }
+}
+
+extension SyncResult {
+    /// This answer as `ChatJSON.makeEncoder()` writes it (a sync carries up to 500 messages).
+    public var jsonText: String {
+        var out = "{\"conversations\":["
+        out.reserveCapacity(conversations.reduce(64) { $0 + 96 + $1.messages.count * 400 + $1.receipts.count * 160 })
+        for (index, conversation) in conversations.enumerated() {
+            if index > 0 { out += "," }
+            out += "{\"id\":"; JSONText.appendQuoted(conversation.id, to: &out)
+            out += ",\"last_seq\":"; out += String(conversation.lastSeq)
+            out += ",\"messages\":["
+            for (position, message) in conversation.messages.enumerated() {
+                if position > 0 { out += "," }
+                out += message.jsonText
+            }
+            out += "],\"receipts\":["
+            for (position, receipt) in conversation.receipts.enumerated() {
+                if position > 0 { out += "," }
+                out += receipt.jsonText
+            }
+            out += conversation.truncated ? "],\"truncated\":true}" : "],\"truncated\":false}"
+        }
+        out += "]}"
         return out
     }
 }

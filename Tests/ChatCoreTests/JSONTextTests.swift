@@ -30,6 +30,40 @@ struct JSONTextTests {
         #expect(checked == Self.awkward.count * 4)
     }
 
+    @Test("strings are quoted as the encoder quotes them, long escaped ones (a store answer's result) included")
+    func quotedStrings() throws {
+        for text in Self.awkward { #expect(JSONText.quoted(text) == (try encoded(text)), "\(text.debugDescription)") }
+        // A result in a result: runs between escapes, escapes back to back, escapes at both ends.
+        let message = Message(id: "m", conversationID: "c", seq: 1, senderEmail: "a@clinic.com", receiverEmail: nil, content: Self.awkward.joined(separator: "\""),
+                              timestamp: Date(timeIntervalSince1970: 1_764_052_200.5), expiresAt: Date(timeIntervalSince1970: 1_771_828_200.5), clientID: "k")
+        let nested = "\"" + String(repeating: message.jsonText, count: 20) + "\\\n"
+        #expect(JSONText.quoted(nested) == (try encoded(nested)))
+        #expect(try ChatJSON.makeDecoder().decode(String.self, from: Data(JSONText.quoted(nested).utf8)) == nested)
+    }
+
+    @Test("a sync's answer and its receipts are written byte for byte as the encoder writes them")
+    func syncAnswers() throws {
+        let start = Date(timeIntervalSince1970: 1_764_052_200.25)
+        func message(_ seq: Int, _ text: String, direct: Bool) -> Message {
+            Message(id: "id-\(seq)", conversationID: direct ? "d1" : "g \"1\"", seq: Int64(seq), senderEmail: "a@clinic.com",
+                    receiverEmail: direct ? "b@clinic.com" : nil, content: text, timestamp: start.addingTimeInterval(Double(seq)),
+                    read: seq % 3 == 0, readAt: seq % 3 == 0 ? start.addingTimeInterval(Double(seq) + 9.5) : nil,
+                    expiresAt: start.addingTimeInterval(90 * 86400), clientID: seq % 2 == 0 ? "k\(seq)" : nil)
+        }
+        let receipts = [ReadReceipt(messageID: "id-7", conversationID: "d1", readerEmail: "b@clinic.com", readAt: start.addingTimeInterval(60.001), upToSeq: 7),
+                        ReadReceipt(messageID: nil, conversationID: "g \"1\"", readerEmail: "c\\d@clinic.com", readAt: start, upToSeq: 0)]
+        for receipt in receipts { #expect(receipt.jsonText == (try encoded(receipt))) }
+        let result = SyncResult(conversations: [
+            SyncedConversation(id: "d1", lastSeq: 12, messages: Self.awkward.enumerated().map { message($0 + 1, $1, direct: true) },
+                               receipts: [receipts[0]], truncated: true),
+            SyncedConversation(id: "g \"1\"", lastSeq: 3, messages: [], receipts: [receipts[1]], truncated: false),
+            SyncedConversation(id: "g2", lastSeq: 0, messages: [message(1, "one", direct: false)], receipts: [], truncated: false),
+        ])
+        #expect(result.jsonText == (try encoded(result)))
+        #expect(SyncResult(conversations: []).jsonText == (try encoded(SyncResult(conversations: []))))
+        #expect(try ChatJSON.makeDecoder().decode(SyncResult.self, from: Data(result.jsonText.utf8)) == result)
+    }
+
     @Test("times are written as Foundation's ISO 8601 formatter writes them, leap days and the epoch included")
     func timestamps() {
         var generator = SystemRandomNumberGenerator()

@@ -64,7 +64,12 @@ public final class QueryResponder: Service, Sendable {
             logger.warning("refused a query: the backlog is full", metadata: ["chat.backlog": "\(lane.backlog)", "chat.refusals.unlogged": "\(held)"])
         }
         do {
-            let text = String(decoding: try ChatJSON.makeEncoder().encode(reply), as: UTF8.self)
+            let text: String
+            if reply.error == nil, let result = reply.result {
+                text = JSONText.storeReply(request: reply.request, result: result)
+            } else {
+                text = String(decoding: try ChatJSON.makeEncoder().encode(reply), as: UTF8.self)
+            }
             try await redis.publish(text, to: keys.gateway(query.gateway))
         } catch {
             logger.warning("could not reply to a query", metadata: ["chat.error": "\(error)", "chat.query": "\(query.kind.rawValue)"])
@@ -121,8 +126,8 @@ public final class QueryResponder: Service, Sendable {
             return try json(store.dueMessages(before: query.before.map(Date.init(milliseconds:)) ?? .distantFuture, limit: query.limit ?? 1000, after: after))
         case .sync:
             return try audited(context, "sync", target: nil) {
-                try json(store.sync(for: query.user, since: query.since ?? [:], after: query.after.map(Date.init(milliseconds:)),
-                                    limit: query.limit ?? 200, now: now))
+                try store.sync(for: query.user, since: query.since ?? [:], after: query.after.map(Date.init(milliseconds:)),
+                               limit: query.limit ?? 200, now: now).jsonText
             }
         case .partners:
             return try json(store.partners(of: query.user))

@@ -138,6 +138,15 @@ struct MessageRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     }
 }
 
+extension MessageRecord {
+    /// Read by column name without the `Decodable` machinery: a sync reads up to 500 of them.
+    init(row: Row) throws {
+        self.init(id: row["id"], conversationID: row["conversation_id"], seq: row["seq"], senderEmail: row["sender_email"],
+                  content: row["content"], createdAt: row["created_at"], expiresAt: row["expires_at"], readAt: row["read_at"],
+                  clientID: row["client_id"])
+    }
+}
+
 /// A row of `audit_log`.
 struct AuditRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     static let databaseTableName = "audit_log"
