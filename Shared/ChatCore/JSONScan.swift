@@ -11,11 +11,77 @@ public struct JSONScan: Sendable {
 
     public init?(_ bytes: [UInt8], in range: Range<Int>? = nil) {
         self.bytes = bytes
-        var index = range?.lowerBound ?? 0
-        let end = range?.upperBound ?? bytes.count
-        func skipSpace() { while index < end, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 } }
-        /// Past a string starting at `index` (a quote); false if it does not end.
-        func skipString() -> Bool {
+        var cursor = Cursor(bytes: bytes, index: range?.lowerBound ?? 0, end: range?.upperBound ?? bytes.count)
+        cursor.skipSpace()
+        guard cursor.at(UInt8(ascii: "{")) else { return nil }
+        cursor.index += 1
+        cursor.skipSpace()
+        if cursor.at(UInt8(ascii: "}")) {
+            endIndex = cursor.index + 1
+            return
+        }
+        while cursor.index < cursor.end {
+            cursor.skipSpace()
+            guard cursor.at(UInt8(ascii: "\"")) else { return nil }
+            let keyStart = cursor.index + 1
+            guard cursor.skipString() else { return nil }
+            let keyBytes = bytes[keyStart..<(cursor.index - 1)]
+            if keyBytes.contains(UInt8(ascii: "\\")) { return nil }
+            cursor.skipSpace()
+            guard cursor.at(UInt8(ascii: ":")) else { return nil }
+            cursor.index += 1
+            cursor.skipSpace()
+            guard let value = cursor.skipValue() else { return nil }
+            members.append((String(decoding: keyBytes, as: UTF8.self), value))
+            cursor.skipSpace()
+            if cursor.at(UInt8(ascii: "}")) {
+                endIndex = cursor.index + 1
+                return
+            }
+            guard cursor.at(UInt8(ascii: ",")) else { return nil }
+            cursor.index += 1
+        }
+        return nil
+    }
+
+    /// The byte ranges of the elements of the JSON array in `range` of `bytes` (white space
+    /// around it allowed), found without decoding them; nil when it is not an array.
+    public static func elements(_ bytes: [UInt8], in range: Range<Int>) -> [Range<Int>]? {
+        var cursor = Cursor(bytes: bytes, index: range.lowerBound, end: range.upperBound)
+        cursor.skipSpace()
+        guard cursor.at(UInt8(ascii: "[")) else { return nil }
+        cursor.index += 1
+        cursor.skipSpace()
+        var elements: [Range<Int>] = []
+        if cursor.at(UInt8(ascii: "]")) { return cursor.restIsSpace(after: 1) ? elements : nil }
+        while true {
+            cursor.skipSpace()
+            guard let value = cursor.skipValue() else { return nil }
+            elements.append(value)
+            cursor.skipSpace()
+            if cursor.at(UInt8(ascii: "]")) { return cursor.restIsSpace(after: 1) ? elements : nil }
+            guard cursor.at(UInt8(ascii: ",")) else { return nil }
+            cursor.index += 1
+        }
+    }
+
+    /// A position in `bytes` up to `end`, moved past white space, strings and whole values.
+    private struct Cursor {
+        let bytes: [UInt8]
+        var index: Int
+        let end: Int
+
+        func at(_ byte: UInt8) -> Bool { index < end && bytes[index] == byte }
+
+        mutating func skipSpace() { while index < end, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 } }
+
+        /// Nothing but white space from `offset` past here to the end.
+        func restIsSpace(after offset: Int) -> Bool {
+            bytes[(index + offset)..<end].allSatisfy { [0x20, 0x09, 0x0A, 0x0D].contains($0) }
+        }
+
+        /// Past a string starting here (a quote); false if it does not end.
+        mutating func skipString() -> Bool {
             index += 1
             while index < end {
                 switch bytes[index] {
@@ -28,26 +94,11 @@ public struct JSONScan: Sendable {
             }
             return false
         }
-        skipSpace()
-        guard index < end, bytes[index] == UInt8(ascii: "{") else { return nil }
-        index += 1
-        skipSpace()
-        if index < end, bytes[index] == UInt8(ascii: "}") {
-            endIndex = index + 1
-            return
-        }
-        while index < end {
-            skipSpace()
-            guard index < end, bytes[index] == UInt8(ascii: "\"") else { return nil }
-            let keyStart = index + 1
-            guard skipString() else { return nil }
-            let keyBytes = bytes[keyStart..<(index - 1)]
-            if keyBytes.contains(UInt8(ascii: "\\")) { return nil }
-            skipSpace()
-            guard index < end, bytes[index] == UInt8(ascii: ":") else { return nil }
-            index += 1
-            skipSpace()
-            let valueStart = index
+
+        /// Past the value starting here (a string, an object or array as a whole, or a
+        /// literal up to the next delimiter); its range, or nil if it does not end.
+        mutating func skipValue() -> Range<Int>? {
+            let start = index
             guard index < end else { return nil }
             switch bytes[index] {
             case UInt8(ascii: "\""):
@@ -67,19 +118,11 @@ public struct JSONScan: Sendable {
                 } while depth > 0 && index < end
                 guard depth == 0 else { return nil }
             default:
-                while index < end, ![UInt8(ascii: ","), UInt8(ascii: "}"), 0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+                while index < end, ![UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+                guard index > start else { return nil }
             }
-            members.append((String(decoding: keyBytes, as: UTF8.self), valueStart..<index))
-            skipSpace()
-            guard index < end else { return nil }
-            if bytes[index] == UInt8(ascii: "}") {
-                endIndex = index + 1
-                return
-            }
-            guard bytes[index] == UInt8(ascii: ",") else { return nil }
-            index += 1
+            return start..<index
         }
-        return nil
     }
 
     /// True when nothing but white space follows the object up to `end`.
@@ -120,12 +163,12 @@ public struct JSONScan: Sendable {
             return UInt32(String(decoding: bytes[at..<(at + 4)], as: UTF8.self), radix: 16)
         }
         while index < end {
-            let byte = bytes[index]
-            guard byte == UInt8(ascii: "\\") else {
-                out.append(byte)
-                index += 1
-                continue
-            }
+            // The run up to the next escape, copied whole.
+            var next = index
+            while next < end, bytes[next] != UInt8(ascii: "\\") { next += 1 }
+            out.append(contentsOf: bytes[index..<next])
+            index = next
+            guard index < end else { break }
             guard index + 1 < end else { return nil }
             let escape = bytes[index + 1]
             index += 2

@@ -38,6 +38,68 @@ struct JSONScanTests {
         #expect(JSONScan(Array(#"{"a":"lone \ud83e"}"#.utf8))?.decodedString("a") == nil)
     }
 
+    @Test("finds the elements of an array, nested values and strings with brackets whole")
+    func elements() throws {
+        let text = #" [ {"a":[1,{"b":"]}"}]} , "x,\"]" ,12, -3.5e2,true,null,[] ,{} ] "#
+        let bytes = Array(text.utf8)
+        let ranges = try #require(JSONScan.elements(bytes, in: 0..<bytes.count))
+        #expect(ranges.map { String(decoding: bytes[$0], as: UTF8.self) }
+                == [#"{"a":[1,{"b":"]}"}]}"#, #""x,\"]""#, "12", "-3.5e2", "true", "null", "[]", "{}"])
+        #expect(JSONScan.elements(Array(" [ ] ".utf8), in: 0..<5) == [])
+        // Within a member's range.
+        let object = Array(#"{"list":["p","q"],"n":1}"#.utf8)
+        let list = try #require(JSONScan(object)?.range("list"))
+        #expect(JSONScan.elements(object, in: list)?.map { String(decoding: object[$0], as: UTF8.self) } == [#""p""#, #""q""#])
+        for malformed in ["", "{}", "[", "[1", "[1,]", "[,1]", "[1 2]", #"["a]"#, "[1] x", "[[1]"] {
+            let bytes = Array(malformed.utf8)
+            #expect(JSONScan.elements(bytes, in: 0..<bytes.count) == nil, "\(malformed)")
+        }
+    }
+
+    @Test("a sync's answer read by the scanner is what decoding it gives: each message's JSON as the encoder writes it, receipts, summaries")
+    func syncReplay() throws {
+        let start = Date(timeIntervalSince1970: 1_764_052_200.25)
+        let texts = ["plain", #"quote " and \ and ] and }"#, "line\nbreak\ttab", "émigré 🩺 日本語", "<script>alert(1)</script>"]
+        let messages = texts.enumerated().map { index, text in
+            Message(id: "m\(index)", conversationID: "d1", seq: Int64(index + 5), senderEmail: "a@clinic.com", receiverEmail: "b@clinic.com",
+                    content: text, timestamp: start.addingTimeInterval(Double(index)), read: index == 1, readAt: index == 1 ? start : nil,
+                    expiresAt: start.addingTimeInterval(86400), clientID: index % 2 == 0 ? "k\(index)" : nil)
+        }
+        let receipt = ReadReceipt(messageID: "m4", conversationID: "d1", readerEmail: "b@clinic.com", readAt: start, upToSeq: 9)
+        let result = SyncResult(conversations: [
+            SyncedConversation(id: "d1", lastSeq: 9, messages: messages, receipts: [receipt], truncated: true),
+            SyncedConversation(id: "g1", lastSeq: 0, messages: [], receipts: [], truncated: false),
+        ])
+        let bytes = Array(result.jsonText.utf8)
+        let scanned = try #require(SyncReplay(scanning: bytes))
+        #expect(scanned == SyncReplay(decoding: bytes))
+        #expect(scanned.conversations.map(\.id) == ["d1", "g1"])
+        #expect(scanned.conversations.map(\.lastSeq) == [9, 0])
+        #expect(scanned.conversations.map(\.truncated) == [true, false])
+        #expect(scanned.conversations[0].messages.map(\.json) == (try messages.map { String(decoding: try ChatJSON.makeEncoder().encode($0), as: UTF8.self) }))
+        #expect(scanned.conversations[0].messages.map(\.seq) == [5, 6, 7, 8, 9])
+        #expect(scanned.conversations[0].messages.allSatisfy { $0.conversationID == "d1" })
+        #expect(scanned.conversations[0].receipts == [receipt.jsonText])
+
+        // The encoder's own output (spaces, another member order) is read too, or left to the decoder.
+        let pretty = JSONEncoder()
+        pretty.outputFormatting = [.prettyPrinted]
+        pretty.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(ChatJSON.formatTimestamp(date))
+        }
+        let other = Array(try pretty.encode(result))
+        #expect((SyncReplay(scanning: other) ?? SyncReplay(decoding: other))?.conversations.map(\.messages.count) == [5, 0])
+        // An escaped id or an unexpected shape is not the scanner's: the decoder reads what it can.
+        let escaped = Array(SyncResult(conversations: [SyncedConversation(id: "g\"2", lastSeq: 1, messages: [], receipts: [], truncated: false)]).jsonText.utf8)
+        #expect(SyncReplay(scanning: escaped) == nil)
+        #expect(SyncReplay(decoding: escaped)?.conversations.map(\.id) == ["g\"2"])
+        for odd in [#"{"conversations":{}}"#, #"{"conversations":[{"id":"c","last_seq":1,"messages":[],"receipts":[],"truncated":1}]}"#,
+                    #"{"conversations":[{"id":"c","last_seq":1,"messages":[{"seq":1}],"receipts":[],"truncated":false}]}"#, "[]", ""] {
+            #expect(SyncReplay(scanning: Array(odd.utf8)) == nil, "\(odd)")
+        }
+    }
+
     @Test("gives nil for what is not a well-formed object", arguments: ["", "[]", "{", #"{"a":1"#, #"{"a" 1}"#, #"{"a":"x}"#, #"{"a\"b":1}"#, #"{"a":{"b":1}"#])
     func malformed(text: String) {
         #expect(JSONScan(Array(text.utf8)) == nil)

@@ -362,28 +362,27 @@ final class ClientConnection: Sendable {
             $0.after = after.map { $0.epochMilliseconds }
             $0.limit = limit
         }) { [self] result in
-            let synced: SyncResult
+            let synced: SyncReplay
             switch reply(result) {
             case .failure(let error):
                 return answer(ackID, .failure(error))
             case .success(let text):
-                guard let decoded = try? ChatJSON.makeDecoder().decode(SyncResult.self, from: Data(text.utf8)) else {
+                let bytes = Array(text.utf8)
+                guard let read = SyncReplay(scanning: bytes) ?? SyncReplay(decoding: bytes) else {
                     return answer(ackID, .failure(ChatError(.internal, "the store sent an unreadable sync")))
                 }
-                synced = decoded
+                synced = read
             }
-            let encoder = ChatJSON.makeEncoder()
             var summary: [String: JSONValue] = [:]
             for conversation in synced.conversations {
                 for message in conversation.messages {
                     // Skip what reached this socket live while the sync was on its way.
                     let delivered = RealtimeServer.Delivered(conversationID: message.conversationID, seq: message.seq)
-                    guard state.withLock({ $0.remember(delivered) }), let json = try? encoder.encode(message) else { continue }
-                    session.send(SocketPacket.eventText(ServerEventName.receiveMessage.rawValue, json: String(decoding: json, as: UTF8.self)))
+                    guard state.withLock({ $0.remember(delivered) }) else { continue }
+                    session.send(SocketPacket.eventText(ServerEventName.receiveMessage.rawValue, json: message.json))
                 }
                 for receipt in conversation.receipts {
-                    guard let json = try? encoder.encode(receipt) else { continue }
-                    session.send(SocketPacket.eventText(ServerEventName.messageReadReceipt.rawValue, json: String(decoding: json, as: UTF8.self)))
+                    session.send(SocketPacket.eventText(ServerEventName.messageReadReceipt.rawValue, json: receipt))
                 }
                 summary[conversation.id] = .object([
                     "last_seq": .number(Double(conversation.lastSeq)), "messages": .number(Double(conversation.messages.count)),
