@@ -145,6 +145,11 @@ extension Message {
     }
 }
 
+extension Array where Element == Message {
+    /// These messages as `ChatJSON.makeEncoder()` writes them (a history page, search hits).
+    public var jsonText: String { "[" + map(\.jsonText).joined(separator: ",") + "]" }
+}
+
 extension ReadReceipt {
     /// This receipt as `ChatJSON.makeEncoder()` writes it.
     public var jsonText: String {

@@ -41,7 +41,7 @@ struct JSONTextTests {
         #expect(try ChatJSON.makeDecoder().decode(String.self, from: Data(JSONText.quoted(nested).utf8)) == nested)
     }
 
-    @Test("a sync's answer and its receipts are written byte for byte as the encoder writes them")
+    @Test("a sync's answer, its receipts and a page of messages are written byte for byte as the encoder writes them")
     func syncAnswers() throws {
         let start = Date(timeIntervalSince1970: 1_764_052_200.25)
         func message(_ seq: Int, _ text: String, direct: Bool) -> Message {
@@ -60,6 +60,8 @@ struct JSONTextTests {
             SyncedConversation(id: "g2", lastSeq: 0, messages: [message(1, "one", direct: false)], receipts: [], truncated: false),
         ])
         #expect(result.jsonText == (try encoded(result)))
+        #expect(result.conversations[0].messages.jsonText == (try encoded(result.conversations[0].messages)), "a history page")
+        #expect([Message]().jsonText == (try encoded([Message]())))
         #expect(SyncResult(conversations: []).jsonText == (try encoded(SyncResult(conversations: []))))
         #expect(try ChatJSON.makeDecoder().decode(SyncResult.self, from: Data(result.jsonText.utf8)) == result)
     }

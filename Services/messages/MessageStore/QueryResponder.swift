@@ -102,8 +102,8 @@ public final class QueryResponder: Service, Sendable {
             }
         case .history:
             return try audited(context, "history", target: query.conversationID) {
-                try json(store.history(for: query.user, conversationID: try required(query.conversationID, "conversation_id"),
-                                       limit: query.limit ?? 30, before: query.before, skip: query.skip ?? 0, now: now))
+                try store.history(for: query.user, conversationID: try required(query.conversationID, "conversation_id"),
+                                  limit: query.limit ?? 30, before: query.before, skip: query.skip ?? 0, now: now).jsonText
             }
         case .unreadCount:
             let counts = try store.unreadCounts(for: query.user, now: now)
@@ -112,7 +112,7 @@ public final class QueryResponder: Service, Sendable {
             return try json(store.searchUsers(query.query ?? "", role: query.role, excluding: query.user, limit: query.limit ?? 20))
         case .searchMessages:
             return try audited(context, "search", target: nil) {
-                try json(store.searchMessages(for: query.user, query: query.query ?? "", limit: query.limit ?? 50, now: now))
+                try store.searchMessages(for: query.user, query: query.query ?? "", limit: query.limit ?? 50, now: now).jsonText
             }
         case .listUsers:
             try requireAdmin(query.user)
