@@ -1,0 +1,113 @@
+import ChatCore
+import Foundation
+import Testing
+@testable import MessageStore
+
+/// `MessageStore.sync`: what a (re)connecting client is replayed.
+@Suite("Sync: what a reconnecting client missed")
+struct SyncTests {
+    let admin = "admin@clinic.com", doctor = "doctor@clinic.com", patel = "dr.patel@clinic.com", okafor = "dr.okafor@clinic.com"
+    let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+
+    @Test("after the client's seq, in seq order, each 1:1 message naming its receiver; a conversation with nothing new is left out")
+    func missed() throws {
+        let store = try makeStore()
+        let direct = try store.openDirectConversation(admin, doctor)
+        let group = try store.createGroup(creator: admin, title: "Ward 3", members: [doctor, patel])
+        for i in 1...5 { try store.send(i % 2 == 0 ? doctor : admin, to: direct.id, "d\(i)", now: t0 + Double(i)) }
+        for i in 1...3 { try store.send(patel, to: group.id, "g\(i)", now: t0 + Double(i)) }
+
+        let result = try store.sync(for: doctor, since: [direct.id: 2, group.id: 3], now: t0 + 60)
+        #expect(result.conversations.map(\.id) == [direct.id])
+        let replayed = try #require(result.conversations.first)
+        #expect(replayed.lastSeq == 5)
+        #expect(replayed.truncated == false)
+        #expect(replayed.receipts.isEmpty)
+        #expect(replayed.messages.map(\.seq) == [3, 4, 5])
+        #expect(replayed.messages.map(\.content) == ["d3", "d4", "d5"])
+        #expect(replayed.messages.map(\.receiverEmail) == [doctor, admin, doctor])
+
+        // The group's messages name no receiver; a seq past the end replays nothing but its last_seq.
+        let fromGroup = try store.sync(for: doctor, since: [direct.id: 5, group.id: 1], now: t0 + 60).conversations
+        #expect(fromGroup.map(\.id) == [group.id])
+        #expect(fromGroup.first?.messages.map(\.content) == ["g2", "g3"])
+        #expect(fromGroup.first?.messages.allSatisfy { $0.receiverEmail == nil } == true)
+        #expect(try store.sync(for: okafor, since: [:], now: t0 + 60).conversations.isEmpty, "not a participant of either")
+    }
+
+    @Test("a conversation missing from since is new to the client: all of it, or what was stored from `after` on")
+    func newConversations() throws {
+        let store = try makeStore()
+        let direct = try store.openDirectConversation(admin, doctor)
+        for i in 1...4 { try store.send(admin, to: direct.id, "m\(i)", now: t0 + Double(i * 10)) }
+        #expect(try store.sync(for: doctor, since: [:], now: t0 + 60).conversations.first?.messages.map(\.seq) == [1, 2, 3, 4])
+        let after = try store.sync(for: doctor, since: [:], after: t0 + 25, now: t0 + 60).conversations
+        #expect(after.first?.messages.map(\.seq) == [3, 4])
+        // `after` is only for conversations the client does not name.
+        #expect(try store.sync(for: doctor, since: [direct.id: 1], after: t0 + 25, now: t0 + 60).conversations.first?.messages.map(\.seq) == [2, 3, 4])
+    }
+
+    @Test("the newest 100 of a conversation, oldest first, truncated beyond; `limit` in all, the most recently active conversation first")
+    func limits() throws {
+        let store = try makeStore()
+        let busy = try store.openDirectConversation(admin, doctor)
+        let recent = try store.createGroup(creator: patel, title: "On call", members: [doctor])
+        for i in 1...150 { try store.send(admin, to: busy.id, "b\(i)", now: t0 + Double(i)) }
+        for i in 1...10 { try store.send(patel, to: recent.id, "r\(i)", now: t0 + 200 + Double(i)) }
+
+        let all = try store.sync(for: doctor, since: [:], now: t0 + 600).conversations
+        #expect(all.map(\.id) == [recent.id, busy.id])
+        #expect(all.map(\.messages.count) == [10, 100])
+        #expect(all[1].messages.first?.seq == 51 && all[1].messages.last?.seq == 150)
+        #expect(all.map(\.truncated) == [false, true])
+
+        let limited = try store.sync(for: doctor, since: [:], limit: 105, now: t0 + 600).conversations
+        #expect(limited.map(\.messages.count) == [10, 95])
+        #expect(limited[1].messages.map(\.seq) == Array(56...150))
+        #expect(limited[1].truncated)
+        // Nothing left for a conversation: it still comes, with its last_seq, as truncated.
+        let none = try store.sync(for: doctor, since: [:], limit: 10, now: t0 + 600).conversations
+        #expect(none.map(\.messages.count) == [10, 0])
+        #expect(none.map(\.truncated) == [false, true])
+        #expect(none.map(\.lastSeq) == [10, 150])
+    }
+
+    @Test("receipts: where each other participant has read up to, with the id of that message while it is visible")
+    func receipts() throws {
+        let store = try makeStore()
+        let group = try store.createGroup(creator: admin, title: "Ward 3", members: [doctor, patel, okafor])
+        var ids: [String] = []
+        for i in 1...3 { ids.append(try store.send(admin, to: group.id, "g\(i)", now: t0 + Double(i)).message.id) }
+        try store.markRead(reader: doctor, conversationID: group.id, upToSeq: 2, now: t0 + 10)
+        try store.markRead(reader: patel, conversationID: group.id, upToSeq: 3, now: t0 + 20)
+
+        let synced = try #require(try store.sync(for: admin, since: [group.id: 3], now: t0 + 60).conversations.first)
+        #expect(synced.messages.isEmpty)
+        let receipts = synced.receipts.sorted { $0.readerEmail < $1.readerEmail }
+        #expect(receipts.map(\.readerEmail) == [doctor, patel], "no one who read nothing, not the user")
+        #expect(receipts.map(\.upToSeq) == [2, 3])
+        #expect(receipts.map(\.messageID) == [ids[1], ids[2]])
+        #expect(receipts.map(\.readAt) == [t0 + 10, t0 + 20])
+        #expect(receipts.allSatisfy { $0.conversationID == group.id })
+        // A sender's own messages move no read position of theirs: the doctor sees patel's only.
+        let doctorsView = try #require(try store.sync(for: doctor, since: [group.id: 3], now: t0 + 60).conversations.first)
+        #expect(doctorsView.receipts.map(\.readerEmail) == [patel])
+    }
+
+    @Test("expired messages are not replayed, and a receipt naming one has no message id")
+    func expired() throws {
+        let store = try makeStore(retention: .seconds(3600))
+        let direct = try store.openDirectConversation(admin, doctor)
+        try store.send(admin, to: direct.id, "old", now: t0)
+        let fresh = try store.send(admin, to: direct.id, "fresh", now: t0 + 3000)
+        try store.markRead(reader: doctor, conversationID: direct.id, upToSeq: 1, now: t0 + 3100)
+        let later = t0 + 3700  // the first expired, the second not yet
+        let synced = try #require(try store.sync(for: admin, since: [:], now: later).conversations.first)
+        #expect(synced.messages.map(\.id) == [fresh.message.id])
+        #expect(synced.lastSeq == 2)
+        #expect(synced.receipts.map(\.upToSeq) == [1])
+        #expect(synced.receipts.first?.messageID == nil)
+        try store.markRead(reader: doctor, conversationID: direct.id, upToSeq: 2, now: t0 + 3200)
+        #expect(try store.sync(for: admin, since: [:], now: later).conversations.first?.receipts.first?.messageID == fresh.message.id)
+    }
+}
