@@ -13,38 +13,45 @@ extension MessageStore {
     public func sync(for user: String, since: [String: Int64], after: Date? = nil, limit: Int = 500, now: Date = Date()) throws -> SyncResult {
         let user = user.lowercased()
         let total = max(0, min(limit, 2000))
+        let nowMS = now.epochMilliseconds
         return try read { db in
             var remaining = total
-            let conversations = try ConversationRecord.fetchAll(db, sql: """
+            let conversations = try ConversationRecord.fetchAll(db.cachedStatement(sql: """
                 SELECT c.* FROM conversations c JOIN participants p ON p.conversation_id = c.id WHERE p.email = ? ORDER BY COALESCE(c.last_message_at, c.created_at) DESC, c.id
-                """, arguments: [user])
+                """), arguments: [user])
+            // A conversation's other participants with where each has read up to, and the id
+            // of that message while it is visible: one query, not one per reader.
+            let others = try db.cachedStatement(sql: """
+                SELECT p.email, p.read_seq, p.read_at, m.id AS message_id FROM participants p
+                LEFT JOIN messages m ON m.conversation_id = p.conversation_id AND m.seq = p.read_seq AND m.expires_at > ?
+                WHERE p.conversation_id = ? AND p.email != ? ORDER BY p.email
+                """)
+            let newer = try db.cachedStatement(sql: "SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? AND seq > ? ORDER BY seq DESC LIMIT ?")
+            let newerAfter = try db.cachedStatement(sql: """
+                SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? AND seq > ? AND created_at >= ? ORDER BY seq DESC LIMIT ?
+                """)
             var result: [SyncedConversation] = []
             for conversation in conversations {
-                let participants = try ParticipantRecord.filter(ParticipantRecord.Columns.conversationID == conversation.id).fetchAll(db)
-                let receiverOf = Self.receiver(kind: conversation.kind, participants: participants.map(\.email).sorted())
+                let readers = try Row.fetchAll(others, arguments: [nowMS, conversation.id, user])
+                let receiverOf = Self.receiver(kind: conversation.kind, participants: (readers.map { $0["email"] as String } + [user]).sorted())
                 let known = since[conversation.id]
-                var sql = "SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? AND seq > ?"
-                var arguments: StatementArguments = [conversation.id, now.epochMilliseconds, max(0, known ?? 0)]
-                if known == nil, let after {
-                    sql += " AND created_at >= ?"
-                    arguments += [after.epochMilliseconds]
-                }
                 // The newest `take + 1` (to tell whether there were more), returned oldest first.
                 let take = min(remaining, 100)
-                sql += " ORDER BY seq DESC LIMIT ?"
-                arguments += [take + 1]
-                var records = try MessageRecord.fetchAll(db, sql: sql, arguments: arguments)
+                var records: [MessageRecord]
+                if known == nil, let after {
+                    records = try MessageRecord.fetchAll(newerAfter, arguments: [conversation.id, nowMS, 0, after.epochMilliseconds, take + 1])
+                } else {
+                    records = try MessageRecord.fetchAll(newer, arguments: [conversation.id, nowMS, max(0, known ?? 0), take + 1])
+                }
                 let truncated = records.count > take
                 if truncated { records.removeLast() }
                 remaining -= records.count
                 let messages = records.reversed().map { $0.message(receiver: receiverOf($0.senderEmail)) }
-
-                var receipts: [ReadReceipt] = []
-                for reader in participants where reader.email != user && reader.readSeq > 0 {
-                    let messageID = try String.fetchOne(db, sql: "SELECT id FROM messages WHERE conversation_id = ? AND seq = ? AND expires_at > ?",
-                                                        arguments: [conversation.id, reader.readSeq, now.epochMilliseconds])
-                    receipts.append(ReadReceipt(messageID: messageID, conversationID: conversation.id, readerEmail: reader.email,
-                                                readAt: Date(milliseconds: reader.readAt ?? now.epochMilliseconds), upToSeq: reader.readSeq))
+                let receipts = readers.compactMap { reader -> ReadReceipt? in
+                    let readSeq: Int64 = reader["read_seq"]
+                    guard readSeq > 0 else { return nil }
+                    return ReadReceipt(messageID: reader["message_id"], conversationID: conversation.id, readerEmail: reader["email"],
+                                       readAt: Date(milliseconds: reader["read_at"] ?? nowMS), upToSeq: readSeq)
                 }
                 if messages.isEmpty && receipts.isEmpty && known == conversation.lastSeq { continue }
                 result.append(SyncedConversation(id: conversation.id, lastSeq: conversation.lastSeq, messages: messages, receipts: receipts, truncated: truncated))
