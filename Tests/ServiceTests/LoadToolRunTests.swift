@@ -89,12 +89,13 @@ struct LoadToolRunTests {
         #expect(row(group, "send → receive")?.contains("(n = 120)") == true, "\(group)")
 
         // Page loads next to the group: each new socket of users 6 and 7 (in no group of the
-        // members) asks `sync` for everything and is replayed the newest 100 of each backlog.
+        // members) asks `sync` for everything and is replayed the newest 100 of each backlog,
+        // and the other user's read position in each.
         let (pagesStatus, pages) = try await bench(["group", "--members", "6", "--rate", "20", "--duration", "1",
                                                     "--page-loads", "4", "--page-users", "2", "--backlogs", "2"] + common)
         #expect(pagesStatus == 0, "\(pages)")
         #expect(counts(row(pages, "sent / confirmed / delivered")) == [20, 20, 100], "\(pages)")
-        #expect(row(pages, "page loads (a new socket, `sync` of everything) answered / started") == "4 / 4, 200 messages replayed to each", "\(pages)")
+        #expect(row(pages, "page loads (a new socket, `sync` of everything) answered / started") == "4 / 4, 200 messages and 2 receipts replayed to each", "\(pages)")
         #expect(row(pages, "page load: `sync` → acknowledged (after its replay)")?.contains("(n = 4)") == true, "\(pages)")
 
         // Every socket of the churn connects and leaves (a socket the tool did not hold used to

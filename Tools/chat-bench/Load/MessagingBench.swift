@@ -242,7 +242,7 @@ struct GroupBench: AsyncParsableCommand {
     @Option(help: "Page loads per second meanwhile: a new socket of a user with a backlog connects, asks `sync` for everything (as the web client does when opened) and leaves once answered; 0 = none.")
     var pageLoads: Double = 0
     @Option(help: "With --page-loads: the users who load pages (users G..G+U-1, not members of the group).") var pageUsers = 20
-    @Option(help: "With --page-loads: conversations of all those users with 100 messages each (a sync replays the newest 100 of each, 500 in all at most).")
+    @Option(help: "With --page-loads: conversations of all those users with 100 messages each, each user's read position somewhere in it (a sync replays the newest 100 of each, 500 in all at most, and every other reader's position).")
     var backlogs = 5
 
     func run() async throws {
@@ -261,6 +261,11 @@ struct GroupBench: AsyncParsableCommand {
                     throw ValidationError("creating a backlog conversation answered \(status): \(String(describing: json))")
                 }
                 try await rest.fill(id, count: 100, tokens: senders) { "Backlog \($0): seen in clinic today, vitals stable, bloods sent; review the results and call the family before Friday's round." }
+                // Everyone has read some of it: a sync replays each other reader's position.
+                for (index, token) in senders.enumerated() {
+                    let (read, _) = try await rest.call("POST", "/api/conversations/\(id)/read", token: token, body: ["up_to_seq": 50 + index])
+                    guard read == 200 else { throw ValidationError("marking a backlog read answered \(read)") }
+                }
             }
             progress("\(backlogs) backlog conversations of \(loaders.count) users filled")
         }

@@ -11,12 +11,13 @@ import NIOCore
 final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     private let lock = NIOLock()
     private var asked: [Int: UInt64] = [:]
-    private var replayed: [Int: Int] = [:]
+    private var replayed: [Int: (messages: Int, receipts: Int)] = [:]
     private var sockets: [Int: VirtualSocket] = [:]
     private var latency = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
     private var answered = 0
     private var failures: [String: Int] = [:]
     private var messages = 0
+    private var receipts = 0
     private(set) var started = 0
 
     var finished: Int { lock.withLock { answered + failures.values.reduce(0, +) } }
@@ -27,8 +28,11 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     }
 
     func event(_ socket: VirtualSocket, packet: String) {
-        guard BenchContent.eventName(packet) == "receive_message" else { return }
-        lock.withLock { replayed[socket.index, default: 0] += 1 }
+        switch BenchContent.eventName(packet) {
+        case "receive_message": lock.withLock { replayed[socket.index, default: (0, 0)].messages += 1 }
+        case "message_read_receipt": lock.withLock { replayed[socket.index, default: (0, 0)].receipts += 1 }
+        default: break
+        }
     }
 
     func acknowledged(_ socket: VirtualSocket, packet: String) {
@@ -38,7 +42,8 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
             guard let start = asked.removeValue(forKey: socket.index) else { return }
             if ok {
                 answered += 1
-                messages += replayed[socket.index] ?? 0
+                messages += replayed[socket.index]?.messages ?? 0
+                receipts += replayed[socket.index]?.receipts ?? 0
                 latency.recordClamped((now - start) / 1000)
             } else {
                 failures["sync answered \(packet.prefix(120))", default: 0] += 1
@@ -80,9 +85,13 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
 
     /// The page loads' rows of a report.
     func report(into report: inout LoadReport) {
-        let (answered, failures, messages, latency, started) = lock.withLock { (self.answered, self.failures, self.messages, self.latency, self.started) }
+        let (answered, failures, messages, receipts, latency, started) = lock.withLock {
+            (self.answered, self.failures, self.messages, self.receipts, self.latency, self.started)
+        }
         var counts = "\(answered) / \(started)"
-        if answered > 0 { counts += String(format: ", %.0f messages replayed to each", Double(messages) / Double(answered)) }
+        if answered > 0 {
+            counts += String(format: ", %.0f messages and %.0f receipts replayed to each", Double(messages) / Double(answered), Double(receipts) / Double(answered))
+        }
         report.add("page loads (a new socket, `sync` of everything) answered / started", counts)
         if !failures.isEmpty { report.add("page loads failed", failures.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
         if latency.totalCount > 0 { report.latency("page load: `sync` → acknowledged (after its replay)", latency) }
