@@ -404,6 +404,12 @@ def test_resync_after_reconnect_and_new_messages_pill(s):
           return socket;
         };
         window.WebSocket.OPEN = RealWebSocket.OPEN;
+        window.__listLoads = 0;
+        const realFetch = window.fetch;
+        window.fetch = function (path, options) {
+          if (String(path) === '/api/conversations' && (!options || options.method === 'GET')) window.__listLoads += 1;
+          return realFetch.apply(this, arguments);
+        };
     """})
     login(admin, ADMIN)
     open_conversation(admin, "Dr. Ravi Patel")
@@ -412,13 +418,24 @@ def test_resync_after_reconnect_and_new_messages_pill(s):
     admin.execute_script("window.__socketAllowed = false; window.__sockets.forEach((s) => s.close());")
     wait(admin, lambda d: d.find_element(By.ID, "connection").text == "Reconnecting…")
     rest("POST", "/api/messages", patel_token, {"receiver_email": ADMIN, "content": "written while you were away", "client_id": f"away-{uuid.uuid4()}"})
+    # And a group the page has never seen, with ten messages: the replay brings them all,
+    # and the page reloads its list for them once or twice, not ten times.
+    away = f"Away {uuid.uuid4().hex[:6]}"
+    group = rest("POST", "/api/conversations", patel_token, {"participants": [ADMIN], "title": away})
+    for i in range(10):
+        rest("POST", "/api/messages", patel_token, {"conversation_id": group["id"], "content": f"away {i}", "client_id": f"away-{group['id']}-{i}"})
     time.sleep(1)
+    loads_before = admin.execute_script("return window.__listLoads")
     assert "written while you were away" not in texts(admin)
     # Back: the CONNECT carries what the page has, and the gateway replays the rest.
     admin.execute_script("window.__socketAllowed = true;")
     wait(admin, lambda d: d.find_element(By.ID, "connection").text == "Online", timeout=15)
     wait(admin, lambda d: "written while you were away" in texts(d), message="replayed after the reconnect")
     assert texts(admin).count("written while you were away") == 1
+    wait(admin, lambda d: badge(d, away) == "10", message="the new group, with its unread count")
+    time.sleep(1)
+    loads = admin.execute_script("return window.__listLoads") - loads_before
+    assert 1 <= loads <= 3, f"{loads} reloads of the list"
 
     # Scrolled up, a new message shows the pill instead of moving the page.
     admin.execute_script("const m = document.getElementById('messages'); m.scrollTop = m.scrollHeight / 3;")
@@ -428,6 +445,43 @@ def test_resync_after_reconnect_and_new_messages_pill(s):
     admin.find_element(By.ID, "new-pill").click()
     wait(admin, lambda d: not d.find_element(By.ID, "new-pill").is_displayed())
     assert admin.execute_script("const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight") < 40
+
+
+def test_page_load_replays_nothing_it_already_has(s):
+    # Dr. Patel writes twice to Dr. Okafor, who then opens the app: the list (over REST)
+    # already has the unread count; the socket's CONNECT names every conversation of the
+    # list, so the gateway replays nothing, and nothing old is counted or announced again.
+    okafor_email = "dr.okafor@clinic.com"
+    patel_token, okafor_token = token(PATEL), token(okafor_email)
+    marker = uuid.uuid4().hex[:8]
+    for i in range(2):
+        rest("POST", "/api/messages", patel_token, {"receiver_email": okafor_email, "content": f"page load {i} {marker}", "client_id": f"pl-{marker}-{i}"})
+    counts = rest("GET", "/api/messages/unread-count", okafor_token)
+    conversation = next(c for c in rest("GET", "/api/conversations", okafor_token) if PATEL in c["participants"] and c["kind"] == "direct")
+    expected = counts["conversations"][conversation["id"]]
+    assert expected >= 2, counts
+    okafor = s.new()
+    # Counts the messages the socket is given.
+    okafor.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        const RealWebSocket = window.WebSocket;
+        window.__replayed = 0;
+        window.WebSocket = function (url) {
+          const socket = new RealWebSocket(url);
+          socket.addEventListener('message', (event) => { if (String(event.data).startsWith('42["receive_message"')) window.__replayed += 1; });
+          return socket;
+        };
+        window.WebSocket.OPEN = RealWebSocket.OPEN;
+    """})
+    login(okafor, okafor_email)
+    wait(okafor, lambda d: badge(d, "Dr. Ravi Patel") == str(expected), message=f"badge {expected}")
+    time.sleep(1.5)  # a replay would have arrived by now
+    assert badge(okafor, "Dr. Ravi Patel") == str(expected), badge(okafor, "Dr. Ravi Patel")
+    assert okafor.execute_script("return window.__replayed") == 0, okafor.execute_script("return window.__replayed")
+    assert okafor.find_element(By.ID, "announcer").get_attribute("textContent") == ""
+    # What comes next still counts, and is announced.
+    rest("POST", "/api/messages", patel_token, {"receiver_email": okafor_email, "content": f"and now {marker}", "client_id": f"pl-{marker}-2"})
+    wait(okafor, lambda d: badge(d, "Dr. Ravi Patel") == str(expected + 1), message="a live message counts")
+    assert f"and now {marker}" in okafor.find_element(By.ID, "announcer").get_attribute("textContent")
 
 
 def test_notifications_while_hidden(s):
@@ -495,7 +549,8 @@ def test_zz_throttling_message(s):
 def main():
     if SHOTS:
         os.makedirs(SHOTS, exist_ok=True)
-    tests = [value for name, value in globals().items() if name.startswith("test_")]
+    # ONLY=<part of a name> runs the tests whose names contain it.
+    tests = [value for name, value in globals().items() if name.startswith("test_") and os.environ.get("ONLY", "") in name]
     failed = 0
     for test in tests:
         session = Session()

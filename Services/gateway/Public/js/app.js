@@ -149,9 +149,15 @@ async function showApp() {
   socket.start();
 }
 
+// What the page already has of each conversation, for the CONNECT: the newest message of
+// the list (loaded over REST before the socket connects, and kept up to date as messages
+// arrive) or of the history on screen. The gateway replays only what is newer, so opening
+// the app does not replay (and count, and announce) messages the list already shows; a
+// conversation the page does not know yet is replayed whole.
 function sinceMap() {
   const since = {};
-  for (const [id, list] of state.messages) if (list.length) since[id] = list[list.length - 1].seq;
+  for (const [id, conversation] of state.conversations) since[id] = conversation.last_message ? conversation.last_message.seq : 0;
+  for (const [id, list] of state.messages) if (list.length) since[id] = Math.max(since[id] || 0, list[list.length - 1].seq);
   return since;
 }
 
@@ -183,6 +189,24 @@ async function loadConversations() {
   }
   renderList();
   renderHeader();
+}
+
+// A conversation the page does not know yet (a replay may bring 100 of its messages):
+// one reload of the list at a time, and one more after it if asked meanwhile.
+let listReload = null;
+let listReloadAgain = false;
+function refreshConversations() {
+  if (listReload) {
+    listReloadAgain = true;
+    return;
+  }
+  listReload = loadConversations().catch(() => {}).finally(() => {
+    listReload = null;
+    if (listReloadAgain) {
+      listReloadAgain = false;
+      refreshConversations();
+    }
+  });
 }
 
 function sortedConversations() {
@@ -433,7 +457,7 @@ function confirm(message) {
 function received(message, own) {
   const conversation = state.conversations.get(message.conversation_id);
   if (!conversation) {
-    loadConversations().catch(() => {});
+    refreshConversations();
     return;
   }
   if (state.messages.has(message.conversation_id)) upsert([message]);
