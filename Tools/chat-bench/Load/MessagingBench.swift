@@ -239,7 +239,7 @@ struct GroupBench: AsyncParsableCommand {
     @Option(help: "Members (users 0..G-1).") var members = 50
     @Option(help: "Messages per second, all senders together.") var rate: Double = 200
     @Option(help: "Seconds.") var duration: Double = 10
-    @Option(help: "Page loads per second meanwhile: a new socket of a user with a backlog connects, asks `sync` for everything (as the web client does when opened) and leaves once answered; 0 = none.")
+    @Option(help: "Page loads per second meanwhile: a new socket of a user with a backlog connects, asks `sync` for everything (as a client without local state does: a new device) and leaves once answered; 0 = none.")
     var pageLoads: Double = 0
     @Option(help: "With --page-loads: the users who load pages (users G..G+U-1, not members of the group).") var pageUsers = 20
     @Option(help: "With --page-loads: conversations of all those users with 100 messages each, each user's read position somewhere in it (a sync replays the newest 100 of each, 500 in all at most, and every other reader's position).")

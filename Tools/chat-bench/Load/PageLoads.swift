@@ -5,9 +5,11 @@ import NIOConcurrencyHelpers
 import NIOCore
 
 /// Page loads next to a workload's live traffic: a new socket of a user with a backlog
-/// connects and asks `sync` for everything (`since` empty, what the web client asks when
-/// it is opened), counts the messages replayed to it, and leaves once the acknowledgement
-/// came. What a morning of clinicians opening the app costs the live deliveries meanwhile.
+/// connects and asks `sync` for everything (`since` empty, what a client without local
+/// state asks: a new device; the web client asked it every time it was opened until the
+/// fourteenth round of BENCHMARKS.md), counts the messages and receipts replayed to it,
+/// and leaves once the acknowledgement came. What a morning of clinicians opening the app
+/// costs the live deliveries meanwhile.
 final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     private let lock = NIOLock()
     private var asked: [Int: UInt64] = [:]
