@@ -10,7 +10,8 @@ import Synchronization
 /// Queries run on the database pool's readers, so they never wait for (or hold up)
 /// the command batches, and on threads of their own (``QueryLane``), so they never take
 /// the threads the command batches run on. Reads of conversations, history and search
-/// are audited.
+/// are audited; the audit lines of queries answered at the same time share a transaction
+/// (``AuditGroupCommit``).
 public final class QueryResponder: Service, Sendable {
     private let store: MessageStore
     private let redis: RedisClient
@@ -18,6 +19,8 @@ public final class QueryResponder: Service, Sendable {
     private let keys: RedisKeys
     private let logger: Logger
     private let lane: QueryLane
+    /// Audit lines of reads, committed before each answer, in shared transactions.
+    let audit: AuditGroupCommit
     private let refusals = Mutex(LogThrottle())
 
     /// `width` queries run at a time, and at most `backlog` more wait; beyond that a query
@@ -29,6 +32,7 @@ public final class QueryResponder: Service, Sendable {
         self.keys = keys
         self.logger = logger
         self.lane = QueryLane(width: width, backlog: backlog)
+        self.audit = AuditGroupCommit(store: store)
     }
 
     public func run() async throws {
@@ -88,7 +92,7 @@ public final class QueryResponder: Service, Sendable {
             return "{}"
         case .login:
             let user = try store.authenticate(email: query.user, password: query.password ?? "")
-            try store.record([AuditEntry(at: now, context: context, action: user == nil ? "login_failed" : "login", target: query.user.lowercased(), outcome: user == nil ? "denied" : "ok")])
+            try audit.record([AuditEntry(at: now, context: context, action: user == nil ? "login_failed" : "login", target: query.user.lowercased(), outcome: user == nil ? "denied" : "ok")])
             guard let user else { throw ChatError(.unauthorized, "wrong email or password") }
             return try json(user)
         case .me:
@@ -135,7 +139,7 @@ public final class QueryResponder: Service, Sendable {
             return try json(store.participants(of: query.user, conversationID: query.conversationID, receiver: query.query))
         case .auditLog:
             try requireAdmin(query.user)
-            try store.record([AuditEntry(at: now, context: context, action: "admin.audit_log", target: nil, outcome: "ok")])
+            try audit.record([AuditEntry(at: now, context: context, action: "admin.audit_log", target: nil, outcome: "ok")])
             return try json(store.auditLog(limit: query.limit ?? 100, beforeID: query.before))
         }
     }
@@ -144,10 +148,10 @@ public final class QueryResponder: Service, Sendable {
     private func audited(_ context: RequestContext, _ action: String, target: String?, _ body: () throws -> String) throws -> String {
         do {
             let result = try body()
-            try store.record([AuditEntry(at: Date(), context: context, action: action, target: target, outcome: "ok")])
+            try audit.record([AuditEntry(at: Date(), context: context, action: action, target: target, outcome: "ok")])
             return result
         } catch let error as ChatError {
-            try store.record([AuditEntry(at: Date(), context: context, action: action, target: target, outcome: error.code.rawValue)])
+            try audit.record([AuditEntry(at: Date(), context: context, action: action, target: target, outcome: error.code.rawValue)])
             throw error
         }
     }
