@@ -20,6 +20,11 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 fd_limit=$(ulimit -n)
 idle_sockets=${IDLE_SOCKETS:-$(( fd_limit < 20500 ? fd_limit - 1000 : 20000 ))}
 
+# What the build (or anything else) left dirty in the page cache the kernel writes back
+# about 30 s later (vm.dirty_expire_centisecs): a relinked build is ~300 MB at once on the
+# shared disk, the store's commits wait behind it, and a run shows a stall that is the
+# build's (BENCHMARKS.md, fourteenth round). Written back now instead.
+sync
 mkdir -p "$work/run/data"
 "$bench" seed --database "$work/run/data/chat.sqlite" --users 400 >/dev/null || exit 1
 
