@@ -77,8 +77,8 @@ struct JSONScanTests {
         #expect(scanned.conversations.map(\.lastSeq) == [9, 0])
         #expect(scanned.conversations.map(\.truncated) == [true, false])
         #expect(scanned.conversations[0].messages.map(\.json) == (try messages.map { String(decoding: try ChatJSON.makeEncoder().encode($0), as: UTF8.self) }))
-        #expect(scanned.conversations[0].messages.map(\.seq) == [5, 6, 7, 8, 9])
-        #expect(scanned.conversations[0].messages.allSatisfy { $0.conversationID == "d1" })
+        #expect(scanned.conversations[0].messages.map(\.position.seq) == [5, 6, 7, 8, 9])
+        #expect(scanned.conversations[0].messages.allSatisfy { $0.position.conversationID == "d1" })
         #expect(scanned.conversations[0].receipts == [receipt.jsonText])
 
         // The encoder's own output (spaces, another member order) is read too, or left to the decoder.

@@ -1,4 +1,5 @@
 import ChatCore
+import ChatTesting
 import Dispatch
 import Foundation
 import Synchronization
@@ -14,44 +15,33 @@ struct AuditGroupCommitTests {
         AuditEntry(at: Date(), context: RequestContext(actor: "reader\(n)@clinic.com", gateway: "gw", requestID: "r\(n)"), action: "history", target: nil, outcome: "ok")
     }
 
-    /// Runs `body` on a thread of the global queue, in `group`.
-    func spawn(_ group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
-        DispatchQueue.global().async(group: group, execute: body)
-    }
-
-    /// Waits (at most 10 s) until `condition` holds.
-    func until(_ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(10)
-        while !condition() && Date() < deadline { usleep(1000) }
-        return condition()
+    /// Runs `body` on a thread of the global queue (callers of `record` block).
+    func spawn(_ body: @escaping @Sendable () -> Void) {
+        DispatchQueue.global().async(execute: body)
     }
 
     @Test("lines that arrive while a transaction commits wait and go together in the next one; each caller returns once its line is written")
-    func grouped() throws {
+    func grouped() async throws {
         let store = try makeStore()
-        let held = DispatchSemaphore(value: 0), inside = DispatchSemaphore(value: 0)
+        let held = DispatchSemaphore(value: 0)
         let transactions = Mutex<[[String]]>([])
         let audit = AuditGroupCommit { entries in
             let first = transactions.withLock { list -> Bool in
                 list.append(entries.compactMap(\.actor))
                 return list.count == 1
             }
-            if first {
-                inside.signal()
-                held.wait()
-            }
+            if first { held.wait() }
             try store.write { db in try store.record(db, entries) }
         }
         let returned = Mutex(0)
-        let group = DispatchGroup()
-        spawn(group) { try? audit.record([entry(0)]); returned.withLock { $0 += 1 } }
-        inside.wait()
-        for n in 1...5 { spawn(group) { try? audit.record([entry(n)]); returned.withLock { $0 += 1 } } }
-        #expect(until { audit.waiting == 5 })
+        spawn { try? audit.record([entry(0)]); returned.withLock { $0 += 1 } }
+        #expect(await eventually { transactions.withLock { $0.count } == 1 })
+        for n in 1...5 { spawn { try? audit.record([entry(n)]); returned.withLock { $0 += 1 } } }
+        #expect(await eventually { audit.waiting == 5 })
         #expect(returned.withLock { $0 } == 0, "nobody is answered before its line is committed")
         #expect(try store.auditLog().isEmpty)
         held.signal()
-        #expect(group.wait(timeout: .now() + 10) == .success)
+        #expect(await eventually { returned.withLock { $0 } == 6 })
         #expect(returned.withLock { $0 } == 6)
         #expect(audit.commits == 2)
         let written = transactions.withLock { $0 }
@@ -66,27 +56,27 @@ struct AuditGroupCommitTests {
     }
 
     @Test("a transaction that fails fails every caller whose line it held, and the next one is written")
-    func failures() throws {
+    func failures() async throws {
         let store = try makeStore()
-        let held = DispatchSemaphore(value: 0), inside = DispatchSemaphore(value: 0)
+        let held = DispatchSemaphore(value: 0)
         let calls = Mutex(0)
         let audit = AuditGroupCommit { entries in
             let call = calls.withLock { $0 += 1; return $0 }
-            if call == 1 {
-                inside.signal()
-                held.wait()
-            }
+            if call == 1 { held.wait() }
             if call == 2 { throw ChatError(.internal, "disk full") }
             try store.write { db in try store.record(db, entries) }
         }
-        let failed = Mutex(0)
-        let group = DispatchGroup()
-        spawn(group) { do { try audit.record([entry(0)]) } catch { failed.withLock { $0 += 1 } } }
-        inside.wait()
-        for n in 1...3 { spawn(group) { do { try audit.record([entry(n)]) } catch { failed.withLock { $0 += 1 } } } }
-        #expect(until { audit.waiting == 3 })
+        let failed = Mutex(0), returned = Mutex(0)
+        @Sendable func call(_ n: Int) {
+            do { try audit.record([entry(n)]) } catch { failed.withLock { $0 += 1 } }
+            returned.withLock { $0 += 1 }
+        }
+        spawn { call(0) }
+        #expect(await eventually { calls.withLock { $0 } == 1 })
+        for n in 1...3 { spawn { call(n) } }
+        #expect(await eventually { audit.waiting == 3 })
         held.signal()
-        #expect(group.wait(timeout: .now() + 10) == .success)
+        #expect(await eventually { returned.withLock { $0 } == 4 })
         #expect(failed.withLock { $0 } == 3)
         #expect(try store.auditLog().compactMap(\.actor) == ["reader0@clinic.com"])
         try audit.record([entry(4)])

@@ -26,8 +26,7 @@ extension MessageStore {
                 LEFT JOIN messages m ON m.conversation_id = p.conversation_id AND m.seq = p.read_seq AND m.expires_at > ?
                 WHERE p.conversation_id = ? AND p.email != ? ORDER BY p.email
                 """)
-            let newer = try db.cachedStatement(sql: "SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? AND seq > ? ORDER BY seq DESC LIMIT ?")
-            let newerAfter = try db.cachedStatement(sql: """
+            let newer = try db.cachedStatement(sql: """
                 SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? AND seq > ? AND created_at >= ? ORDER BY seq DESC LIMIT ?
                 """)
             var result: [SyncedConversation] = []
@@ -37,12 +36,8 @@ extension MessageStore {
                 let known = since[conversation.id]
                 // The newest `take + 1` (to tell whether there were more), returned oldest first.
                 let take = min(remaining, 100)
-                var records: [MessageRecord]
-                if known == nil, let after {
-                    records = try MessageRecord.fetchAll(newerAfter, arguments: [conversation.id, nowMS, 0, after.epochMilliseconds, take + 1])
-                } else {
-                    records = try MessageRecord.fetchAll(newer, arguments: [conversation.id, nowMS, max(0, known ?? 0), take + 1])
-                }
+                let from = known == nil ? after?.epochMilliseconds ?? 0 : 0
+                var records = try MessageRecord.fetchAll(newer, arguments: [conversation.id, nowMS, max(0, known ?? 0), from, take + 1])
                 let truncated = records.count > take
                 if truncated { records.removeLast() }
                 remaining -= records.count

@@ -251,18 +251,17 @@ struct GroupBench: AsyncParsableCommand {
         let emails = (0..<members).map(options.email)
         let tokens = try await rest.login(emails, password: options.password)
         let loaders = Array(members..<(members + (pageLoads > 0 ? pageUsers : 0)))
-        let loaderTokens = Dictionary(uniqueKeysWithValues: zip(loaders, try await rest.login(loaders.map(options.email), password: options.password)))
+        let loaderTokens = try await rest.login(loaders.map(options.email), password: options.password)
         if !loaders.isEmpty {
-            let senders = loaders.map { loaderTokens[$0]! }
             for backlog in 0..<backlogs {
-                let (status, json) = try await rest.call("POST", "/api/conversations", token: senders[0],
+                let (status, json) = try await rest.call("POST", "/api/conversations", token: loaderTokens[0],
                                                          body: ["participants": loaders.dropFirst().map(options.email), "title": "backlog \(backlog) \(UUID().uuidString.prefix(6))"])
                 guard status == 201 || status == 200, let id = (json as? [String: Any])?["id"] as? String else {
                     throw ValidationError("creating a backlog conversation answered \(status): \(String(describing: json))")
                 }
-                try await rest.fill(id, count: 100, tokens: senders) { "Backlog \($0): seen in clinic today, vitals stable, bloods sent; review the results and call the family before Friday's round." }
+                try await rest.fill(id, count: 100, tokens: loaderTokens) { "Backlog \($0): seen in clinic today, vitals stable, bloods sent; review the results and call the family before Friday's round." }
                 // Everyone has read some of it: a sync replays each other reader's position.
-                for (index, token) in senders.enumerated() {
+                for (index, token) in loaderTokens.enumerated() {
                     let (read, _) = try await rest.call("POST", "/api/conversations/\(id)/read", token: token, body: ["up_to_seq": 50 + index])
                     guard read == 200 else { throw ValidationError("marking a backlog read answered \(read)") }
                 }

@@ -20,8 +20,10 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     private var failures: [String: Int] = [:]
     private var messages = 0
     private var receipts = 0
-    private(set) var started = 0
+    private var opened = 0
 
+    /// Page loads opened so far, and those answered or failed.
+    var started: Int { lock.withLock { opened } }
     var finished: Int { lock.withLock { answered + failures.values.reduce(0, +) } }
 
     func connected(_ socket: VirtualSocket) {
@@ -42,10 +44,11 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
         let ok = packet.contains("\"ok\":true")
         lock.withLock {
             guard let start = asked.removeValue(forKey: socket.index) else { return }
+            let counts = replayed.removeValue(forKey: socket.index) ?? (0, 0)
             if ok {
                 answered += 1
-                messages += replayed[socket.index]?.messages ?? 0
-                receipts += replayed[socket.index]?.receipts ?? 0
+                messages += counts.messages
+                receipts += counts.receipts
                 latency.recordClamped((now - start) / 1000)
             } else {
                 failures["sync answered \(packet.prefix(120))", default: 0] += 1
@@ -62,24 +65,25 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
             // Closed before its sync was answered (or before it connected).
             guard sockets.removeValue(forKey: socket.index) != nil else { return }
             asked[socket.index] = nil
+            replayed[socket.index] = nil
             failures[reason, default: 0] += 1
         }
     }
 
-    /// Opens `rate` page loads per second for `duration` seconds, socket k for user `users[k % users.count]`.
-    func run(rate: Double, duration: Double, users: [Int], tokens: [Int: String], options: LoadOptions, group: EventLoopGroup) async throws {
+    /// Opens `rate` page loads per second for `duration` seconds, socket k for user
+    /// `users[k % users.count]`, whose token is `tokens[k % users.count]`.
+    func run(rate: Double, duration: Double, users: [Int], tokens: [String], options: LoadOptions, group: EventLoopGroup) async throws {
         let total = Int((rate * duration).rounded())
         let start = ContinuousClock.now
         for k in 0..<total {
             let due = start + .nanoseconds(Int64(Double(k) / rate * 1e9))
             if ContinuousClock.now < due { try await Task.sleep(until: due) }
-            let user = users[k % users.count]
-            let socket = VirtualSocket(index: k, user: user, delegate: self)
+            let socket = VirtualSocket(index: k, user: users[k % users.count], delegate: self)
             lock.withLock {
                 sockets[k] = socket
-                started += 1
+                opened += 1
             }
-            socket.connect(group: group, host: options.host, port: options.port, token: tokens[user] ?? "").whenFailure { _ in
+            socket.connect(group: group, host: options.host, port: options.port, token: tokens[k % users.count]).whenFailure { _ in
                 self.closed(socket, reason: "connect failed")
             }
         }
@@ -88,7 +92,7 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     /// The page loads' rows of a report.
     func report(into report: inout LoadReport) {
         let (answered, failures, messages, receipts, latency, started) = lock.withLock {
-            (self.answered, self.failures, self.messages, self.receipts, self.latency, self.started)
+            (self.answered, self.failures, self.messages, self.receipts, self.latency, self.opened)
         }
         var counts = "\(answered) / \(started)"
         if answered > 0 {

@@ -377,8 +377,7 @@ final class ClientConnection: Sendable {
             for conversation in synced.conversations {
                 for message in conversation.messages {
                     // Skip what reached this socket live while the sync was on its way.
-                    let delivered = RealtimeServer.Delivered(conversationID: message.conversationID, seq: message.seq)
-                    guard state.withLock({ $0.remember(delivered) }) else { continue }
+                    guard state.withLock({ $0.remember(message.position) }) else { continue }
                     session.send(SocketPacket.eventText(ServerEventName.receiveMessage.rawValue, json: message.json))
                 }
                 for receipt in conversation.receipts {

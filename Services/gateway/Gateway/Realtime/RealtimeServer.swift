@@ -319,7 +319,7 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     }
 
     /// A message a socket was given: its conversation and its seq there (which name it: see ``GivenMessages``).
-    struct Delivered: Sendable {
+    struct Delivered: Sendable, Equatable {
         var conversationID: String
         var seq: Int64
     }

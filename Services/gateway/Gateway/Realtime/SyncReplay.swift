@@ -8,8 +8,7 @@ import Foundation
 /// are (the subscriber's event loop), so every delivery of the gateway waits meanwhile.
 struct SyncReplay: Equatable {
     struct Item: Equatable {
-        var conversationID: String
-        var seq: Int64
+        var position: RealtimeServer.Delivered
         var json: String
     }
 
@@ -41,7 +40,7 @@ struct SyncReplay: Equatable {
             for range in messageRanges {
                 guard let message = JSONScan(bytes, in: range), let conversationID = message.string("conversation_id"),
                       let seq = message.integer("seq") else { return nil }
-                messages.append(Item(conversationID: conversationID, seq: seq, json: String(decoding: bytes[range], as: UTF8.self)))
+                messages.append(Item(position: .init(conversationID: conversationID, seq: seq), json: String(decoding: bytes[range], as: UTF8.self)))
             }
             let receipts = receiptRanges.map { String(decoding: bytes[$0], as: UTF8.self) }
             conversations.append(Conversation(id: id, lastSeq: lastSeq, messages: messages, receipts: receipts, truncated: truncated))
@@ -54,7 +53,7 @@ struct SyncReplay: Equatable {
         guard let result = try? ChatJSON.makeDecoder().decode(SyncResult.self, from: Data(bytes)) else { return nil }
         conversations = result.conversations.map { conversation in
             Conversation(id: conversation.id, lastSeq: conversation.lastSeq,
-                         messages: conversation.messages.map { Item(conversationID: $0.conversationID, seq: $0.seq, json: $0.jsonText) },
+                         messages: conversation.messages.map { Item(position: .init(conversationID: $0.conversationID, seq: $0.seq), json: $0.jsonText) },
                          receipts: conversation.receipts.map(\.jsonText), truncated: conversation.truncated)
         }
     }

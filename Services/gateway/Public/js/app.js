@@ -169,7 +169,7 @@ function setStatus(status) {
   $("connection").dataset.state = status;
   if (status === "online" && wasOffline) {
     // Back: refresh the list (new conversations, unread counts) and resend what failed.
-    loadConversations().catch(() => {});
+    refreshConversations();
     for (const [clientID, pending] of state.pending) if (pending.state === "failed") retry(clientID);
   }
 }
@@ -191,8 +191,9 @@ async function loadConversations() {
   renderHeader();
 }
 
-// A conversation the page does not know yet (a replay may bring 100 of its messages):
-// one reload of the list at a time, and one more after it if asked meanwhile.
+// Reloads of the list in the background (back online; a conversation the page does not
+// know yet, of which a replay may bring 100 messages): one at a time, and one more after
+// it if asked meanwhile.
 let listReload = null;
 let listReloadAgain = false;
 function refreshConversations() {
