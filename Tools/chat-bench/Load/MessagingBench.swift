@@ -244,6 +244,9 @@ struct GroupBench: AsyncParsableCommand {
     @Option(help: "With --page-loads: the users who load pages (users G..G+U-1, not members of the group).") var pageUsers = 20
     @Option(help: "With --page-loads: conversations of all those users with 100 messages each, each user's read position somewhere in it (a sync replays the newest 100 of each, 500 in all at most, and every other reader's position).")
     var backlogs = 5
+    @Option(help: "With --page-loads: messages in each backlog conversation.") var backlogMessages = 100
+    @Flag(help: "With --page-loads: each page load is a returning web client: it loads the conversation list over REST, then asks `sync` only for what is newer than the list (messages and receipts).")
+    var returning = false
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
@@ -259,10 +262,10 @@ struct GroupBench: AsyncParsableCommand {
                 guard status == 201 || status == 200, let id = (json as? [String: Any])?["id"] as? String else {
                     throw ValidationError("creating a backlog conversation answered \(status): \(String(describing: json))")
                 }
-                try await rest.fill(id, count: 100, tokens: loaderTokens) { "Backlog \($0): seen in clinic today, vitals stable, bloods sent; review the results and call the family before Friday's round." }
+                try await rest.fill(id, count: backlogMessages, tokens: loaderTokens) { "Backlog \($0): seen in clinic today, vitals stable, bloods sent; review the results and call the family before Friday's round." }
                 // Everyone has read some of it: a sync replays each other reader's position.
                 for (index, token) in loaderTokens.enumerated() {
-                    let (read, _) = try await rest.call("POST", "/api/conversations/\(id)/read", token: token, body: ["up_to_seq": 50 + index])
+                    let (read, _) = try await rest.call("POST", "/api/conversations/\(id)/read", token: token, body: ["up_to_seq": backlogMessages / 2 + index])
                     guard read == 200 else { throw ValidationError("marking a backlog read answered \(read)") }
                 }
             }
@@ -280,7 +283,7 @@ struct GroupBench: AsyncParsableCommand {
         try await settle(timeout: 30) { load.connected == members }
         let before = ProcessSample.all(runDir: options.runDir)
         let started = nowNanoseconds()
-        let loads = PageLoads()
+        let loads = PageLoads(returning: returning)
         async let loading: Void = pageLoads > 0
             ? loads.run(rate: pageLoads, duration: duration, users: loaders, tokens: loaderTokens, options: options, group: group) : ()
         try await pace(load, senders: sockets, rate: rate, duration: duration)
@@ -295,7 +298,9 @@ struct GroupBench: AsyncParsableCommand {
         let after = ProcessSample.all(runDir: options.runDir)
         var report = LoadReport(workload: "group of \(members) at \(Int(rate)) messages/s" + (pageLoads > 0 ? String(format: ", %g page loads/s", pageLoads) : ""),
                                 command: "chat-bench group --members \(members) --rate \(Int(rate)) --duration \(Int(duration))"
-                                    + (pageLoads > 0 ? " --page-loads \(String(format: "%g", pageLoads)) --page-users \(pageUsers) --backlogs \(backlogs)" : ""), seconds: elapsed)
+                                    + (pageLoads > 0 ? " --page-loads \(String(format: "%g", pageLoads)) --page-users \(pageUsers) --backlogs \(backlogs)" : "")
+                                    + (pageLoads > 0 && backlogMessages != 100 ? " --backlog-messages \(backlogMessages)" : "")
+                                    + (pageLoads > 0 && returning ? " --returning" : ""), seconds: elapsed)
         let clean = try await summarize(&report, load: load, cut: cut, total: total, elapsed: elapsed)
         if pageLoads > 0 { loads.report(into: &report) }
         report.processes(before: before, after: after)

@@ -10,6 +10,11 @@ import NIOCore
 /// fourteenth round of BENCHMARKS.md), counts the messages and receipts replayed to it,
 /// and leaves once the acknowledgement came. What a morning of clinicians opening the app
 /// costs the live deliveries meanwhile.
+///
+/// `returning`: what the web client does when opened (fifteenth round): it loads the
+/// conversation list over REST first, then asks `sync` with `since` naming every
+/// conversation at its newest message and `receipts_after` at the list's newest read
+/// version, so only what changed after the list is replayed. Timed from the list's request.
 final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     private let lock = NIOLock()
     private var asked: [Int: UInt64] = [:]
@@ -21,14 +26,36 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     private var messages = 0
     private var receipts = 0
     private var opened = 0
+    private var payloads: [Int: String] = [:]
+    private var listed: [Int: UInt64] = [:]
+    private let returning: Bool
+
+    init(returning: Bool = false) { self.returning = returning }
 
     /// Page loads opened so far, and those answered or failed.
     var started: Int { lock.withLock { opened } }
     var finished: Int { lock.withLock { answered + failures.values.reduce(0, +) } }
 
     func connected(_ socket: VirtualSocket) {
-        lock.withLock { asked[socket.index] = nowNanoseconds() }
-        socket.send("421[\"sync\",{\"since\":{}}]")
+        let payload = lock.withLock {
+            asked[socket.index] = listed.removeValue(forKey: socket.index) ?? nowNanoseconds()
+            return payloads.removeValue(forKey: socket.index) ?? #"{"since":{}}"#
+        }
+        socket.send("421[\"sync\"," + payload + "]")
+    }
+
+    /// The web client's `sync` after loading `list` (GET /api/conversations): every
+    /// conversation at its newest message, receipts after the newest read version listed.
+    static func returningSync(_ list: [[String: Any]]) -> String {
+        var since: [String: Any] = [:]
+        var version: Int64 = 0
+        for conversation in list {
+            guard let id = conversation["id"] as? String else { continue }
+            since[id] = ((conversation["last_message"] as? [String: Any])?["seq"] as? NSNumber)?.int64Value ?? 0
+            version = max(version, (conversation["read_version"] as? NSNumber)?.int64Value ?? 0)
+        }
+        let body: [String: Any] = ["since": since, "receipts_after": version]
+        return String(decoding: try! JSONSerialization.data(withJSONObject: body), as: UTF8.self)
     }
 
     func event(_ socket: VirtualSocket, packet: String) {
@@ -66,6 +93,8 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
             guard sockets.removeValue(forKey: socket.index) != nil else { return }
             asked[socket.index] = nil
             replayed[socket.index] = nil
+            payloads[socket.index] = nil
+            listed[socket.index] = nil
             failures[reason, default: 0] += 1
         }
     }
@@ -83,9 +112,30 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
                 sockets[k] = socket
                 opened += 1
             }
-            socket.connect(group: group, host: options.host, port: options.port, token: tokens[k % users.count]).whenFailure { _ in
-                self.closed(socket, reason: "connect failed")
+            let token = tokens[k % users.count]
+            if returning {
+                // The list first, as the web client does; the page load waits for it, the pacer does not.
+                Task {
+                    let start = nowNanoseconds()
+                    let (status, json) = (try? await REST(base: options.gateway).call("GET", "/api/conversations", token: token)) ?? (0, nil)
+                    guard status == 200, let list = json as? [[String: Any]] else {
+                        return self.closed(socket, reason: "the conversation list answered \(status)")
+                    }
+                    self.lock.withLock {
+                        self.listed[k] = start
+                        self.payloads[k] = Self.returningSync(list)
+                    }
+                    self.open(socket, token: token, options: options, group: group)
+                }
+            } else {
+                open(socket, token: token, options: options, group: group)
             }
+        }
+    }
+
+    private func open(_ socket: VirtualSocket, token: String, options: LoadOptions, group: EventLoopGroup) {
+        socket.connect(group: group, host: options.host, port: options.port, token: token).whenFailure { _ in
+            self.closed(socket, reason: "connect failed")
         }
     }
 
@@ -98,8 +148,11 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
         if answered > 0 {
             counts += String(format: ", %.0f messages and %.0f receipts replayed to each", Double(messages) / Double(answered), Double(receipts) / Double(answered))
         }
-        report.add("page loads (a new socket, `sync` of everything) answered / started", counts)
+        report.add(returning ? "page loads (the list, a new socket, `sync` of what is newer) answered / started"
+                             : "page loads (a new socket, `sync` of everything) answered / started", counts)
         if !failures.isEmpty { report.add("page loads failed", failures.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
-        if latency.totalCount > 0 { report.latency("page load: `sync` → acknowledged (after its replay)", latency) }
+        if latency.totalCount > 0 {
+            report.latency(returning ? "page load: list → `sync` acknowledged (after its replay)" : "page load: `sync` → acknowledged (after its replay)", latency)
+        }
     }
 }
