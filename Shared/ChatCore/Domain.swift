@@ -102,6 +102,10 @@ public struct Conversation: Codable, Sendable, Hashable {
     /// In a group, a message is read by everyone when every other participant's marker
     /// reaches its seq; a message's own `read` says only that someone has read it.
     public var readPositions: [String: Int]?
+    /// The version of the newest move of those markers (0 if none moved): a `sync` with
+    /// `receipts_after` at the highest of a list's versions replays only receipts that
+    /// changed after the list was read.
+    public var readVersion: Int64?
 
     public init(id: String, kind: Kind, title: String?, participants: [String], createdAt: Date, lastMessageAt: Date? = nil, lastMessage: Message? = nil, unreadCount: Int = 0) {
         self.id = id
@@ -122,5 +126,6 @@ public struct Conversation: Codable, Sendable, Hashable {
         case unreadCount = "unread_count"
         case presence, members
         case readPositions = "read_positions"
+        case readVersion = "read_version"
     }
 }

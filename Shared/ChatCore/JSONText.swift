@@ -185,7 +185,9 @@ extension SyncResult {
             }
             out += conversation.truncated ? "],\"truncated\":true}" : "],\"truncated\":false}"
         }
-        out += "]}"
+        out += "]"
+        if let receiptsCursor { out += ",\"receipts_cursor\":"; out += String(receiptsCursor) }
+        out += "}"
         return out
     }
 }

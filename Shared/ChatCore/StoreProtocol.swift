@@ -190,6 +190,10 @@ public struct StoreQuery: Codable, Sendable, Hashable {
     public var since: [String: Int64]?
     /// `sync`: for conversations not in `since`, only messages stored at or after this time (ms); all if absent.
     public var after: Int64?
+    /// `sync`: for conversations in `since`, only read receipts whose marker moved after this
+    /// version (the `receipts_cursor` of an earlier sync, or a listed conversation's
+    /// `read_version`); all of them if absent.
+    public var receiptsAfter: Int64?
 
     public init(kind: Kind, user: String, gateway: String, request: String, conversationID: String? = nil, limit: Int? = nil,
                 before: Int64? = nil, skip: Int? = nil, query: String? = nil, role: Role? = nil, password: String? = nil) {
@@ -209,6 +213,7 @@ public struct StoreQuery: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey {
         case kind, user, gateway, request, limit, before, skip, query, role, password, since, after
         case conversationID = "conversation_id"
+        case receiptsAfter = "receipts_after"
     }
 }
 
@@ -274,7 +279,17 @@ public struct DueMessage: Codable, Sendable, Hashable {
 /// The `sync` answer: per conversation of the user, what came after the client's seq.
 public struct SyncResult: Codable, Sendable, Hashable {
     public var conversations: [SyncedConversation]
-    public init(conversations: [SyncedConversation]) { self.conversations = conversations }
+    /// The highest read-marker version the answer was read at: the next sync's `receipts_after`.
+    public var receiptsCursor: Int64?
+    public init(conversations: [SyncedConversation], receiptsCursor: Int64? = nil) {
+        self.conversations = conversations
+        self.receiptsCursor = receiptsCursor
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case conversations
+        case receiptsCursor = "receipts_cursor"
+    }
 }
 
 public struct SyncedConversation: Codable, Sendable, Hashable {

@@ -58,11 +58,13 @@ struct JSONTextTests {
                                receipts: [receipts[0]], truncated: true),
             SyncedConversation(id: "g \"1\"", lastSeq: 3, messages: [], receipts: [receipts[1]], truncated: false),
             SyncedConversation(id: "g2", lastSeq: 0, messages: [message(1, "one", direct: false)], receipts: [], truncated: false),
-        ])
+        ], receiptsCursor: 4_000_000_017)
         #expect(result.jsonText == (try encoded(result)))
+        #expect(result.jsonText.hasSuffix(#"],"receipts_cursor":4000000017}"#))
         #expect(result.conversations[0].messages.jsonText == (try encoded(result.conversations[0].messages)), "a history page")
         #expect([Message]().jsonText == (try encoded([Message]())))
-        #expect(SyncResult(conversations: []).jsonText == (try encoded(SyncResult(conversations: []))))
+        #expect(SyncResult(conversations: []).jsonText == (try encoded(SyncResult(conversations: []))), "a store older than the cursor")
+        #expect(SyncResult(conversations: [], receiptsCursor: 0).jsonText == (try encoded(SyncResult(conversations: [], receiptsCursor: 0))))
         #expect(try ChatJSON.makeDecoder().decode(SyncResult.self, from: Data(result.jsonText.utf8)) == result)
     }
 

@@ -69,10 +69,12 @@ struct JSONScanTests {
         let result = SyncResult(conversations: [
             SyncedConversation(id: "d1", lastSeq: 9, messages: messages, receipts: [receipt], truncated: true),
             SyncedConversation(id: "g1", lastSeq: 0, messages: [], receipts: [], truncated: false),
-        ])
+        ], receiptsCursor: 31)
         let bytes = Array(result.jsonText.utf8)
         let scanned = try #require(SyncReplay(scanning: bytes))
         #expect(scanned == SyncReplay(decoding: bytes))
+        #expect(scanned.receiptsCursor == 31)
+        #expect(SyncReplay(scanning: Array(SyncResult(conversations: []).jsonText.utf8))?.receiptsCursor == nil, "a store older than the cursor")
         #expect(scanned.conversations.map(\.id) == ["d1", "g1"])
         #expect(scanned.conversations.map(\.lastSeq) == [9, 0])
         #expect(scanned.conversations.map(\.truncated) == [true, false])
@@ -95,7 +97,8 @@ struct JSONScanTests {
         #expect(SyncReplay(scanning: escaped) == nil)
         #expect(SyncReplay(decoding: escaped)?.conversations.map(\.id) == ["g\"2"])
         for odd in [#"{"conversations":{}}"#, #"{"conversations":[{"id":"c","last_seq":1,"messages":[],"receipts":[],"truncated":1}]}"#,
-                    #"{"conversations":[{"id":"c","last_seq":1,"messages":[{"seq":1}],"receipts":[],"truncated":false}]}"#, "[]", ""] {
+                    #"{"conversations":[{"id":"c","last_seq":1,"messages":[{"seq":1}],"receipts":[],"truncated":false}]}"#,
+                    #"{"conversations":[],"receipts_cursor":"7"}"#, "[]", ""] {
             #expect(SyncReplay(scanning: Array(odd.utf8)) == nil, "\(odd)")
         }
     }

@@ -370,6 +370,78 @@ struct RealtimeTests {
         }
     }
 
+    @Test("sync and CONNECT with receipts_after: only the receipts that moved after it; the acknowledgement carries the next cursor; a bad one is refused")
+    func receiptsAfter() async throws {
+        try await withRealtimeStack { stack in
+            let group = try stack.store.createGroup(creator: admin, title: "Ward 3", members: [doctor, patel])
+            _ = try stack.store.append((1...2).map { SendRequest(sender: admin, conversationID: group.id, receiverEmail: nil, content: "g\($0)", clientID: nil) }).map { try $0.get() }
+            _ = try stack.store.markRead(reader: doctor, conversationID: group.id, upToSeq: 1)
+            _ = try stack.store.markRead(reader: patel, conversationID: group.id, upToSeq: 2)
+            let since: JSONValue = .object([group.id: .number(2)])
+            let socket = try await stack.connect(admin)
+            let all = try await socket.call("sync", .object(["since": since]), ack: 1)
+            #expect(all["receipts_cursor"] == .number(2))
+            #expect(await eventually { socket.drainCountPeek("message_read_receipt") == 2 })
+            _ = socket.drain("message_read_receipt")
+
+            let none = try await socket.call("sync", .object(["since": since, "receipts_after": .number(2)]), ack: 2)
+            #expect(none["ok"] == .bool(true))
+            #expect(none["receipts_cursor"] == .number(2))
+            #expect(none["conversations"] == .object([:]))
+            _ = try stack.store.markRead(reader: doctor, conversationID: group.id, upToSeq: 2)
+            let moved = try await socket.call("sync", .object(["since": since, "receipts_after": .number(2)]), ack: 3)
+            #expect(moved["receipts_cursor"] == .number(3))
+            try await Task.sleep(for: .milliseconds(200))
+            let receipts = socket.drain("message_read_receipt")
+            #expect(receipts.map { $0["reader_email"] } == [.string(doctor)], "patel's marker did not move")
+            #expect(receipts.first?["up_to_seq"] == .number(2))
+
+            for bad: JSONValue in [.string("2"), .number(-1), .number(1.5), .object([:])] {
+                let refused = try await socket.call("sync", .object(["since": since, "receipts_after": bad]), ack: 4)
+                #expect(refused["ok"] == .bool(false))
+                #expect(refused["error"]?["code"] == .string("bad_request"), "\(bad)")
+            }
+            #expect(try await socket.call("sync", .object(["since": since, "receipts_after": .null]), ack: 5)["ok"] == .bool(true), "null: all of them")
+
+            // In the CONNECT, as the web client sends it: nothing moved after 3, nothing replayed.
+            for (cursor, expected) in [(3, 0), (1, 2)] {
+                let client = try await SocketTestClient.open(port: stack.ports[0])
+                try await client.send("40" + JSONValue.object(["token": .string(stack.token(admin)), "since": since, "receipts_after": .number(Double(cursor))]).text)
+                _ = try await client.next { $0.hasPrefix("40{\"sid\"") }
+                if expected > 0 { #expect(await eventually { client.drainCountPeek("message_read_receipt") == expected }) }
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(client.drain("message_read_receipt").count == expected, "receipts_after \(cursor)")
+                await client.close()
+            }
+            await socket.close()
+        }
+    }
+
+    @Test("a lost subscription replays the receipts that moved while it was lost, not every marker of the socket's conversations")
+    func lostSubscriptionReceipts() async throws {
+        try await withRealtimeStack(gateways: 2) { stack in
+            let group = try stack.store.createGroup(creator: admin, title: "Ward 3", members: [doctor, patel])
+            _ = try stack.store.append((1...2).map { SendRequest(sender: admin, conversationID: group.id, receiverEmail: nil, content: "g\($0)", clientID: nil) }).map { try $0.get() }
+            _ = try stack.store.markRead(reader: patel, conversationID: group.id, upToSeq: 2)
+            let sender = try await stack.connect(admin, gateway: 0)
+            let synced = try await sender.call("sync", .object(["since": .object([group.id: .number(2)])]), ack: 1)
+            #expect(synced["receipts_cursor"] == .number(1))
+            #expect(await eventually { sender.drainCountPeek("message_read_receipt") == 1 })
+            _ = sender.drain("message_read_receipt")
+            let reader = try await stack.connect(doctor, gateway: 1)
+            try await stack.killSubscriber(gateway: 0)
+            let read = try await reader.call("mark_conversation_read", .object(["conversation_id": .string(group.id), "up_to_seq": .number(2)]), ack: 2)
+            #expect(read["receipt"]?["up_to_seq"] == .number(2))
+            #expect(await eventually { sender.drainCountPeek("message_read_receipt") >= 1 })
+            try await Task.sleep(for: .milliseconds(500))
+            let receipts = sender.drain("message_read_receipt")
+            // Live as well if the new subscription came first: the same receipt twice, never patel's.
+            #expect(Set(receipts.compactMap { $0["reader_email"]?.stringValue }) == [doctor], "\(receipts)")
+            await reader.close()
+            await sender.close()
+        }
+    }
+
     @Test("one subscription per user per gateway, shared by their sockets, dropped with the last one")
     func subscriptions() async throws {
         try await withRealtimeStack { stack in

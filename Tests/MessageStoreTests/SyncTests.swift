@@ -78,8 +78,8 @@ struct SyncTests {
         let group = try store.createGroup(creator: admin, title: "Ward 3", members: [doctor, patel, okafor])
         var ids: [String] = []
         for i in 1...3 { ids.append(try store.send(admin, to: group.id, "g\(i)", now: t0 + Double(i)).message.id) }
-        try store.markRead(reader: doctor, conversationID: group.id, upToSeq: 2, now: t0 + 10)
-        try store.markRead(reader: patel, conversationID: group.id, upToSeq: 3, now: t0 + 20)
+        _ = try store.markRead(reader: doctor, conversationID: group.id, upToSeq: 2, now: t0 + 10)
+        _ = try store.markRead(reader: patel, conversationID: group.id, upToSeq: 3, now: t0 + 20)
 
         let synced = try #require(try store.sync(for: admin, since: [group.id: 3], now: t0 + 60).conversations.first)
         #expect(synced.messages.isEmpty)
@@ -100,14 +100,74 @@ struct SyncTests {
         let direct = try store.openDirectConversation(admin, doctor)
         try store.send(admin, to: direct.id, "old", now: t0)
         let fresh = try store.send(admin, to: direct.id, "fresh", now: t0 + 3000)
-        try store.markRead(reader: doctor, conversationID: direct.id, upToSeq: 1, now: t0 + 3100)
+        _ = try store.markRead(reader: doctor, conversationID: direct.id, upToSeq: 1, now: t0 + 3100)
         let later = t0 + 3700  // the first expired, the second not yet
         let synced = try #require(try store.sync(for: admin, since: [:], now: later).conversations.first)
         #expect(synced.messages.map(\.id) == [fresh.message.id])
         #expect(synced.lastSeq == 2)
         #expect(synced.receipts.map(\.upToSeq) == [1])
         #expect(synced.receipts.first?.messageID == nil)
-        try store.markRead(reader: doctor, conversationID: direct.id, upToSeq: 2, now: t0 + 3200)
+        _ = try store.markRead(reader: doctor, conversationID: direct.id, upToSeq: 2, now: t0 + 3200)
         #expect(try store.sync(for: admin, since: [:], now: later).conversations.first?.receipts.first?.messageID == fresh.message.id)
+    }
+
+    @Test("receipts_after: only markers moved after it for the conversations in since, all for a conversation new to the client; the answer's cursor is the next one")
+    func receiptsAfter() throws {
+        let store = try makeStore()
+        let ward = try store.createGroup(creator: admin, title: "Ward 3", members: [doctor, patel, okafor])
+        let direct = try store.openDirectConversation(admin, doctor)
+        for i in 1...3 { try store.send(admin, to: ward.id, "g\(i)", now: t0 + Double(i)) }
+        try store.send(admin, to: direct.id, "d1", now: t0 + 4)
+        #expect(try store.sync(for: admin, since: [:], now: t0 + 5).receiptsCursor == 0, "no marker has moved")
+        _ = try store.markRead(reader: doctor, conversationID: ward.id, upToSeq: 2, now: t0 + 10)
+        _ = try store.markRead(reader: patel, conversationID: ward.id, upToSeq: 3, now: t0 + 11)
+
+        let first = try store.sync(for: admin, since: [ward.id: 3, direct.id: 1], now: t0 + 20)
+        #expect(first.receiptsCursor == 2)
+        #expect(first.conversations.flatMap(\.receipts).map(\.readerEmail) == [doctor, patel], "without receipts_after: all of them")
+        // Nothing moved since: nothing is replayed, and a conversation with nothing new is left out.
+        let quiet = try store.sync(for: admin, since: [ward.id: 3, direct.id: 1], receiptsAfter: 2, now: t0 + 30)
+        #expect(quiet.conversations.isEmpty)
+        #expect(quiet.receiptsCursor == 2)
+
+        _ = try store.markRead(reader: doctor, conversationID: ward.id, upToSeq: 3, now: t0 + 40)
+        _ = try store.markRead(reader: doctor, conversationID: direct.id, upToSeq: 1, now: t0 + 41)
+        _ = try store.markRead(reader: doctor, conversationID: direct.id, upToSeq: 1, now: t0 + 42)  // did not move: no new version
+        let moved = try store.sync(for: admin, since: [ward.id: 3, direct.id: 1], receiptsAfter: 2, now: t0 + 50)
+        #expect(moved.receiptsCursor == 4)
+        let receipts = moved.conversations.flatMap(\.receipts)
+        #expect(receipts.map(\.conversationID) == [direct.id, ward.id], "the direct conversation is the most recently active")
+        #expect(receipts.map(\.readerEmail) == [doctor, doctor], "patel's marker did not move")
+        #expect(receipts.map(\.upToSeq) == [1, 3])
+        #expect(moved.conversations.allSatisfy { $0.messages.isEmpty })
+        // A conversation the client does not name is new to it: all its markers, whatever the cursor.
+        let unnamed = try store.sync(for: admin, since: [direct.id: 1], receiptsAfter: 4, now: t0 + 50)
+        #expect(unnamed.conversations.map(\.id) == [ward.id])
+        #expect(unnamed.conversations.first?.receipts.map(\.readerEmail) == [doctor, patel])
+        #expect(unnamed.conversations.first?.messages.map(\.seq) == [1, 2, 3])
+        // Someone else's cursor is the same store-wide counter; it only ever narrows the user's own conversations.
+        #expect(try store.sync(for: okafor, since: [ward.id: 3], receiptsAfter: 2, now: t0 + 50).conversations.first?.receipts.map(\.readerEmail) == [doctor])
+    }
+
+    @Test("the conversation list carries each conversation's read_version, so its highest is a receipts_after that skips what the list already shows")
+    func listVersions() throws {
+        let store = try makeStore()
+        let ward = try store.createGroup(creator: admin, title: "Ward 3", members: [doctor, patel])
+        let direct = try store.openDirectConversation(admin, doctor)
+        try store.send(admin, to: ward.id, "g1", now: t0 + 1)
+        try store.send(admin, to: direct.id, "d1", now: t0 + 2)
+        #expect(try store.conversations(for: admin, now: t0 + 3).map(\.readVersion) == [0, 0])
+        _ = try store.markRead(reader: patel, conversationID: ward.id, upToSeq: 1, now: t0 + 4)
+        _ = try store.markRead(reader: doctor, conversationID: direct.id, upToSeq: 1, now: t0 + 5)
+        let list = try store.conversations(for: admin, now: t0 + 6)
+        #expect(list.map(\.id) == [direct.id, ward.id])
+        #expect(list.map(\.readVersion) == [2, 1])
+        let since = Dictionary(uniqueKeysWithValues: list.map { ($0.id, Int64($0.lastMessage?.seq ?? 0)) })
+        let cursor = list.compactMap(\.readVersion).max()
+        #expect(try store.sync(for: admin, since: since, receiptsAfter: cursor, now: t0 + 7).conversations.isEmpty)
+        _ = try store.markRead(reader: doctor, conversationID: ward.id, upToSeq: 1, now: t0 + 8)
+        let after = try store.sync(for: admin, since: since, receiptsAfter: cursor, now: t0 + 9)
+        #expect(after.conversations.flatMap(\.receipts).map(\.readerEmail) == [doctor])
+        #expect(after.receiptsCursor == 3)
     }
 }

@@ -397,7 +397,7 @@ public struct MessageStore: Sendable {
     }
 
     func conversation(_ record: ConversationRecord, for user: String, _ db: Database, now: Date) throws -> Conversation {
-        let markers = try Row.fetchAll(db, sql: "SELECT email, read_seq FROM participants WHERE conversation_id = ? ORDER BY email", arguments: [record.id])
+        let markers = try Row.fetchAll(db, sql: "SELECT email, read_seq, read_version FROM participants WHERE conversation_id = ? ORDER BY email", arguments: [record.id])
         let participants: [String] = markers.map { $0["email"] }
         let last = try MessageRecord.fetchOne(db, sql: """
             SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? ORDER BY seq DESC LIMIT 1
@@ -412,6 +412,7 @@ public struct MessageStore: Sendable {
             SELECT u.* FROM users u JOIN participants p ON p.email = u.email WHERE p.conversation_id = ? ORDER BY u.email
             """, arguments: [record.id]).map(\.user)
         conversation.readPositions = Dictionary(uniqueKeysWithValues: markers.map { ($0["email"], $0["read_seq"]) })
+        conversation.readVersion = markers.map { $0["read_version"] as Int64 }.max() ?? 0
         return conversation
     }
 
@@ -539,9 +540,23 @@ public struct MessageStore: Sendable {
                 """, arguments: [now.epochMilliseconds, conversationID, marker.readSeq, target, reader])
             marker.readSeq = target
             marker.readAt = now.epochMilliseconds
+            marker.readVersion = try nextReadVersion(db)
             try marker.update(db)
         }
         return try readUpdate(db, reader: reader, conversationID: conversationID, marker: marker, advanced: advanced, now: now)
+    }
+
+    /// The version of a marker's move: one more than any before it. In the move's own
+    /// transaction, on the store's one writer, so versions follow the commits: a reader's
+    /// snapshot holds every move up to its highest version and none after it.
+    func nextReadVersion(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT COALESCE(MAX(read_version), 0) + 1 FROM participants")) ?? 1
+    }
+
+    /// The highest marker version in the reader's snapshot: a `sync` with `receipts_after` at
+    /// it replays only the moves after this snapshot.
+    func readVersion(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT COALESCE(MAX(read_version), 0) FROM participants")) ?? 0
     }
 
     /// The receipt of `reader`'s marker as it is, for everyone in the conversation.

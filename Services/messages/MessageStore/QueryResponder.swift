@@ -131,7 +131,7 @@ public final class QueryResponder: Service, Sendable {
         case .sync:
             return try audited(context, "sync", target: nil) {
                 try store.sync(for: query.user, since: query.since ?? [:], after: query.after.map(Date.init(milliseconds:)),
-                               limit: query.limit ?? 200, now: now).jsonText
+                               receiptsAfter: query.receiptsAfter, limit: query.limit ?? 200, now: now).jsonText
             }
         case .partners:
             return try json(store.partners(of: query.user))

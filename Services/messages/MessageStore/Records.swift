@@ -81,6 +81,8 @@ struct ParticipantRecord: Codable, FetchableRecord, PersistableRecord, Sendable 
     var readSeq: Int64
     var readAt: Int64?
     var joinedAt: Int64
+    /// Which move of any marker this one's last was (`MessageStore.nextReadVersion`); 0 before it moved.
+    var readVersion: Int64 = 0
 
     enum CodingKeys: String, CodingKey {
         case email
@@ -88,6 +90,7 @@ struct ParticipantRecord: Codable, FetchableRecord, PersistableRecord, Sendable 
         case readSeq = "read_seq"
         case readAt = "read_at"
         case joinedAt = "joined_at"
+        case readVersion = "read_version"
     }
 
     enum Columns {

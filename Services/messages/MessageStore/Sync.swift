@@ -9,53 +9,73 @@ extension MessageStore {
     /// had more), and where the other participants have read up to.
     ///
     /// A conversation missing from `since` is new to the client: its messages stored at or
-    /// after `after` are returned (all of them, newest `limit`, if `after` is nil).
-    public func sync(for user: String, since: [String: Int64], after: Date? = nil, limit: Int = 500, now: Date = Date()) throws -> SyncResult {
+    /// after `after` are returned (all of them, newest `limit`, if `after` is nil), and all of
+    /// its receipts. For the conversations in `since`, `receiptsAfter` (the answer's
+    /// `receiptsCursor` of an earlier sync, or the highest `readVersion` of a conversation
+    /// list) leaves out the markers that have not moved since; nil replays them all.
+    ///
+    /// Three statements whatever the number of conversations: the conversations, the
+    /// receipts (all the user's conversations at once), and the messages of those that have
+    /// any after the client's seq.
+    public func sync(for user: String, since: [String: Int64], after: Date? = nil, receiptsAfter: Int64? = nil,
+                     limit: Int = 500, now: Date = Date()) throws -> SyncResult {
         let user = user.lowercased()
         let total = max(0, min(limit, 2000))
         let nowMS = now.epochMilliseconds
         return try read { db in
             var remaining = total
+            let cursor = try self.readVersion(db)
             let conversations = try ConversationRecord.fetchAll(db.cachedStatement(sql: """
                 SELECT c.* FROM conversations c JOIN participants p ON p.conversation_id = c.id WHERE p.email = ? ORDER BY COALESCE(c.last_message_at, c.created_at) DESC, c.id
                 """), arguments: [user])
-            // A conversation's other participants with where each has read up to, and the id
-            // of that message while it is visible: one query, not one per reader.
-            let others = try db.cachedStatement(sql: """
-                SELECT p.email, p.read_seq, p.read_at, m.id AS message_id FROM participants p
+            // Every other participant's marker that moved after `receiptsAfter` (all that
+            // moved at all without it), with the id of the message it names while visible.
+            let readers = try Row.fetchAll(db.cachedStatement(sql: """
+                SELECT p.conversation_id, p.email, p.read_seq, p.read_at, p.read_version, m.id AS message_id
+                FROM participants mine JOIN participants p ON p.conversation_id = mine.conversation_id AND p.email != mine.email
                 LEFT JOIN messages m ON m.conversation_id = p.conversation_id AND m.seq = p.read_seq AND m.expires_at > ?
-                WHERE p.conversation_id = ? AND p.email != ? ORDER BY p.email
-                """)
+                WHERE mine.email = ? AND p.read_seq > 0 ORDER BY p.conversation_id, p.email
+                """), arguments: [nowMS, user])
+            var receiptsOf: [String: [ReadReceipt]] = [:]
+            for reader in readers {
+                let conversationID: String = reader["conversation_id"]
+                if let receiptsAfter, since[conversationID] != nil, (reader["read_version"] as Int64) <= receiptsAfter { continue }
+                receiptsOf[conversationID, default: []].append(ReadReceipt(
+                    messageID: reader["message_id"], conversationID: conversationID, readerEmail: reader["email"],
+                    readAt: Date(milliseconds: reader["read_at"] ?? nowMS), upToSeq: reader["read_seq"]))
+            }
             let newer = try db.cachedStatement(sql: """
                 SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? AND seq > ? AND created_at >= ? ORDER BY seq DESC LIMIT ?
                 """)
             var result: [SyncedConversation] = []
             for conversation in conversations {
-                let readers = try Row.fetchAll(others, arguments: [nowMS, conversation.id, user])
-                let receiverOf = Self.receiver(kind: conversation.kind, participants: (readers.map { $0["email"] as String } + [user]).sorted())
                 let known = since[conversation.id]
-                // The newest `take + 1` (to tell whether there were more), returned oldest first.
-                let take = min(remaining, 100)
-                let from = known == nil ? after?.epochMilliseconds ?? 0 : 0
-                var records = try MessageRecord.fetchAll(newer, arguments: [conversation.id, nowMS, max(0, known ?? 0), from, take + 1])
-                let truncated = records.count > take
-                if truncated { records.removeLast() }
-                remaining -= records.count
-                let messages = records.reversed().map { $0.message(receiver: receiverOf($0.senderEmail)) }
-                let receipts = readers.compactMap { reader -> ReadReceipt? in
-                    let readSeq: Int64 = reader["read_seq"]
-                    guard readSeq > 0 else { return nil }
-                    return ReadReceipt(messageID: reader["message_id"], conversationID: conversation.id, readerEmail: reader["email"],
-                                       readAt: Date(milliseconds: reader["read_at"] ?? nowMS), upToSeq: readSeq)
+                let receipts = receiptsOf[conversation.id] ?? []
+                var messages: [Message] = []
+                var truncated = false
+                // Nothing after the client's seq, no query (`last_seq` is the newest seq, expired
+                // messages included). Past the budget (`take` 0) one row still says `truncated`.
+                if (known ?? 0) < conversation.lastSeq {
+                    // The newest `take + 1` (to tell whether there were more), returned oldest first.
+                    let take = min(remaining, 100)
+                    let from = known == nil ? after?.epochMilliseconds ?? 0 : 0
+                    var records = try MessageRecord.fetchAll(newer, arguments: [conversation.id, nowMS, max(0, known ?? 0), from, take + 1])
+                    truncated = records.count > take
+                    if truncated { records.removeLast() }
+                    remaining -= records.count
+                    if !records.isEmpty {
+                        let receiverOf = Self.receiver(kind: conversation.kind, participants: conversation.kind == Conversation.Kind.direct.rawValue
+                                                       ? try self.participants(db, conversation.id) : [])
+                        messages = records.reversed().map { $0.message(receiver: receiverOf($0.senderEmail)) }
+                    }
                 }
-                if messages.isEmpty && receipts.isEmpty && known == conversation.lastSeq { continue }
+                if messages.isEmpty && receipts.isEmpty && !truncated && known == conversation.lastSeq { continue }
                 result.append(SyncedConversation(id: conversation.id, lastSeq: conversation.lastSeq, messages: messages, receipts: receipts, truncated: truncated))
             }
-            return SyncResult(conversations: result)
+            return SyncResult(conversations: result, receiptsCursor: cursor)
         }
     }
 }
-
 extension MessageStore {
     /// The user's name and everyone who shares a conversation with them (presence fan-out).
     public func partners(of user: String) throws -> PartnersResult {

@@ -23,6 +23,11 @@ final class ClientConnection: Sendable {
         /// `seen` when the subscription was lost: the replay starts there, not at what arrived
         /// live on the new subscription before the replay ran (that would skip the gap).
         var seenAtLoss: [String: Int64]?
+        /// The newest read-marker version this socket's receipts are known to be current at
+        /// (the client's `receipts_after`, then each sync's `receipts_cursor`); nil: none.
+        var receiptsCursor: Int64?
+        /// `receiptsCursor` when the subscription was lost.
+        var receiptsCursorAtLoss: Int64?
         /// What this socket has been given, so a replay never shows a message twice.
         var given = GivenMessages()
 
@@ -140,7 +145,7 @@ final class ClientConnection: Sendable {
         await server.presence(.connect, conn: socketID, user: verified.sub)
         await store.fireAndForget(.audit, user: verified.sub, body: AuditRequest(action: "socket_connect", outcome: "ok", detail: session.remoteAddress))
         if let since = auth?["since"] {
-            await sync(since, ackID: nil, claims: verified)
+            await sync(since, receiptsAfter: auth?["receipts_after"], ackID: nil, claims: verified)
         }
     }
 
@@ -223,7 +228,7 @@ final class ClientConnection: Sendable {
 
         case .sync:
             guard allowed(email, .other, ackID: ackID) else { return }
-            await sync(argument?["since"] ?? .object([:]), ackID: ackID, claims: claims)
+            await sync(argument?["since"] ?? .object([:]), receiptsAfter: argument?["receipts_after"], ackID: ackID, claims: claims)
         }
     }
 
@@ -323,43 +328,56 @@ final class ClientConnection: Sendable {
         }
     }
 
-    /// `sync {since}`: replays what the store has after the client's seqs, then acknowledges with a summary.
-    private func sync(_ since: JSONValue, ackID: Int?, claims: TokenClaims) async {
+    /// `sync {since, receipts_after}`: replays what the store has after the client's seqs (and
+    /// the receipts that moved after `receipts_after`), then acknowledges with a summary.
+    private func sync(_ since: JSONValue, receiptsAfter: JSONValue?, ackID: Int?, claims: TokenClaims) async {
         guard case .object(let entries) = since else {
             return answer(ackID, .failure(ChatError(.badRequest, "sync expects {since: {conversation_id: seq}}")))
         }
         var map: [String: Int64] = [:]
         for (conversation, value) in entries {
-            guard case .number(let seq) = value, seq >= 0, seq.rounded() == seq else {
+            guard case .number(let seq) = value, seq >= 0, seq.rounded() == seq, seq < 9.0e15 else {
                 return answer(ackID, .failure(ChatError(.badRequest, "sync: each seq is a whole number, 0 or more")))
             }
             map[conversation] = Int64(seq)
         }
+        var version: Int64?
+        switch receiptsAfter {
+        case nil, .null?: break
+        case .number(let value)? where value >= 0 && value.rounded() == value && value < 9.0e15: version = Int64(value)
+        default: return answer(ackID, .failure(ChatError(.badRequest, "sync: receipts_after is a whole number, 0 or more (a receipts_cursor or read_version)")))
+        }
         state.withLock { s in s.seen.merge(map) { max($0, $1) } }
-        await replay(since: map, after: nil, email: claims.sub, ackID: ackID)
+        await replay(since: map, after: nil, receiptsAfter: version, email: claims.sub, ackID: ackID)
     }
 
     /// The subscription was lost: remembers where this socket's replay will start.
     func subscriptionLost() {
-        state.withLock { s in if s.seenAtLoss == nil { s.seenAtLoss = s.seen } }
+        state.withLock { s in
+            if s.seenAtLoss == nil {
+                s.seenAtLoss = s.seen
+                s.receiptsCursorAtLoss = s.receiptsCursor
+            }
+        }
     }
 
     /// After a lost subscription: replays everything after what this socket was given before
     /// the loss, or stored since it connected (what it already has is skipped by id).
     func resynchronize() async {
         guard let email = claims?.sub else { return }
-        let (seen, connectedAt) = state.withLock { s in
-            defer { s.seenAtLoss = nil }
-            return (s.seenAtLoss ?? s.seen, s.connectedAt)
+        let (seen, connectedAt, receiptsCursor) = state.withLock { s in
+            defer { (s.seenAtLoss, s.receiptsCursorAtLoss) = (nil, nil) }
+            return (s.seenAtLoss ?? s.seen, s.connectedAt, s.seenAtLoss != nil ? s.receiptsCursorAtLoss : s.receiptsCursor)
         }
-        await replay(since: seen, after: connectedAt.map { $0.addingTimeInterval(-1) }, email: email, ackID: nil)
+        await replay(since: seen, after: connectedAt.map { $0.addingTimeInterval(-1) }, receiptsAfter: receiptsCursor, email: email, ackID: nil)
     }
 
-    private func replay(since: [String: Int64], after: Date?, email: String, ackID: Int?) async {
+    private func replay(since: [String: Int64], after: Date?, receiptsAfter: Int64?, email: String, ackID: Int?) async {
         let limit = server.configuration.syncLimit
         await store.ask(.sync, user: email, {
             $0.since = since
             $0.after = after.map { $0.epochMilliseconds }
+            $0.receiptsAfter = receiptsAfter
             $0.limit = limit
         }) { [self] result in
             let synced: SyncReplay
@@ -388,7 +406,13 @@ final class ClientConnection: Sendable {
                     "truncated": .bool(conversation.truncated),
                 ])
             }
-            answer(ackID, .success(JSONValue.object(["ok": .bool(true), "conversations": .object(summary)]).text))
+            var acknowledgement: [String: JSONValue] = ["ok": .bool(true), "conversations": .object(summary)]
+            if let cursor = synced.receiptsCursor {
+                // Receipts are current at the cursor from here on (live ones arrive on the subscription).
+                state.withLock { s in s.receiptsCursor = max(s.receiptsCursor ?? 0, cursor) }
+                acknowledgement["receipts_cursor"] = .number(Double(cursor))
+            }
+            answer(ackID, .success(JSONValue.object(acknowledgement).text))
         }
     }
 

@@ -21,6 +21,8 @@ struct SyncReplay: Equatable {
     }
 
     var conversations: [Conversation]
+    /// The store's `receipts_cursor` (nil from a store older than it).
+    var receiptsCursor: Int64?
 
     /// Read with ``JSONScan``: the store writes messages and receipts as the encoder does
     /// (`SyncResult.jsonText`), so their bytes are the events' data. Nil for anything the
@@ -46,6 +48,10 @@ struct SyncReplay: Equatable {
             conversations.append(Conversation(id: id, lastSeq: lastSeq, messages: messages, receipts: receipts, truncated: truncated))
         }
         self.conversations = conversations
+        if top.range("receipts_cursor") != nil {
+            guard let cursor = top.integer("receipts_cursor") else { return nil }
+            receiptsCursor = cursor
+        }
     }
 
     /// Decoded and encoded again, the slow way: for an answer the scanner does not read.
@@ -56,6 +62,7 @@ struct SyncReplay: Equatable {
                          messages: conversation.messages.map { Item(position: .init(conversationID: $0.conversationID, seq: $0.seq), json: $0.jsonText) },
                          receipts: conversation.receipts.map(\.jsonText), truncated: conversation.truncated)
         }
+        receiptsCursor = result.receiptsCursor
     }
 
     private static func boolean(_ literal: ArraySlice<UInt8>) -> Bool? {
