@@ -414,9 +414,19 @@ def test_resync_after_reconnect_and_new_messages_pill(s):
     login(admin, ADMIN)
     open_conversation(admin, "Dr. Ravi Patel")
     wait(admin, lambda d: len(texts(d)) >= 1)
-    # The connection drops and stays down while Dr. Patel writes.
+    asked = f"are you on the ward {uuid.uuid4().hex[:6]}"
+    send(admin, asked)
+    def own_tick(d):
+        marks = d.find_elements(By.CSS_SELECTOR, "#messages .message.own")
+        mine = [m for m in marks if asked in m.text]
+        return mine[-1].find_element(By.CSS_SELECTOR, ".tick").get_attribute("data-state") if mine else None
+    wait(admin, lambda d: own_tick(d) not in (None, "pending"), message="the question is confirmed")
+    assert own_tick(admin) != "read"
+    # The connection drops and stays down while Dr. Patel reads the question and writes.
     admin.execute_script("window.__socketAllowed = false; window.__sockets.forEach((s) => s.close());")
     wait(admin, lambda d: d.find_element(By.ID, "connection").text == "Reconnecting…")
+    direct = next(c for c in rest("GET", "/api/conversations", patel_token) if c["kind"] == "direct" and ADMIN in c["participants"])
+    rest("POST", f"/api/conversations/{direct['id']}/read", patel_token, {})
     rest("POST", "/api/messages", patel_token, {"receiver_email": ADMIN, "content": "written while you were away", "client_id": f"away-{uuid.uuid4()}"})
     # And a group the page has never seen, with ten messages: the replay brings them all,
     # and the page reloads its list for them once or twice, not ten times.
@@ -432,6 +442,9 @@ def test_resync_after_reconnect_and_new_messages_pill(s):
     wait(admin, lambda d: d.find_element(By.ID, "connection").text == "Online", timeout=15)
     wait(admin, lambda d: "written while you were away" in texts(d), message="replayed after the reconnect")
     assert texts(admin).count("written while you were away") == 1
+    # The receipt made while the page was away shows (replayed after the CONNECT's
+    # receipts_after, and in the list reloaded when back online).
+    wait(admin, lambda d: own_tick(d) == "read", message="read while the page was away")
     wait(admin, lambda d: badge(d, away) == "10", message="the new group, with its unread count")
     time.sleep(1)
     loads = admin.execute_script("return window.__listLoads") - loads_before
@@ -454,6 +467,9 @@ def test_page_load_replays_nothing_it_already_has(s):
     okafor_email = "dr.okafor@clinic.com"
     patel_token, okafor_token = token(PATEL), token(okafor_email)
     marker = uuid.uuid4().hex[:8]
+    # Dr. Patel has read what Dr. Okafor wrote: a read marker the list already shows.
+    asked = rest("POST", "/api/messages", okafor_token, {"receiver_email": PATEL, "content": f"page load ask {marker}", "client_id": f"pl-{marker}-ask"})
+    rest("POST", f"/api/conversations/{asked['conversation_id']}/read", patel_token, {"up_to_seq": asked["seq"]})
     for i in range(2):
         rest("POST", "/api/messages", patel_token, {"receiver_email": okafor_email, "content": f"page load {i} {marker}", "client_id": f"pl-{marker}-{i}"})
     counts = rest("GET", "/api/messages/unread-count", okafor_token)
@@ -461,13 +477,17 @@ def test_page_load_replays_nothing_it_already_has(s):
     expected = counts["conversations"][conversation["id"]]
     assert expected >= 2, counts
     okafor = s.new()
-    # Counts the messages the socket is given.
+    # Counts the messages and receipts the socket is given.
     okafor.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
         const RealWebSocket = window.WebSocket;
         window.__replayed = 0;
+        window.__receipts = 0;
         window.WebSocket = function (url) {
           const socket = new RealWebSocket(url);
-          socket.addEventListener('message', (event) => { if (String(event.data).startsWith('42["receive_message"')) window.__replayed += 1; });
+          socket.addEventListener('message', (event) => {
+            if (String(event.data).startsWith('42["receive_message"')) window.__replayed += 1;
+            if (String(event.data).startsWith('42["message_read_receipt"')) window.__receipts += 1;
+          });
           return socket;
         };
         window.WebSocket.OPEN = RealWebSocket.OPEN;
@@ -477,6 +497,8 @@ def test_page_load_replays_nothing_it_already_has(s):
     time.sleep(1.5)  # a replay would have arrived by now
     assert badge(okafor, "Dr. Ravi Patel") == str(expected), badge(okafor, "Dr. Ravi Patel")
     assert okafor.execute_script("return window.__replayed") == 0, okafor.execute_script("return window.__replayed")
+    # Nor Dr. Patel's read marker: the CONNECT's receipts_after is the list's read_version.
+    assert okafor.execute_script("return window.__receipts") == 0, okafor.execute_script("return window.__receipts")
     assert okafor.find_element(By.ID, "announcer").get_attribute("textContent") == ""
     # What comes next still counts, and is announced.
     rest("POST", "/api/messages", patel_token, {"receiver_email": okafor_email, "content": f"and now {marker}", "client_id": f"pl-{marker}-2"})

@@ -18,6 +18,7 @@ const state = {
   pending: new Map(),      // client_id -> {conversation_id, content, state: "pending"|"failed", receiver_email}
   status: "offline",
   lastTyping: 0,
+  receiptsCursor: null,    // the read markers of the list are current up to this version
 };
 
 const api = new Api(() => state.session && state.session.token, () => logout("Your session has ended. Please log in again."));
@@ -116,6 +117,7 @@ async function logout(message) {
   state.conversations.clear();
   state.messages.clear();
   state.oldestLoaded.clear();
+  state.receiptsCursor = null;
   state.current = null;
   $("app-view").hidden = true;
   $("login-view").hidden = false;
@@ -141,7 +143,8 @@ async function showApp() {
   resetIdle();
   await loadConversations();
   socket = new SocketClient({
-    auth: () => ({ token: state.session.token, since: sinceMap() }),
+    auth: () => Object.assign({ token: state.session.token, since: sinceMap() },
+      state.receiptsCursor === null ? {} : { receipts_after: state.receiptsCursor }),
     onEvent: handleEvent,
     onStatus: setStatus,
     onRefused: () => logout("Your session has ended. Please log in again."),
@@ -153,7 +156,9 @@ async function showApp() {
 // the list (loaded over REST before the socket connects, and kept up to date as messages
 // arrive) or of the history on screen. The gateway replays only what is newer, so opening
 // the app does not replay (and count, and announce) messages the list already shows; a
-// conversation the page does not know yet is replayed whole.
+// conversation the page does not know yet is replayed whole. Likewise `receipts_after`: the
+// list's markers are current up to its newest read version, so only markers that moved
+// after it are replayed (not every other reader of every conversation at every open).
 function sinceMap() {
   const since = {};
   for (const [id, conversation] of state.conversations) since[id] = conversation.last_message ? conversation.last_message.seq : 0;
@@ -186,6 +191,7 @@ async function loadConversations() {
     conversation.read_positions = conversation.read_positions || {};
     for (const [email, seq] of Object.entries(known)) conversation.read_positions[email] = Math.max(conversation.read_positions[email] || 0, seq);
     state.conversations.set(conversation.id, conversation);
+    if (typeof conversation.read_version === "number") state.receiptsCursor = Math.max(state.receiptsCursor || 0, conversation.read_version);
   }
   renderList();
   renderHeader();
