@@ -97,6 +97,14 @@ struct LoadToolRunTests {
         #expect(counts(row(pages, "sent / confirmed / delivered")) == [20, 20, 100], "\(pages)")
         #expect(row(pages, "page loads (a new socket, `sync` of everything) answered / started") == "4 / 4, 200 messages and 2 receipts replayed to each", "\(pages)")
         #expect(row(pages, "page load: `sync` → acknowledged (after its replay)")?.contains("(n = 4)") == true, "\(pages)")
+        // Returning page loads (the list first, then `sync` of what is newer, as the web client
+        // does): the same users, now in 4 backlogs, are replayed nothing the list has.
+        let (returningStatus, returning) = try await bench(["group", "--members", "6", "--rate", "20", "--duration", "1", "--page-loads", "4",
+                                                            "--page-users", "2", "--backlogs", "2", "--backlog-messages", "3", "--returning"] + common)
+        #expect(returningStatus == 0, "\(returning)")
+        #expect(row(returning, "page loads (the list, a new socket, `sync` of what is newer) answered / started") == "4 / 4, 0 messages and 0 receipts replayed to each",
+                "\(returning)")
+        #expect(row(returning, "page load: list → `sync` acknowledged (after its replay)")?.contains("(n = 4)") == true, "\(returning)")
 
         // Every socket of the churn connects and leaves (a socket the tool did not hold used to
         // be freed mid-handshake and was never counted either way).
