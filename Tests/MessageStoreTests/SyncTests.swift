@@ -170,4 +170,34 @@ struct SyncTests {
         #expect(after.conversations.flatMap(\.receipts).map(\.readerEmail) == [doctor])
         #expect(after.receiptsCursor == 3)
     }
+
+    @Test("the conversation list reads all of a user's conversations at once: each one's own participants, members, markers, last message and unread count")
+    func list() throws {
+        let store = try makeStore()
+        let ward = try store.createGroup(creator: admin, title: "Ward 3", members: [patel, okafor], now: t0)
+        let direct = try store.openDirectConversation(admin, doctor, now: t0)
+        let elsewhere = try store.openDirectConversation(patel, okafor, now: t0)  // not the admin's
+        for i in 1...3 { try store.send(patel, to: ward.id, "w\(i)", now: t0 + Double(i)) }
+        try store.send(admin, to: direct.id, "d1", now: t0 + 10)
+        try store.send(okafor, to: elsewhere.id, "e1", now: t0 + 20)
+        _ = try store.markRead(reader: admin, conversationID: ward.id, upToSeq: 1, now: t0 + 30)
+        _ = try store.markRead(reader: okafor, conversationID: ward.id, upToSeq: 3, now: t0 + 31)
+        _ = try store.setDisabled(doctor, true)
+
+        let list = try store.conversations(for: admin, now: t0 + 60)
+        #expect(list.map(\.id) == [direct.id, ward.id])
+        #expect(list.map(\.participants) == [[admin, doctor], [admin, okafor, patel]])
+        #expect(list.map { $0.members?.map(\.email) ?? [] } == [[admin, doctor], [admin, okafor, patel]])
+        let names = Dictionary(uniqueKeysWithValues: cast.map { ($0.0, $0.1) })
+        #expect(list.flatMap { $0.members ?? [] }.allSatisfy { $0.name == names[$0.email] })
+        #expect(list[0].members?.map(\.disabled) == [false, true])
+        #expect(list.map(\.readPositions) == [[admin: 0, doctor: 0], [admin: 1, okafor: 3, patel: 0]])
+        #expect(list.map(\.readVersion) == [0, 2])
+        #expect(list.map(\.unreadCount) == [0, 2])
+        #expect(list.map { $0.lastMessage?.content } == ["d1", "w3"])
+        #expect(list[0].lastMessage?.receiverEmail == doctor)
+        #expect(list[1].lastMessage?.receiverEmail == nil)
+        // The same as each conversation read on its own.
+        #expect(try list.map { try store.conversation($0.id, for: admin, now: t0 + 60) } == list)
+    }
 }

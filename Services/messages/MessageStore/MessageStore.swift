@@ -383,11 +383,17 @@ public struct MessageStore: Sendable {
     public func conversations(for user: String, now: Date = Date()) throws -> [Conversation] {
         let user = user.lowercased()
         return try read { db in
-            let records = try ConversationRecord.fetchAll(db, sql: """
+            let records = try ConversationRecord.fetchAll(db.cachedStatement(sql: """
                 SELECT c.* FROM conversations c JOIN participants p ON p.conversation_id = c.id
                 WHERE p.email = ? ORDER BY COALESCE(c.last_message_at, c.created_at) DESC, c.id
-                """, arguments: [user])
-            return try records.map { try self.conversation($0, for: user, db, now: now) }
+                """), arguments: [user])
+            // Every participant of every one of them in one statement, not three per conversation.
+            let members = try Row.fetchAll(db.cachedStatement(sql: """
+                SELECT p.conversation_id, p.read_seq, p.read_version, u.* FROM participants mine
+                JOIN participants p ON p.conversation_id = mine.conversation_id JOIN users u ON u.email = p.email
+                WHERE mine.email = ? ORDER BY p.conversation_id, p.email
+                """), arguments: [user])
+            return try self.describe(records, members: members, for: user, db, now: now)
         }
     }
 
@@ -397,23 +403,43 @@ public struct MessageStore: Sendable {
     }
 
     func conversation(_ record: ConversationRecord, for user: String, _ db: Database, now: Date) throws -> Conversation {
-        let markers = try Row.fetchAll(db, sql: "SELECT email, read_seq, read_version FROM participants WHERE conversation_id = ? ORDER BY email", arguments: [record.id])
-        let participants: [String] = markers.map { $0["email"] }
-        let last = try MessageRecord.fetchOne(db, sql: """
-            SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? ORDER BY seq DESC LIMIT 1
-            """, arguments: [record.id, now.epochMilliseconds])
-        let receiverOf = Self.receiver(kind: record.kind, participants: participants)
-        var conversation = Conversation(
-            id: record.id, kind: Conversation.Kind(rawValue: record.kind) ?? .direct, title: record.title, participants: participants,
-            createdAt: Date(milliseconds: record.createdAt), lastMessageAt: last.map { Date(milliseconds: $0.createdAt) },
-            lastMessage: last.map { $0.message(receiver: receiverOf($0.senderEmail)) },
-            unreadCount: try unreadCount(db, conversation: record.id, user: user, now: now))
-        conversation.members = try UserRecord.fetchAll(db, sql: """
-            SELECT u.* FROM users u JOIN participants p ON p.email = u.email WHERE p.conversation_id = ? ORDER BY u.email
-            """, arguments: [record.id]).map(\.user)
-        conversation.readPositions = Dictionary(uniqueKeysWithValues: markers.map { ($0["email"], $0["read_seq"]) })
-        conversation.readVersion = markers.map { $0["read_version"] as Int64 }.max() ?? 0
-        return conversation
+        let members = try Row.fetchAll(db.cachedStatement(sql: """
+            SELECT p.conversation_id, p.read_seq, p.read_version, u.* FROM participants p JOIN users u ON u.email = p.email
+            WHERE p.conversation_id = ? ORDER BY p.email
+            """), arguments: [record.id])
+        return try describe([record], members: members, for: user, db, now: now)[0]
+    }
+
+    /// Conversations as `user` sees them, in the order of `records`: participants, members,
+    /// read markers and their version from `members` (participants joined with their users,
+    /// by conversation then email), the last visible message and the unread count from a
+    /// cached statement each. A user in many conversations is read once.
+    func describe(_ records: [ConversationRecord], members: [Row], for user: String, _ db: Database, now: Date) throws -> [Conversation] {
+        var rowsOf: [String: [Row]] = [:]
+        for row in members { rowsOf[row["conversation_id"], default: []].append(row) }
+        var users: [String: User] = [:]
+        let lastVisible = try db.cachedStatement(sql: "SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? ORDER BY seq DESC LIMIT 1")
+        return try records.map { record in
+            let rows = rowsOf[record.id] ?? []
+            let participants: [String] = rows.map { $0["email"] }
+            let last = try MessageRecord.fetchOne(lastVisible, arguments: [record.id, now.epochMilliseconds])
+            let receiverOf = Self.receiver(kind: record.kind, participants: participants)
+            var conversation = Conversation(
+                id: record.id, kind: Conversation.Kind(rawValue: record.kind) ?? .direct, title: record.title, participants: participants,
+                createdAt: Date(milliseconds: record.createdAt), lastMessageAt: last.map { Date(milliseconds: $0.createdAt) },
+                lastMessage: last.map { $0.message(receiver: receiverOf($0.senderEmail)) },
+                unreadCount: try unreadCount(db, conversation: record.id, user: user, now: now))
+            conversation.members = try rows.map { row in
+                let email: String = row["email"]
+                if let known = users[email] { return known }
+                let member = try UserRecord(row: row).user
+                users[email] = member
+                return member
+            }
+            conversation.readPositions = Dictionary(uniqueKeysWithValues: rows.map { ($0["email"], $0["read_seq"]) })
+            conversation.readVersion = rows.map { $0["read_version"] as Int64 }.max() ?? 0
+            return conversation
+        }
     }
 
     /// The conversation if `user` takes part; otherwise `notFound`, as if it did not exist.
@@ -598,10 +624,10 @@ public struct MessageStore: Sendable {
     }
 
     func unreadCount(_ db: Database, conversation: String, user: String, now: Date) throws -> Int {
-        try Int.fetchOne(db, sql: """
+        try Int.fetchOne(db.cachedStatement(sql: """
             SELECT COUNT(*) FROM messages m JOIN participants p ON p.conversation_id = m.conversation_id AND p.email = ?
             WHERE m.conversation_id = ? AND m.seq > p.read_seq AND m.sender_email != ? AND m.expires_at > ?
-            """, arguments: [user, conversation, user, now.epochMilliseconds]) ?? 0
+            """), arguments: [user, conversation, user, now.epochMilliseconds]) ?? 0
     }
 
     /// Messages containing every word of `query`, newest first, from the caller's conversations only.
