@@ -62,6 +62,15 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
         switch BenchContent.eventName(packet) {
         case "receive_message": lock.withLock { replayed[socket.index, default: (0, 0)].messages += 1 }
         case "message_read_receipt": lock.withLock { replayed[socket.index, default: (0, 0)].receipts += 1 }
+        case "error":
+            // The gateway refused something of this page load without an acknowledgement.
+            lock.withLock {
+                guard asked.removeValue(forKey: socket.index) != nil else { return }
+                replayed[socket.index] = nil
+                sockets[socket.index] = nil
+                failures["error event: \(packet.prefix(160))", default: 0] += 1
+            }
+            socket.close()
         default: break
         }
     }
@@ -142,7 +151,14 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     /// The page loads' rows of a report.
     func report(into report: inout LoadReport) {
         let (answered, failures, messages, receipts, latency, started) = lock.withLock {
-            (self.answered, self.failures, self.messages, self.receipts, self.latency, self.opened)
+            // Those still open when the run reports: where each one stopped.
+            var failures = self.failures
+            for k in sockets.keys {
+                let stage = asked[k] != nil ? "sync sent, not acknowledged"
+                    : returning && payloads[k] == nil && listed[k] == nil ? "the conversation list not answered" : "not connected"
+                failures["unfinished at the end: \(stage)", default: 0] += 1
+            }
+            return (self.answered, failures, self.messages, self.receipts, self.latency, self.opened)
         }
         var counts = "\(answered) / \(started)"
         if answered > 0 {
