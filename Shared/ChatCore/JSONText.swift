@@ -187,6 +187,7 @@ extension SyncResult {
         }
         out += "]"
         if let receiptsCursor { out += ",\"receipts_cursor\":"; out += String(receiptsCursor) }
+        if let receiptsTruncated { out += receiptsTruncated ? ",\"receipts_truncated\":true" : ",\"receipts_truncated\":false" }
         out += "}"
         return out
     }

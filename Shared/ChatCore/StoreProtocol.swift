@@ -279,16 +279,21 @@ public struct DueMessage: Codable, Sendable, Hashable {
 /// The `sync` answer: per conversation of the user, what came after the client's seq.
 public struct SyncResult: Codable, Sendable, Hashable {
     public var conversations: [SyncedConversation]
-    /// The highest read-marker version the answer was read at: the next sync's `receipts_after`.
+    /// The highest read-marker version the answer was read at, or with `receiptsTruncated`
+    /// the last one replayed: the next sync's `receipts_after`.
     public var receiptsCursor: Int64?
-    public init(conversations: [SyncedConversation], receiptsCursor: Int64? = nil) {
+    /// True when receipts were left out to keep the replay within its limit.
+    public var receiptsTruncated: Bool?
+    public init(conversations: [SyncedConversation], receiptsCursor: Int64? = nil, receiptsTruncated: Bool? = nil) {
         self.conversations = conversations
         self.receiptsCursor = receiptsCursor
+        self.receiptsTruncated = receiptsTruncated
     }
 
     enum CodingKeys: String, CodingKey {
         case conversations
         case receiptsCursor = "receipts_cursor"
+        case receiptsTruncated = "receipts_truncated"
     }
 }
 
@@ -298,7 +303,8 @@ public struct SyncedConversation: Codable, Sendable, Hashable {
     public var lastSeq: Int64
     /// Visible messages after the client's seq, in seq order.
     public var messages: [Message]
-    /// Where each other participant has read up to (only those who read something).
+    /// Where each other participant has read up to (only those who read something, and
+    /// only those that moved after the request's `receipts_after`).
     public var receipts: [ReadReceipt]
     /// More messages were missed than one sync returns: page back with the history route.
     public var truncated: Bool

@@ -417,6 +417,33 @@ struct RealtimeTests {
         }
     }
 
+    @Test("a replay keeps within half the socket's queue, receipts included: the acknowledgement says receipts_truncated, and a sync after its cursor brings the rest")
+    func receiptsWithinTheQueue() async throws {
+        // A queue of 10 packets: a replay of at most 5.
+        var engine = EngineConfiguration()
+        engine.queueCapacity = 10
+        try await withRealtimeStack(engine: engine) { stack in
+            let others = cast.map(\.email).filter { $0 != admin }
+            let group = try stack.store.createGroup(creator: admin, title: "Everyone", members: others)
+            _ = try stack.store.append([SendRequest(sender: admin, conversationID: group.id, receiverEmail: nil, content: "all hands", clientID: nil)]).map { try $0.get() }
+            for reader in others { _ = try stack.store.markRead(reader: reader, conversationID: group.id, upToSeq: 1) }
+            let socket = try await stack.connect(admin)
+            let since: JSONValue = .object([group.id: .number(1)])
+            let first = try await socket.call("sync", .object(["since": since]), ack: 1)
+            #expect(first["receipts_truncated"] == .bool(true), "\(first)")
+            #expect(first["receipts_cursor"] == .number(5))
+            #expect(await eventually { socket.drainCountPeek("message_read_receipt") == 5 })
+            let rest = try await socket.call("sync", .object(["since": since, "receipts_after": first["receipts_cursor"] ?? .null]), ack: 2)
+            #expect(rest["receipts_truncated"] == nil)
+            #expect(rest["receipts_cursor"] == .number(Double(others.count)))
+            #expect(await eventually { socket.drainCountPeek("message_read_receipt") == others.count })
+            let readers = socket.drain("message_read_receipt").compactMap { $0["reader_email"]?.stringValue }
+            #expect(Set(readers) == Set(others) && readers.count == others.count)
+            #expect(!socket.isClosed, "the replay did not overflow the queue")
+            await socket.close()
+        }
+    }
+
     @Test("a lost subscription replays the receipts that moved while it was lost, not every marker of the socket's conversations")
     func lostSubscriptionReceipts() async throws {
         try await withRealtimeStack(gateways: 2) { stack in

@@ -200,4 +200,52 @@ struct SyncTests {
         // The same as each conversation read on its own.
         #expect(try list.map { try store.conversation($0.id, for: admin, now: t0 + 60) } == list)
     }
+
+    @Test("messages and receipts together stay within the limit: receipts take what is left, the earliest moves first; truncated, the cursor is the last one replayed and the next sync goes on from it")
+    func receiptBudget() throws {
+        let store = try makeStore()
+        let others = [doctor, patel, okafor]
+        let groups = try (1...3).map { try store.createGroup(creator: admin, title: "G\($0)", members: others, now: t0) }
+        for (index, group) in groups.enumerated() { try store.send(admin, to: group.id, "m", now: t0 + Double(index)) }
+        // Nine moves, versions 1...9: each reader of each group in turn.
+        for group in groups { for reader in others { _ = try store.markRead(reader: reader, conversationID: group.id, upToSeq: 1, now: t0 + 10) } }
+        let since = Dictionary(uniqueKeysWithValues: groups.map { ($0.id, Int64(1)) })
+        func versions(_ result: SyncResult) -> [String] {
+            result.conversations.flatMap { c in c.receipts.map { "\(groups.firstIndex { $0.id == c.id }! + 1):\($0.readerEmail.prefix(3))" } }.sorted()
+        }
+        let first = try store.sync(for: admin, since: since, limit: 4, now: t0 + 20)
+        #expect(first.conversations.flatMap(\.receipts).count == 4)
+        #expect(versions(first) == ["1:doc", "1:dr.", "1:dr.", "2:doc"], "the earliest four moves")
+        #expect(first.receiptsTruncated == true)
+        #expect(first.receiptsCursor == 4)
+        let second = try store.sync(for: admin, since: since, receiptsAfter: first.receiptsCursor, limit: 4, now: t0 + 20)
+        #expect(second.conversations.flatMap(\.receipts).count == 4)
+        #expect(second.receiptsCursor == 8)
+        let third = try store.sync(for: admin, since: since, receiptsAfter: second.receiptsCursor, limit: 4, now: t0 + 20)
+        #expect(third.conversations.flatMap(\.receipts).map(\.readerEmail) == [okafor])
+        #expect(third.receiptsTruncated == nil)
+        #expect(third.receiptsCursor == 9)
+
+        // Messages first: a new device (since empty) gets the 3 messages and 2 receipts of a limit of 5.
+        let fresh = try store.sync(for: admin, since: [:], limit: 5, now: t0 + 20)
+        #expect(fresh.conversations.flatMap(\.messages).count == 3)
+        #expect(fresh.conversations.flatMap(\.receipts).count == 2)
+        #expect(fresh.receiptsTruncated == true && fresh.receiptsCursor == 2)
+        // Messages fill it: no receipt, and the cursor stays where the client was.
+        let full = try store.sync(for: admin, since: [:], receiptsAfter: 0, limit: 3, now: t0 + 20)
+        #expect(full.conversations.flatMap(\.receipts).isEmpty)
+        #expect(full.receiptsTruncated == true && full.receiptsCursor == 0)
+
+        // A version is never split: the three markers of the first group share version 1 (as
+        // v8 leaves them); a budget of 2 takes all three rather than stall.
+        _ = try store.write { db in try db.execute(sql: "UPDATE participants SET read_version = 1 WHERE conversation_id = ? AND email != ?", arguments: [groups[0].id, admin]) }
+        let shared = try store.sync(for: admin, since: since, limit: 2, now: t0 + 20)
+        #expect(shared.conversations.flatMap(\.receipts).count == 3)
+        #expect(shared.receiptsCursor == 1)
+        // The second group's three share version 4: a budget of 5 stops before them.
+        _ = try store.write { db in try db.execute(sql: "UPDATE participants SET read_version = 4 WHERE conversation_id = ? AND email != ?", arguments: [groups[1].id, admin]) }
+        let split = try store.sync(for: admin, since: since, limit: 5, now: t0 + 20)
+        #expect(versions(split) == ["1:doc", "1:dr.", "1:dr."])
+        #expect(split.receiptsTruncated == true && split.receiptsCursor == 1)
+    }
 }

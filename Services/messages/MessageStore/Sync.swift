@@ -14,6 +14,10 @@ extension MessageStore {
     /// `receiptsCursor` of an earlier sync, or the highest `readVersion` of a conversation
     /// list) leaves out the markers that have not moved since; nil replays them all.
     ///
+    /// Messages and receipts together are at most `limit`: receipts take what the messages
+    /// leave, the earliest moves first; `receiptsTruncated` says some were left out (the
+    /// answer's `receiptsCursor` is then the last one replayed).
+    ///
     /// Three statements whatever the number of conversations: the conversations, the
     /// receipts (all the user's conversations at once), and the messages of those that have
     /// any after the client's seq.
@@ -29,20 +33,17 @@ extension MessageStore {
                 SELECT c.* FROM conversations c JOIN participants p ON p.conversation_id = c.id WHERE p.email = ? ORDER BY COALESCE(c.last_message_at, c.created_at) DESC, c.id
                 """), arguments: [user])
             // Every other participant's marker that moved after `receiptsAfter` (all that
-            // moved at all without it), with the id of the message it names while visible.
+            // moved at all without it), with the id of the message it names while visible,
+            // in the order they moved.
             let readers = try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT p.conversation_id, p.email, p.read_seq, p.read_at, p.read_version, m.id AS message_id
                 FROM participants mine JOIN participants p ON p.conversation_id = mine.conversation_id AND p.email != mine.email
                 LEFT JOIN messages m ON m.conversation_id = p.conversation_id AND m.seq = p.read_seq AND m.expires_at > ?
-                WHERE mine.email = ? AND p.read_seq > 0 ORDER BY p.conversation_id, p.email
+                WHERE mine.email = ? AND p.read_seq > 0 ORDER BY p.read_version, p.conversation_id, p.email
                 """), arguments: [nowMS, user])
-            var receiptsOf: [String: [ReadReceipt]] = [:]
-            for reader in readers {
-                let conversationID: String = reader["conversation_id"]
-                if let receiptsAfter, since[conversationID] != nil, (reader["read_version"] as Int64) <= receiptsAfter { continue }
-                receiptsOf[conversationID, default: []].append(ReadReceipt(
-                    messageID: reader["message_id"], conversationID: conversationID, readerEmail: reader["email"],
-                    readAt: Date(milliseconds: reader["read_at"] ?? nowMS), upToSeq: reader["read_seq"]))
+            let moved = readers.filter { reader in
+                guard let receiptsAfter, since[reader["conversation_id"]] != nil else { return true }
+                return (reader["read_version"] as Int64) > receiptsAfter
             }
             let newer = try db.cachedStatement(sql: """
                 SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? AND seq > ? AND created_at >= ? ORDER BY seq DESC LIMIT ?
@@ -50,7 +51,6 @@ extension MessageStore {
             var result: [SyncedConversation] = []
             for conversation in conversations {
                 let known = since[conversation.id]
-                let receipts = receiptsOf[conversation.id] ?? []
                 var messages: [Message] = []
                 var truncated = false
                 // Nothing after the client's seq, no query (`last_seq` is the newest seq, expired
@@ -69,13 +69,40 @@ extension MessageStore {
                         messages = records.reversed().map { $0.message(receiver: receiverOf($0.senderEmail)) }
                     }
                 }
-                if messages.isEmpty && receipts.isEmpty && !truncated && known == conversation.lastSeq { continue }
-                result.append(SyncedConversation(id: conversation.id, lastSeq: conversation.lastSeq, messages: messages, receipts: receipts, truncated: truncated))
+                result.append(SyncedConversation(id: conversation.id, lastSeq: conversation.lastSeq, messages: messages, receipts: [], truncated: truncated))
             }
-            return SyncResult(conversations: result, receiptsCursor: cursor)
+            // Receipts take what the messages left of `limit` (a replay must fit in half a
+            // socket's queue), the earliest moves first. Left out: `receiptsTruncated`, and the
+            // cursor is the last move replayed, so a sync after it (naming the conversations)
+            // goes on from there. A version is never split (v8 gave the markers it found 1).
+            var included = moved.count
+            if moved.count > remaining {
+                included = remaining
+                let cut: Int64 = moved[included]["read_version"]
+                while included > 0 && (moved[included - 1]["read_version"] as Int64) == cut { included -= 1 }
+                // One version larger than the budget still goes whole, or a sync after it would stall.
+                if included == 0 && remaining > 0 { included = moved.prefix { ($0["read_version"] as Int64) == cut }.count }
+            }
+            var receiptsOf: [String: [ReadReceipt]] = [:]
+            for reader in moved.prefix(included) {
+                let conversationID: String = reader["conversation_id"]
+                receiptsOf[conversationID, default: []].append(ReadReceipt(
+                    messageID: reader["message_id"], conversationID: conversationID, readerEmail: reader["email"],
+                    readAt: Date(milliseconds: reader["read_at"] ?? nowMS), upToSeq: reader["read_seq"]))
+            }
+            let receiptsTruncated = included < moved.count
+            result = result.compactMap { conversation in
+                var conversation = conversation
+                conversation.receipts = (receiptsOf[conversation.id] ?? []).sorted { $0.readerEmail < $1.readerEmail }
+                let nothing = conversation.messages.isEmpty && conversation.receipts.isEmpty && !conversation.truncated
+                return nothing && since[conversation.id] == conversation.lastSeq ? nil : conversation
+            }
+            let last = !receiptsTruncated ? cursor : included > 0 ? moved[included - 1]["read_version"] as Int64 : receiptsAfter ?? 0
+            return SyncResult(conversations: result, receiptsCursor: last, receiptsTruncated: receiptsTruncated ? true : nil)
         }
     }
 }
+
 extension MessageStore {
     /// The user's name and everyone who shares a conversation with them (presence fan-out).
     public func partners(of user: String) throws -> PartnersResult {

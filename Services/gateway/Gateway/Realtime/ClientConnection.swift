@@ -409,8 +409,12 @@ final class ClientConnection: Sendable {
             var acknowledgement: [String: JSONValue] = ["ok": .bool(true), "conversations": .object(summary)]
             if let cursor = synced.receiptsCursor {
                 // Receipts are current at the cursor from here on (live ones arrive on the subscription).
-                state.withLock { s in s.receiptsCursor = max(s.receiptsCursor ?? 0, cursor) }
+                state.withLock { s in s.receiptsCursor = cursor }
                 acknowledgement["receipts_cursor"] = .number(Double(cursor))
+            }
+            if synced.receiptsTruncated {
+                // More receipts than the replay's limit: `sync` again after the cursor for the rest.
+                acknowledgement["receipts_truncated"] = .bool(true)
             }
             answer(ackID, .success(JSONValue.object(acknowledgement).text))
         }

@@ -23,6 +23,8 @@ struct SyncReplay: Equatable {
     var conversations: [Conversation]
     /// The store's `receipts_cursor` (nil from a store older than it).
     var receiptsCursor: Int64?
+    /// Receipts were left out to keep the replay within its limit.
+    var receiptsTruncated = false
 
     /// Read with ``JSONScan``: the store writes messages and receipts as the encoder does
     /// (`SyncResult.jsonText`), so their bytes are the events' data. Nil for anything the
@@ -52,6 +54,10 @@ struct SyncReplay: Equatable {
             guard let cursor = top.integer("receipts_cursor") else { return nil }
             receiptsCursor = cursor
         }
+        if let flag = top.range("receipts_truncated") {
+            guard let truncated = Self.boolean(bytes[flag]) else { return nil }
+            receiptsTruncated = truncated
+        }
     }
 
     /// Decoded and encoded again, the slow way: for an answer the scanner does not read.
@@ -63,6 +69,7 @@ struct SyncReplay: Equatable {
                          receipts: conversation.receipts.map(\.jsonText), truncated: conversation.truncated)
         }
         receiptsCursor = result.receiptsCursor
+        receiptsTruncated = result.receiptsTruncated ?? false
     }
 
     private static func boolean(_ literal: ArraySlice<UInt8>) -> Bool? {
