@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -29,7 +30,11 @@ extension VirtualSocketDelegate {
 final class VirtualSocket: @unchecked Sendable {
     let index: Int
     let user: Int
-    private(set) var channel: Channel?
+    /// Set by the channel's initializer, on its event loop, before any of its reads: a
+    /// workload may send from `connected`. (Set when `connect`'s future completed, it was
+    /// not always there yet when the CONNECT's answer came, and the send was dropped.)
+    private let channelBox = NIOLockedValueBox<Channel?>(nil)
+    var channel: Channel? { channelBox.withLockedValue { $0 } }
     weak var delegate: (any VirtualSocketDelegate)?
 
     init(index: Int, user: Int, delegate: any VirtualSocketDelegate) {
@@ -47,6 +52,7 @@ final class VirtualSocket: @unchecked Sendable {
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
+                self.channelBox.withLockedValue { $0 = channel }
                 let request = UpgradeRequestHandler(host: "\(host):\(port)", path: "/socket.io/?EIO=4&transport=websocket")
                 let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 20, automaticErrorHandling: true) { channel, _ in
                     channel.pipeline.addHandler(handler)
@@ -58,7 +64,6 @@ final class VirtualSocket: @unchecked Sendable {
             }
         let bound = (try? SocketAddress(ipAddress: source, port: 0)).map { bootstrap.bind(to: $0) } ?? bootstrap
         return bound.connect(host: host, port: port).map { channel in
-            self.channel = channel
             channel.closeFuture.whenComplete { _ in handler.transportClosed() }
         }
     }
