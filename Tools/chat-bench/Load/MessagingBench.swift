@@ -296,7 +296,7 @@ struct GroupBench: AsyncParsableCommand {
         let cut = load.recorder.cut()
         let elapsed = Double(max(cut.lastReceive, started + 1) - started) / 1e9
         let after = ProcessSample.all(runDir: options.runDir)
-        var report = LoadReport(workload: "group of \(members) at \(Int(rate)) messages/s" + (pageLoads > 0 ? String(format: ", %g page loads/s", pageLoads) : ""),
+        var report = LoadReport(workload: "group of \(members) at \(Int(rate)) messages/s" + (pageLoads > 0 ? String(format: returning ? ", %g returning page loads/s" : ", %g page loads/s", pageLoads) : ""),
                                 command: "chat-bench group --members \(members) --rate \(Int(rate)) --duration \(Int(duration))"
                                     + (pageLoads > 0 ? " --page-loads \(String(format: "%g", pageLoads)) --page-users \(pageUsers) --backlogs \(backlogs)" : "")
                                     + (pageLoads > 0 && backlogMessages != 100 ? " --backlog-messages \(backlogMessages)" : "")
