@@ -659,23 +659,23 @@ struct MigrationTests {
         #expect(try store.read { db in try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").count } == 0)
     }
 
-    @Test("v8 gives markers that had moved version 1 and the rest 0; the next move is version 2, and a sync after 1 replays only it")
+    @Test("v8 numbers the markers that had moved 1, 2, ... in the order they were read, the rest 0; the next move gets the next version, and a sync after the list's replays only it")
     func readVersions() throws {
         let path = temporaryDatabasePath("v8")
         defer { removeDatabase(at: path) }
         let now = Date().epochMilliseconds
-        // A store as v7 left it: a group of three with two messages, read by b only.
+        // A store as v7 left it: a group of four with two messages, read by d and then b.
         let old = try DatabaseQueue(path: path)
         try Schema.migrator.migrate(old, upTo: "v7: applied purges keep what they deleted")
         try old.write { db in
-            for email in ["a@clinic.com", "b@clinic.com", "c@clinic.com"] {
+            for email in ["a@clinic.com", "b@clinic.com", "c@clinic.com", "d@clinic.com"] {
                 try db.execute(sql: "INSERT INTO users (email, name, role, password_hash, created_at) VALUES (?, ?, 'doctor', 'x', ?)", arguments: [email, email, now])
             }
             try db.execute(sql: "INSERT INTO conversations (id, kind, title, created_by, created_at, last_seq, last_message_at) VALUES ('g1', 'group', 'Ward', 'a@clinic.com', ?, 2, ?)",
                            arguments: [now, now])
-            for email in ["a@clinic.com", "b@clinic.com", "c@clinic.com"] {
+            for (email, seq, readAt) in [("a@clinic.com", 0, nil), ("b@clinic.com", 2, now + 20), ("c@clinic.com", 0, nil), ("d@clinic.com", 1, now + 10)] as [(String, Int, Int64?)] {
                 try db.execute(sql: "INSERT INTO participants (conversation_id, email, read_seq, read_at, joined_at) VALUES ('g1', ?, ?, ?, ?)",
-                               arguments: [email, email == "b@clinic.com" ? 2 : 0, email == "b@clinic.com" ? now : nil, now])
+                               arguments: [email, seq, readAt, now])
             }
             for seq in 1...2 {
                 try db.execute(sql: """
@@ -688,12 +688,13 @@ struct MigrationTests {
 
         let store = try MessageStore.open(path: path, retention: .seconds(86400), bcryptCost: 4)
         #expect(try store.read { db in try Row.fetchAll(db, sql: "SELECT email, read_version FROM participants ORDER BY email").map { "\($0[0] as String)=\($0[1] as Int)" } }
-                == ["a@clinic.com=0", "b@clinic.com=1", "c@clinic.com=0"])
-        #expect(try store.conversations(for: "a@clinic.com").first?.readVersion == 1)
-        #expect(try store.sync(for: "a@clinic.com", since: ["g1": 2], receiptsAfter: 1).conversations.isEmpty)
+                == ["a@clinic.com=0", "b@clinic.com=2", "c@clinic.com=0", "d@clinic.com=1"])
+        #expect(try store.conversations(for: "a@clinic.com").first?.readVersion == 2)
+        #expect(try store.sync(for: "a@clinic.com", since: ["g1": 2], receiptsAfter: 2).conversations.isEmpty)
+        #expect(try store.sync(for: "a@clinic.com", since: ["g1": 2], receiptsAfter: 1).conversations.first?.receipts.map(\.readerEmail) == ["b@clinic.com"])
         _ = try store.markRead(reader: "c@clinic.com", conversationID: "g1", upToSeq: 1)
-        let synced = try store.sync(for: "a@clinic.com", since: ["g1": 2], receiptsAfter: 1)
-        #expect(synced.receiptsCursor == 2)
+        let synced = try store.sync(for: "a@clinic.com", since: ["g1": 2], receiptsAfter: 2)
+        #expect(synced.receiptsCursor == 3)
         #expect(synced.conversations.first?.receipts.map(\.readerEmail) == ["c@clinic.com"])
     }
 }

@@ -235,17 +235,5 @@ struct SyncTests {
         let full = try store.sync(for: admin, since: [:], receiptsAfter: 0, limit: 3, now: t0 + 20)
         #expect(full.conversations.flatMap(\.receipts).isEmpty)
         #expect(full.receiptsTruncated == true && full.receiptsCursor == 0)
-
-        // A version is never split: the three markers of the first group share version 1 (as
-        // v8 leaves them); a budget of 2 takes all three rather than stall.
-        _ = try store.write { db in try db.execute(sql: "UPDATE participants SET read_version = 1 WHERE conversation_id = ? AND email != ?", arguments: [groups[0].id, admin]) }
-        let shared = try store.sync(for: admin, since: since, limit: 2, now: t0 + 20)
-        #expect(shared.conversations.flatMap(\.receipts).count == 3)
-        #expect(shared.receiptsCursor == 1)
-        // The second group's three share version 4: a budget of 5 stops before them.
-        _ = try store.write { db in try db.execute(sql: "UPDATE participants SET read_version = 4 WHERE conversation_id = ? AND email != ?", arguments: [groups[1].id, admin]) }
-        let split = try store.sync(for: admin, since: since, limit: 5, now: t0 + 20)
-        #expect(versions(split) == ["1:doc", "1:dr.", "1:dr."])
-        #expect(split.receiptsTruncated == true && split.receiptsCursor == 1)
     }
 }

@@ -160,11 +160,14 @@ enum Schema {
         // Each move of a read marker gets the next version (the highest so far plus one, in
         // the marker's own transaction, so in commit order), so a client can ask `sync` for the
         // receipts that changed after the version it has (`receipts_after`) instead of every
-        // marker of every conversation. Markers already moved start at 1.
+        // marker of every conversation. Markers already moved are numbered 1, 2, ... in the
+        // order they were read: versions are unique, so a replay's receipts can stop at any.
         migrator.registerMigration("v8: read marker versions") { db in
             try db.execute(sql: """
                 ALTER TABLE participants ADD COLUMN read_version INTEGER NOT NULL DEFAULT 0;
-                UPDATE participants SET read_version = 1 WHERE read_seq > 0;
+                UPDATE participants SET read_version = numbered.n FROM (
+                    SELECT conversation_id, email, ROW_NUMBER() OVER (ORDER BY read_at, conversation_id, email) AS n FROM participants WHERE read_seq > 0
+                ) AS numbered WHERE participants.conversation_id = numbered.conversation_id AND participants.email = numbered.email;
                 CREATE INDEX participants_by_read_version ON participants(read_version);
                 """)
         }

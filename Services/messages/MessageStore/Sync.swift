@@ -73,16 +73,9 @@ extension MessageStore {
             }
             // Receipts take what the messages left of `limit` (a replay must fit in half a
             // socket's queue), the earliest moves first. Left out: `receiptsTruncated`, and the
-            // cursor is the last move replayed, so a sync after it (naming the conversations)
-            // goes on from there. A version is never split (v8 gave the markers it found 1).
-            var included = moved.count
-            if moved.count > remaining {
-                included = remaining
-                let cut: Int64 = moved[included]["read_version"]
-                while included > 0 && (moved[included - 1]["read_version"] as Int64) == cut { included -= 1 }
-                // One version larger than the budget still goes whole, or a sync after it would stall.
-                if included == 0 && remaining > 0 { included = moved.prefix { ($0["read_version"] as Int64) == cut }.count }
-            }
+            // cursor is the last move replayed (versions are unique), so a sync after it
+            // (naming the conversations) goes on from there.
+            let included = min(moved.count, remaining)
             var receiptsOf: [String: [ReadReceipt]] = [:]
             for reader in moved.prefix(included) {
                 let conversationID: String = reader["conversation_id"]
