@@ -396,11 +396,14 @@ struct RealtimeTests {
             #expect(receipts.map { $0["reader_email"] } == [.string(doctor)], "patel's marker did not move")
             #expect(receipts.first?["up_to_seq"] == .number(2))
 
-            for bad: JSONValue in [.string("2"), .number(-1), .number(1.5), .object([:])] {
+            for bad: JSONValue in [.string("2"), .number(-1), .number(1.5), .number(1e300), .object([:])] {
                 let refused = try await socket.call("sync", .object(["since": since, "receipts_after": bad]), ack: 4)
                 #expect(refused["ok"] == .bool(false))
                 #expect(refused["error"]?["code"] == .string("bad_request"), "\(bad)")
             }
+            // A seq too large for a whole number of 64 bits is refused too (it stopped the gateway).
+            let huge = try await socket.call("sync", .object(["since": .object([group.id: .number(1e300)])]), ack: 4)
+            #expect(huge["error"]?["code"] == .string("bad_request"), "\(huge)")
             #expect(try await socket.call("sync", .object(["since": since, "receipts_after": .null]), ack: 5)["ok"] == .bool(true), "null: all of them")
 
             // In the CONNECT, as the web client sends it: nothing moved after 3, nothing replayed.

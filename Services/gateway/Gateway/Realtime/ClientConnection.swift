@@ -23,8 +23,8 @@ final class ClientConnection: Sendable {
         /// `seen` when the subscription was lost: the replay starts there, not at what arrived
         /// live on the new subscription before the replay ran (that would skip the gap).
         var seenAtLoss: [String: Int64]?
-        /// The newest read-marker version this socket's receipts are known to be current at
-        /// (the client's `receipts_after`, then each sync's `receipts_cursor`); nil: none.
+        /// The read-marker version this socket's receipts are current at: the last sync's
+        /// `receipts_cursor` (live receipts arrive on the subscription after it); nil: none yet.
         var receiptsCursor: Int64?
         /// `receiptsCursor` when the subscription was lost.
         var receiptsCursorAtLoss: Int64?
@@ -336,6 +336,7 @@ final class ClientConnection: Sendable {
         }
         var map: [String: Int64] = [:]
         for (conversation, value) in entries {
+            // (A seq past Int64 used to stop the gateway: converting it traps.)
             guard case .number(let seq) = value, seq >= 0, seq.rounded() == seq, seq < 9.0e15 else {
                 return answer(ackID, .failure(ChatError(.badRequest, "sync: each seq is a whole number, 0 or more")))
             }
