@@ -276,6 +276,17 @@ struct RESTTests {
             let paths = try #require(document["paths"] as? [String: [String: Any]])
             let documented = Set(paths.flatMap { path, operations in operations.keys.map { "\($0.uppercased()) \(path)" } })
             #expect(documented == Set(gw.registered))
+            // The Conversation schema names every member a listed conversation can carry.
+            let schemas = try #require((document["components"] as? [String: Any])?["schemas"] as? [String: Any])
+            let properties = try #require((schemas["Conversation"] as? [String: Any])?["properties"] as? [String: Any])
+            var full = Conversation(id: "c1", kind: .group, title: "Ward", participants: ["a@clinic.com"], createdAt: Date(), lastMessageAt: Date(),
+                                    lastMessage: nil, unreadCount: 1)
+            full.presence = ["a@clinic.com": PresenceState(online: true, lastSeen: Date())]
+            full.members = [User(email: "a@clinic.com", name: "A", role: .doctor)]
+            full.readPositions = ["a@clinic.com": 1]
+            full.readVersion = 3
+            let written = try #require(try JSONSerialization.jsonObject(with: ChatJSON.makeEncoder().encode(full)) as? [String: Any])
+            #expect(Set(written.keys).subtracting(properties.keys).isEmpty, "undocumented: \(Set(written.keys).subtracting(properties.keys))")
         }
     }
 

@@ -1495,6 +1495,17 @@ enum OpenAPIDocument {
         }
        }
       }
+     },
+     "read_positions": {
+      "type": "object",
+      "description": "each participant's read marker: the seq read up to (0 for nothing yet)",
+      "additionalProperties": {
+       "type": "integer"
+      }
+     },
+     "read_version": {
+      "type": "integer",
+      "description": "the version of the newest move of these markers (0 if none moved); the highest of a list is a sync's receipts_after (docs/protocol.md)"
      }
     },
     "required": [
