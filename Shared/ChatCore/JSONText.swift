@@ -150,6 +150,56 @@ extension Array where Element == Message {
     public var jsonText: String { "[" + map(\.jsonText).joined(separator: ",") + "]" }
 }
 
+extension Conversation {
+    /// This conversation as `ChatJSON.makeEncoder()` writes it: by hand as the store lists
+    /// it (a list of 50 conversations of 20 members is 1,000 members' JSON); through the
+    /// encoder when it carries presence, which only the gateway adds.
+    public var jsonText: String {
+        guard presence == nil, members?.allSatisfy({ $0.online == nil && $0.lastSeen == nil }) ?? true else { return ChatJSON.text(self) }
+        var out = "{\"created_at\":\""
+        out += JSONText.timestamp(milliseconds: createdAt.epochMilliseconds)
+        out += "\",\"id\":"; JSONText.appendQuoted(id, to: &out)
+        out += ",\"kind\":\""; out += kind.rawValue; out += "\""
+        if let lastMessage { out += ",\"last_message\":"; out += lastMessage.jsonText }
+        if let lastMessageAt { out += ",\"last_message_at\":\""; out += JSONText.timestamp(milliseconds: lastMessageAt.epochMilliseconds); out += "\"" }
+        if let members {
+            out += ",\"members\":["
+            for (index, member) in members.enumerated() {
+                if index > 0 { out += "," }
+                out += member.disabled ? "{\"disabled\":true,\"email\":" : "{\"disabled\":false,\"email\":"
+                JSONText.appendQuoted(member.email, to: &out)
+                out += ",\"name\":"; JSONText.appendQuoted(member.name, to: &out)
+                out += ",\"role\":\""; out += member.role.rawValue; out += "\"}"
+            }
+            out += "]"
+        }
+        out += ",\"participants\":["
+        for (index, participant) in participants.enumerated() {
+            if index > 0 { out += "," }
+            JSONText.appendQuoted(participant, to: &out)
+        }
+        out += "]"
+        if let readPositions {
+            out += ",\"read_positions\":{"
+            for (index, email) in readPositions.keys.sorted().enumerated() {
+                if index > 0 { out += "," }
+                JSONText.appendQuoted(email, to: &out)
+                out += ":"; out += String(readPositions[email]!)
+            }
+            out += "}"
+        }
+        if let readVersion { out += ",\"read_version\":"; out += String(readVersion) }
+        if let title { out += ",\"title\":"; JSONText.appendQuoted(title, to: &out) }
+        out += ",\"unread_count\":"; out += String(unreadCount); out += "}"
+        return out
+    }
+}
+
+extension Array where Element == Conversation {
+    /// These conversations as `ChatJSON.makeEncoder()` writes them (the conversation list).
+    public var jsonText: String { "[" + map(\.jsonText).joined(separator: ",") + "]" }
+}
+
 extension ReadReceipt {
     /// This receipt as `ChatJSON.makeEncoder()` writes it.
     public var jsonText: String {

@@ -68,6 +68,35 @@ struct JSONTextTests {
         #expect(try ChatJSON.makeDecoder().decode(SyncResult.self, from: Data(result.jsonText.utf8)) == result)
     }
 
+    @Test("a conversation is written byte for byte as the encoder writes it: awkward titles, emails and names, optional fields, members and markers; with presence, through the encoder")
+    func conversations() throws {
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        let last = Message(id: "m\"9", conversationID: "c\\1", seq: 9, senderEmail: "é@clinic.com", receiverEmail: nil, content: Self.awkward[5],
+                           timestamp: start.addingTimeInterval(5), read: true, readAt: start.addingTimeInterval(6),
+                           expiresAt: start.addingTimeInterval(86400), clientID: "k9")
+        var conversations: [Conversation] = []
+        for (index, title) in [nil, "Ward \"3\" / night\n", Self.awkward[3]].enumerated() {
+            var conversation = Conversation(id: "c\(index)\u{1}", kind: title == nil ? .direct : .group, title: title,
+                                            participants: ["a@clinic.com", "b.c+d@clinic.com", "z\"@x"], createdAt: start,
+                                            lastMessageAt: index == 0 ? nil : start.addingTimeInterval(5), lastMessage: index == 0 ? nil : last,
+                                            unreadCount: index * 7)
+            if index > 0 {
+                conversation.members = [User(email: "a@clinic.com", name: "Dr. \"Ann\" Ø", role: .admin),
+                                        User(email: "z\"@x", name: Self.awkward[4], role: .doctor, disabled: true)]
+                conversation.readPositions = ["z\"@x": 3, "a@clinic.com": 0, "b.c+d@clinic.com": 12, "B@clinic.com": 1]
+                conversation.readVersion = index == 1 ? 0 : 4_000_000_001
+            }
+            conversations.append(conversation)
+            #expect(conversation.jsonText == (try encoded(conversation)), "\(index)")
+        }
+        #expect(conversations.jsonText == (try encoded(conversations)), "the list")
+        #expect([Conversation]().jsonText == (try encoded([Conversation]())))
+        var withPresence = conversations[1]
+        withPresence.presence = ["a@clinic.com": PresenceState(online: false, lastSeen: start)]
+        #expect(withPresence.jsonText == (try encoded(withPresence)))
+        #expect(try ChatJSON.makeDecoder().decode([Conversation].self, from: Data(conversations.jsonText.utf8)) == conversations)
+    }
+
     @Test("times are written as Foundation's ISO 8601 formatter writes them, leap days and the epoch included")
     func timestamps() {
         var generator = SystemRandomNumberGenerator()

@@ -99,10 +99,10 @@ public final class QueryResponder: Service, Sendable {
             guard let user = try store.user(query.user), !user.disabled else { throw ChatError(.unauthorized, "this account is disabled") }
             return try json(user)
         case .conversations:
-            return try json(store.conversations(for: query.user, now: now))
+            return try store.conversations(for: query.user, now: now).jsonText
         case .conversation:
             return try audited(context, "conversation", target: query.conversationID) {
-                try json(store.conversation(try required(query.conversationID, "conversation_id"), for: query.user, now: now))
+                try store.conversation(try required(query.conversationID, "conversation_id"), for: query.user, now: now).jsonText
             }
         case .history:
             return try audited(context, "history", target: query.conversationID) {
