@@ -181,10 +181,10 @@ extension Conversation {
         out += "]"
         if let readPositions {
             out += ",\"read_positions\":{"
-            for (index, email) in readPositions.keys.sorted().enumerated() {
+            for (index, (email, seq)) in readPositions.sorted(by: { $0.key < $1.key }).enumerated() {
                 if index > 0 { out += "," }
                 JSONText.appendQuoted(email, to: &out)
-                out += ":"; out += String(readPositions[email]!)
+                out += ":"; out += String(seq)
             }
             out += "}"
         }

@@ -575,9 +575,7 @@ public struct MessageStore: Sendable {
     /// The version of a marker's move: one more than any before it. In the move's own
     /// transaction, on the store's one writer, so versions follow the commits: a reader's
     /// snapshot holds every move up to its highest version and none after it.
-    func nextReadVersion(_ db: Database) throws -> Int64 {
-        try Int64.fetchOne(db.cachedStatement(sql: "SELECT COALESCE(MAX(read_version), 0) + 1 FROM participants")) ?? 1
-    }
+    func nextReadVersion(_ db: Database) throws -> Int64 { try readVersion(db) + 1 }
 
     /// The highest marker version in the reader's snapshot: a `sync` with `receipts_after` at
     /// it replays only the moves after this snapshot.

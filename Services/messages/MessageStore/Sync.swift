@@ -18,9 +18,9 @@ extension MessageStore {
     /// leave, the earliest moves first; `receiptsTruncated` says some were left out (the
     /// answer's `receiptsCursor` is then the last one replayed).
     ///
-    /// Three statements whatever the number of conversations: the conversations, the
-    /// receipts (all the user's conversations at once), and the messages of those that have
-    /// any after the client's seq.
+    /// The same three statements whatever the number of conversations (the cursor, the
+    /// conversations, the receipts of all of them), then per conversation with anything
+    /// after the client's seq its messages (and a 1:1's participants, for the receiver).
     public func sync(for user: String, since: [String: Int64], after: Date? = nil, receiptsAfter: Int64? = nil,
                      limit: Int = 500, now: Date = Date()) throws -> SyncResult {
         let user = user.lowercased()

@@ -26,8 +26,8 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     private var messages = 0
     private var receipts = 0
     private var opened = 0
-    private var payloads: [Int: String] = [:]
-    private var listed: [Int: UInt64] = [:]
+    /// Returning page loads whose list came: when it was asked for, and the `sync` to send.
+    private var listed: [Int: (start: UInt64, sync: String)] = [:]
     private let returning: Bool
 
     init(returning: Bool = false) { self.returning = returning }
@@ -38,8 +38,9 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
 
     func connected(_ socket: VirtualSocket) {
         let payload = lock.withLock {
-            asked[socket.index] = listed.removeValue(forKey: socket.index) ?? nowNanoseconds()
-            return payloads.removeValue(forKey: socket.index) ?? #"{"since":{}}"#
+            let list = listed.removeValue(forKey: socket.index)
+            asked[socket.index] = list?.start ?? nowNanoseconds()
+            return list?.sync ?? #"{"since":{}}"#
         }
         socket.send("421[\"sync\"," + payload + "]")
     }
@@ -102,7 +103,6 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
             guard sockets.removeValue(forKey: socket.index) != nil else { return }
             asked[socket.index] = nil
             replayed[socket.index] = nil
-            payloads[socket.index] = nil
             listed[socket.index] = nil
             failures[reason, default: 0] += 1
         }
@@ -131,8 +131,7 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
                         return self.closed(socket, reason: "the conversation list answered \(status)")
                     }
                     self.lock.withLock {
-                        self.listed[k] = start
-                        self.payloads[k] = Self.returningSync(list)
+                        self.listed[k] = (start, Self.returningSync(list))
                     }
                     self.open(socket, token: token, options: options, group: group)
                 }
@@ -155,7 +154,7 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
             var failures = self.failures
             for k in sockets.keys {
                 let stage = asked[k] != nil ? "sync sent, not acknowledged"
-                    : returning && payloads[k] == nil && listed[k] == nil ? "the conversation list not answered" : "not connected"
+                    : returning && listed[k] == nil ? "the conversation list not answered" : "not connected"
                 failures["unfinished at the end: \(stage)", default: 0] += 1
             }
             return (self.answered, failures, self.messages, self.receipts, self.latency, self.opened)

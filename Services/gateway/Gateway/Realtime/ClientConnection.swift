@@ -20,14 +20,13 @@ final class ClientConnection: Sendable {
         var skipBinary = 0
         /// The newest seq this socket has been given, per conversation.
         var seen: [String: Int64] = [:]
-        /// `seen` when the subscription was lost: the replay starts there, not at what arrived
-        /// live on the new subscription before the replay ran (that would skip the gap).
-        var seenAtLoss: [String: Int64]?
         /// The read-marker version this socket's receipts are current at: the last sync's
         /// `receipts_cursor` (live receipts arrive on the subscription after it); nil: none yet.
         var receiptsCursor: Int64?
-        /// `receiptsCursor` when the subscription was lost.
-        var receiptsCursorAtLoss: Int64?
+        /// Where the socket was when the subscription was lost: the replay starts there, not
+        /// at what arrived live on the new subscription before the replay ran (that would
+        /// skip the gap).
+        var atLoss: (seen: [String: Int64], receiptsCursor: Int64?)?
         /// What this socket has been given, so a replay never shows a message twice.
         var given = GivenMessages()
 
@@ -354,23 +353,18 @@ final class ClientConnection: Sendable {
 
     /// The subscription was lost: remembers where this socket's replay will start.
     func subscriptionLost() {
-        state.withLock { s in
-            if s.seenAtLoss == nil {
-                s.seenAtLoss = s.seen
-                s.receiptsCursorAtLoss = s.receiptsCursor
-            }
-        }
+        state.withLock { s in if s.atLoss == nil { s.atLoss = (s.seen, s.receiptsCursor) } }
     }
 
     /// After a lost subscription: replays everything after what this socket was given before
     /// the loss, or stored since it connected (what it already has is skipped by id).
     func resynchronize() async {
         guard let email = claims?.sub else { return }
-        let (seen, connectedAt, receiptsCursor) = state.withLock { s in
-            defer { (s.seenAtLoss, s.receiptsCursorAtLoss) = (nil, nil) }
-            return (s.seenAtLoss ?? s.seen, s.connectedAt, s.seenAtLoss != nil ? s.receiptsCursorAtLoss : s.receiptsCursor)
+        let (from, connectedAt) = state.withLock { s in
+            defer { s.atLoss = nil }
+            return (s.atLoss ?? (s.seen, s.receiptsCursor), s.connectedAt)
         }
-        await replay(since: seen, after: connectedAt.map { $0.addingTimeInterval(-1) }, receiptsAfter: receiptsCursor, email: email, ackID: nil)
+        await replay(since: from.seen, after: connectedAt.map { $0.addingTimeInterval(-1) }, receiptsAfter: from.receiptsCursor, email: email, ackID: nil)
     }
 
     private func replay(since: [String: Int64], after: Date?, receiptsAfter: Int64?, email: String, ackID: Int?) async {
