@@ -200,6 +200,74 @@ extension Array where Element == Conversation {
     public var jsonText: String { "[" + map(\.jsonText).joined(separator: ",") + "]" }
 }
 
+/// The store's conversation list read for the gateway, which adds everyone's presence:
+/// each conversation's participants and where its `participants` value ends, found with
+/// ``JSONScan`` instead of decoding the list (50 conversations of 20 members decoded and
+/// encoded again were most of the gateway's time on a page load). nil for anything it does
+/// not read (not a list of conversations, an escaped email, presence already there); the
+/// gateway then decodes the slow way.
+public struct ConversationListText: Sendable {
+    let bytes: [UInt8]
+    /// Per conversation, its participants and the offset just past their array.
+    let conversations: [(participants: [String], end: Int)]
+
+    public init?(_ bytes: [UInt8]) {
+        guard let elements = JSONScan.elements(bytes, in: 0..<bytes.count) else { return nil }
+        var conversations: [(participants: [String], end: Int)] = []
+        conversations.reserveCapacity(elements.count)
+        for element in elements {
+            guard let scan = JSONScan(bytes, in: element), scan.range("presence") == nil, let range = scan.range("participants"),
+                  let items = JSONScan.elements(bytes, in: range) else { return nil }
+            var participants: [String] = []
+            participants.reserveCapacity(items.count)
+            for item in items {
+                guard item.count >= 2, bytes[item.lowerBound] == UInt8(ascii: "\""), bytes[item.upperBound - 1] == UInt8(ascii: "\"") else { return nil }
+                let inner = (item.lowerBound + 1)..<(item.upperBound - 1)
+                guard !bytes[inner].contains(UInt8(ascii: "\\")) else { return nil }
+                participants.append(String(decoding: bytes[inner], as: UTF8.self))
+            }
+            conversations.append((participants, range.upperBound))
+        }
+        self.bytes = bytes
+        self.conversations = conversations
+    }
+
+    /// Every conversation's participants, in list order (repeats included).
+    public var participants: [String] { conversations.flatMap(\.participants) }
+
+    /// The list with each conversation's `presence`: the states of its participants that
+    /// `states` has. Byte for byte what `ChatJSON.makeEncoder()` writes for the decoded list
+    /// with that presence set (sorted keys put `presence` right after `participants`).
+    public func withPresence(_ states: [String: PresenceState]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + conversations.reduce(0) { $0 + 16 + $1.participants.count * 80 })
+        var copied = 0
+        for conversation in conversations {
+            out.append(contentsOf: bytes[copied..<conversation.end])
+            out.append(contentsOf: ",\"presence\":{".utf8)
+            var first = true
+            for email in Set(conversation.participants).sorted() {
+                guard let state = states[email] else { continue }
+                if !first { out.append(UInt8(ascii: ",")) }
+                first = false
+                out.append(UInt8(ascii: "\""))
+                out.append(contentsOf: email.utf8)
+                out.append(contentsOf: "\":{".utf8)
+                if let lastSeen = state.lastSeen {
+                    out.append(contentsOf: "\"last_seen\":\"".utf8)
+                    out.append(contentsOf: JSONText.timestamp(milliseconds: lastSeen.epochMilliseconds).utf8)
+                    out.append(contentsOf: "\",".utf8)
+                }
+                out.append(contentsOf: state.online ? "\"online\":true}".utf8 : "\"online\":false}".utf8)
+            }
+            out.append(UInt8(ascii: "}"))
+            copied = conversation.end
+        }
+        out.append(contentsOf: bytes[copied...])
+        return out
+    }
+}
+
 extension ReadReceipt {
     /// This receipt as `ChatJSON.makeEncoder()` writes it.
     public var jsonText: String {

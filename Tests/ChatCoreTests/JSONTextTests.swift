@@ -97,6 +97,54 @@ struct JSONTextTests {
         #expect(try ChatJSON.makeDecoder().decode([Conversation].self, from: Data(conversations.jsonText.utf8)) == conversations)
     }
 
+    @Test("the gateway adds presence to the store's conversation list byte for byte as decoding, setting presence and encoding did; it declines what it cannot read")
+    func conversationListPresence() throws {
+        let start = Date(timeIntervalSince1970: 1_800_000_000.25)
+        let last = Message(id: "m9", conversationID: "c1", seq: 9, senderEmail: "a@clinic.com", receiverEmail: nil,
+                           content: #"{"participants":["x@y"],"presence":{}} ]"# + Self.awkward[3], timestamp: start, read: false, readAt: nil,
+                           expiresAt: start.addingTimeInterval(86400), clientID: nil)
+        let everyone = ["a@clinic.com", "b.c+d@clinic.com", "émile@clinic.com", "zed@clinic.com", "Upper@clinic.com"]
+        var conversations: [Conversation] = []
+        for index in 0..<4 {
+            var conversation = Conversation(id: "c\(index)", kind: index == 0 ? .direct : .group, title: index == 0 ? nil : Self.awkward[index],
+                                            participants: Array(everyone.dropFirst(index % 2).prefix(index + 2)).sorted(), createdAt: start,
+                                            lastMessageAt: index == 1 ? start : nil, lastMessage: index == 1 ? last : nil, unreadCount: index)
+            if index >= 2 {
+                conversation.members = [User(email: "a@clinic.com", name: "Dr. \"Ann\"", role: .admin)]
+                conversation.readPositions = ["a@clinic.com": 2, "zed@clinic.com": 0]
+                conversation.readVersion = Int64(index)
+            }
+            conversations.append(conversation)
+        }
+        // Online, offline since a time, offline never seen; "zed" has no state at all.
+        let states = ["a@clinic.com": PresenceState(online: true, lastSeen: nil),
+                      "b.c+d@clinic.com": PresenceState(online: false, lastSeen: start.addingTimeInterval(-3600)),
+                      "émile@clinic.com": PresenceState(online: false, lastSeen: nil),
+                      "Upper@clinic.com": PresenceState(online: true, lastSeen: start),
+                      "stranger@clinic.com": PresenceState(online: true, lastSeen: nil)]
+        for list in [conversations, [], [conversations[2]]] {
+            let scanned = try #require(ConversationListText(Array(list.jsonText.utf8)))
+            #expect(scanned.participants == list.flatMap(\.participants))
+            var expected = list
+            for index in expected.indices {
+                expected[index].presence = states.filter { expected[index].participants.contains($0.key) }
+            }
+            #expect(String(decoding: scanned.withPresence(states), as: UTF8.self) == (try encoded(expected)))
+            for index in expected.indices { expected[index].presence = [:] }
+            #expect(String(decoding: scanned.withPresence([:]), as: UTF8.self) == (try encoded(expected)), "no presence known (Redis down)")
+        }
+        // What the slow way decodes: an escaped email, presence already there, anything not a list of conversations.
+        var escaped = conversations[0]
+        escaped.participants = ["a@clinic.com", "z\"@x"]
+        var present = conversations[0]
+        present.presence = [:]
+        for text in [[escaped].jsonText, try encoded([present]), "", "{}", "[", "[1]", #"[{"participants":"a"}]"#, #"[{"participants":[1]}]"#,
+                     #"[{"participants":["a"]"#, #"[{"participants":["a"}]"#, #"[{"id":"c"}]"#, #"[{"participants":["]}]"#] {
+            #expect(ConversationListText(Array(text.utf8)) == nil, "\(text)")
+        }
+        #expect(ConversationListText(Array(#" [ {"participants":[ "" , "b" ]} ] "#.utf8))?.participants == ["", "b"])
+    }
+
     @Test("times are written as Foundation's ISO 8601 formatter writes them, leap days and the epoch included")
     func timestamps() {
         var generator = SystemRandomNumberGenerator()
