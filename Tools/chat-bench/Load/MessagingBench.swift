@@ -22,6 +22,8 @@ final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
     /// Which sockets expect which messages (filled as messages are sent).
     private(set) var expected: [Int: Set<UInt64>] = [:]
     var recipients: (Int) -> [Int] = { _ in [] }
+    /// Members marking the conversation read as messages arrive (`group --readers`).
+    var reads: ReadMarks?
 
     /// `slowMs`: confirmations this slow are reported as episodes (`--slow-ms`).
     init(slowMs: Double = 100) { recorder = Recorder(slowThreshold: UInt64(max(0, slowMs) * 1000)) }
@@ -48,7 +50,10 @@ final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
             if let (sender, n, sentAt) = BenchContent.parse(packet) {
                 let position = BenchContent.position(packet)
                 recorder.receive(socket: socket.index, sender: sender, n: n, sentAt: sentAt, conversation: position?.conversation, seq: position?.seq)
+                if let reads, let position { reads.received(socket, conversation: position.conversation, seq: position.seq) }
             }
+        case "message_read_receipt":
+            reads?.receipt()
         case "message_sent_confirmed":
             guard let (sender, n, sentAt) = BenchContent.parse(packet) else { return }
             recorder.confirm(sender: sender, n: n, sentAt: sentAt)
@@ -61,6 +66,8 @@ final class MessagingLoad: VirtualSocketDelegate, @unchecked Sendable {
             break
         }
     }
+
+    func acknowledged(_ socket: VirtualSocket, packet: String) { reads?.acknowledged(socket, packet: packet) }
 
     /// Sends the sender's next message (closed loop: up to the window). Its client id is a
     /// time-ordered UUID, as the web client's: unique across runs, and what the store's index
@@ -247,6 +254,10 @@ struct GroupBench: AsyncParsableCommand {
     @Option(help: "With --page-loads: messages in each backlog conversation.") var backlogMessages = 100
     @Flag(help: "With --page-loads: each page load is a returning web client: it loads the conversation list over REST, then asks `sync` only for what is newer than the list (messages and receipts).")
     var returning = false
+    @Option(help: "Members with the conversation open (users 0..N-1), marking it read as messages arrive, as the web client does; each mark is a store write and a receipt to every member. 0 = none.")
+    var readers = 0
+    @Option(help: "With --readers: the least time between one reader's marks, in ms, one in flight at a time (the web client's 300); 0 = a mark for every message as it arrives (the web client before the sixteenth round).")
+    var readInterval: Double = 300
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
@@ -279,7 +290,10 @@ struct GroupBench: AsyncParsableCommand {
         let load = MessagingLoad(slowMs: options.slowMs)
         load.target = { _ in (nil, conversation) }
         load.recipients = { index in (0..<members).filter { $0 != index } }
+        let reads = readers > 0 ? ReadMarks(intervalMs: readInterval) : nil
+        load.reads = reads
         let sockets = try await openSockets(members, options: options, group: group, tokens: tokens, user: { $0 }, delegate: load)
+        for socket in sockets.prefix(readers) { reads?.add(socket) }
         try await settle(timeout: 30) { load.connected == members }
         let before = ProcessSample.all(runDir: options.runDir)
         let started = nowNanoseconds()
@@ -293,16 +307,20 @@ struct GroupBench: AsyncParsableCommand {
             (load.recorder.deliveredCount >= total * (members - 1) && load.recorder.confirmedCount >= total) || load.closed >= members
         }
         try await settle(timeout: 15) { loads.finished >= loads.started }
+        if let reads { try await settle(timeout: 15) { reads.idle } }
         let cut = load.recorder.cut()
         let elapsed = Double(max(cut.lastReceive, started + 1) - started) / 1e9
         let after = ProcessSample.all(runDir: options.runDir)
-        var report = LoadReport(workload: "group of \(members) at \(Int(rate)) messages/s" + (pageLoads > 0 ? String(format: returning ? ", %g returning page loads/s" : ", %g page loads/s", pageLoads) : ""),
+        var report = LoadReport(workload: "group of \(members) at \(Int(rate)) messages/s" + (pageLoads > 0 ? String(format: returning ? ", %g returning page loads/s" : ", %g page loads/s", pageLoads) : "")
+                                    + (readers > 0 ? ", \(readers) readers" + (readInterval > 0 ? "" : " marking every message") : ""),
                                 command: "chat-bench group --members \(members) --rate \(Int(rate)) --duration \(Int(duration))"
                                     + (pageLoads > 0 ? " --page-loads \(String(format: "%g", pageLoads)) --page-users \(pageUsers) --backlogs \(backlogs)" : "")
                                     + (pageLoads > 0 && backlogMessages != 100 ? " --backlog-messages \(backlogMessages)" : "")
-                                    + (pageLoads > 0 && returning ? " --returning" : ""), seconds: elapsed)
+                                    + (pageLoads > 0 && returning ? " --returning" : "")
+                                    + (readers > 0 ? " --readers \(readers) --read-interval \(String(format: "%g", readInterval))" : ""), seconds: elapsed)
         let clean = try await summarize(&report, load: load, cut: cut, total: total, elapsed: elapsed)
         if pageLoads > 0 { loads.report(into: &report) }
+        reads?.report(into: &report, seconds: elapsed)
         report.processes(before: before, after: after)
         report.print()
         for socket in sockets { socket.close() }
