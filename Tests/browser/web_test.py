@@ -506,6 +506,49 @@ def test_page_load_replays_nothing_it_already_has(s):
     assert f"and now {marker}" in okafor.find_element(By.ID, "announcer").get_attribute("textContent")
 
 
+def test_read_marks_are_coalesced(s):
+    # Dr. Garcia writes 40 messages in a burst to Priya Raman, who has the conversation
+    # open. The page marks it read one mark at a time, 300 ms apart at most one in flight,
+    # each for the newest message it has: far fewer marks than messages, each further on,
+    # the last at the last message (a mark per message was a store write and a receipt to
+    # every member each, and in a busy group hit the gateway's rate limit).
+    reader_email, writer_email = "admin2@clinic.com", "dr.garcia@clinic.com"
+    writer_token = token(writer_email)
+    conversation = rest("POST", "/api/conversations", writer_token, {"participants": [reader_email]})
+    rest("POST", "/api/messages", writer_token, {"conversation_id": conversation["id"], "content": "before the burst", "client_id": f"rm-{uuid.uuid4()}"})
+    reader = s.new()
+    reader.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        window.__marks = [];
+        const realSend = WebSocket.prototype.send;
+        WebSocket.prototype.send = function (data) {
+          const text = String(data);
+          const match = /^42[0-9]*\\["mark_conversation_read",(.*)\\]$/.exec(text);
+          if (match) window.__marks.push(JSON.parse(match[1]).up_to_seq);
+          return realSend.apply(this, arguments);
+        };
+        const realFetch = window.fetch;
+        window.fetch = function (path, options) {
+          if (/\\/read$/.test(String(path))) window.__marks.push(JSON.parse(options.body).up_to_seq);
+          return realFetch.apply(this, arguments);
+        };
+    """})
+    login(reader, reader_email)
+    open_conversation(reader, "Dr. Lucia Garcia")
+    wait(reader, lambda d: "before the burst" in texts(d))
+    last = None
+    for i in range(40):
+        last = rest("POST", "/api/messages", writer_token, {"conversation_id": conversation["id"], "content": f"burst {i}", "client_id": f"rm-{uuid.uuid4()}"})
+    def marked(_):
+        listed = next(c for c in rest("GET", "/api/conversations", writer_token) if c["id"] == conversation["id"])
+        return listed["read_positions"].get(reader_email) == last["seq"]
+    wait(reader, marked, message="the reader's marker reaches the last message")
+    wait(reader, lambda d: "burst 39" in texts(d))
+    marks = reader.execute_script("return window.__marks")
+    assert marks and marks[-1] == last["seq"], marks
+    assert all(a < b for a, b in zip(marks, marks[1:])), marks
+    assert len(marks) < 40, f"{len(marks)} marks for 40 messages: {marks}"
+
+
 def test_notifications_while_hidden(s):
     patel_token = token(PATEL)
     admin = s.new()

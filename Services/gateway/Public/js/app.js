@@ -19,7 +19,13 @@ const state = {
   status: "offline",
   lastTyping: 0,
   receiptsCursor: null,    // the read markers of the list are current up to this version
+  readMarks: new Map(),    // conversation id -> {wanted, sent, acked, inFlight, timer, last}: marks not sent yet
 };
+
+// Read marks are sent one at a time per conversation and at least this far apart: in a busy
+// group a mark per arriving message was a store write and a receipt to every member each,
+// and hit the gateway's rate limit (BENCHMARKS.md, sixteenth round).
+const READ_MARK_INTERVAL_MS = 300;
 
 const api = new Api(() => state.session && state.session.token, () => logout("Your session has ended. Please log in again."));
 let socket = null;
@@ -118,6 +124,8 @@ async function logout(message) {
   state.messages.clear();
   state.oldestLoaded.clear();
   state.receiptsCursor = null;
+  for (const mark of state.readMarks.values()) clearTimeout(mark.timer);
+  state.readMarks.clear();
   state.current = null;
   $("app-view").hidden = true;
   $("login-view").hidden = false;
@@ -398,9 +406,40 @@ function markRead() {
   conversation.unread_count = 0;
   conversation.readUpTo = upTo;
   renderList();
-  const body = { conversation_id: conversation.id, up_to_seq: upTo };
-  if (socket && socket.connected) socket.emit("mark_conversation_read", body).catch(() => api.markRead(conversation.id, upTo).catch(() => {}));
-  else api.markRead(conversation.id, upTo).catch(() => {});
+  let mark = state.readMarks.get(conversation.id);
+  if (!mark) state.readMarks.set(conversation.id, mark = { wanted: 0, sent: 0, acked: 0, inFlight: false, timer: null, last: 0 });
+  mark.wanted = Math.max(mark.wanted, upTo);
+  sendReadMark(conversation.id, mark);
+}
+
+// Sends the newest wanted mark of a conversation if none is in flight and the last went
+// READ_MARK_INTERVAL_MS ago; otherwise it goes when the one in flight is answered or the
+// interval is over, covering every message that arrived meanwhile. Over the socket, or
+// over REST when the socket is down or refused it; a mark that failed both ways is sent
+// again with the next one.
+function sendReadMark(id, mark) {
+  if (mark.inFlight || mark.timer || mark.wanted <= mark.sent || !state.session) return;
+  const wait = mark.last + READ_MARK_INTERVAL_MS - Date.now();
+  if (wait > 0) {
+    mark.timer = setTimeout(() => { mark.timer = null; sendReadMark(id, mark); }, wait);
+    return;
+  }
+  const upTo = mark.wanted;
+  Object.assign(mark, { inFlight: true, sent: upTo, last: Date.now() });
+  const viaREST = () => api.markRead(id, upTo);
+  const request = socket && socket.connected
+    ? socket.emit("mark_conversation_read", { conversation_id: id, up_to_seq: upTo })
+      .then((ack) => { if (!ack || ack.ok !== true) throw new Error("refused"); }).catch(viaREST)
+    : viaREST();
+  request.then(() => {
+    mark.acked = Math.max(mark.acked, upTo);
+    mark.inFlight = false;
+    if (state.readMarks.get(id) === mark) sendReadMark(id, mark);
+  }, () => {
+    // Sent again with the next mark of this conversation (not retried on its own while offline).
+    mark.inFlight = false;
+    mark.sent = mark.acked;
+  });
 }
 
 // MARK: Sending
