@@ -68,6 +68,10 @@ public struct ChatConfiguration: Sendable {
     /// `CHAT_SHUTDOWN_GRACE`, default `10s`: how long a stopping gateway waits for sends in
     /// flight to be confirmed before it closes its sockets.
     public var shutdownGrace: Duration
+    /// `CHAT_PUBLISH_BATCHES`, default on: the messages service publishes one message per
+    /// channel for a batch of commands (``PublishBatch``); `0` publishes every event alone,
+    /// for gateways older than batches (2026-12-03) during a rolling upgrade.
+    public var publishBatches: Bool
 
     /// The defaults, with a gateway id made from this host and process.
     public init() {
@@ -97,6 +101,7 @@ public struct ChatConfiguration: Sendable {
         self.adminHost = "127.0.0.1"
         self.adminPort = .serviceDefault
         self.shutdownGrace = .seconds(10)
+        self.publishBatches = true
     }
 
     /// Reads the variables above from `environment`; unset or empty variables keep their defaults.
@@ -146,12 +151,8 @@ public struct ChatConfiguration: Sendable {
         pingTimeout = try Self.duration("CHAT_PING_TIMEOUT", env, default: pingTimeout)
         socketQueue = Int(try Self.positive("CHAT_SOCKET_QUEUE", env, default: Double(socketQueue)))
         publicDirectory = env["CHAT_PUBLIC_DIR"] ?? publicDirectory
-        if let plaintext = env["CHAT_ALLOW_PLAINTEXT"] {
-            guard ["0", "1", "true", "false"].contains(plaintext) else {
-                throw ConfigurationError(variable: "CHAT_ALLOW_PLAINTEXT", expected: "1 or 0", value: plaintext)
-            }
-            allowPlaintext = plaintext == "1" || plaintext == "true"
-        }
+        allowPlaintext = try Self.flag("CHAT_ALLOW_PLAINTEXT", env, default: allowPlaintext)
+        publishBatches = try Self.flag("CHAT_PUBLISH_BATCHES", env, default: publishBatches)
         adminHost = env["CHAT_ADMIN_HOST"] ?? adminHost
         if let port = env["CHAT_ADMIN_PORT"] {
             if port == "off" {
@@ -193,6 +194,15 @@ public struct ChatConfiguration: Sendable {
             throw ConfigurationError(variable: variable, expected: "a positive number", value: text)
         }
         return number
+    }
+
+    /// `1`/`true` or `0`/`false`.
+    private static func flag(_ variable: String, _ env: [String: String], default value: Bool) throws(ConfigurationError) -> Bool {
+        guard let text = env[variable] else { return value }
+        guard ["0", "1", "true", "false"].contains(text) else {
+            throw ConfigurationError(variable: variable, expected: "1 or 0", value: text)
+        }
+        return text == "1" || text == "true"
     }
 
     private static func duration(_ variable: String, _ env: [String: String], default value: Duration) throws(ConfigurationError) -> Duration {

@@ -151,6 +151,11 @@ public final class StoreClient: Sendable {
     /// Hands an answer from `gateway:{id}` to whoever waits for it. An answer that comes
     /// after the timeout goes to the write's `onLateReply`, if it had one; otherwise it is dropped.
     public func handleReply(_ payload: [UInt8]) {
+        // Answers to several requests of one of the store's batches come in one message.
+        if let parts = PublishBatch.parts(payload) {
+            for part in parts { handleReply(part) }
+            return
+        }
         guard let reply = Self.fastReply(payload) ?? (try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data(payload))) else { return }
         guard let waiter = waiting.withLock({ $0.waiters.removeValue(forKey: reply.request) }) else {
             late.withLock { $0.take(reply) }?(reply)

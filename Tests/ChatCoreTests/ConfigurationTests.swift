@@ -23,6 +23,8 @@ struct ConfigurationTests {
         #expect(config.gatewayID.hasPrefix("gw-"))
         #expect(config.logLevel == .info)
         #expect(config.keys.commands == "chat:commands")
+        #expect(config.allowPlaintext == false)
+        #expect(config.publishBatches == true)
     }
 
     @Test("every variable is read")
@@ -34,6 +36,7 @@ struct ConfigurationTests {
             "CHAT_DB_PATH": "/var/lib/chat/chat.sqlite", "CHAT_JWT_SECRET": "k",
             "CHAT_TOKEN_TTL": "30m", "CHAT_RETENTION": "5s", "CHAT_SWEEP_INTERVAL": "500ms",
             "CHAT_PRESENCE_TTL": "2s", "CHAT_GATEWAY_ID": "gw-a_1.x", "LOG_LEVEL": "DEBUG",
+            "CHAT_ALLOW_PLAINTEXT": "1", "CHAT_PUBLISH_BATCHES": "0",
         ])
         #expect(config.redis.endpoint == .tcp(host: "cache", port: 6380))
         #expect(config.redis.password == "pw")
@@ -51,12 +54,15 @@ struct ConfigurationTests {
         #expect(config.presenceTTL == .seconds(2))
         #expect(config.gatewayID == "gw-a_1.x")
         #expect(config.logLevel == .debug)
+        #expect(config.allowPlaintext == true)
+        #expect(config.publishBatches == false)
     }
 
     @Test("a bad value names its variable and what was expected", arguments: [
         ("CHAT_REDIS_URL", "http://localhost"), ("CHAT_HTTP_PORT", "eighty"), ("CHAT_HTTP_PORT", "70000"),
         ("CHAT_TOKEN_TTL", "12"), ("CHAT_RETENTION", "abc"), ("CHAT_SWEEP_INTERVAL", "-1s"),
         ("CHAT_PRESENCE_TTL", "0s"), ("CHAT_GATEWAY_ID", "gw one"), ("LOG_LEVEL", "loud"), ("CHAT_TLS_KEY", "/only/cert"),
+        ("CHAT_ALLOW_PLAINTEXT", "yes"), ("CHAT_PUBLISH_BATCHES", "off"),
     ])
     func badValues(variable: String, value: String) {
         let environment = variable == "CHAT_TLS_KEY" ? ["CHAT_TLS_CERT": value] : [variable: value]

@@ -145,6 +145,20 @@ struct JSONTextTests {
         #expect(ConversationListText(Array(#" [ {"participants":[ "" , "b" ]} ] "#.utf8))?.participants == ["", "b"])
     }
 
+    @Test("a publish batch holds its parts in order, byte for byte; one part is published as it is; anything else is not a batch")
+    func publishBatches() throws {
+        let parts = [#"{"data":{"a":"x \"]}"},"event":"e1"}"#, #"{"data":[],"event":"e2"}"#, #"{"request":"r","result":"{\"batch\":[]}"}"#]
+        let payload = PublishBatch.payload(parts)
+        #expect(payload == #"{"batch":["# + parts.joined(separator: ",") + "]}")
+        #expect(PublishBatch.parts(Array(payload.utf8))?.map { String(decoding: $0, as: UTF8.self) } == parts)
+        #expect(PublishBatch.payload([parts[0]]) == parts[0])
+        #expect(PublishBatch.parts(Array(parts[0].utf8)) == nil)
+        #expect(PublishBatch.parts(Array(#"{"batch":[]}"#.utf8)) == [])
+        for text in [#"{"batch":[{"a":1}]"#, #"{"batch":[{"a":1}],"event":"x"}"#, #"{"batch":{"a":1}}"#, #"{"batch":[{"a":1}]} x"#, #"{"batch":"#] {
+            #expect(PublishBatch.parts(Array(text.utf8)) == nil, "\(text)")
+        }
+    }
+
     @Test("times are written as Foundation's ISO 8601 formatter writes them, leap days and the epoch included")
     func timestamps() {
         var generator = SystemRandomNumberGenerator()

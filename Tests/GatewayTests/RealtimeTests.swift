@@ -647,6 +647,39 @@ struct RealtimeTests {
         }
     }
 
+    @Test("a batch published on a user's channel reaches the user's sockets event by event, in order, read the fast or the slow way; the same batch to another user too; a session revocation in a batch ends the session")
+    func batchedUserEvents() async throws {
+        try await withRealtimeStack { stack in
+            let doctorSocket = try await stack.connect(doctor)
+            let adminSocket = try await stack.connect(admin)
+            func message(_ seq: Int, conversation: String = "c-batch") -> String {
+                #"{"data":{"content":"note \#(seq)","conversation_id":"\#(conversation)","seq":\#(seq)},"event":"receive_message"}"#
+            }
+            let batch = PublishBatch.payload([
+                message(1), #"{"data":{"conversation_id":"c-batch","is_typing":true,"sender_email":"x@clinic.com"},"event":"user_typing"}"#,
+                message(2, conversation: #"c\u002dbatch"#), message(3),
+            ])
+            for user in [doctor, admin] { _ = try await stack.redis.publish(batch, to: stack.keys.user(user)) }
+            for socket in [doctorSocket, adminSocket] {
+                var got: [String] = []
+                for _ in 0..<4 {
+                    let text = try await socket.next { $0.hasPrefix("42[") }
+                    guard case .array(let items)? = JSONValue(parsing: text.dropFirst(2)), items.count == 2 else { continue }
+                    got.append("\(items[0].stringValue ?? "") \(items[1]["conversation_id"]?.stringValue ?? "") \(items[1]["seq"].map { $0.text } ?? "")")
+                }
+                #expect(got == ["receive_message c-batch 1", "user_typing c-batch ", "receive_message c-batch 2", "receive_message c-batch 3"])
+            }
+            _ = try await stack.redis.publish(PublishBatch.payload([message(4), #"{"data":{},"event":"session_revoked"}"#]), to: stack.keys.user(doctor))
+            #expect(try await doctorSocket.event("receive_message")["seq"] == .number(4))
+            #expect(try await doctorSocket.event("error")["code"] == .string("unauthorized"))
+            _ = try await doctorSocket.next { $0 == "41" }
+            // The other user's socket goes on.
+            _ = try await stack.redis.publish(message(5), to: stack.keys.user(admin))
+            #expect(try await adminSocket.event("receive_message")["seq"] == .number(5))
+            for socket in [doctorSocket, adminSocket] { await socket.close() }
+        }
+    }
+
     @Test("a lost subscriber connection: the gateway resubscribes and replays what its sockets missed, once")
     func lostSubscription() async throws {
         try await withRealtimeStack(gateways: 2) { stack in

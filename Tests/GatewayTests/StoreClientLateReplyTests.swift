@@ -59,6 +59,30 @@ struct StoreClientLateReplyTests {
         }
     }
 
+    @Test("answers that come in one batch (one PUBLISH for several requests) each reach their request, in order; a malformed batch is dropped whole")
+    func batchedAnswers() async throws {
+        let server = try RedisServer.required()
+        let redis = RedisClient(configuration: server.configuration)
+        try await withRunning(redis) { redis in
+            try await redis.waitUntilReady()
+            let client = StoreClient(redis: redis, keys: uniqueKeys("batch"), gatewayID: "gw-batch", timeout: .seconds(5))
+            let answers = Mutex<[String]>([])
+            for n in 1...3 {
+                try await client.submit(.send, user: "doctor@clinic.com", payload: "{}", request: "b\(n)") { result in
+                    answers.withLock { $0.append("b\(n) " + ((try? result.get()).flatMap(\.result) ?? result.failureCode)) }
+                }
+            }
+            client.handleReply(Array(#"{"batch":[{"request":"b1","result":"{}"}"#.utf8))
+            #expect(answers.withLock { $0 }.isEmpty, "an unfinished batch answers nothing")
+            let batch = PublishBatch.payload([reply("b2", result: #"{"id":"m2"}"#), reply("b1", result: #"{"id":"m1"}"#)].map { String(decoding: $0, as: UTF8.self) })
+            client.handleReply(Array(batch.utf8))
+            #expect(answers.withLock { $0 } == [#"b2 {"id":"m2"}"#, #"b1 {"id":"m1"}"#])
+            client.handleReply(Array(PublishBatch.payload([String(decoding: reply("b3", result: "{}"), as: UTF8.self)]).utf8))
+            #expect(answers.withLock { $0.last } == "b3 {}", "a batch of one is the answer alone")
+            #expect(client.pendingRequests == 0)
+        }
+    }
+
     @Test("at most lateLimit timed-out writes are followed; when full the newer ones are not (the store answers the older first); an answered one makes room")
     func lateLimit() async throws {
         let server = try RedisServer.required()

@@ -8,21 +8,31 @@ import RedisClient
 import Testing
 @testable import MessageStore
 
-/// Records what arrives on some channels.
+/// Records what arrives on some channels: each event of a batch (``PublishBatch``) as if
+/// it had come alone, as gateways take them, and how many messages each channel got.
 final class ChannelRecorder: @unchecked Sendable {
     private let lock = NSLock()
     private var received: [(channel: String, text: String)] = []
+    private var messages: [String: Int] = [:]
     private var task: Task<Void, Never>?
 
     init(_ subscriber: RedisSubscriber) {
         task = Task { [weak self] in
             for await event in subscriber.events {
-                if case .message(let m) = event { self?.lock.withLock { self?.received.append((m.channel, m.text)) } }
+                guard case .message(let m) = event else { continue }
+                let texts = PublishBatch.parts(m.payload).map { $0.map { String(decoding: $0, as: UTF8.self) } } ?? [m.text]
+                self?.lock.withLock {
+                    self?.messages[m.channel, default: 0] += 1
+                    for text in texts { self?.received.append((m.channel, text)) }
+                }
             }
         }
     }
 
     func texts(on channel: String) -> [String] { lock.withLock { received.filter { $0.channel == channel }.map(\.text) } }
+
+    /// Pub/sub messages that reached `channel` (a batch counts once).
+    func messageCount(on channel: String) -> Int { lock.withLock { messages[channel] ?? 0 } }
 
     /// The JSON objects received on `channel`.
     func objects(on channel: String) -> [[String: Any]] {
@@ -62,6 +72,7 @@ struct Harness: Sendable {
 
 /// With `running: false` the processor does not consume the stream: the test hands it entries.
 func withHarness(store: MessageStore? = nil, claimIdle: Duration = .seconds(30), keys: RedisKeys = uniqueKeys(), purgeStep: Int = 20, batchSize: Int = 256, running: Bool = true,
+                 publishBatches: Bool = true,
                  _ body: @Sendable (Harness) async throws -> Void) async throws {
     let server = try RedisServer.required()
     let store = try store ?? makeStore()
@@ -77,6 +88,7 @@ func withHarness(store: MessageStore? = nil, claimIdle: Duration = .seconds(30),
             configuration.claimIdle = claimIdle
             configuration.purgeStep = purgeStep
             configuration.batchSize = batchSize
+            configuration.publishBatches = publishBatches
             let processor = CommandProcessor(store: store, redis: redis, keys: keys, configuration: configuration, logger: Logger(label: "test"))
             let queries = RedisSubscriber(configuration: server.configuration)
             let responder = QueryResponder(store: store, redis: redis, subscriber: queries, keys: keys, logger: Logger(label: "test"))
@@ -356,6 +368,55 @@ struct CommandProcessorTests {
             #expect(try await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count == 0)
             #expect(try await h.redis.xlen(h.keys.commands) == 0)
         }
+    }
+
+    @Test("a batch's announcements go out one PUBLISH per channel (a group's read marks reach each member as one message, the answers to a gateway as one), each event in its order; with publishBatches off, one per event", arguments: [true, false])
+    func oneMessagePerChannel(batches: Bool) async throws {
+        try await withHarness(running: false, publishBatches: batches) { h in
+            let members = ["doctor@clinic.com", "dr.patel@clinic.com", "dr.okafor@clinic.com"]
+            let group = try h.store.createGroup(creator: "admin@clinic.com", title: "Ward 5", members: members)
+            let sent = try h.store.send("admin@clinic.com", to: group.id, "rounds at 9").message
+            // One batch: three readers' marks and a send.
+            var commands = try members.map { reader in
+                RedisClient.xaddCommand(h.keys.commands, fields: try h.command(.markConversationRead, reader,
+                    MarkConversationReadRequest(conversationID: group.id, upToSeq: sent.seq), request: "read-\(reader)").fields)
+            }
+            commands.append(RedisClient.xaddCommand(h.keys.commands, fields: try h.command(.send, "doctor@clinic.com",
+                SendMessageRequest(conversationID: group.id, content: "on my way", clientID: "omw"), request: "send").fields))
+            _ = try await h.redis.pipeline(commands)
+            try await withRunning(h.processor) { _ in
+                #expect(await h.waitForReply("send") != nil)
+            }
+            let readers = members.map { "read-\($0)" }
+            let replies = h.recorder.texts(on: h.keys.gateway("gw-1")).compactMap { try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data($0.utf8)).request }
+            #expect(replies == readers + ["send"])
+            #expect(h.recorder.messageCount(on: h.keys.gateway("gw-1")) == (batches ? 1 : 4))
+            for user in ["admin@clinic.com"] + members {
+                let events = h.recorder.objects(on: h.keys.user(user))
+                let got = events.map { event -> String in
+                    let data = event["data"] as? [String: Any] ?? [:]
+                    return "\(event["event"] ?? "") \(data["reader_email"] ?? data["seq"] ?? "")"
+                }
+                let message = user == "doctor@clinic.com" ? "message_sent_confirmed 2" : "receive_message 2"
+                #expect(got == members.map { "message_read_receipt \($0)" } + [message], "\(user)")
+                #expect(h.recorder.messageCount(on: h.keys.user(user)) == (batches ? 1 : 4), "\(user)")
+            }
+        }
+    }
+
+    @Test("coalescing keeps each channel's events in order, the other commands first, the users' channels in the order they first appear, the answers to gateways last")
+    func coalescedOrder() {
+        let commands: [[String]] = [
+            ["PUBLISH", "gateway:g1", #"{"request":"1"}"#], ["PUBLISH", "user:b", #"{"event":"b1"}"#], ["XADD", "chat:events", "*", "type", "stored"],
+            ["PUBLISH", "user:a", #"{"event":"a1"}"#], ["PUBLISH", "gateway:g2", #"{"request":"2"}"#], ["PUBLISH", "user:b", #"{"event":"b2"}"#],
+            ["SET", "auth:disabled:c", "1"], ["PUBLISH", "gateway:g1", #"{"request":"3"}"#], ["PUBLISH", "user:c", #"{"event":"c1"}"#],
+        ]
+        #expect(CommandProcessor.coalesced(commands, replyChannelPrefix: "gateway:") == [
+            ["XADD", "chat:events", "*", "type", "stored"], ["SET", "auth:disabled:c", "1"],
+            ["PUBLISH", "user:b", #"{"batch":[{"event":"b1"},{"event":"b2"}]}"#], ["PUBLISH", "user:a", #"{"event":"a1"}"#], ["PUBLISH", "user:c", #"{"event":"c1"}"#],
+            ["PUBLISH", "gateway:g1", #"{"batch":[{"request":"1"},{"request":"3"}]}"#], ["PUBLISH", "gateway:g2", #"{"request":"2"}"#],
+        ])
+        #expect(CommandProcessor.coalesced([], replyChannelPrefix: "gateway:").isEmpty)
     }
 
     @Test("marking read moves the marker, sends receipts to every participant and answers the gateway")

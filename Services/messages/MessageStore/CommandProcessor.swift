@@ -30,6 +30,9 @@ public final class CommandProcessor: Service, Sendable {
         /// users' commands that arrived meanwhile are applied and answered, so a send waits
         /// for one step of a purge (about a millisecond here), not for all of it.
         public var purgeStep = 10
+        /// One PUBLISH per channel per batch (``PublishBatch``), or one per event as before
+        /// (`CHAT_PUBLISH_BATCHES=0`, while gateways older than batches still run).
+        public var publishBatches = true
 
         public init(consumer: String) { self.consumer = consumer }
     }
@@ -171,12 +174,36 @@ public final class CommandProcessor: Service, Sendable {
             announcements += try self.announcements(for: command, outcome: outcome)
         }
         guard !announcements.isEmpty else { return }
+        if configuration.publishBatches { announcements = Self.coalesced(announcements, replyChannelPrefix: keys.gateway("")) }
         // Not only notifications: retention schedules deletions by the `stored` events. If the
         // pipeline fails or Redis refuses a command of it, the batch is not acknowledged; read
         // again, it is announced again in full (a gateway gives each socket a message once).
         for case .error(let message) in try await redis.pipeline(announcements) {
             throw RedisServerError(message: message)
         }
+    }
+
+    /// A batch's announcements with one PUBLISH per channel, its events in their order
+    /// (``PublishBatch``): a group's read marks of one batch reach each member as one message,
+    /// and every answer to one gateway as one. The other commands (the events stream's XADDs,
+    /// a disabled user's flag) come first, in their order; then the users' channels, in the
+    /// order each first appears; then the answers to gateways. A socket's own answers thus
+    /// come after the batch's deliveries to it, never before an earlier message's delivery
+    /// (each socket still gets every conversation's messages in seq order).
+    static func coalesced(_ commands: [[String]], replyChannelPrefix: String) -> [[String]] {
+        var others: [[String]] = []
+        var channels: [String] = []
+        var events: [String: [String]] = [:]
+        for command in commands {
+            guard command.count == 3, command[0] == "PUBLISH" else {
+                others.append(command)
+                continue
+            }
+            if events[command[1]] == nil { channels.append(command[1]) }
+            events[command[1], default: []].append(command[2])
+        }
+        let (replies, users) = (channels.filter { $0.hasPrefix(replyChannelPrefix) }, channels.filter { !$0.hasPrefix(replyChannelPrefix) })
+        return others + (users + replies).compactMap { channel in events[channel].map { ["PUBLISH", channel, PublishBatch.payload($0)] } }
     }
 
     /// The PUBLISH and XADD commands that tell everyone concerned what happened.

@@ -58,8 +58,10 @@ public struct MessagesService: Service {
     public func run() async throws {
         let keys = runtime.keys
         guard try await ServiceStartup.prepare(runtime, groups: [(keys.commands, RedisKeys.messagesGroup)]) else { return }
+        var configuration = CommandProcessor.Configuration(consumer: consumer)
+        configuration.publishBatches = runtime.configuration.publishBatches
         let processor = CommandProcessor(store: store, redis: runtime.redis, keys: keys,
-                                         configuration: .init(consumer: consumer), logger: runtime.logger,
+                                         configuration: configuration, logger: runtime.logger,
                                          metrics: StoreMetrics(registry: runtime.metrics))
         StreamMetrics.register(runtime, stream: keys.commands, group: RedisKeys.messagesGroup)
         let responder = QueryResponder(store: store, redis: runtime.redis, subscriber: subscriber, keys: keys, logger: runtime.logger)

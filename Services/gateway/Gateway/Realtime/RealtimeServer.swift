@@ -69,6 +69,7 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     private let pendingSubscriptions = Mutex<Set<String>>([])
     private let subscribed = Mutex<Set<String>>([])
     private let lastPrepared = Mutex<Prepared?>(nil)
+    private let lastBatch = Mutex<(payload: [UInt8], events: [Prepared])?>(nil)
     private let wake: AsyncStream<Void>
     private let wakeContinuation: AsyncStream<Void>.Continuation
 
@@ -246,28 +247,56 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     /// is forwarded as published, reading only the fields needed (see ``JSONScan``). A group
     /// message reaches every member's channel with the same bytes, so the last event read is
     /// kept and the next identical one goes straight to the sockets.
+    ///
+    /// Several events of one of the store's batches come in one message (``PublishBatch``),
+    /// and a group's members get the same batch: the last batch read is kept the same way.
     public func deliver(email: String, payload: [UInt8]) {
+        if let parts = PublishBatch.parts(payload) { return deliver(email: email, batch: payload, parts: parts) }
         if let prepared = lastPrepared.withLock({ last in last?.payload == payload ? last : nil }) {
             return fanOut(email: email, prepared)
         }
+        guard let prepared = Self.prepare(payload) else { return deliverDecoded(email: email, payload: payload) }
+        lastPrepared.withLock { $0 = prepared }
+        fanOut(email: email, prepared)
+    }
+
+    private func deliver(email: String, batch: [UInt8], parts: [[UInt8]]) {
+        if let prepared = lastBatch.withLock({ last in last?.payload == batch ? last?.events : nil }) {
+            for event in prepared { fanOut(email: email, event) }
+            return
+        }
+        var prepared: [Prepared] = []
+        var complete = true
+        for part in parts {
+            if let event = Self.prepare(part) {
+                fanOut(email: email, event)
+                prepared.append(event)
+            } else {
+                // Read the slow way, in its place; a batch with such an event is not kept.
+                deliverDecoded(email: email, payload: part)
+                complete = false
+            }
+        }
+        if complete { lastBatch.withLock { $0 = (batch, prepared) } }
+    }
+
+    /// An event read with ``JSONScan`` and ready for the sockets; nil for what the fast path
+    /// does not read (escaped fields, session revocations), which ``deliverDecoded`` handles.
+    static func prepare(_ payload: [UInt8]) -> Prepared? {
         guard let envelope = JSONScan(payload), let event = envelope.string("event"), event != Self.revokeEvent, let data = envelope.range("data"),
               envelope.isNull("gateway") || envelope.string("gateway") != nil, envelope.isNull("request") || envelope.string("request") != nil,
               let fields = payload[data.lowerBound] == UInt8(ascii: "{") ? JSONScan(payload, in: data) : JSONScan([UInt8]("{}".utf8)) else {
-            return deliverDecoded(email: email, payload: payload)
+            return nil
         }
         var delivered: Delivered?
         if event == ServerEventName.receiveMessage.rawValue || event == ServerEventName.messageSentConfirmed.rawValue {
-            guard let conversation = fields.string("conversation_id"), let seq = fields.integer("seq") else {
-                return deliverDecoded(email: email, payload: payload)
-            }
+            guard let conversation = fields.string("conversation_id"), let seq = fields.integer("seq") else { return nil }
             delivered = Delivered(conversationID: conversation, seq: seq)
         }
-        let prepared = Prepared(
+        return Prepared(
             payload: payload, event: event, text: SocketPacket.eventText(event, json: String(decoding: payload[data], as: UTF8.self)),
             gateway: envelope.string("gateway"), request: envelope.string("request"), delivered: delivered,
             sentAt: event == ServerEventName.receiveMessage.rawValue ? fields.string("timestamp").flatMap(ChatJSON.parseTimestamp) : nil)
-        lastPrepared.withLock { $0 = prepared }
-        fanOut(email: email, prepared)
     }
 
     /// A user event read and ready for the sockets, with the bytes it was read from.
