@@ -203,7 +203,15 @@ public final class CommandProcessor: Service, Sendable {
             events[command[1], default: []].append(command[2])
         }
         let (replies, users) = (channels.filter { $0.hasPrefix(replyChannelPrefix) }, channels.filter { !$0.hasPrefix(replyChannelPrefix) })
-        return others + (users + replies).compactMap { channel in events[channel].map { ["PUBLISH", channel, PublishBatch.payload($0)] } }
+        // A group's members get the same events: their batch is written once.
+        var last: (events: [String], payload: String)?
+        return others + (users + replies).compactMap { channel in
+            guard let list = events[channel] else { return nil }
+            if let last, last.events == list { return ["PUBLISH", channel, last.payload] }
+            let payload = PublishBatch.payload(list)
+            last = (list, payload)
+            return ["PUBLISH", channel, payload]
+        }
     }
 
     /// The PUBLISH and XADD commands that tell everyone concerned what happened.
@@ -239,9 +247,14 @@ public final class CommandProcessor: Service, Sendable {
             }
             return out
         case .read(let update):
-            var out = try reply(result: json(update.receipt))
+            // Written by hand (JSONText), as a send's: a busy group has as many marks as messages.
+            let receiptJSON = update.receipt.jsonText
+            var out: [[String]] = []
+            if let gateway = command.gateway, let request = command.request {
+                out.append(["PUBLISH", keys.gateway(gateway), JSONText.storeReply(request: request, result: receiptJSON)])
+            }
             if update.advanced {
-                let receipt = try json(UserEvent(event: .messageReadReceipt, data: update.receipt))
+                let receipt = JSONText.userEvent(.messageReadReceipt, data: receiptJSON)
                 for participant in update.participants { out.append(["PUBLISH", keys.user(participant), receipt]) }
                 out.append(RedisClient.xaddCommand(keys.events, fields: [
                     ("type", "read"), ("conversation_id", update.receipt.conversationID), ("reader", update.receipt.readerEmail),
