@@ -256,8 +256,8 @@ struct GroupBench: AsyncParsableCommand {
     var returning = false
     @Option(help: "Members with the conversation open (users 0..N-1), marking it read as messages arrive, as the web client does; each mark is a store write and a receipt to every member. 0 = none.")
     var readers = 0
-    @Option(help: "With --readers: the least time between one reader's marks, in ms, one in flight at a time (the web client's 300); 0 = a mark for every message as it arrives (the web client before the sixteenth round).")
-    var readInterval: Double = 300
+    @Option(help: "With --readers: the least time between one reader's marks, in ms, one in flight at a time, each after a random wait of up to a quarter more; by default the web client's for a conversation of G members (250 ms per 5 members, at most 3 s); 0 = a mark for every message as it arrives (the web client before the sixteenth round).")
+    var readInterval: Double?
 
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: options.threads)
@@ -290,6 +290,7 @@ struct GroupBench: AsyncParsableCommand {
         let load = MessagingLoad(slowMs: options.slowMs)
         load.target = { _ in (nil, conversation) }
         load.recipients = { index in (0..<members).filter { $0 != index } }
+        let readInterval = readInterval ?? ReadMarks.webClientInterval(members: members)
         let reads = readers > 0 ? ReadMarks(intervalMs: readInterval) : nil
         load.reads = reads
         let sockets = try await openSockets(members, options: options, group: group, tokens: tokens, user: { $0 }, delegate: load)

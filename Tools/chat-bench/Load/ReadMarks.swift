@@ -10,8 +10,9 @@ import NIOCore
 ///
 /// With an `interval`, as the web client since the sixteenth round of BENCHMARKS.md: a
 /// reader has at most one mark in flight and sends the next at least `interval` after the
-/// last one, for the newest message it has by then (the marks in between are coalesced).
-/// With none, a mark per message as it arrives (the web client before).
+/// last one (and a random part of a quarter of it, so readers who got the same message do
+/// not all mark at once), for the newest message it has by then (the marks in between are
+/// coalesced). With none, a mark per message as it arrives (the web client before).
 final class ReadMarks: @unchecked Sendable {
     private struct Reader {
         var socket: VirtualSocket
@@ -33,6 +34,11 @@ final class ReadMarks: @unchecked Sendable {
     private var answered = 0
     private var failures: [String: Int] = [:]
     private var receipts = 0
+
+    /// The web client's interval between a reader's marks in a conversation of `members`
+    /// (`readMarkInterval` in app.js): a mark is a receipt to every member, so bigger
+    /// conversations get fewer.
+    static func webClientInterval(members: Int) -> Double { Double(min(3000, 250 * max(1, (members + 4) / 5))) }
 
     /// `intervalMs`: the least time between one reader's marks; 0 for a mark per message.
     init(intervalMs: Double) { interval = UInt64(max(0, intervalMs) * 1_000_000) }
@@ -79,22 +85,23 @@ final class ReadMarks: @unchecked Sendable {
         lock.withLock { readers.values.allSatisfy { $0.inFlight.isEmpty && !$0.armed && $0.sent >= $0.wanted } }
     }
 
-    /// The marks reader `index` should send now (under the lock); arms a timer for a mark
-    /// that must wait for the interval.
-    private func due(_ index: Int) -> [String] {
+    /// The marks reader `index` should send now (under the lock). With an interval, as the
+    /// web client: a mark waits until the interval since the last one is over, plus a random
+    /// part of a quarter of it (`fired` when that wait is over), on a timer.
+    private func due(_ index: Int, fired: Bool = false) -> [String] {
         guard var reader = readers[index], reader.wanted > reader.sent else { return [] }
         let now = nowNanoseconds()
         if interval > 0 {
             guard reader.inFlight.isEmpty, !reader.armed else { return [] }
-            let ready = reader.last + interval
-            if ready > now {
+            if !fired {
+                let wait = (reader.last + interval > now ? reader.last + interval - now : 0) + UInt64.random(in: 0...(interval / 4))
                 reader.armed = true
                 readers[index] = reader
                 let socket = reader.socket
-                socket.channel?.eventLoop.scheduleTask(in: .nanoseconds(Int64(ready - now))) { [self] in
+                socket.channel?.eventLoop.scheduleTask(in: .nanoseconds(Int64(wait))) { [self] in
                     let send = lock.withLock { () -> [String] in
                         readers[index]?.armed = false
-                        return due(index)
+                        return due(index, fired: true)
                     }
                     for packet in send { socket.send(packet) }
                 }
@@ -121,7 +128,7 @@ final class ReadMarks: @unchecked Sendable {
         let (readerCount, marks, answered, failures, receipts, latency) = lock.withLock {
             (readers.count, self.marks, self.answered, self.failures, self.receipts, self.latency)
         }
-        let policy = interval > 0 ? String(format: "one in flight, %g ms apart", Double(interval) / 1e6) : "one per message"
+        let policy = interval > 0 ? String(format: "one in flight, %g ms apart and up to a quarter more", Double(interval) / 1e6) : "one per message"
         report.add("read marks (\(readerCount) readers, \(policy)): sent / answered", String(format: "%d / %d (%.0f per second)", marks, answered, Double(marks) / max(seconds, 0.001)))
         if !failures.isEmpty { report.add("read marks refused", failures.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
         report.latency("read mark → answered", latency)

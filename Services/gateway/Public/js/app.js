@@ -22,10 +22,14 @@ const state = {
   readMarks: new Map(),    // conversation id -> {wanted, sent, acked, inFlight, timer, last}: marks not sent yet
 };
 
-// Read marks are sent one at a time per conversation and at least this far apart: in a busy
+// Read marks are sent one at a time per conversation, spaced by readMarkInterval: in a busy
 // group a mark per arriving message was a store write and a receipt to every member each,
 // and hit the gateway's rate limit (BENCHMARKS.md, sixteenth round).
-const READ_MARK_INTERVAL_MS = 300;
+function readMarkInterval(id) {
+  // Each mark is a receipt to every member: 250 ms per 5 members, at most 3 s.
+  const members = ((state.conversations.get(id) || {}).participants || []).length;
+  return Math.min(3000, 250 * Math.max(1, Math.ceil(members / 5)));
+}
 
 const api = new Api(() => state.session && state.session.token, () => logout("Your session has ended. Please log in again."));
 let socket = null;
@@ -412,16 +416,17 @@ function markRead() {
   sendReadMark(conversation.id, mark);
 }
 
-// Sends the newest wanted mark of a conversation if none is in flight and the last went
-// READ_MARK_INTERVAL_MS ago; otherwise it goes when the one in flight is answered or the
-// interval is over, covering every message that arrived meanwhile. Over the socket, or
-// over REST when the socket is down or refused it; a mark that failed both ways is sent
-// again with the next one.
-function sendReadMark(id, mark) {
+// Sends the newest wanted mark of a conversation once none is in flight, the interval since
+// the last one is over, and a random part of a quarter of it more (members who got the same
+// message do not all mark at once): one mark covers every message that arrived meanwhile.
+// Over the socket, or over REST when the socket is down or refused it; a mark that failed
+// both ways is sent again with the next one.
+function sendReadMark(id, mark, due) {
   if (mark.inFlight || mark.timer || mark.wanted <= mark.sent || !state.session) return;
-  const wait = mark.last + READ_MARK_INTERVAL_MS - Date.now();
-  if (wait > 0) {
-    mark.timer = setTimeout(() => { mark.timer = null; sendReadMark(id, mark); }, wait);
+  if (!due) {
+    const interval = readMarkInterval(id);
+    const wait = Math.max(0, mark.last + interval - Date.now()) + Math.random() * interval / 4;
+    mark.timer = setTimeout(() => { mark.timer = null; sendReadMark(id, mark, true); }, wait);
     return;
   }
   const upTo = mark.wanted;
