@@ -30,7 +30,12 @@ struct LoadToolRunTests {
         (text ?? "").split(separator: "/").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
     }
 
-    @Test("pairs (closed and open loop), group (with and without page loads) and churn: every send confirmed and delivered to each recipient, none lost, duplicated or out of order; the run folder's processes are reported")
+    /// Every whole number in `text`, in order.
+    func numbers(_ text: String?) -> [Int] {
+        (text ?? "").split { !$0.isNumber }.compactMap { Int($0) }
+    }
+
+    @Test("pairs (closed and open loop), group (with and without page loads, with readers) and churn: every send confirmed and delivered to each recipient, none lost, duplicated or out of order; the run folder's processes are reported")
     func workloads() async throws {
         let server = try RedisServer.required()
         let keys = uniqueKeys("bench")
@@ -87,6 +92,17 @@ struct LoadToolRunTests {
         #expect(counts(row(group, "sent / confirmed / delivered")) == [40, 40, 120], "every message reaches the 3 other members: \(group)")
         #expect(counts(row(group, "lost / duplicated / out of order (seq per conversation)")) == [0, 0, 0], "\(group)")
         #expect(row(group, "send → receive")?.contains("(n = 120)") == true, "\(group)")
+
+        // Readers: three members mark the group read as messages arrive, at most one mark in
+        // flight and 100 ms apart (and up to 25 ms more); every mark is answered and its
+        // receipt reaches all four members.
+        let (readersStatus, readers) = try await bench(["group", "--members", "4", "--rate", "40", "--duration", "1", "--readers", "3", "--read-interval", "100"] + common)
+        #expect(readersStatus == 0, "\(readers)")
+        let marks = numbers(row(readers, "read marks (3 readers, one in flight, 100 ms apart and up to a quarter more): sent / answered"))
+        #expect(marks.count == 3 && marks[0] == marks[1] && (3...40).contains(marks[0]), "fewer marks than messages, all answered: \(readers)")
+        #expect(numbers(row(readers, "read receipts delivered")).first == 4 * (marks.first ?? -1), "\(readers)")
+        #expect(row(readers, "read marks refused") == nil, "\(readers)")
+        #expect(row(readers, "read mark → answered")?.contains("(n = \(marks.first ?? -1))") == true, "\(readers)")
 
         // Page loads next to the group: each new socket of users 6 and 7 (in no group of the
         // members) asks `sync` for everything and is replayed the newest 100 of each backlog,
