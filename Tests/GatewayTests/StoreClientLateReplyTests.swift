@@ -9,18 +9,23 @@ import Testing
 /// answers are handed to it as its reply pump would).
 @Suite("StoreClient: answers after the timeout", .redisServer)
 struct StoreClientLateReplyTests {
+    /// A store client on a real Redis, answered only by the test (through `handleReply`).
+    func withClient(_ gatewayID: String, timeout: Duration, lateLimit: Int = 100_000, _ body: @Sendable (StoreClient) async throws -> Void) async throws {
+        let server = try RedisServer.required()
+        let redis = RedisClient(configuration: server.configuration)
+        try await withRunning(redis) { redis in
+            try await redis.waitUntilReady()
+            try await body(StoreClient(redis: redis, keys: uniqueKeys(gatewayID), gatewayID: gatewayID, timeout: timeout, lateLimit: lateLimit))
+        }
+    }
+
     func reply(_ request: String, result: String) -> [UInt8] {
         Array(#"{"request":"\#(request)","result":"\#(result.replacingOccurrences(of: "\"", with: "\\\""))"}"#.utf8)
     }
 
     @Test("a timed-out write: onReply gets unavailable; the store's later answer goes to onLateReply once; a write without a late handler drops its late answer; one answered in time never reaches the late handler")
     func lateAnswers() async throws {
-        let server = try RedisServer.required()
-        let keys = uniqueKeys("late")
-        let redis = RedisClient(configuration: server.configuration)
-        try await withRunning(redis) { redis in
-            try await redis.waitUntilReady()
-            let client = StoreClient(redis: redis, keys: keys, gatewayID: "gw-late", timeout: .milliseconds(200))
+        try await withClient("gw-late", timeout: .milliseconds(200)) { client in
             let answers = Mutex<[String]>([])
             let late = Mutex<[String]>([])
             try await client.submit(.send, user: "doctor@clinic.com", payload: "{}", request: "w1", onLateReply: { reply in
@@ -61,11 +66,7 @@ struct StoreClientLateReplyTests {
 
     @Test("answers that come in one batch (one PUBLISH for several requests) each reach their request, in order; a malformed batch is dropped whole")
     func batchedAnswers() async throws {
-        let server = try RedisServer.required()
-        let redis = RedisClient(configuration: server.configuration)
-        try await withRunning(redis) { redis in
-            try await redis.waitUntilReady()
-            let client = StoreClient(redis: redis, keys: uniqueKeys("batch"), gatewayID: "gw-batch", timeout: .seconds(5))
+        try await withClient("gw-batch", timeout: .seconds(5)) { client in
             let answers = Mutex<[String]>([])
             for n in 1...3 {
                 try await client.submit(.send, user: "doctor@clinic.com", payload: "{}", request: "b\(n)") { result in
@@ -85,11 +86,7 @@ struct StoreClientLateReplyTests {
 
     @Test("at most lateLimit timed-out writes are followed; when full the newer ones are not (the store answers the older first); an answered one makes room")
     func lateLimit() async throws {
-        let server = try RedisServer.required()
-        let redis = RedisClient(configuration: server.configuration)
-        try await withRunning(redis) { redis in
-            try await redis.waitUntilReady()
-            let client = StoreClient(redis: redis, keys: uniqueKeys("late"), gatewayID: "gw-limit", timeout: .milliseconds(100), lateLimit: 3)
+        try await withClient("gw-limit", timeout: .milliseconds(100), lateLimit: 3) { client in
             let late = Mutex<[String]>([])
             let timedOut = Mutex(0)
             func submit(_ request: String) async throws {
