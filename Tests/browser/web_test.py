@@ -549,6 +549,43 @@ def test_read_marks_are_coalesced(s):
     assert len(marks) < 40, f"{len(marks)} marks for 40 messages: {marks}"
 
 
+def test_missed_messages_are_fetched(s):
+    # Dr. Okafor writes four messages to Dr. Novak, who has the conversation open; the
+    # first two never reach the page (the test's WebSocket drops them, as a replay cut at
+    # its limit or a socket that missed them would). The third shows the gap, and the page
+    # fetches what is between over REST: all four, in order, each once.
+    novak_email, okafor_token = "dr.novak@clinic.com", token("dr.okafor@clinic.com")
+    conversation = rest("POST", "/api/conversations", okafor_token, {"participants": [novak_email]})
+    marker = uuid.uuid4().hex[:6]
+    rest("POST", "/api/messages", okafor_token, {"conversation_id": conversation["id"], "content": f"before the gap {marker}", "client_id": f"gap-{marker}-0"})
+    novak = s.new()
+    novak.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        const RealWebSocket = window.WebSocket;
+        window.WebSocket = function (url) {
+          const socket = new RealWebSocket(url);
+          const realAdd = socket.addEventListener.bind(socket);
+          socket.addEventListener = (type, listener, options) => realAdd(type, (event) => {
+            if (type === 'message' && String(event.data).includes('dropped by the test')) return;
+            listener(event);
+          }, options);
+          Object.defineProperty(socket, 'onmessage', { set(listener) {
+            realAdd('message', (event) => { if (!String(event.data).includes('dropped by the test')) listener(event); });
+          } });
+          return socket;
+        };
+        window.WebSocket.OPEN = RealWebSocket.OPEN;
+    """})
+    login(novak, novak_email)
+    open_conversation(novak, "Dr. Ada Okafor")
+    wait(novak, lambda d: f"before the gap {marker}" in texts(d))
+    sent = [f"one {marker} dropped by the test", f"two {marker} dropped by the test", f"three {marker}", f"four {marker}"]
+    for i, text in enumerate(sent):
+        rest("POST", "/api/messages", okafor_token, {"conversation_id": conversation["id"], "content": text, "client_id": f"gap-{marker}-{i + 1}"})
+    wait(novak, lambda d: all(text in texts(d) for text in sent), message="the missed messages fetched")
+    shown = [t for t in texts(novak) if marker in t]
+    assert shown == [f"before the gap {marker}"] + sent, shown
+
+
 def test_notifications_while_hidden(s):
     patel_token = token(PATEL)
     admin = s.new()

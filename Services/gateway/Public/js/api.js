@@ -42,7 +42,7 @@ export class Api {
   me() { return this.request("GET", "/api/me"); }
   conversations() { return this.request("GET", "/api/conversations"); }
   createConversation(participants, title) { return this.request("POST", "/api/conversations", title ? { participants, title } : { participants }); }
-  history(id, before) { return this.request("GET", `/api/conversations/${encodeURIComponent(id)}/messages?limit=30${before ? `&before=${before}` : ""}`); }
+  history(id, before, limit = 30) { return this.request("GET", `/api/conversations/${encodeURIComponent(id)}/messages?limit=${limit}${before ? `&before=${before}` : ""}`); }
   send(message) { return this.request("POST", "/api/messages", message); }
   markRead(id, upToSeq) { return this.request("POST", `/api/conversations/${encodeURIComponent(id)}/read`, { up_to_seq: upToSeq }); }
   searchUsers(q, role) { return this.request("GET", `/api/users/search?q=${encodeURIComponent(q)}${role ? `&user_role=${role}` : ""}`); }

@@ -328,6 +328,36 @@ function upsert(messages) {
   }
 }
 
+// A message whose predecessor the page does not have (a replay after an outage is at
+// most 500 messages, the newest; a socket that missed some) brings what is between over
+// REST: up to 3 pages of 100 back from it. A bigger gap drops what is below it, and
+// scrolling up pages back from there as usual. Each gap is asked for once (messages
+// retention deleted leave gaps for good).
+const gapsAsked = new Set();
+async function fillGap(id, seq) {
+  const list = state.messages.get(id);
+  const index = list ? list.findIndex((m) => m.seq === seq) : -1;
+  if (index <= 0 || list[index - 1].seq >= seq - 1 || gapsAsked.has(`${id}:${seq}`)) return;
+  gapsAsked.add(`${id}:${seq}`);
+  const after = list[index - 1].seq;
+  let before = seq;
+  try {
+    for (let pages = 0; pages < 3; pages++) {
+      const page = await api.history(id, before, 100);
+      upsert(page);
+      if (page.length < 100 || page[0].seq <= after + 1) return;
+      before = page[0].seq;
+    }
+    const current = state.messages.get(id);
+    if (current) state.messages.set(id, current.filter((m) => m.seq >= before));
+    state.oldestLoaded.delete(id);
+  } catch {
+    gapsAsked.delete(`${id}:${seq}`);  // asked again with the next message
+  } finally {
+    if (id === state.current) renderMessages();
+  }
+}
+
 function atBottom() {
   const box = $("messages");
   return box.scrollHeight - box.scrollTop - box.clientHeight < 40;
@@ -511,7 +541,10 @@ function received(message, own) {
     refreshConversations();
     return;
   }
-  if (state.messages.has(message.conversation_id)) upsert([message]);
+  if (state.messages.has(message.conversation_id)) {
+    upsert([message]);
+    fillGap(message.conversation_id, message.seq);
+  }
   const newer = !conversation.last_message || conversation.last_message.seq <= message.seq;
   if (newer) {
     conversation.last_message = message;
