@@ -224,6 +224,48 @@ struct RealtimeTests {
         }
     }
 
+    @Test("twenty marks while the first is at the store: the other nineteen go as one, each answered with a receipt at or past its seq; the sender hears of 1 and 20; a negative seq is refused alone")
+    func marksInARow() async throws {
+        try await withRealtimeStack { stack in
+            let conversation = try stack.store.openDirectConversation(doctor, admin).id
+            _ = try stack.store.append((1...20).map { SendRequest(sender: doctor, conversationID: conversation, content: "result \($0)", clientID: nil) }).map { try $0.get() }
+            let sender = try await stack.connect(doctor)
+            let reader = try await stack.connect(admin)
+            // The store's writer held: the first mark stays at the store until the rest came.
+            let held = DispatchSemaphore(value: 0), holding = DispatchSemaphore(value: 0)
+            let store = stack.store
+            DispatchQueue.global().async { _ = try? store.write { _ in holding.signal(); held.wait() } }
+            holding.wait()
+            var released = false
+            defer { if !released { held.signal() } }
+            for n in 1...20 {
+                try await reader.emit("mark_conversation_read", .object(["conversation_id": .string(conversation), "up_to_seq": .number(Double(n))]), ack: n)
+            }
+            try await reader.emit("mark_conversation_read", .object(["conversation_id": .string(conversation), "up_to_seq": .number(-1)]), ack: 21)
+            // Answered by the gateway at once, after it took the twenty (a socket's packets in order).
+            _ = try await reader.next { $0.hasPrefix("4321[") && $0.contains("bad_request") }
+            held.signal()
+            released = true
+            for n in 1...20 {
+                let text = try await reader.next { $0.hasPrefix("43\(n)[") }
+                guard case .array(let items)? = JSONValue(parsing: text.dropFirst(2 + String(n).count)), let ack = items.first else {
+                    Issue.record("bad ack \(text)")
+                    continue
+                }
+                #expect(ack["ok"] == .bool(true), "\(ack)")
+                #expect(ack["receipt"]?["up_to_seq"] == .number(n == 1 ? 1 : 20), "mark \(n): \(ack)")
+            }
+            #expect(try stack.store.unreadCounts(for: admin).total == 0)
+            // Two marks reached the store: the sender hears of 1, then of 20.
+            var seqs: [JSONValue?] = []
+            for _ in 0..<2 { seqs.append(try await sender.event("message_read_receipt")["up_to_seq"]) }
+            #expect(seqs == [.number(1), .number(20)])
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(sender.drain("message_read_receipt").isEmpty)
+            for client in [sender, reader] { await client.close() }
+        }
+    }
+
     @Test("a group of four on two gateways: everyone else receives each message once")
     func group() async throws {
         try await withRealtimeStack(gateways: 2) { stack in

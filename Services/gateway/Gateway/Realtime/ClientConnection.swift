@@ -29,6 +29,8 @@ final class ClientConnection: Sendable {
         var atLoss: (seen: [String: Int64], receiptsCursor: Int64?)?
         /// What this socket has been given, so a replay never shows a message twice.
         var given = GivenMessages()
+        /// This socket's `mark_conversation_read`s: one per conversation at the store at a time.
+        var readMarks = ReadMarkCoalescing()
 
         /// Records a message given to the client; false if it was given already.
         mutating func remember(_ message: RealtimeServer.Delivered) -> Bool {
@@ -223,7 +225,10 @@ final class ClientConnection: Sendable {
             guard let argument, argument.objectValue != nil, let body = try? argument.decode(MarkConversationReadRequest.self) else {
                 return answer(ackID, .failure(ChatError(.badRequest, "mark_conversation_read expects {conversation_id, up_to_seq}")))
             }
-            await command(.markConversationRead, body: body, email: email, ackID: ackID, key: "receipt")
+            // Checked here: a mark merged with others must not take their answer.
+            guard body.upToSeq >= 0 else { return answer(ackID, .failure(ChatError(.badRequest, "up_to_seq must not be negative"))) }
+            guard let mark = state.withLock({ $0.readMarks.offer(body.conversationID, upToSeq: body.upToSeq, ackID: ackID) }) else { return }
+            await markRead(body.conversationID, mark, email: email)
 
         case .sync:
             guard allowed(email, .other, ackID: ackID) else { return }
@@ -325,6 +330,27 @@ final class ClientConnection: Sendable {
         } catch {
             answer(ackID, .failure((error as? ChatError) ?? ChatError(.unavailable, "the message store is unreachable")))
         }
+    }
+
+    /// Sends a mark (several merged, see ``ReadMarkCoalescing``) to the store, answers each
+    /// of its marks with the store's answer, then sends the conversation's next waiting one.
+    private func markRead(_ conversation: String, _ mark: ReadMarkCoalescing.Mark, email: String) async {
+        let body = MarkConversationReadRequest(conversationID: conversation, upToSeq: mark.upToSeq)
+        do {
+            try await store.submit(.markConversationRead, user: email, body: body, request: newRequest()) { [self] result in
+                marked(conversation, mark, reply(result).map { #"{"receipt":"# + $0 + #","ok":true}"# }, email: email)
+            }
+        } catch {
+            marked(conversation, mark, .failure((error as? ChatError) ?? ChatError(.unavailable, "the message store is unreachable")), email: email)
+        }
+    }
+
+    private func marked(_ conversation: String, _ mark: ReadMarkCoalescing.Mark, _ result: Result<String, ChatError>, email: String) {
+        for case let ackID? in mark.ackIDs { answer(ackID, result) }
+        // Marks without an acknowledgement hear only of a failure, once.
+        if mark.ackIDs.contains(nil) { answer(nil, result) }
+        guard let next = state.withLock({ $0.readMarks.answered(conversation) }) else { return }
+        Task { await markRead(conversation, next, email: email) }
     }
 
     /// `sync {since, receipts_after}`: replays what the store has after the client's seqs (and
