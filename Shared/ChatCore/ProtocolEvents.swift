@@ -20,6 +20,11 @@ public enum ServerEventName: String, Sendable, CaseIterable {
     case userOffline = "user_offline"
     /// Retention deleted messages the client may hold.
     case messagesPurged = "messages_purged"
+    /// The gateway lost its Redis subscription and has replayed what the socket missed: the
+    /// replay's summary, as `sync` acknowledges one. What a replay does not carry (a
+    /// conversation left out at its limit, new conversations, unread counts) the client
+    /// reloads (the web client reloads its conversation list).
+    case resynchronized
     case error
 }
 

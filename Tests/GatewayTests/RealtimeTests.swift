@@ -736,6 +736,14 @@ struct RealtimeTests {
             let contents = receiver.drain("receive_message").compactMap { $0["content"]?.stringValue }
             #expect(Set(contents) == ["during 1", "during 2", "during 3"])
             #expect(contents.count == 3, "duplicates: \(contents)")
+            // The socket is told that it was resynchronized, with the replay's summary.
+            let summary = try await receiver.event("resynchronized")
+            #expect(summary["ok"] == .bool(true))
+            let conversation = try stack.store.openDirectConversation(doctor, admin).id
+            // Its last seq as the store had it when the replay was read (some of the three may have come after).
+            #expect([1, 2, 3, 4].map { JSONValue.number($0) }.contains(summary["conversations"]?[conversation]?["last_seq"] ?? .null), "\(summary)")
+            #expect(summary["conversations"]?[conversation]?["truncated"] == .bool(false), "\(summary)")
+            #expect(sender.drain("resynchronized").isEmpty, "only the gateway that lost its subscription tells its sockets")
             await receiver.close()
             await sender.close()
         }

@@ -586,6 +586,27 @@ def test_missed_messages_are_fetched(s):
     assert shown == [f"before the gap {marker}"] + sent, shown
 
 
+def test_list_reloaded_after_a_lost_subscription(s):
+    # A group is created with Dr. Novak in it (no event reaches the page until a message
+    # does). Then Redis drops the gateway's subscriber connection: the gateway resubscribes,
+    # replays what the page missed and tells it `resynchronized`, and the page reloads its
+    # list, where the group now is.
+    novak = s.new()
+    login(novak, "dr.novak@clinic.com")
+    title = f"Pharmacy {uuid.uuid4().hex[:6]}"
+    rest("POST", "/api/conversations", token("dr.okafor@clinic.com"), {"participants": ["dr.novak@clinic.com"], "title": title})
+    time.sleep(1)
+    assert conversation_button(novak, title) is None, "no event announces a new empty group"
+    if not REDIS_PORT:
+        raise AssertionError("REDIS_PORT is not set: run through scripts/e2e-browser.sh")
+    clients = subprocess.run(["redis-cli", "-p", REDIS_PORT, "CLIENT", "LIST"], check=True, capture_output=True, text=True).stdout
+    ids = [line.split("id=")[1].split(" ")[0] for line in clients.splitlines() if "name=chat-gateway-subscriber" in line]
+    assert ids, clients
+    for client in ids:
+        subprocess.run(["redis-cli", "-p", REDIS_PORT, "CLIENT", "KILL", "ID", client], check=True, capture_output=True)
+    wait(novak, lambda d: conversation_button(d, title) is not None, message="the list reloaded after the resync")
+
+
 def test_notifications_while_hidden(s):
     patel_token = token(PATEL)
     admin = s.new()

@@ -390,10 +390,12 @@ final class ClientConnection: Sendable {
             defer { s.atLoss = nil }
             return (s.atLoss ?? (s.seen, s.receiptsCursor), s.connectedAt)
         }
-        await replay(since: from.seen, after: connectedAt.map { $0.addingTimeInterval(-1) }, receiptsAfter: from.receiptsCursor, email: email, ackID: nil)
+        await replay(since: from.seen, after: connectedAt.map { $0.addingTimeInterval(-1) }, receiptsAfter: from.receiptsCursor, email: email, ackID: nil,
+                     announced: true)
     }
 
-    private func replay(since: [String: Int64], after: Date?, receiptsAfter: Int64?, email: String, ackID: Int?) async {
+    /// `announced`: the socket did not ask (a lost subscription); it is told with a `resynchronized` event.
+    private func replay(since: [String: Int64], after: Date?, receiptsAfter: Int64?, email: String, ackID: Int?, announced: Bool = false) async {
         let limit = server.configuration.syncLimit
         await store.ask(.sync, user: email, {
             $0.since = since
@@ -437,7 +439,12 @@ final class ClientConnection: Sendable {
                 // More receipts than the replay's limit: `sync` again after the cursor for the rest.
                 acknowledgement["receipts_truncated"] = .bool(true)
             }
-            answer(ackID, .success(JSONValue.object(acknowledgement).text))
+            let text = JSONValue.object(acknowledgement).text
+            if announced {
+                session.send(SocketPacket.eventText(ServerEventName.resynchronized.rawValue, json: text))
+                server.metrics.eventOut(ServerEventName.resynchronized.rawValue).increment()
+            }
+            answer(ackID, .success(text))
         }
     }
 

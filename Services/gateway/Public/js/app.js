@@ -614,6 +614,11 @@ function handleEvent(name, data) {
       renderList();
       renderHeader();
       break;
+    case "resynchronized":
+      // The gateway replayed what it missed while Redis was away: the list's counts and any
+      // conversation the replay left out come with the list (gaps in open ones are fetched).
+      refreshConversations();
+      break;
     case "messages_purged":
       state.messages.set(data.conversation_id, (state.messages.get(data.conversation_id) || []).filter((m) => !data.message_ids.includes(m.id)));
       if (data.conversation_id === state.current) renderMessages();
