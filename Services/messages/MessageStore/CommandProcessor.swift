@@ -216,11 +216,17 @@ public final class CommandProcessor: Service, Sendable {
 
     /// The PUBLISH and XADD commands that tell everyone concerned what happened.
     func announcements(for command: StoreCommand, outcome: CommandOutcome) throws -> [[String]] {
-        let encoder = ChatJSON.makeEncoder()
-        func json<T: Encodable>(_ value: T) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
-        func reply(result: String? = nil, error: ChatError? = nil) throws -> [[String]] {
+        // Sends and marks are written by hand (JSONText, the encoder's bytes); the encoder is
+        // made only for the rarer outcomes that need it.
+        func json<T: Encodable>(_ value: T) throws -> String { String(decoding: try ChatJSON.makeEncoder().encode(value), as: UTF8.self) }
+        /// The answer to the gateway that asked, if one did.
+        func reply(result: String) -> [[String]] {
             guard let gateway = command.gateway, let request = command.request else { return [] }
-            return [["PUBLISH", keys.gateway(gateway), try json(StoreReply(request: request, result: result, error: error))]]
+            return [["PUBLISH", keys.gateway(gateway), JSONText.storeReply(request: request, result: result)]]
+        }
+        func reply(error: ChatError) throws -> [[String]] {
+            guard let gateway = command.gateway, let request = command.request else { return [] }
+            return [["PUBLISH", keys.gateway(gateway), try json(StoreReply(request: request, result: nil, error: error))]]
         }
 
         switch outcome {
@@ -228,10 +234,7 @@ public final class CommandProcessor: Service, Sendable {
             // Every send: written by hand (JSONText), the same bytes as the encoder's.
             let message = stored.message
             let messageJSON = message.jsonText
-            var out: [[String]] = []
-            if let gateway = command.gateway, let request = command.request {
-                out.append(["PUBLISH", keys.gateway(gateway), JSONText.storeReply(request: request, result: messageJSON)])
-            }
+            var out = reply(result: messageJSON)
             out.append(["PUBLISH", keys.user(message.senderEmail),
                         JSONText.userEvent(.messageSentConfirmed, data: messageJSON, gateway: command.gateway, request: command.request)])
             if !stored.duplicate {
@@ -249,10 +252,7 @@ public final class CommandProcessor: Service, Sendable {
         case .read(let update):
             // Written by hand (JSONText), as a send's: a busy group has as many marks as messages.
             let receiptJSON = update.receipt.jsonText
-            var out: [[String]] = []
-            if let gateway = command.gateway, let request = command.request {
-                out.append(["PUBLISH", keys.gateway(gateway), JSONText.storeReply(request: request, result: receiptJSON)])
-            }
+            var out = reply(result: receiptJSON)
             if update.advanced {
                 let receipt = JSONText.userEvent(.messageReadReceipt, data: receiptJSON)
                 for participant in update.participants { out.append(["PUBLISH", keys.user(participant), receipt]) }
@@ -263,7 +263,7 @@ public final class CommandProcessor: Service, Sendable {
             }
             return out
         case .conversation(let conversation):
-            return try reply(result: json(conversation))
+            return reply(result: conversation.jsonText)
         case .user(let user):
             // Gateways refuse a disabled user's tokens while this key exists.
             let flag = user.disabled ? ["SET", keys.disabledUser(user.email), "1"] : ["DEL", keys.disabledUser(user.email)]
@@ -271,7 +271,7 @@ public final class CommandProcessor: Service, Sendable {
             let revoke = user.disabled ? [["PUBLISH", keys.user(user.email), #"{"data":{},"event":"session_revoked"}"#]] : []
             return try reply(result: json(user)) + [flag] + revoke
         case .audited, .alreadyApplied, .compactRequested:
-            return try reply(result: "{}")
+            return reply(result: "{}")
         case .purged(let purge):
             var out: [[String]] = []
             for (conversation, ids) in purge.deleted {

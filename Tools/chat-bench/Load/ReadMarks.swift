@@ -46,18 +46,16 @@ final class ReadMarks: @unchecked Sendable {
     /// Makes `socket` a reader.
     func add(_ socket: VirtualSocket) { lock.withLock { readers[socket.index] = Reader(socket: socket) } }
 
-    func isReader(_ socket: VirtualSocket) -> Bool { lock.withLock { readers[socket.index] != nil } }
-
     /// A message up to `seq` of `conversation` reached reader `socket`.
     func received(_ socket: VirtualSocket, conversation: String, seq: Int64) {
-        let send = lock.withLock { () -> [String] in
-            guard var reader = readers[socket.index] else { return [] }
+        let send = lock.withLock { () -> String? in
+            guard var reader = readers[socket.index] else { return nil }
             reader.conversation = conversation
             reader.wanted = max(reader.wanted, seq)
             readers[socket.index] = reader
             return due(socket.index)
         }
-        for packet in send { socket.send(packet) }
+        if let send { socket.send(send) }
     }
 
     /// A `message_read_receipt` reached a member.
@@ -66,8 +64,8 @@ final class ReadMarks: @unchecked Sendable {
     /// An acknowledgement reached reader `socket`: one of its marks answered.
     func acknowledged(_ socket: VirtualSocket, packet: String) {
         let now = nowNanoseconds()
-        let send = lock.withLock { () -> [String] in
-            guard var reader = readers[socket.index], let id = Self.ackID(packet), let sentAt = reader.inFlight.removeValue(forKey: id) else { return [] }
+        let send = lock.withLock { () -> String? in
+            guard var reader = readers[socket.index], let id = Self.ackID(packet), let sentAt = reader.inFlight.removeValue(forKey: id) else { return nil }
             readers[socket.index] = reader
             if packet.contains("\"ok\":true") {
                 answered += 1
@@ -77,7 +75,7 @@ final class ReadMarks: @unchecked Sendable {
             }
             return due(socket.index)
         }
-        for packet in send { socket.send(packet) }
+        if let send { socket.send(send) }
     }
 
     /// No mark in flight and none waiting.
@@ -85,27 +83,27 @@ final class ReadMarks: @unchecked Sendable {
         lock.withLock { readers.values.allSatisfy { $0.inFlight.isEmpty && !$0.armed && $0.sent >= $0.wanted } }
     }
 
-    /// The marks reader `index` should send now (under the lock). With an interval, as the
+    /// The mark reader `index` should send now, if any (under the lock). With an interval, as the
     /// web client: a mark waits until the interval since the last one is over, plus a random
     /// part of a quarter of it (`fired` when that wait is over), on a timer.
-    private func due(_ index: Int, fired: Bool = false) -> [String] {
-        guard var reader = readers[index], reader.wanted > reader.sent else { return [] }
+    private func due(_ index: Int, fired: Bool = false) -> String? {
+        guard var reader = readers[index], reader.wanted > reader.sent else { return nil }
         let now = nowNanoseconds()
         if interval > 0 {
-            guard reader.inFlight.isEmpty, !reader.armed else { return [] }
+            guard reader.inFlight.isEmpty, !reader.armed else { return nil }
             if !fired {
                 let wait = (reader.last + interval > now ? reader.last + interval - now : 0) + UInt64.random(in: 0...(interval / 4))
                 reader.armed = true
                 readers[index] = reader
                 let socket = reader.socket
                 socket.channel?.eventLoop.scheduleTask(in: .nanoseconds(Int64(wait))) { [self] in
-                    let send = lock.withLock { () -> [String] in
+                    let send = lock.withLock { () -> String? in
                         readers[index]?.armed = false
                         return due(index, fired: true)
                     }
-                    for packet in send { socket.send(packet) }
+                    if let send { socket.send(send) }
                 }
-                return []
+                return nil
             }
         }
         let id = reader.nextAck
@@ -115,7 +113,7 @@ final class ReadMarks: @unchecked Sendable {
         reader.last = now
         readers[index] = reader
         marks += 1
-        return ["42\(id)[\"mark_conversation_read\",{\"conversation_id\":\"\(reader.conversation)\",\"up_to_seq\":\(reader.wanted)}]"]
+        return "42\(id)[\"mark_conversation_read\",{\"conversation_id\":\"\(reader.conversation)\",\"up_to_seq\":\(reader.wanted)}]"
     }
 
     /// The ack id of `43<id>[...]`.

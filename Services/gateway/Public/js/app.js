@@ -20,6 +20,7 @@ const state = {
   lastTyping: 0,
   receiptsCursor: null,    // the read markers of the list are current up to this version
   readMarks: new Map(),    // conversation id -> {wanted, sent, acked, inFlight, timer, last}: marks not sent yet
+  gapsAsked: new Set(),    // "conversation id:seq" of gaps already fetched (fillGap)
 };
 
 // Read marks are sent one at a time per conversation, spaced by readMarkInterval: in a busy
@@ -130,6 +131,7 @@ async function logout(message) {
   state.receiptsCursor = null;
   for (const mark of state.readMarks.values()) clearTimeout(mark.timer);
   state.readMarks.clear();
+  state.gapsAsked.clear();
   state.current = null;
   $("app-view").hidden = true;
   $("login-view").hidden = false;
@@ -333,12 +335,11 @@ function upsert(messages) {
 // REST: up to 3 pages of 100 back from it. A bigger gap drops what is below it, and
 // scrolling up pages back from there as usual. Each gap is asked for once (messages
 // retention deleted leave gaps for good).
-const gapsAsked = new Set();
 async function fillGap(id, seq) {
   const list = state.messages.get(id);
   const index = list ? list.findIndex((m) => m.seq === seq) : -1;
-  if (index <= 0 || list[index - 1].seq >= seq - 1 || gapsAsked.has(`${id}:${seq}`)) return;
-  gapsAsked.add(`${id}:${seq}`);
+  if (index <= 0 || list[index - 1].seq >= seq - 1 || state.gapsAsked.has(`${id}:${seq}`)) return;
+  state.gapsAsked.add(`${id}:${seq}`);
   const after = list[index - 1].seq;
   let before = seq;
   try {
@@ -352,7 +353,7 @@ async function fillGap(id, seq) {
     if (current) state.messages.set(id, current.filter((m) => m.seq >= before));
     state.oldestLoaded.delete(id);
   } catch {
-    gapsAsked.delete(`${id}:${seq}`);  // asked again with the next message
+    state.gapsAsked.delete(`${id}:${seq}`);  // asked again with the next message
   } finally {
     if (id === state.current) renderMessages();
   }
