@@ -549,6 +549,27 @@ def test_read_marks_are_coalesced(s):
     assert len(marks) < 40, f"{len(marks)} marks for 40 messages: {marks}"
 
 
+def drop_frames_saying(driver, text):
+    """The page's WebSockets never hand it a frame that contains `text` (as if lost)."""
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+        const dropped = %s;
+        const RealWebSocket = window.WebSocket;
+        window.WebSocket = function (url) {
+          const socket = new RealWebSocket(url);
+          const realAdd = socket.addEventListener.bind(socket);
+          socket.addEventListener = (type, listener, options) => realAdd(type, (event) => {
+            if (type === 'message' && String(event.data).includes(dropped)) return;
+            listener(event);
+          }, options);
+          Object.defineProperty(socket, 'onmessage', { set(listener) {
+            realAdd('message', (event) => { if (!String(event.data).includes(dropped)) listener(event); });
+          } });
+          return socket;
+        };
+        window.WebSocket.OPEN = RealWebSocket.OPEN;
+    """ % json.dumps(text)})
+
+
 def test_missed_messages_are_fetched(s):
     # Dr. Okafor writes four messages to Dr. Novak, who has the conversation open; the
     # first two never reach the page (the test's WebSocket drops them, as a replay cut at
@@ -559,22 +580,7 @@ def test_missed_messages_are_fetched(s):
     marker = uuid.uuid4().hex[:6]
     rest("POST", "/api/messages", okafor_token, {"conversation_id": conversation["id"], "content": f"before the gap {marker}", "client_id": f"gap-{marker}-0"})
     novak = s.new()
-    novak.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
-        const RealWebSocket = window.WebSocket;
-        window.WebSocket = function (url) {
-          const socket = new RealWebSocket(url);
-          const realAdd = socket.addEventListener.bind(socket);
-          socket.addEventListener = (type, listener, options) => realAdd(type, (event) => {
-            if (type === 'message' && String(event.data).includes('dropped by the test')) return;
-            listener(event);
-          }, options);
-          Object.defineProperty(socket, 'onmessage', { set(listener) {
-            realAdd('message', (event) => { if (!String(event.data).includes('dropped by the test')) listener(event); });
-          } });
-          return socket;
-        };
-        window.WebSocket.OPEN = RealWebSocket.OPEN;
-    """})
+    drop_frames_saying(novak, "dropped by the test")
     login(novak, novak_email)
     open_conversation(novak, "Dr. Ada Okafor")
     wait(novak, lambda d: f"before the gap {marker}" in texts(d))
@@ -584,6 +590,38 @@ def test_missed_messages_are_fetched(s):
     wait(novak, lambda d: all(text in texts(d) for text in sent), message="the missed messages fetched")
     shown = [t for t in texts(novak) if marker in t]
     assert shown == [f"before the gap {marker}"] + sent, shown
+
+
+def test_open_conversation_caught_up_by_a_list_reload(s):
+    # Dr. Okafor writes three messages to Dr. Novak, who has the conversation open, and
+    # none reaches the page (its WebSocket drops them, as a replay that left the
+    # conversation out would): no later message shows a gap. Then Dr. Patel writes from a
+    # conversation the page does not know, so it reloads its list, where the open
+    # conversation's last message is newer than the page's: the page fetches the three.
+    novak_email, okafor_token = "dr.novak@clinic.com", token("dr.okafor@clinic.com")
+    conversation = rest("POST", "/api/conversations", okafor_token, {"participants": [novak_email]})
+    marker = uuid.uuid4().hex[:6]
+    rest("POST", "/api/messages", okafor_token, {"conversation_id": conversation["id"], "content": f"seen {marker}", "client_id": f"cu-{marker}-0"})
+    novak = s.new()
+    drop_frames_saying(novak, f"lost {marker}")
+    login(novak, novak_email)
+    open_conversation(novak, "Dr. Ada Okafor")
+    wait(novak, lambda d: f"seen {marker}" in texts(d))
+    lost = [f"lost {marker} {i}" for i in range(1, 4)]
+    for i, text in enumerate(lost):
+        last = rest("POST", "/api/messages", okafor_token, {"conversation_id": conversation["id"], "content": text, "client_id": f"cu-{marker}-{i + 1}"})
+    time.sleep(1)
+    assert not any(text in texts(novak) for text in lost), "the page's WebSocket let a message through"
+    group = rest("POST", "/api/conversations", token(PATEL), {"participants": [novak_email], "title": f"Ward {marker}"})
+    rest("POST", "/api/messages", token(PATEL), {"conversation_id": group["id"], "content": f"new conversation {marker}", "client_id": f"cu-{marker}-g"})
+    wait(novak, lambda d: conversation_button(d, f"Ward {marker}") is not None, message="the list reloaded")
+    wait(novak, lambda d: all(text in texts(d) for text in lost), message="the open conversation caught up")
+    shown = [t for t in texts(novak) if marker in t]
+    assert shown == [f"seen {marker}"] + lost, shown
+    def read(_):
+        listed = next(c for c in rest("GET", "/api/conversations", okafor_token) if c["id"] == conversation["id"])
+        return listed["read_positions"].get(novak_email) == last["seq"]
+    wait(novak, read, message="the page marks what it caught up on read")
 
 
 def test_list_reloaded_after_a_lost_subscription(s):

@@ -209,6 +209,28 @@ async function loadConversations() {
   }
   renderList();
   renderHeader();
+  for (const conversation of list) catchUp(conversation);
+}
+
+// A conversation whose messages the page holds but whose newest message in the list is
+// newer than any of them (a replay that left it out, a socket that missed its messages
+// with no later one to show the gap): its newest page comes over REST, and what lies
+// between is fetched as for any gap.
+async function catchUp(conversation) {
+  const list = state.messages.get(conversation.id);
+  const last = conversation.last_message;
+  if (!list || !last || (list.length && list[list.length - 1].seq >= last.seq)) return;
+  try {
+    const page = await api.history(conversation.id, undefined, 100);
+    upsert(page);
+    if (page.length) await fillGap(conversation.id, page[0].seq);
+  } catch {
+    return;  // the next reload of the list tries again
+  }
+  if (conversation.id === state.current) {
+    renderMessages();
+    markRead();
+  }
 }
 
 // Reloads of the list in the background (back online; a conversation the page does not
