@@ -242,6 +242,34 @@ struct ConversationTests {
         #expect(json["read_positions"]?["dr.novak@clinic.com"] == .number(1))
     }
 
+    @Test("a group's receipt goes to the reader and the senders of the messages the move newly covers; a 1:1's to both; a long move's to everyone; an unmoved marker's to nobody")
+    func receiptRecipients() throws {
+        let store = try makeStore()
+        let (admin, okafor, novak, patel) = ("admin@clinic.com", "dr.okafor@clinic.com", "dr.novak@clinic.com", "dr.patel@clinic.com")
+        let group = try store.createGroup(creator: admin, title: "Night shift", members: [okafor, novak, patel])
+        try store.send(novak, to: group.id, "bed 4")                       // 1
+        try store.send(admin, to: group.id, "on it")                       // 2
+        try store.send(patel, to: group.id, "me too")                      // 3
+        try store.send(okafor, to: group.id, "thanks")                     // 4
+        try store.send(admin, to: group.id, "done")                        // 5
+        #expect(try store.markRead(reader: okafor, conversationID: group.id, upToSeq: 2).recipients == [okafor, admin, novak])
+        // From 2 to 5: Patel's, Okafor's own and the admin's (the admin again, for seq 5).
+        #expect(try store.markRead(reader: okafor, conversationID: group.id, upToSeq: 5).recipients == [okafor, admin, patel])
+        #expect(try store.markRead(reader: okafor, conversationID: group.id, upToSeq: 5).recipients == [])
+        // Only the reader's own message newly covered: the reader's devices alone.
+        try store.send(novak, to: group.id, "and bed 6")                   // 6
+        _ = try store.markRead(reader: novak, conversationID: group.id, upToSeq: 5)
+        #expect(try store.markRead(reader: novak, conversationID: group.id, upToSeq: 6).recipients == [novak])
+        // A 1:1: both, even when only the reader's messages are covered.
+        let direct = try store.openDirectConversation(admin, okafor)
+        try store.send(okafor, to: direct.id, "labs are back")
+        #expect(try store.markRead(reader: okafor, conversationID: direct.id, upToSeq: 1).recipients == [admin, okafor])
+        // A move longer than the scan (a reader back after a long time): every member.
+        let busy = try store.createGroup(creator: admin, title: "Busy", members: [okafor, novak])
+        _ = try store.append((0...MessageStore.receiptRecipientScan).map { _ in SendRequest(sender: admin, conversationID: busy.id, content: "update", clientID: nil) })
+        #expect(try store.markRead(reader: novak, conversationID: busy.id, upToSeq: .max).recipients == [admin, novak, okafor])
+    }
+
     @Test("search matches words and prefixes; FTS syntax in the query is plain text")
     func search() throws {
         let store = try makeStore()

@@ -255,7 +255,7 @@ public final class CommandProcessor: Service, Sendable {
             var out = reply(result: receiptJSON)
             if update.advanced {
                 let receipt = JSONText.userEvent(.messageReadReceipt, data: receiptJSON)
-                for participant in update.participants { out.append(["PUBLISH", keys.user(participant), receipt]) }
+                for recipient in update.recipients { out.append(["PUBLISH", keys.user(recipient), receipt]) }
                 out.append(RedisClient.xaddCommand(keys.events, fields: [
                     ("type", "read"), ("conversation_id", update.receipt.conversationID), ("reader", update.receipt.readerEmail),
                     ("up_to_seq", String(update.receipt.upToSeq)),
