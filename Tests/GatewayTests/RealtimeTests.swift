@@ -292,6 +292,32 @@ struct RealtimeTests {
         }
     }
 
+    @Test("a group's read mark reaches the reader's other device and the sender of what it covers, not the other members; the next mark, over a member's message, reaches that member")
+    func groupReceiptsGoToTheSenders() async throws {
+        try await withRealtimeStack(gateways: 2) { stack in
+            let okafor = "dr.okafor@clinic.com"
+            let group = try stack.store.createGroup(creator: doctor, title: "Ward 4", members: [admin, patel, okafor]).id
+            _ = try stack.store.append([SendRequest(sender: doctor, conversationID: group, content: "bed 2", clientID: nil)]).map { try $0.get() }
+            let (sender, reader, readerPhone, other) = (try await stack.connect(doctor), try await stack.connect(admin, gateway: 1),
+                                                        try await stack.connect(admin), try await stack.connect(patel, gateway: 1))
+            let ack = try await reader.call("mark_conversation_read", .object(["conversation_id": .string(group), "up_to_seq": .number(1)]), ack: 1)
+            #expect(ack["ok"] == .bool(true))
+            #expect(try await sender.event("message_read_receipt")["reader_email"] == .string(admin))
+            #expect(try await readerPhone.event("message_read_receipt")["up_to_seq"] == .number(1))
+            _ = try await other.call("send_message", .object(["conversation_id": .string(group), "content": .string("bed 3"), "client_id": .string("b3")]), ack: 1)
+            _ = try await reader.call("mark_conversation_read", .object(["conversation_id": .string(group), "up_to_seq": .number(2)]), ack: 2)
+            let moved = try await other.event("message_read_receipt")
+            #expect(moved["reader_email"] == .string(admin) && moved["up_to_seq"] == .number(2))
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(other.drain("message_read_receipt").isEmpty, "Patel's message was not under the first mark")
+            #expect(sender.drain("message_read_receipt").isEmpty, "the doctor's message was not under the second mark")
+            #expect(readerPhone.drainCount("message_read_receipt") == 1, "the reader's other device hears of both")
+            // Everyone still reads every marker in the list.
+            #expect(try stack.store.conversation(group, for: okafor).readPositions?[admin] == 2)
+            for client in [sender, reader, readerPhone, other] { await client.close() }
+        }
+    }
+
     @Test("a send repeated with its client_id is stored once and confirmed again with the same message; a send without one gets a time-ordered one")
     func idempotentSend() async throws {
         try await withRealtimeStack { stack in
