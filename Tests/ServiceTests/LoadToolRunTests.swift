@@ -95,12 +95,13 @@ struct LoadToolRunTests {
 
         // Readers: three members mark the group read as messages arrive, at most one mark in
         // flight and 100 ms apart (and up to 25 ms more); every mark is answered and its
-        // receipt reaches all four members.
+        // receipt reaches the reader and the senders of what it covers (of the four members).
         let (readersStatus, readers) = try await bench(["group", "--members", "4", "--rate", "40", "--duration", "1", "--readers", "3", "--read-interval", "100"] + common)
         #expect(readersStatus == 0, "\(readers)")
         let marks = numbers(row(readers, "read marks (3 readers, one in flight, 100 ms apart and up to a quarter more): sent / answered"))
         #expect(marks.count == 3 && marks[0] == marks[1] && (3...40).contains(marks[0]), "fewer marks than messages, all answered: \(readers)")
-        #expect(numbers(row(readers, "read receipts delivered")).first == 4 * (marks.first ?? -1), "\(readers)")
+        let receipts = numbers(row(readers, "read receipts delivered")).first ?? -1
+        #expect(marks.count == 3 && (marks[0] + 1...4 * marks[0]).contains(receipts), "\(readers)")
         #expect(row(readers, "read marks refused") == nil, "\(readers)")
         #expect(row(readers, "read mark → answered")?.contains("(n = \(marks.first ?? -1))") == true, "\(readers)")
 

@@ -254,7 +254,7 @@ struct GroupBench: AsyncParsableCommand {
     @Option(help: "With --page-loads: messages in each backlog conversation.") var backlogMessages = 100
     @Flag(help: "With --page-loads: each page load is a returning web client: it loads the conversation list over REST, then asks `sync` only for what is newer than the list (messages and receipts).")
     var returning = false
-    @Option(help: "Members with the conversation open (users 0..N-1), marking it read as messages arrive, as the web client does; each mark is a store write and a receipt to every member. 0 = none.")
+    @Option(help: "Members with the conversation open (users 0..N-1), marking it read as messages arrive, as the web client does; each mark is a store write and a receipt to the reader and to the senders of what it covers. 0 = none.")
     var readers = 0
     @Option(help: "With --readers: the least time between one reader's marks, in ms, one in flight at a time, each after a random wait of up to a quarter more; by default the web client's for a conversation of G members (250 ms per 5 members, at most 3 s); 0 = a mark for every message as it arrives (the web client before the sixteenth round).")
     var readInterval: Double?

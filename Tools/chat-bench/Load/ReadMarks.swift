@@ -5,8 +5,9 @@ import NIOConcurrencyHelpers
 import NIOCore
 
 /// Members with the conversation open on screen, marking it read as messages arrive, as the
-/// web client does: every mark is a store write and a `message_read_receipt` to every member,
-/// so in a busy group the marks, not the messages, are most of the work.
+/// web client does: every mark is a store write and a `message_read_receipt` to the reader
+/// and the senders of what it covers (to every member before the seventeenth round of
+/// BENCHMARKS.md), so in a busy group the marks are a large part of the work.
 ///
 /// With an `interval`, as the web client since the sixteenth round of BENCHMARKS.md: a
 /// reader has at most one mark in flight and sends the next at least `interval` after the
@@ -36,8 +37,7 @@ final class ReadMarks: @unchecked Sendable {
     private var receipts = 0
 
     /// The web client's interval between a reader's marks in a conversation of `members`
-    /// (`readMarkInterval` in app.js): a mark is a receipt to every member, so bigger
-    /// conversations get fewer.
+    /// (`readMarkInterval` in app.js): bigger conversations get fewer marks.
     static func webClientInterval(members: Int) -> Double { Double(min(3000, 250 * max(1, (members + 4) / 5))) }
 
     /// `intervalMs`: the least time between one reader's marks; 0 for a mark per message.

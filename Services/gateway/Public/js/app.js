@@ -27,7 +27,7 @@ const state = {
 // group a mark per arriving message was a store write and a receipt to every member each,
 // and hit the gateway's rate limit (BENCHMARKS.md, sixteenth round).
 function readMarkInterval(id) {
-  // Each mark is a receipt to every member: 250 ms per 5 members, at most 3 s.
+  // Each mark is a store write and receipts: 250 ms per 5 members, at most 3 s.
   const members = ((state.conversations.get(id) || {}).participants || []).length;
   return Math.min(3000, 250 * Math.max(1, Math.ceil(members / 5)));
 }
