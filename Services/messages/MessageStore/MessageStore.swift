@@ -391,8 +391,8 @@ public struct MessageStore: Sendable {
                 WHERE p.email = ? ORDER BY COALESCE(c.last_message_at, c.created_at) DESC, c.id
                 """), arguments: [user])
             // Every participant of every one of them in one statement, not three per conversation.
-            let members = try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT p.conversation_id, p.read_seq, p.read_version, u.* FROM participants mine
+            let members = try self.members(db.cachedStatement(sql: """
+                SELECT \(Self.memberColumns) FROM participants mine
                 JOIN participants p ON p.conversation_id = mine.conversation_id JOIN users u ON u.email = p.email
                 WHERE mine.email = ? ORDER BY p.conversation_id, p.email
                 """), arguments: [user])
@@ -406,25 +406,61 @@ public struct MessageStore: Sendable {
     }
 
     func conversation(_ record: ConversationRecord, for user: String, _ db: Database, now: Date) throws -> Conversation {
-        let members = try Row.fetchAll(db.cachedStatement(sql: """
-            SELECT p.conversation_id, p.read_seq, p.read_version, u.* FROM participants p JOIN users u ON u.email = p.email
+        let members = try members(db.cachedStatement(sql: """
+            SELECT \(Self.memberColumns) FROM participants p JOIN users u ON u.email = p.email
             WHERE p.conversation_id = ? ORDER BY p.email
             """), arguments: [record.id])
         return try describe([record], members: members, for: user, db, now: now)[0]
     }
 
-    /// Conversations as `user` sees them, in the order of `records`: participants, members,
-    /// read markers and their version from `members` (participants joined with their users,
-    /// by conversation then email), the last visible message and the unread count from a
-    /// cached statement each. A user in many conversations is read once.
-    func describe(_ records: [ConversationRecord], members: [Row], for user: String, _ db: Database, now: Date) throws -> [Conversation] {
-        var rowsOf: [String: [Row]] = [:]
-        for row in members { rowsOf[row["conversation_id"], default: []].append(row) }
+    /// A participant of a conversation being described, with their user.
+    struct Member {
+        var conversationID: String
+        var readSeq: Int64
+        var readVersion: Int64
+        var user: User
+    }
+
+    /// The columns ``members(_:arguments:)`` reads, by position.
+    static let memberColumns = "p.conversation_id, p.read_seq, p.read_version, u.email, u.name, u.role, u.disabled"
+
+    /// Participants joined with their users, read by column position: by name, GRDB looks
+    /// each column up without regard to case (`lowercased()` on every name of every row), and
+    /// decoding a whole `UserRecord` read its password hash too; for a user in three groups of
+    /// 200, that was a third of the list's time (BENCHMARKS.md, seventeenth round). One
+    /// `User` per person, shared by their conversations.
+    func members(_ statement: Statement, arguments: StatementArguments) throws -> [Member] {
         var users: [String: User] = [:]
+        var members: [Member] = []
+        let rows = try Row.fetchCursor(statement, arguments: arguments)
+        while let row = try rows.next() {
+            let email: String = row[3]
+            let user: User
+            if let known = users[email] {
+                user = known
+            } else {
+                user = User(email: email, name: row[4], role: Role(rawValue: row[5]) ?? .doctor, disabled: row[6])
+                users[email] = user
+            }
+            members.append(Member(conversationID: row[0], readSeq: row[1], readVersion: row[2], user: user))
+        }
+        return members
+    }
+
+    /// Conversations as `user` sees them, in the order of `records`: participants, members,
+    /// read markers and their version from `members` (by conversation then email), the last
+    /// visible message and the unread count from a cached statement each.
+    func describe(_ records: [ConversationRecord], members: [Member], for user: String, _ db: Database, now: Date) throws -> [Conversation] {
+        var rowsOf: [String: Range<Int>] = [:]
+        var start = 0
+        for index in members.indices where index + 1 == members.count || members[index + 1].conversationID != members[index].conversationID {
+            rowsOf[members[index].conversationID] = start..<(index + 1)
+            start = index + 1
+        }
         let lastVisible = try db.cachedStatement(sql: "SELECT * FROM messages WHERE conversation_id = ? AND expires_at > ? ORDER BY seq DESC LIMIT 1")
         return try records.map { record in
-            let rows = rowsOf[record.id] ?? []
-            let participants: [String] = rows.map { $0["email"] }
+            let rows = members[rowsOf[record.id] ?? 0..<0]
+            let participants = rows.map(\.user.email)
             let last = try MessageRecord.fetchOne(lastVisible, arguments: [record.id, now.epochMilliseconds])
             let receiverOf = Self.receiver(kind: record.kind, participants: participants)
             var conversation = Conversation(
@@ -432,15 +468,9 @@ public struct MessageStore: Sendable {
                 createdAt: Date(milliseconds: record.createdAt), lastMessageAt: last.map { Date(milliseconds: $0.createdAt) },
                 lastMessage: last.map { $0.message(receiver: receiverOf($0.senderEmail)) },
                 unreadCount: try unreadCount(db, conversation: record.id, user: user, now: now))
-            conversation.members = try rows.map { row in
-                let email: String = row["email"]
-                if let known = users[email] { return known }
-                let member = try UserRecord(row: row).user
-                users[email] = member
-                return member
-            }
-            conversation.readPositions = Dictionary(uniqueKeysWithValues: rows.map { ($0["email"], $0["read_seq"]) })
-            conversation.readVersion = rows.map { $0["read_version"] as Int64 }.max() ?? 0
+            conversation.members = rows.map(\.user)
+            conversation.readPositions = Dictionary(uniqueKeysWithValues: rows.map { ($0.user.email, Int($0.readSeq)) })
+            conversation.readVersion = rows.map(\.readVersion).max() ?? 0
             return conversation
         }
     }
