@@ -119,6 +119,21 @@ public enum JSONText {
         return out
     }
 
+    /// A store's answer with its result as raw JSON (`{"request":"…","result_json":…}`), for
+    /// an asker that said it reads one (``StoreQuery/rawResult``): a list of big groups or a
+    /// replay is hundreds of kilobytes of JSON, quoted as a string it was escaped by the store
+    /// and unescaped by the gateway (BENCHMARKS.md, seventeenth round). `result` must be JSON.
+    /// Read by ``StoreClient``'s scanner, not by `StoreReply`'s decoder.
+    public static func storeReply(request: String, rawResult result: String) -> String {
+        var out = "{\"request\":"
+        out.reserveCapacity(result.utf8.count + request.utf8.count + 32)
+        appendQuoted(request, to: &out)
+        out += ",\"result_json\":"
+        out += result
+        out += "}"
+        return out
+    }
+
     private static func floorDivide(_ value: Int64, _ divisor: Int64) -> (Int64, Int64) {
         let (quotient, remainder) = value.quotientAndRemainder(dividingBy: divisor)
         return remainder < 0 ? (quotient - 1, remainder + divisor) : (quotient, remainder)

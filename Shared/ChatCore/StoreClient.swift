@@ -156,7 +156,7 @@ public final class StoreClient: Sendable {
             for part in parts { handleReply(part) }
             return
         }
-        guard let reply = Self.fastReply(payload) ?? (try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data(payload))) else { return }
+        guard let reply = Self.readReply(payload) else { return }
         guard let waiter = waiting.withLock({ $0.waiters.removeValue(forKey: reply.request) }) else {
             late.withLock { $0.take(reply) }?(reply)
             return
@@ -164,10 +164,17 @@ public final class StoreClient: Sendable {
         waiter.complete(.success(reply))
     }
 
+    /// A store's answer as published on `gateway:{id}`, in any of its forms; nil if it is none.
+    public static func readReply(_ payload: [UInt8]) -> StoreReply? {
+        fastReply(payload) ?? (try? ChatJSON.makeDecoder().decode(StoreReply.self, from: Data(payload)))
+    }
+
     /// A successful answer read with ``JSONScan`` (every send's confirmation comes this way);
     /// nil for an error or anything unusual, which the decoder then reads.
     static func fastReply(_ payload: [UInt8]) -> StoreReply? {
-        guard let scan = JSONScan(payload), let request = scan.string("request"), scan.isNull("error") else { return nil }
+        guard let scan = JSONScan(payload), let request = scan.string("request") ?? scan.decodedString("request"), scan.isNull("error") else { return nil }
+        // The answer to a query asked with `raw_result`: its result as it is.
+        if let raw = scan.range("result_json") { return StoreReply(request: request, result: String(decoding: payload[raw], as: UTF8.self)) }
         if scan.isNull("result") { return StoreReply(request: request) }
         guard let result = scan.decodedString("result") else { return nil }
         return StoreReply(request: request, result: result)
@@ -234,6 +241,7 @@ public final class StoreClient: Sendable {
     public func ask(_ kind: StoreQuery.Kind, user: String, _ fill: (inout StoreQuery) -> Void = { _ in },
                     onReply: @escaping @Sendable (Result<StoreReply, any Error>) -> Void) async -> String {
         var query = StoreQuery(kind: kind, user: user, gateway: gatewayID, request: TimeOrderedID.make())
+        query.rawResult = true
         fill(&query)
         let request = query.request
         register(request, onReply)

@@ -194,6 +194,10 @@ public struct StoreQuery: Codable, Sendable, Hashable {
     /// version (the `receipts_cursor` of an earlier sync, or a listed conversation's
     /// `read_version`); all of them if absent.
     public var receiptsAfter: Int64?
+    /// The asker reads the answer's result as raw JSON (`result_json`, see
+    /// ``JSONText/storeReply(request:rawResult:)``); a store older than this leaves it out and
+    /// answers a string (`result`), which the asker reads too.
+    public var rawResult: Bool?
 
     public init(kind: Kind, user: String, gateway: String, request: String, conversationID: String? = nil, limit: Int? = nil,
                 before: Int64? = nil, skip: Int? = nil, query: String? = nil, role: Role? = nil, password: String? = nil) {
@@ -214,6 +218,7 @@ public struct StoreQuery: Codable, Sendable, Hashable {
         case kind, user, gateway, request, limit, before, skip, query, role, password, since, after
         case conversationID = "conversation_id"
         case receiptsAfter = "receipts_after"
+        case rawResult = "raw_result"
     }
 }
 

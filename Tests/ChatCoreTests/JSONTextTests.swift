@@ -183,6 +183,25 @@ struct JSONTextTests {
         #expect(try ChatJSON.makeDecoder().decode(Message.self, from: Data(try #require(reply.result).utf8)) == message)
     }
 
+    @Test("a store answer with its result as raw JSON is read back as the same text as the quoted form; an error or a null result as before")
+    func rawStoreReplies() throws {
+        for text in Self.awkward {
+            let message = Message(id: "m", conversationID: "c", seq: 1, senderEmail: "a@clinic.com", receiverEmail: nil, content: text,
+                                  timestamp: Date(timeIntervalSince1970: 1_764_052_200.5), expiresAt: Date(timeIntervalSince1970: 1_771_828_200.5), clientID: text)
+            let json = [message, message].jsonText
+            let raw = JSONText.storeReply(request: "s:\"q\"", rawResult: json)
+            #expect(raw == #"{"request":"s:\"q\"","result_json":"# + json + "}", "\(raw)")
+            #expect(try JSONSerialization.jsonObject(with: Data(raw.utf8)) is [String: Any], "valid JSON: \(raw)")
+            let quoted = JSONText.storeReply(request: "s:\"q\"", result: json)
+            #expect(StoreClient.readReply(Array(raw.utf8)) == StoreReply(request: "s:\"q\"", result: json))
+            #expect(StoreClient.readReply(Array(quoted.utf8)) == StoreReply(request: "s:\"q\"", result: json))
+        }
+        let refused = try encoded(StoreReply(request: "r", error: ChatError(.notFound, "conversation not found")))
+        #expect(StoreClient.readReply(Array(refused.utf8)) == StoreReply(request: "r", error: ChatError(.notFound, "conversation not found")))
+        #expect(StoreClient.readReply(Array(#"{"request":"r","result":null}"#.utf8)) == StoreReply(request: "r"))
+        #expect(StoreClient.readReply(Array("not json".utf8)) == nil)
+    }
+
     @Test("a send's body read by the scanner is what the decoder reads; any other shape is left to the decoder")
     func scannedSendBodies() throws {
         let decoder = ChatJSON.makeDecoder()

@@ -456,6 +456,16 @@ struct CommandProcessorTests {
             #expect(search?.result?.contains(m.message.id) == true)
             let audit = try await ask(StoreQuery(kind: .auditLog, user: "doctor@clinic.com", gateway: "gw-1", request: "q7"))
             #expect(audit?.error?.code == .forbidden)
+            // Asked with raw_result, as every store client asks: the list as JSON in
+            // result_json, not quoted; the client's reading of it is the string's text.
+            var raw = StoreQuery(kind: .conversations, user: "doctor@clinic.com", gateway: "gw-1", request: "q8")
+            raw.rawResult = true
+            try await h.redis.publish(String(decoding: try ChatJSON.makeEncoder().encode(raw), as: UTF8.self), to: h.keys.storeQueries)
+            #expect(await eventually { h.recorder.texts(on: h.keys.gateway("gw-1")).contains { $0.hasPrefix(#"{"request":"q8","result_json":[{"#) } })
+            let rawText = try #require(h.recorder.texts(on: h.keys.gateway("gw-1")).first { $0.hasPrefix(#"{"request":"q8""#) })
+            #expect(rawText.contains(#""content":"potassium 5.9""#))
+            let listed = try #require(list?.result)
+            #expect(StoreClient.readReply(Array(rawText.utf8))?.result == listed)
 
             let actions = try h.store.auditLog().map { "\($0.action):\($0.outcome)" }
             for expected in ["login:ok", "login_failed:denied", "history:ok", "history:not_found", "search:ok"] {

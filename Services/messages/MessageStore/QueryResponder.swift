@@ -70,7 +70,8 @@ public final class QueryResponder: Service, Sendable {
         do {
             let text: String
             if reply.error == nil, let result = reply.result {
-                text = JSONText.storeReply(request: reply.request, result: result)
+                text = query.rawResult == true ? JSONText.storeReply(request: reply.request, rawResult: result)
+                                                : JSONText.storeReply(request: reply.request, result: result)
             } else {
                 text = String(decoding: try ChatJSON.makeEncoder().encode(reply), as: UTF8.self)
             }
