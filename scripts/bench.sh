@@ -12,7 +12,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 redis_port=$(free_port)
 http_port=$(free_port)
 out="$work/results.md"
-workloads=${WORKLOADS:-"pairs-closed group group-pages group-returning group-readers group-large-readers idle churn history pairs-5000 pairs-10000 purge store"}
+workloads=${WORKLOADS:-"pairs-closed group group-pages group-returning group-readers group-large-readers group-herd idle churn history pairs-5000 pairs-10000 purge store"}
 
 # Tens of thousands of sockets need as many descriptors in the gateway and the tool: as
 # many as the hard limit allows (a container may cap it; the idle run is sized below it).
@@ -65,6 +65,8 @@ for workload in $workloads; do
     group-readers) run group --members 50 --rate 200 --duration 10 --readers 49 ;;
     # A clinic's all-staff group: few messages, many readers (a receipt per covered sender).
     group-large-readers) run group --members 256 --rate 20 --duration 15 --readers 255 ;;
+    # A gateway gone: 2,000 sockets of 200 users (each in three groups of all 200) back at once.
+    group-herd) run group --members 50 --rate 200 --duration 15 --reconnects 2000 --page-users 200 --backlogs 3 --backlog-messages 4 ;;
     idle) run idle --sockets "$idle_sockets" --users 200 --duration 20 --ping-interval 5 ;;
     churn) run churn --rate 200 --duration 10 ;;
     history) run history --messages 1000 --clients 8 --requests 2000 ;;

@@ -35,7 +35,7 @@ struct LoadToolRunTests {
         (text ?? "").split { !$0.isNumber }.compactMap { Int($0) }
     }
 
-    @Test("pairs (closed and open loop), group (with and without page loads, with readers) and churn: every send confirmed and delivered to each recipient, none lost, duplicated or out of order; the run folder's processes are reported")
+    @Test("pairs (closed and open loop), group (with and without page loads, with readers, with a reconnect herd) and churn: every send confirmed and delivered to each recipient, none lost, duplicated or out of order; the run folder's processes are reported")
     func workloads() async throws {
         let server = try RedisServer.required()
         let keys = uniqueKeys("bench")
@@ -122,6 +122,16 @@ struct LoadToolRunTests {
         #expect(row(returning, "page loads (the list, a new socket, `sync` of what is newer) answered / started") == "4 / 4, 0 messages and 0 receipts replayed to each",
                 "\(returning)")
         #expect(row(returning, "page load: list → `sync` acknowledged (after its replay)")?.contains("(n = 4)") == true, "\(returning)")
+        // Six sockets of those users dropped at once a third into the run, each back after
+        // its backoff with the list and a `sync` of what is newer: nothing to replay.
+        let (herdStatus, herd) = try await bench(["group", "--members", "6", "--rate", "20", "--duration", "1", "--reconnects", "6",
+                                                  "--page-users", "2", "--backlogs", "2", "--backlog-messages", "3"] + common)
+        #expect(herdStatus == 0, "\(herd)")
+        #expect(counts(row(herd, "sent / confirmed / delivered")) == [20, 20, 100], "\(herd)")
+        #expect(row(herd, "sockets dropped at once and back (after the backoff: the list, a new socket, `sync` of what is newer) / dropped")
+                == "6 / 6, 0 messages and 0 receipts replayed to each", "\(herd)")
+        #expect(row(herd, "reconnect: drop → `sync` acknowledged (backoff included)")?.contains("(n = 6)") == true, "\(herd)")
+        #expect(row(herd, "reconnects failed") == nil, "\(herd)")
 
         // Every socket of the churn connects and leaves (a socket the tool did not hold used to
         // be freed mid-handshake and was never counted either way).

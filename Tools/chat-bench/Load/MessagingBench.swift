@@ -248,12 +248,14 @@ struct GroupBench: AsyncParsableCommand {
     @Option(help: "Seconds.") var duration: Double = 10
     @Option(help: "Page loads per second meanwhile: a new socket of a user with a backlog connects, asks `sync` for everything (as a client without local state does: a new device) and leaves once answered; 0 = none.")
     var pageLoads: Double = 0
-    @Option(help: "With --page-loads: the users who load pages (users G..G+U-1, not members of the group).") var pageUsers = 20
-    @Option(help: "With --page-loads: conversations of all those users with 100 messages each, each user's read position somewhere in it (a sync replays the newest 100 of each, 500 in all at most, and every other reader's position).")
+    @Option(help: "With --page-loads or --reconnects: the users who load pages or reconnect (users G..G+U-1, not members of the group).") var pageUsers = 20
+    @Option(help: "With --page-loads or --reconnects: conversations of all those users with 100 messages each, each user's read position somewhere in it (a sync replays the newest 100 of each, 500 in all at most, and every other reader's position).")
     var backlogs = 5
-    @Option(help: "With --page-loads: messages in each backlog conversation.") var backlogMessages = 100
+    @Option(help: "With --page-loads or --reconnects: messages in each backlog conversation.") var backlogMessages = 100
     @Flag(help: "With --page-loads: each page load is a returning web client: it loads the conversation list over REST, then asks `sync` only for what is newer than the list (messages and receipts).")
     var returning = false
+    @Option(help: "Sockets of the page users (--page-users: users G..G+U-1, each in the --backlogs conversations; socket k is user G + k mod U) connected from the start, all dropped at once a third into the run (as when their gateway goes away) and coming back as the web client does: each after 375-625 ms (its first retry) loads the conversation list over REST and opens a new socket asking `sync` of what is newer; timed from the drop. 0 = none.")
+    var reconnects = 0
     @Option(help: "Members with the conversation open (users 0..N-1), marking it read as messages arrive, as the web client does; each mark is a store write and a receipt to the reader and to the senders of what it covers. 0 = none.")
     var readers = 0
     @Option(help: "With --readers: the least time between one reader's marks, in ms, one in flight at a time, each after a random wait of up to a quarter more; by default the web client's for a conversation of G members (250 ms per 5 members, at most 3 s); 0 = a mark for every message as it arrives (the web client before the sixteenth round).")
@@ -264,7 +266,7 @@ struct GroupBench: AsyncParsableCommand {
         let rest = REST(base: options.gateway)
         let emails = (0..<members).map(options.email)
         let tokens = try await rest.login(emails, password: options.password)
-        let loaders = Array(members..<(members + (pageLoads > 0 ? pageUsers : 0)))
+        let loaders = Array(members..<(members + (pageLoads > 0 || reconnects > 0 ? pageUsers : 0)))
         let loaderTokens = try await rest.login(loaders.map(options.email), password: options.password)
         if !loaders.isEmpty {
             for backlog in 0..<backlogs {
@@ -296,35 +298,49 @@ struct GroupBench: AsyncParsableCommand {
         let sockets = try await openSockets(members, options: options, group: group, tokens: tokens, user: { $0 }, delegate: load)
         for socket in sockets.prefix(readers) { reads?.add(socket) }
         try await settle(timeout: 30) { load.connected == members }
+        let idle = ConnectionLoad()
+        let herdSockets = reconnects > 0
+            ? try await openSockets(reconnects, options: options, group: group, tokens: loaderTokens, user: { $0 % loaders.count }, delegate: idle) : []
+        try await settle(timeout: 60) { idle.connected + idle.closed >= reconnects }
+        if idle.closed > 0 { throw ValidationError("\(idle.closed) of the \(reconnects) sockets to drop did not connect") }
         let before = ProcessSample.all(runDir: options.runDir)
         let started = nowNanoseconds()
-        let loads = PageLoads(returning: returning)
+        let loads = PageLoads(returning ? .returning : .newDevice)
         async let loading: Void = pageLoads > 0
             ? loads.run(rate: pageLoads, duration: duration, users: loaders, tokens: loaderTokens, options: options, group: group) : ()
+        let herd = PageLoads(.reconnect)
+        async let dropping: Void = reconnects > 0
+            ? herd.drop(herdSockets, after: duration / 3, backoff: 0.375...0.625, users: loaders, tokens: loaderTokens, options: options, group: group) : ()
         try await pace(load, senders: sockets, rate: rate, duration: duration)
         try await loading
+        try await dropping
         let total = load.totalSent
         try await settle(timeout: 15, status: { load.status }) {
             (load.recorder.deliveredCount >= total * (members - 1) && load.recorder.confirmedCount >= total) || load.closed >= members
         }
         try await settle(timeout: 15) { loads.finished >= loads.started }
+        try await settle(timeout: 30) { herd.finished >= herd.started }
         if let reads { try await settle(timeout: 15) { reads.idle } }
         let cut = load.recorder.cut()
         let elapsed = Double(max(cut.lastReceive, started + 1) - started) / 1e9
         let after = ProcessSample.all(runDir: options.runDir)
         var report = LoadReport(workload: "group of \(members) at \(Int(rate)) messages/s" + (pageLoads > 0 ? String(format: returning ? ", %g returning page loads/s" : ", %g page loads/s", pageLoads) : "")
-                                    + (readers > 0 ? ", \(readers) readers" + (readInterval > 0 ? "" : " marking every message") : ""),
+                                    + (readers > 0 ? ", \(readers) readers" + (readInterval > 0 ? "" : " marking every message") : "")
+                                    + (reconnects > 0 ? ", \(reconnects) sockets dropped and back" : ""),
                                 command: "chat-bench group --members \(members) --rate \(Int(rate)) --duration \(Int(duration))"
                                     + (pageLoads > 0 ? " --page-loads \(String(format: "%g", pageLoads)) --page-users \(pageUsers) --backlogs \(backlogs)" : "")
-                                    + (pageLoads > 0 && backlogMessages != 100 ? " --backlog-messages \(backlogMessages)" : "")
+                                    + (reconnects > 0 ? " --reconnects \(reconnects)" + (pageLoads > 0 ? "" : " --page-users \(pageUsers) --backlogs \(backlogs)") : "")
+                                    + (pageLoads + Double(reconnects) > 0 && backlogMessages != 100 ? " --backlog-messages \(backlogMessages)" : "")
                                     + (pageLoads > 0 && returning ? " --returning" : "")
                                     + (readers > 0 ? " --readers \(readers) --read-interval \(String(format: "%g", readInterval))" : ""), seconds: elapsed)
         let clean = try await summarize(&report, load: load, cut: cut, total: total, elapsed: elapsed)
         if pageLoads > 0 { loads.report(into: &report) }
+        if reconnects > 0 { herd.report(into: &report) }
         reads?.report(into: &report, seconds: elapsed)
         report.processes(before: before, after: after)
         report.print()
         for socket in sockets { socket.close() }
+        herd.closeKept()
         if !clean { throw ExitCode(1) }
     }
 }

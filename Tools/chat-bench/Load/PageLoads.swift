@@ -15,7 +15,13 @@ import NIOCore
 /// conversation list over REST first, then asks `sync` with `since` naming every
 /// conversation at its newest message and `receipts_after` at the list's newest read
 /// version, so only what changed after the list is replayed. Timed from the list's request.
+///
+/// `reconnect`: sockets dropped at once (their gateway went away) coming back as the web
+/// client does (``drop(_:after:backoff:users:tokens:options:group:)``): each after its
+/// backoff loads the list and asks `sync` of what is newer, as a returning page load, and
+/// stays connected. Timed from the drop.
 final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
+    enum Kind { case newDevice, returning, reconnect }
     private let lock = NIOLock()
     private var asked: [Int: UInt64] = [:]
     private var replayed: [Int: (messages: Int, receipts: Int)] = [:]
@@ -28,9 +34,12 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     private var opened = 0
     /// Returning page loads whose list came: when it was asked for, and the `sync` to send.
     private var listed: [Int: (start: UInt64, sync: String)] = [:]
-    private let returning: Bool
+    /// Reconnected sockets, kept open until ``closeKept()``.
+    private var kept: [VirtualSocket] = []
+    private let kind: Kind
+    private var returning: Bool { kind != .newDevice }
 
-    init(returning: Bool = false) { self.returning = returning }
+    init(_ kind: Kind = .newDevice) { self.kind = kind }
 
     /// Page loads opened so far, and those answered or failed.
     var started: Int { lock.withLock { opened } }
@@ -91,8 +100,14 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
                 failures["sync answered \(packet.prefix(120))", default: 0] += 1
             }
             sockets[socket.index] = nil
+            if ok && kind == .reconnect { kept.append(socket) }
         }
-        socket.close()
+        if !(ok && kind == .reconnect) { socket.close() }
+    }
+
+    /// Closes the reconnected sockets.
+    func closeKept() {
+        for socket in lock.withLock({ kept }) { socket.close() }
     }
 
     func pinged(_ socket: VirtualSocket) {}
@@ -116,28 +131,53 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
         for k in 0..<total {
             let due = start + .nanoseconds(Int64(Double(k) / rate * 1e9))
             if ContinuousClock.now < due { try await Task.sleep(until: due) }
-            let socket = VirtualSocket(index: k, user: users[k % users.count], delegate: self)
-            lock.withLock {
-                sockets[k] = socket
-                opened += 1
-            }
-            let token = tokens[k % users.count]
-            if returning {
-                // The list first, as the web client does; the page load waits for it, the pacer does not.
-                Task {
-                    let start = nowNanoseconds()
-                    let (status, json) = (try? await REST(base: options.gateway).call("GET", "/api/conversations", token: token)) ?? (0, nil)
-                    guard status == 200, let list = json as? [[String: Any]] else {
-                        return self.closed(socket, reason: "the conversation list answered \(status)")
-                    }
-                    self.lock.withLock {
-                        self.listed[k] = (start, Self.returningSync(list))
-                    }
-                    self.open(socket, token: token, options: options, group: group)
+            load(k, users: users, tokens: tokens, origin: nil, options: options, group: group)
+        }
+    }
+
+    /// `after` seconds from now, closes `sockets` at once (as when their gateway goes away)
+    /// and brings each back as the web client does: after its backoff, a random time in
+    /// `backoff` seconds (the web client's first retry: 500 ms, from 0.75 to 1.25 of it),
+    /// the list over REST and a new socket asking `sync` of what is newer, which stays.
+    /// Socket k is user `users[k % users.count]` (as `sockets` were opened).
+    func drop(_ sockets: [VirtualSocket], after: Double, backoff: ClosedRange<Double>, users: [Int], tokens: [String],
+              options: LoadOptions, group: EventLoopGroup) async throws {
+        try await Task.sleep(for: .seconds(after))
+        let origin = nowNanoseconds()
+        let dropped = ContinuousClock.now
+        for socket in sockets { socket.close() }
+        let delays = sockets.indices.map { _ in Double.random(in: backoff) }.sorted()
+        for (k, delay) in delays.enumerated() {
+            let due = dropped + .nanoseconds(Int64(delay * 1e9))
+            if ContinuousClock.now < due { try await Task.sleep(until: due) }
+            load(k, users: users, tokens: tokens, origin: origin, options: options, group: group)
+        }
+    }
+
+    /// Page load `k`, for user `users[k % users.count]`; timed from `origin` if given (else
+    /// from the list's request, or the socket's CONNECT for a new device).
+    private func load(_ k: Int, users: [Int], tokens: [String], origin: UInt64?, options: LoadOptions, group: EventLoopGroup) {
+        let socket = VirtualSocket(index: k, user: users[k % users.count], delegate: self)
+        lock.withLock {
+            sockets[k] = socket
+            opened += 1
+        }
+        let token = tokens[k % users.count]
+        if returning {
+            // The list first, as the web client does; the page load waits for it, the pacer does not.
+            Task {
+                let start = origin ?? nowNanoseconds()
+                let (status, json) = (try? await REST(base: options.gateway).call("GET", "/api/conversations", token: token)) ?? (0, nil)
+                guard status == 200, let list = json as? [[String: Any]] else {
+                    return self.closed(socket, reason: "the conversation list answered \(status)")
                 }
-            } else {
-                open(socket, token: token, options: options, group: group)
+                self.lock.withLock {
+                    self.listed[k] = (start, Self.returningSync(list))
+                }
+                self.open(socket, token: token, options: options, group: group)
             }
+        } else {
+            open(socket, token: token, options: options, group: group)
         }
     }
 
@@ -163,11 +203,16 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
         if answered > 0 {
             counts += String(format: ", %.0f messages and %.0f receipts replayed to each", Double(messages) / Double(answered), Double(receipts) / Double(answered))
         }
-        report.add(returning ? "page loads (the list, a new socket, `sync` of what is newer) answered / started"
-                             : "page loads (a new socket, `sync` of everything) answered / started", counts)
-        if !failures.isEmpty { report.add("page loads failed", failures.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
-        if latency.totalCount > 0 {
-            report.latency(returning ? "page load: list → `sync` acknowledged (after its replay)" : "page load: `sync` → acknowledged (after its replay)", latency)
+        let (counted, failed, timed) = switch kind {
+        case .newDevice: ("page loads (a new socket, `sync` of everything) answered / started", "page loads failed",
+                          "page load: `sync` → acknowledged (after its replay)")
+        case .returning: ("page loads (the list, a new socket, `sync` of what is newer) answered / started", "page loads failed",
+                          "page load: list → `sync` acknowledged (after its replay)")
+        case .reconnect: ("sockets dropped at once and back (after the backoff: the list, a new socket, `sync` of what is newer) / dropped",
+                          "reconnects failed", "reconnect: drop → `sync` acknowledged (backoff included)")
         }
+        report.add(counted, counts)
+        if !failures.isEmpty { report.add(failed, failures.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
+        if latency.totalCount > 0 { report.latency(timed, latency) }
     }
 }
