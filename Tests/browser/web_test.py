@@ -412,6 +412,10 @@ def test_resync_after_reconnect_and_new_messages_pill(s):
         };
     """})
     login(admin, ADMIN)
+    wait(admin, lambda d: d.find_element(By.ID, "connection").text == "Online", timeout=15)
+    time.sleep(1)
+    # Opened: the list once, before the socket; its first `sync` replays what came after.
+    assert admin.execute_script("return window.__listLoads") == 1, admin.execute_script("return window.__listLoads")
     open_conversation(admin, "Dr. Ravi Patel")
     wait(admin, lambda d: len(texts(d)) >= 1)
     asked = f"are you on the ward {uuid.uuid4().hex[:6]}"
@@ -458,6 +462,25 @@ def test_resync_after_reconnect_and_new_messages_pill(s):
     admin.find_element(By.ID, "new-pill").click()
     wait(admin, lambda d: not d.find_element(By.ID, "new-pill").is_displayed())
     assert admin.execute_script("const m = document.getElementById('messages'); return m.scrollHeight - m.scrollTop - m.clientHeight") < 40
+
+    def away_and_back(missed):
+        admin.execute_script("window.__socketAllowed = false; window.__sockets.forEach((s) => s.close());")
+        wait(admin, lambda d: d.find_element(By.ID, "connection").text == "Reconnecting…")
+        for text in missed:
+            rest("POST", "/api/messages", patel_token, {"receiver_email": ADMIN, "content": text, "client_id": f"back-{uuid.uuid4()}"})
+        before = admin.execute_script("return window.__listLoads")
+        admin.execute_script("window.__socketAllowed = true;")
+        wait(admin, lambda d: d.find_element(By.ID, "connection").text == "Online", timeout=15)
+        wait(admin, lambda d: missed[-1] in texts(d), message="replayed after the reconnect")
+        time.sleep(1)
+        return admin.execute_script("return window.__listLoads") - before
+    # Back after a message in a conversation the page knows: the replay carries it all,
+    # and the list is not reloaded (pages all back at once after their gateway went away
+    # cost the store a replay each, not a list each).
+    marker = uuid.uuid4().hex[:6]
+    assert away_and_back([f"one missed {marker}"]) == 0
+    # Back after more than a replay carries (500): the list is reloaded.
+    assert away_and_back([f"many missed {marker} {i}" for i in range(510)]) >= 1
 
 
 def test_page_load_replays_nothing_it_already_has(s):

@@ -157,8 +157,7 @@ async function showApp() {
   resetIdle();
   await loadConversations();
   socket = new SocketClient({
-    auth: () => Object.assign({ token: state.session.token, since: sinceMap() },
-      state.receiptsCursor === null ? {} : { receipts_after: state.receiptsCursor }),
+    auth: () => ({ token: state.session.token }),
     onEvent: handleEvent,
     onStatus: setStatus,
     onRefused: () => logout("Your session has ended. Please log in again."),
@@ -166,7 +165,7 @@ async function showApp() {
   socket.start();
 }
 
-// What the page already has of each conversation, for the CONNECT: the newest message of
+// What the page already has of each conversation, for `sync`: the newest message of
 // the list (loaded over REST before the socket connects, and kept up to date as messages
 // arrive) or of the history on screen. The gateway replays only what is newer, so opening
 // the app does not replay (and count, and announce) messages the list already shows; a
@@ -187,10 +186,34 @@ function setStatus(status) {
   $("connection").textContent = label;
   $("connection").dataset.state = status;
   if (status === "online" && wasOffline) {
-    // Back: refresh the list (new conversations, unread counts) and resend what failed.
-    refreshConversations();
+    // Connected, or back: what was missed, and what failed sent again.
+    resync();
     for (const [clientID, pending] of state.pending) if (pending.state === "failed") retry(clientID);
   }
+}
+
+// What the page missed (since its list, on the first connection; while the socket was
+// away, after): `sync` replays what is newer than the page has, messages (counted and
+// announced as they come) and read receipts. The list is reloaded only when the replay
+// could not carry everything (a conversation or the receipts truncated) or failed: pages
+// all back at once after their gateway went away then cost the store a replay each, not
+// also a conversation list each, which for a member of large groups is most of the work
+// (BENCHMARKS.md, seventeenth round). Until then every (re)connection reloaded the list,
+// the first one too, right after the page had loaded it.
+async function resync() {
+  let ack = null;
+  try {
+    ack = await socket.emit("sync", Object.assign({ since: sinceMap() },
+      state.receiptsCursor === null ? {} : { receipts_after: state.receiptsCursor }));
+  } catch {
+    ack = null;
+  }
+  const complete = ack && ack.ok && !ack.receipts_truncated && !Object.values(ack.conversations || {}).some((c) => c.truncated);
+  if (!complete) {
+    refreshConversations();
+    return;
+  }
+  if (typeof ack.receipts_cursor === "number") state.receiptsCursor = Math.max(state.receiptsCursor || 0, ack.receipts_cursor);
 }
 
 // MARK: Conversations
