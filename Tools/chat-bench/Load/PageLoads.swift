@@ -1,3 +1,4 @@
+import ArgumentParser
 import ChatCore
 import Foundation
 import Histogram
@@ -18,8 +19,9 @@ import NIOCore
 ///
 /// `reconnect`: sockets dropped at once (their gateway went away) coming back as the web
 /// client does (``drop(_:after:backoff:users:tokens:options:group:)``): each after its
-/// backoff loads the list and asks `sync` of what is newer, as a returning page load, and
-/// stays connected. Timed from the drop.
+/// backoff asks `sync` of what is newer than the list its user had (``prepare(users:tokens:options:)``),
+/// reloads the list only if the acknowledgement says the replay was cut, and stays
+/// connected. Timed from the drop.
 final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     enum Kind { case newDevice, returning, reconnect }
     private let lock = NIOLock()
@@ -36,6 +38,10 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     private var listed: [Int: (start: UInt64, sync: String)] = [:]
     /// Reconnected sockets, kept open until ``closeKept()``.
     private var kept: [VirtualSocket] = []
+    /// `reconnect`: each user's `sync` (from the list it had), and lists reloaded after a cut replay.
+    private var prepared: [Int: (sync: String, token: String)] = [:]
+    private var gateway = ""
+    private var reloads = 0
     private let kind: Kind
     private var returning: Bool { kind != .newDevice }
 
@@ -102,7 +108,26 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
             sockets[socket.index] = nil
             if ok && kind == .reconnect { kept.append(socket) }
         }
-        if !(ok && kind == .reconnect) { socket.close() }
+        guard ok && kind == .reconnect else { return socket.close() }
+        // As the web client: the list again only when the replay could not carry everything.
+        if packet.contains("\"truncated\":true") || packet.contains("\"receipts_truncated\":true") {
+            let (token, gateway) = lock.withLock {
+                reloads += 1
+                return (prepared[socket.user]?.token, self.gateway)
+            }
+            Task { _ = try? await REST(base: gateway).call("GET", "/api/conversations", token: token) }
+        }
+    }
+
+    /// `reconnect`: each user's list as it is before the drop (what its pages have), for the
+    /// `sync` they ask when back.
+    func prepare(users: [Int], tokens: [String], options: LoadOptions) async throws {
+        for (index, user) in users.enumerated() {
+            let (status, json) = try await REST(base: options.gateway).call("GET", "/api/conversations", token: tokens[index])
+            guard status == 200, let list = json as? [[String: Any]] else { throw ValidationError("the conversation list answered \(status)") }
+            lock.withLock { prepared[user] = (Self.returningSync(list), tokens[index]) }
+        }
+        lock.withLock { gateway = options.gateway }
     }
 
     /// Closes the reconnected sockets.
@@ -163,7 +188,11 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
             opened += 1
         }
         let token = tokens[k % users.count]
-        if returning {
+        if kind == .reconnect {
+            // What the page had: no list first.
+            lock.withLock { listed[k] = (origin ?? nowNanoseconds(), prepared[users[k % users.count]]?.sync ?? #"{"since":{}}"#) }
+            open(socket, token: token, options: options, group: group)
+        } else if returning {
             // The list first, as the web client does; the page load waits for it, the pacer does not.
             Task {
                 let start = origin ?? nowNanoseconds()
@@ -189,7 +218,7 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
 
     /// The page loads' rows of a report.
     func report(into report: inout LoadReport) {
-        let (answered, failures, messages, receipts, latency, started) = lock.withLock {
+        let (answered, failures, messages, receipts, latency, started, reloads) = lock.withLock {
             // Those still open when the run reports: where each one stopped.
             var failures = self.failures
             for k in sockets.keys {
@@ -197,7 +226,7 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
                     : returning && listed[k] == nil ? "the conversation list not answered" : "not connected"
                 failures["unfinished at the end: \(stage)", default: 0] += 1
             }
-            return (self.answered, failures, self.messages, self.receipts, self.latency, self.opened)
+            return (self.answered, failures, self.messages, self.receipts, self.latency, self.opened, self.reloads)
         }
         var counts = "\(answered) / \(started)"
         if answered > 0 {
@@ -208,10 +237,10 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
                           "page load: `sync` → acknowledged (after its replay)")
         case .returning: ("page loads (the list, a new socket, `sync` of what is newer) answered / started", "page loads failed",
                           "page load: list → `sync` acknowledged (after its replay)")
-        case .reconnect: ("sockets dropped at once and back (after the backoff: the list, a new socket, `sync` of what is newer) / dropped",
+        case .reconnect: ("sockets dropped at once and back (after the backoff: a new socket, `sync` of what is newer; the list again if the replay was cut) / dropped",
                           "reconnects failed", "reconnect: drop → `sync` acknowledged (backoff included)")
         }
-        report.add(counted, counts)
+        report.add(counted, counts + (kind == .reconnect ? ", \(reloads) lists reloaded" : ""))
         if !failures.isEmpty { report.add(failed, failures.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
         if latency.totalCount > 0 { report.latency(timed, latency) }
     }
