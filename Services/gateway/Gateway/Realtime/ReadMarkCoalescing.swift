@@ -1,9 +1,10 @@
 /// A socket's `mark_conversation_read`s: one per conversation at the store at a time. Marks
 /// that come while one is there wait, merged into one (the highest seq; each of them is
 /// answered with its answer), and go when it is answered. Every mark is a store write and
-/// receipts (to every member until the seventeenth round): a client that marks every arriving message (the web client did
-/// until 2026-12-03, and a tab opened before still may) then costs the store one mark per
-/// round trip, not one per message (BENCHMARKS.md, sixteenth round).
+/// receipts (to every member until the seventeenth round): a client that marks every
+/// arriving message (the web client did until 2026-12-03, and a tab opened before still
+/// may) then costs the store one mark per round trip, not one per message (BENCHMARKS.md,
+/// sixteenth round).
 struct ReadMarkCoalescing: Sendable {
     /// What goes to the store: up to which seq, and the marks (their acknowledgement ids,
     /// nil for none) it answers.
