@@ -593,20 +593,27 @@ def drop_frames_saying(driver, text):
     """ % json.dumps(text)})
 
 
+def novak_reading_okafor(s, first, dropped):
+    """Dr. Okafor's 1:1 with Dr. Novak holding `first`, open in a new page of Dr. Novak's
+    whose WebSocket drops every frame saying `dropped`: (page, conversation, Okafor's token)."""
+    novak_email, okafor_token = "dr.novak@clinic.com", token("dr.okafor@clinic.com")
+    conversation = rest("POST", "/api/conversations", okafor_token, {"participants": [novak_email]})
+    rest("POST", "/api/messages", okafor_token, {"conversation_id": conversation["id"], "content": first, "client_id": f"first-{uuid.uuid4()}"})
+    novak = s.new()
+    drop_frames_saying(novak, dropped)
+    login(novak, novak_email)
+    open_conversation(novak, "Dr. Ada Okafor")
+    wait(novak, lambda d: first in texts(d))
+    return novak, conversation, okafor_token
+
+
 def test_missed_messages_are_fetched(s):
     # Dr. Okafor writes four messages to Dr. Novak, who has the conversation open; the
     # first two never reach the page (the test's WebSocket drops them, as a replay cut at
     # its limit or a socket that missed them would). The third shows the gap, and the page
     # fetches what is between over REST: all four, in order, each once.
-    novak_email, okafor_token = "dr.novak@clinic.com", token("dr.okafor@clinic.com")
-    conversation = rest("POST", "/api/conversations", okafor_token, {"participants": [novak_email]})
     marker = uuid.uuid4().hex[:6]
-    rest("POST", "/api/messages", okafor_token, {"conversation_id": conversation["id"], "content": f"before the gap {marker}", "client_id": f"gap-{marker}-0"})
-    novak = s.new()
-    drop_frames_saying(novak, "dropped by the test")
-    login(novak, novak_email)
-    open_conversation(novak, "Dr. Ada Okafor")
-    wait(novak, lambda d: f"before the gap {marker}" in texts(d))
+    novak, conversation, okafor_token = novak_reading_okafor(s, f"before the gap {marker}", "dropped by the test")
     sent = [f"one {marker} dropped by the test", f"two {marker} dropped by the test", f"three {marker}", f"four {marker}"]
     for i, text in enumerate(sent):
         rest("POST", "/api/messages", okafor_token, {"conversation_id": conversation["id"], "content": text, "client_id": f"gap-{marker}-{i + 1}"})
@@ -621,15 +628,8 @@ def test_open_conversation_caught_up_by_a_list_reload(s):
     # conversation out would): no later message shows a gap. Then Dr. Patel writes from a
     # conversation the page does not know, so it reloads its list, where the open
     # conversation's last message is newer than the page's: the page fetches the three.
-    novak_email, okafor_token = "dr.novak@clinic.com", token("dr.okafor@clinic.com")
-    conversation = rest("POST", "/api/conversations", okafor_token, {"participants": [novak_email]})
-    marker = uuid.uuid4().hex[:6]
-    rest("POST", "/api/messages", okafor_token, {"conversation_id": conversation["id"], "content": f"seen {marker}", "client_id": f"cu-{marker}-0"})
-    novak = s.new()
-    drop_frames_saying(novak, f"lost {marker}")
-    login(novak, novak_email)
-    open_conversation(novak, "Dr. Ada Okafor")
-    wait(novak, lambda d: f"seen {marker}" in texts(d))
+    novak_email, marker = "dr.novak@clinic.com", uuid.uuid4().hex[:6]
+    novak, conversation, okafor_token = novak_reading_okafor(s, f"seen {marker}", f"lost {marker}")
     lost = [f"lost {marker} {i}" for i in range(1, 4)]
     for i, text in enumerate(lost):
         last = rest("POST", "/api/messages", okafor_token, {"conversation_id": conversation["id"], "content": text, "client_id": f"cu-{marker}-{i + 1}"})

@@ -19,8 +19,10 @@ extension MessageStore {
     /// answer's `receiptsCursor` is then the last one replayed).
     ///
     /// The same three statements whatever the number of conversations (the cursor, the
-    /// conversations, the receipts of all of them), then per conversation with anything
-    /// after the client's seq its messages (and a 1:1's participants, for the receiver).
+    /// conversations, the receipts that moved in all of them), then per conversation with
+    /// anything after the client's seq its messages (and a 1:1's participants, for the
+    /// receiver), and with `receiptsAfter`, per conversation new to the client its older
+    /// receipts.
     public func sync(for user: String, since: [String: Int64], after: Date? = nil, receiptsAfter: Int64? = nil,
                      limit: Int = 500, now: Date = Date()) throws -> SyncResult {
         let user = user.lowercased()

@@ -163,7 +163,8 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     /// `after` seconds from now, closes `sockets` at once (as when their gateway goes away)
     /// and brings each back as the web client does: after its backoff, a random time in
     /// `backoff` seconds (the web client's first retry: 500 ms, from 0.75 to 1.25 of it),
-    /// the list over REST and a new socket asking `sync` of what is newer, which stays.
+    /// a new socket asking `sync` of what is newer than its user's list had, which stays
+    /// (the list again only if the replay was cut).
     /// Socket k is user `users[k % users.count]` (as `sockets` were opened).
     func drop(_ sockets: [VirtualSocket], after: Double, backoff: ClosedRange<Double>, users: [Int], tokens: [String],
               options: LoadOptions, group: EventLoopGroup) async throws {
