@@ -35,6 +35,10 @@ public struct ChatConfiguration: Sendable {
     public var sweepInterval: Duration
     /// `CHAT_PRESENCE_TTL`, default `30s`: how long a connection counts as alive without a heartbeat.
     public var presenceTTL: Duration
+    /// `CHAT_PRESENCE_GRACE`, default `3s`: how long after a user's last socket closes they
+    /// are announced offline, unless a socket is back by then (a gateway's restart, a page
+    /// reload or a network blip announces nothing).
+    public var presenceGrace: Duration
     /// `CHAT_GATEWAY_ID`, default `gw-<hostname>-<pid>`: names this gateway's reply channel.
     public var gatewayID: String
     /// `CHAT_CONSUMER_NAME`, default `messages-<hostname>`: the messages service's name in its
@@ -86,6 +90,7 @@ public struct ChatConfiguration: Sendable {
         self.sweepInterval = .seconds(60)
         self.auditRetention = .seconds(2190 * 86400)
         self.presenceTTL = .seconds(30)
+        self.presenceGrace = .seconds(3)
         self.gatewayID = "gw-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         self.consumerName = "messages-\(ProcessInfo.processInfo.hostName)"
         self.logLevel = .info
@@ -138,6 +143,7 @@ public struct ChatConfiguration: Sendable {
         sweepInterval = try Self.duration("CHAT_SWEEP_INTERVAL", env, default: sweepInterval)
         auditRetention = try Self.duration("CHAT_AUDIT_RETENTION", env, default: auditRetention)
         presenceTTL = try Self.duration("CHAT_PRESENCE_TTL", env, default: presenceTTL)
+        presenceGrace = try Self.duration("CHAT_PRESENCE_GRACE", env, default: presenceGrace)
         gatewayID = env["CHAT_GATEWAY_ID"] ?? gatewayID
         guard gatewayID.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
             throw ConfigurationError(variable: "CHAT_GATEWAY_ID", expected: "letters, digits, '-', '_' and '.'", value: gatewayID)

@@ -38,7 +38,12 @@ public struct PresenceState: Codable, Sendable, Hashable {
     }
 }
 
-/// Reads presence for many users in one round trip (one pipeline: EXISTS per user, one HMGET).
+/// Reads presence for many users in one round trip (one pipeline: one SMISMEMBER of
+/// `presence:online` for all of them, one HMGET). A user is online there while a connection
+/// is alive and during the grace after their last one closed (the presence service's
+/// `PresenceTracker`); an EXISTS per user's connection set, until 2026-12-03, showed them
+/// offline in that grace and made a conversation list of three groups of 200 six hundred
+/// Redis commands.
 public struct PresenceReader: Sendable {
     let redis: RedisClient
     let keys: RedisKeys
@@ -51,14 +56,13 @@ public struct PresenceReader: Sendable {
     public func states(_ emails: [String]) async throws -> [String: PresenceState] {
         let unique = Array(Set(emails.map { $0.lowercased() }))
         guard !unique.isEmpty else { return [:] }
-        var commands = unique.map { ["EXISTS", keys.presenceUser($0)] }
-        commands.append(["HMGET", keys.presenceLastSeen] + unique)
-        let replies = try await redis.pipeline(commands)
+        let replies = try await redis.pipeline([["SMISMEMBER", keys.presenceOnline] + unique, ["HMGET", keys.presenceLastSeen] + unique])
+        let online = replies.first?.array ?? []
         let lastSeen = replies.last?.array ?? []
         var result: [String: PresenceState] = [:]
         for (index, email) in unique.enumerated() {
             let seen = index < lastSeen.count ? lastSeen[index].string.flatMap(Int64.init).map { Date(timeIntervalSince1970: Double($0) / 1000) } : nil
-            result[email] = PresenceState(online: replies[index].int == 1, lastSeen: seen)
+            result[email] = PresenceState(online: index < online.count && online[index].int == 1, lastSeen: seen)
         }
         return result
     }

@@ -20,6 +20,7 @@ struct ConfigurationTests {
         #expect(config.retention == .seconds(90 * 86400))
         #expect(config.sweepInterval == .seconds(60))
         #expect(config.presenceTTL == .seconds(30))
+        #expect(config.presenceGrace == .seconds(3))
         #expect(config.gatewayID.hasPrefix("gw-"))
         #expect(config.logLevel == .info)
         #expect(config.keys.commands == "chat:commands")
@@ -36,8 +37,9 @@ struct ConfigurationTests {
             "CHAT_DB_PATH": "/var/lib/chat/chat.sqlite", "CHAT_JWT_SECRET": "k",
             "CHAT_TOKEN_TTL": "30m", "CHAT_RETENTION": "5s", "CHAT_SWEEP_INTERVAL": "500ms",
             "CHAT_PRESENCE_TTL": "2s", "CHAT_GATEWAY_ID": "gw-a_1.x", "LOG_LEVEL": "DEBUG",
-            "CHAT_ALLOW_PLAINTEXT": "1", "CHAT_PUBLISH_BATCHES": "0",
+            "CHAT_ALLOW_PLAINTEXT": "1", "CHAT_PUBLISH_BATCHES": "0", "CHAT_PRESENCE_GRACE": "250ms",
         ])
+        #expect(config.presenceGrace == .milliseconds(250))
         #expect(config.redis.endpoint == .tcp(host: "cache", port: 6380))
         #expect(config.redis.password == "pw")
         #expect(config.redis.database == 1)
@@ -61,7 +63,7 @@ struct ConfigurationTests {
     @Test("a bad value names its variable and what was expected", arguments: [
         ("CHAT_REDIS_URL", "http://localhost"), ("CHAT_HTTP_PORT", "eighty"), ("CHAT_HTTP_PORT", "70000"),
         ("CHAT_TOKEN_TTL", "12"), ("CHAT_RETENTION", "abc"), ("CHAT_SWEEP_INTERVAL", "-1s"),
-        ("CHAT_PRESENCE_TTL", "0s"), ("CHAT_GATEWAY_ID", "gw one"), ("LOG_LEVEL", "loud"), ("CHAT_TLS_KEY", "/only/cert"),
+        ("CHAT_PRESENCE_TTL", "0s"), ("CHAT_PRESENCE_GRACE", "soon"), ("CHAT_GATEWAY_ID", "gw one"), ("LOG_LEVEL", "loud"), ("CHAT_TLS_KEY", "/only/cert"),
         ("CHAT_ALLOW_PLAINTEXT", "yes"), ("CHAT_PUBLISH_BATCHES", "off"),
     ])
     func badValues(variable: String, value: String) {

@@ -40,6 +40,64 @@ struct PresenceTests {
         }
     }
 
+    @Test("with a grace: a user whose last connection closes stays online; back within the grace, nothing to announce; gone past it, offline once with the time it closed")
+    func grace() async throws {
+        let server = try RedisServer.required()
+        try await server.withClient { redis in
+            let keys = uniqueKeys()
+            let tracker = PresenceTracker(redis: redis, keys: keys, ttl: .seconds(30), grace: .milliseconds(300))
+            let states = PresenceReader(redis: redis, keys: keys)
+            #expect(try await tracker.connect([("c1", doctor)]) == [doctor])
+            #expect(try await tracker.disconnect(conn: "c1", user: doctor) == nil, "not offline yet")
+            #expect(try await states.states([doctor])[doctor]?.online == true)
+            #expect(try await tracker.leave().isEmpty)
+            // Back within the grace (a gateway's restart, a reload): not a new online either.
+            #expect(try await tracker.connect([("c2", doctor)]).isEmpty)
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(try await tracker.leave().isEmpty, "a connection is back")
+            // Gone for good: offline once the grace is over, last seen when it closed.
+            let closed = Date()
+            #expect(try await tracker.disconnect(conn: "c2", user: doctor) == nil)
+            #expect(try await tracker.leave().isEmpty)
+            try await Task.sleep(for: .milliseconds(400))
+            let gone = try await tracker.leave()
+            #expect(gone.map(\.user) == [doctor])
+            #expect(abs((gone.first?.lastSeen ?? .distantPast).timeIntervalSince(closed)) < 0.2)
+            #expect(try await tracker.leave().isEmpty, "once")
+            let state = try #require(try await states.states([doctor])[doctor])
+            #expect(state.online == false && state.lastSeen != nil)
+            // Online again afterwards is announced.
+            #expect(try await tracker.connect([("c3", doctor)]) == [doctor])
+            // Without a grace, offline at once (as before).
+            let now = PresenceTracker(redis: redis, keys: uniqueKeys(), ttl: .seconds(30))
+            _ = try await now.connect([("c4", admin)])
+            #expect(try await now.disconnect(conn: "c4", user: admin) != nil)
+        }
+    }
+
+    @Test("a gateway's sockets closed and back within the grace: the partner is told nothing; closed for good, offline after the grace")
+    func reconnectWithinTheGrace() async throws {
+        try await withRealtimeStack(gateways: 2, presence: true, environment: ["CHAT_PRESENCE_GRACE": "1500ms"]) { stack in
+            _ = try shareConversation(stack)
+            let partner = try await stack.connect(admin, gateway: 1)
+            let first = try await stack.connect(doctor, gateway: 0)
+            #expect(try await partner.event("user_online")["email"] == .string(doctor))
+            await first.close()
+            let back = try await stack.connect(doctor, gateway: 1)
+            try await Task.sleep(for: .milliseconds(2500))
+            #expect(partner.drain("user_offline").isEmpty, "back within the grace")
+            #expect(partner.drain("user_online").isEmpty, "never announced offline, so not online again")
+            let closed = Date()
+            await back.close()
+            let offline = try await partner.event("user_offline")
+            #expect(offline["email"] == .string(doctor))
+            let lastSeen = try #require(offline["last_seen"]?.stringValue.flatMap(ChatJSON.parseTimestamp))
+            #expect(abs(lastSeen.timeIntervalSince(closed)) < 1)
+            #expect(Date().timeIntervalSince(closed) >= 1.4, "not before the grace")
+            await partner.close()
+        }
+    }
+
     @Test("a partner sees online and offline with last_seen; someone sharing no conversation sees nothing; two tabs stay online until the last closes")
     func onlineOffline() async throws {
         try await withRealtimeStack(gateways: 2, presence: true, environment: ["CHAT_PRESENCE_TTL": "3s"]) { stack in

@@ -47,12 +47,13 @@ public struct PresenceService: Service {
         try await subscriber.subscribe([store.replyChannel])
         let metrics = PresenceMetrics(runtime: runtime)
         let engine = PresenceEngine(redis: runtime.redis, keys: keys, store: store,
-                                    tracker: PresenceTracker(redis: runtime.redis, keys: keys, ttl: configuration.presenceTTL),
+                                    tracker: PresenceTracker(redis: runtime.redis, keys: keys, ttl: configuration.presenceTTL, grace: configuration.presenceGrace),
                                     settings: settings, logger: runtime.logger, metrics: metrics)
         StreamMetrics.register(runtime, stream: keys.presenceCommands, group: RedisKeys.presenceGroup)
         let consumerName = configuration.consumerName.replacingOccurrences(of: "messages-", with: "presence-")
         runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.presenceCommands)", "redis.group": "\(RedisKeys.presenceGroup)",
-                                                "chat.presence.ttl": "\(DurationParser.format(configuration.presenceTTL))"])
+                                                "chat.presence.ttl": "\(DurationParser.format(configuration.presenceTTL))",
+                                                "chat.presence.grace": "\(DurationParser.format(configuration.presenceGrace))"])
         runtime.health.markReady()
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await store.pumpReplies(from: subscriber) }
@@ -170,11 +171,13 @@ final class PresenceEngine: Sendable {
         }
     }
 
-    /// Overdue connections and typing.
+    /// Overdue connections, users whose grace is over, and typing.
     func check(connections: Bool = true) async throws {
         if connections {
             for (user, lastSeen) in try await tracker.expire() { await announceOffline(user, lastSeen: lastSeen) }
         }
+        // Closed by their gateway, not expired: no heartbeat to wait for after a restart.
+        for (user, lastSeen) in try await tracker.leave() { await announceOffline(user, lastSeen: lastSeen) }
         for (conversation, user) in try await tracker.expireTyping() { await announceTyping(conversation: conversation, user: user, isTyping: false) }
     }
 

@@ -9,7 +9,11 @@ import RedisClient
 /// - `presence:conn:{id}` = email, with the TTL (what a gateway keeps alive),
 /// - `presence:user:{email}` = set of live connection ids (no TTL: it changes only through
 ///   these scripts, so a presence service that was down longer than the TTL finds it intact),
-/// - `presence:online` = set of the emails with at least one live connection,
+/// - `presence:online` = set of the emails with at least one live connection, or whose last
+///   one closed less than the grace ago,
+/// - `presence:leaving` = emails scored by when their last connection closed (ms), popped
+///   once the grace is over if none is back (a connection back within it removes the email
+///   and announces nothing),
 /// - `presence:expiry` = `conn|email` scored by expiry (ms), popped when overdue,
 /// - `presence:last_seen` = hash email → ms,
 /// - `presence:typing` = `conversation|email` scored by when typing stops by itself.
@@ -17,11 +21,15 @@ public struct PresenceTracker: Sendable {
     let redis: RedisClient
     let keys: RedisKeys
     public let ttl: Duration
+    /// How long after a user's last connection closed they go offline (``leave(limit:)``);
+    /// zero: at once, in ``disconnect(conn:user:)``.
+    public let grace: Duration
 
-    public init(redis: RedisClient, keys: RedisKeys, ttl: Duration) {
+    public init(redis: RedisClient, keys: RedisKeys, ttl: Duration, grace: Duration = .zero) {
         self.redis = redis
         self.keys = keys
         self.ttl = ttl
+        self.grace = grace
     }
 
     /// Adds a connection (or refreshes it); returns true when the user was offline before.
@@ -35,7 +43,8 @@ public struct PresenceTracker: Sendable {
           redis.call('SADD', userKey, conn)
           redis.call('SET', p .. 'presence:conn:' .. conn, user, 'PX', ttl)
           redis.call('ZADD', p .. 'presence:expiry', now + ttl, conn .. '|' .. user)
-          if before == 0 then
+          -- Back within the grace after the last socket closed: never announced offline.
+          if before == 0 and redis.call('ZREM', p .. 'presence:leaving', user) == 0 then
             redis.call('SADD', p .. 'presence:online', user)
             table.insert(came, user)
           end
@@ -45,18 +54,40 @@ public struct PresenceTracker: Sendable {
 
     /// Removes a connection; returns the user's last-seen time (ms) when it was their last one.
     static let disconnectScript = RedisScript("""
-        local p, conn, user, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+        local p, conn, user, now, grace = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5] or '0')
         local userKey = p .. 'presence:user:' .. user
         local removed = redis.call('ZREM', p .. 'presence:expiry', conn .. '|' .. user)
         redis.call('DEL', p .. 'presence:conn:' .. conn)
         redis.call('SREM', userKey, conn)
         if removed == 1 and redis.call('SCARD', userKey) == 0 then
           redis.call('DEL', userKey)
+          if grace > 0 then
+            -- Still online until the grace is over (``leaveScript``), unless a socket is back.
+            redis.call('ZADD', p .. 'presence:leaving', now, user)
+            return false
+          end
           redis.call('SREM', p .. 'presence:online', user)
           redis.call('HSET', p .. 'presence:last_seen', user, now)
           return now
         end
         return false
+        """)
+
+    /// Pops the users whose last socket closed at or before `cutoff` (now minus the grace) and
+    /// who have none again; returns `email|lastSeenMs` (when it closed) for each.
+    static let leaveScript = RedisScript("""
+        local p, cutoff, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+        local gone = {}
+        local due = redis.call('ZRANGEBYSCORE', p .. 'presence:leaving', '-inf', cutoff, 'WITHSCORES', 'LIMIT', 0, limit)
+        for i = 1, #due, 2 do
+          local user, since = due[i], due[i + 1]
+          if redis.call('ZREM', p .. 'presence:leaving', user) == 1 and redis.call('SCARD', p .. 'presence:user:' .. user) == 0 then
+            redis.call('SREM', p .. 'presence:online', user)
+            redis.call('HSET', p .. 'presence:last_seen', user, since)
+            table.insert(gone, user .. '|' .. since)
+          end
+        end
+        return gone
         """)
 
     /// Pops overdue connections; returns `email|lastSeenMs` for each user left with none.
@@ -114,14 +145,26 @@ public struct PresenceTracker: Sendable {
 
     /// Disconnects; the user's last-seen time if that was their last connection.
     public func disconnect(conn: String, user: String) async throws -> Date? {
-        let reply = try await redis.run(Self.disconnectScript, arguments: [keys.prefix, conn, user, String(nowMs)])
+        let reply = try await redis.run(Self.disconnectScript, arguments: [keys.prefix, conn, user, String(nowMs), String(grace.milliseconds)])
         return reply.int.map { Date(timeIntervalSince1970: Double($0) / 1000) } ?? reply.string.flatMap(Int64.init).map { Date(timeIntervalSince1970: Double($0) / 1000) }
+    }
+
+    /// Users whose last socket closed more than the grace ago and none is back, with when it
+    /// closed: they are offline now.
+    public func leave(limit: Int = 1000) async throws -> [(user: String, lastSeen: Date)] {
+        let reply = try await redis.run(Self.leaveScript, arguments: [keys.prefix, String(nowMs - grace.milliseconds), String(limit)])
+        return Self.departures(reply)
     }
 
     /// Users whose last connection expired, with when they were last seen.
     public func expire(limit: Int = 1000) async throws -> [(user: String, lastSeen: Date)] {
         let reply = try await redis.run(Self.expireScript, arguments: [keys.prefix, String(nowMs), String(ttl.milliseconds), String(limit)])
-        return (reply.array ?? []).compactMap { item in
+        return Self.departures(reply)
+    }
+
+    /// `email|lastSeenMs` items as users and dates.
+    private static func departures(_ reply: RESPValue) -> [(user: String, lastSeen: Date)] {
+        (reply.array ?? []).compactMap { item in
             guard let text = item.string, let bar = text.lastIndex(of: "|"), let ms = Double(text[text.index(after: bar)...]) else { return nil }
             return (String(text[..<bar]), Date(timeIntervalSince1970: ms / 1000))
         }
