@@ -108,28 +108,23 @@ public enum JSONText {
         return out
     }
 
-    /// `{"request":…,"result":…}`: a successful `StoreReply`, its result (JSON) as a string.
-    public static func storeReply(request: String, result: String) -> String {
+    /// `{"request":…,"result":…}`: a successful `StoreReply`, its result (JSON) as a string;
+    /// with `raw`, `{"request":…,"result_json":…}`, the result as it is, for an asker that
+    /// said it reads one (``StoreQuery/rawResult``): a list of big groups or a replay is
+    /// hundreds of kilobytes of JSON, which quoted was escaped by the store and unescaped by
+    /// the gateway (BENCHMARKS.md, seventeenth round). A raw result must be JSON, and is read
+    /// by ``StoreClient``'s scanner, not by `StoreReply`'s decoder.
+    public static func storeReply(request: String, result: String, raw: Bool = false) -> String {
         var out = "{\"request\":"
-        out.reserveCapacity(result.utf8.count * 5 / 4 + 64)
+        out.reserveCapacity((raw ? result.utf8.count : result.utf8.count * 5 / 4) + request.utf8.count + 64)
         appendQuoted(request, to: &out)
-        out += ",\"result\":"
-        appendQuoted(result, to: &out)
-        out += "}"
-        return out
-    }
-
-    /// A store's answer with its result as raw JSON (`{"request":"…","result_json":…}`), for
-    /// an asker that said it reads one (``StoreQuery/rawResult``): a list of big groups or a
-    /// replay is hundreds of kilobytes of JSON, quoted as a string it was escaped by the store
-    /// and unescaped by the gateway (BENCHMARKS.md, seventeenth round). `result` must be JSON.
-    /// Read by ``StoreClient``'s scanner, not by `StoreReply`'s decoder.
-    public static func storeReply(request: String, rawResult result: String) -> String {
-        var out = "{\"request\":"
-        out.reserveCapacity(result.utf8.count + request.utf8.count + 32)
-        appendQuoted(request, to: &out)
-        out += ",\"result_json\":"
-        out += result
+        if raw {
+            out += ",\"result_json\":"
+            out += result
+        } else {
+            out += ",\"result\":"
+            appendQuoted(result, to: &out)
+        }
         out += "}"
         return out
     }

@@ -195,7 +195,7 @@ public struct StoreQuery: Codable, Sendable, Hashable {
     /// `read_version`); all of them if absent.
     public var receiptsAfter: Int64?
     /// The asker reads the answer's result as raw JSON (`result_json`, see
-    /// ``JSONText/storeReply(request:rawResult:)``); a store older than this leaves it out and
+    /// ``JSONText/storeReply(request:result:raw:)``); a store older than this leaves it out and
     /// answers a string (`result`), which the asker reads too.
     public var rawResult: Bool?
 

@@ -189,7 +189,7 @@ struct JSONTextTests {
             let message = Message(id: "m", conversationID: "c", seq: 1, senderEmail: "a@clinic.com", receiverEmail: nil, content: text,
                                   timestamp: Date(timeIntervalSince1970: 1_764_052_200.5), expiresAt: Date(timeIntervalSince1970: 1_771_828_200.5), clientID: text)
             let json = [message, message].jsonText
-            let raw = JSONText.storeReply(request: "s:\"q\"", rawResult: json)
+            let raw = JSONText.storeReply(request: "s:\"q\"", result: json, raw: true)
             #expect(raw == #"{"request":"s:\"q\"","result_json":"# + json + "}", "\(raw)")
             #expect(try JSONSerialization.jsonObject(with: Data(raw.utf8)) is [String: Any], "valid JSON: \(raw)")
             let quoted = JSONText.storeReply(request: "s:\"q\"", result: json)

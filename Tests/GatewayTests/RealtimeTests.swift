@@ -474,7 +474,7 @@ struct RealtimeTests {
             #expect(huge["error"]?["code"] == .string("bad_request"), "\(huge)")
             #expect(try await socket.call("sync", .object(["since": since, "receipts_after": .null]), ack: 5)["ok"] == .bool(true), "null: all of them")
 
-            // In the CONNECT, as the web client sends it: nothing moved after 3, nothing replayed.
+            // In the CONNECT (as other clients may send it; the web client asks `sync`): nothing moved after 3, nothing replayed.
             for (cursor, expected) in [(3, 0), (1, 2)] {
                 let client = try await SocketTestClient.open(port: stack.ports[0])
                 try await client.send("40" + JSONValue.object(["token": .string(stack.token(admin)), "since": since, "receipts_after": .number(Double(cursor))]).text)

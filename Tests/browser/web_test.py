@@ -441,12 +441,12 @@ def test_resync_after_reconnect_and_new_messages_pill(s):
     time.sleep(1)
     loads_before = admin.execute_script("return window.__listLoads")
     assert "written while you were away" not in texts(admin)
-    # Back: the CONNECT carries what the page has, and the gateway replays the rest.
+    # Back: the page's `sync` names what it has, and the gateway replays the rest.
     admin.execute_script("window.__socketAllowed = true;")
     wait(admin, lambda d: d.find_element(By.ID, "connection").text == "Online", timeout=15)
     wait(admin, lambda d: "written while you were away" in texts(d), message="replayed after the reconnect")
     assert texts(admin).count("written while you were away") == 1
-    # The receipt made while the page was away shows (replayed after the CONNECT's
+    # The receipt made while the page was away shows (replayed after the sync's
     # receipts_after, and in the list reloaded when back online).
     wait(admin, lambda d: own_tick(d) == "read", message="read while the page was away")
     wait(admin, lambda d: badge(d, away) == "10", message="the new group, with its unread count")
@@ -485,7 +485,7 @@ def test_resync_after_reconnect_and_new_messages_pill(s):
 
 def test_page_load_replays_nothing_it_already_has(s):
     # Dr. Patel writes twice to Dr. Okafor, who then opens the app: the list (over REST)
-    # already has the unread count; the socket's CONNECT names every conversation of the
+    # already has the unread count; the page's first `sync` names every conversation of the
     # list, so the gateway replays nothing, and nothing old is counted or announced again.
     okafor_email = "dr.okafor@clinic.com"
     patel_token, okafor_token = token(PATEL), token(okafor_email)
@@ -520,7 +520,7 @@ def test_page_load_replays_nothing_it_already_has(s):
     time.sleep(1.5)  # a replay would have arrived by now
     assert badge(okafor, "Dr. Ravi Patel") == str(expected), badge(okafor, "Dr. Ravi Patel")
     assert okafor.execute_script("return window.__replayed") == 0, okafor.execute_script("return window.__replayed")
-    # Nor Dr. Patel's read marker: the CONNECT's receipts_after is the list's read_version.
+    # Nor Dr. Patel's read marker: the sync's receipts_after is the list's read_version.
     assert okafor.execute_script("return window.__receipts") == 0, okafor.execute_script("return window.__receipts")
     assert okafor.find_element(By.ID, "announcer").get_attribute("textContent") == ""
     # What comes next still counts, and is announced.

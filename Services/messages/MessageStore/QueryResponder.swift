@@ -70,8 +70,7 @@ public final class QueryResponder: Service, Sendable {
         do {
             let text: String
             if reply.error == nil, let result = reply.result {
-                text = query.rawResult == true ? JSONText.storeReply(request: reply.request, rawResult: result)
-                                                : JSONText.storeReply(request: reply.request, result: result)
+                text = JSONText.storeReply(request: reply.request, result: result, raw: query.rawResult == true)
             } else {
                 text = String(decoding: try ChatJSON.makeEncoder().encode(reply), as: UTF8.self)
             }

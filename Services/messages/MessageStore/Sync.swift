@@ -42,16 +42,14 @@ extension MessageStore {
             // that replays nothing; 2,000 reconnecting sockets held the command batches back
             // (BENCHMARKS.md, seventeenth round).
             var moved = try Self.markers(db.cachedStatement(sql: """
-                SELECT p.conversation_id, p.email, p.read_seq, p.read_at, p.read_version, m.id
-                FROM participants mine JOIN participants p ON p.conversation_id = mine.conversation_id AND p.email != mine.email
-                LEFT JOIN messages m ON m.conversation_id = p.conversation_id AND m.seq = p.read_seq AND m.expires_at > ?
+                SELECT \(Self.markerColumns) FROM participants mine
+                JOIN participants p ON p.conversation_id = mine.conversation_id AND p.email != mine.email \(Self.markerMessage)
                 WHERE mine.email = ? AND p.read_seq > 0 AND p.read_version > ?
                 """), arguments: [nowMS, user, receiptsAfter ?? -1])
             // A conversation new to the client gets every marker, those at or before the version too.
             if let receiptsAfter {
                 let older = try db.cachedStatement(sql: """
-                    SELECT p.conversation_id, p.email, p.read_seq, p.read_at, p.read_version, m.id
-                    FROM participants p LEFT JOIN messages m ON m.conversation_id = p.conversation_id AND m.seq = p.read_seq AND m.expires_at > ?
+                    SELECT \(Self.markerColumns) FROM participants p \(Self.markerMessage)
                     WHERE p.conversation_id = ? AND p.email != ? AND p.read_seq > 0 AND p.read_version <= ?
                     """)
                 for conversation in conversations where since[conversation.id] == nil {
@@ -121,8 +119,13 @@ extension MessageStore {
         var messageID: String?
     }
 
-    /// Markers from a statement whose columns are `conversation_id, email, read_seq,
-    /// read_at, read_version` and the message's id, read by position.
+    /// What ``markers(_:arguments:)`` reads, by position, from participants `p` joined with
+    /// ``markerMessage`` (whose expiry is the statement's first argument).
+    static let markerColumns = "p.conversation_id, p.email, p.read_seq, p.read_at, p.read_version, m.id"
+    /// The message a marker names, while it is visible.
+    static let markerMessage = "LEFT JOIN messages m ON m.conversation_id = p.conversation_id AND m.seq = p.read_seq AND m.expires_at > ?"
+
+    /// Markers from a statement selecting ``markerColumns``, read by position.
     static func markers(_ statement: Statement, arguments: StatementArguments) throws -> [Marker] {
         var markers: [Marker] = []
         let rows = try Row.fetchCursor(statement, arguments: arguments)
