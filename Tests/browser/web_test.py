@@ -104,11 +104,20 @@ def pick_person(driver, name):
 
 
 def badge(driver, title):
-    button = conversation_button(driver, title)
-    if not button:
-        return None
-    badges = button.find_elements(By.CSS_SELECTOR, ".badge")
-    return badges[0].text if badges else ""
+    """The unread badge of the conversation titled `title` ("" for none, None if not listed).
+    The list is drawn again whenever anything in it changes (a presence event, which since
+    the presence grace comes seconds after an earlier test's page closed): read again if
+    it changed under the read."""
+    for _ in range(20):
+        try:
+            button = conversation_button(driver, title)
+            if not button:
+                return None
+            badges = button.find_elements(By.CSS_SELECTOR, ".badge")
+            return badges[0].text if badges else ""
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"the list kept changing while the badge of {title} was read")
 
 
 def texts(driver):
