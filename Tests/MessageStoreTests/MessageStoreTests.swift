@@ -308,6 +308,51 @@ struct ConversationTests {
         #expect(try indexIsConsistent())
     }
 
+    @Test("a command's savepoint: what a failed command wrote is rolled back alone, the batch goes on; when SQLite ends the transaction the batch fails")
+    func commandSavepoints() throws {
+        let store = try makeStore()
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        @Sendable func note(_ text: String) -> AuditEntry {
+            AuditEntry(at: Date(), context: RequestContext(actor: "admin@clinic.com", gateway: nil, requestID: nil), action: "test.note", target: text, outcome: "ok")
+        }
+        func notes() throws -> [String] { try store.auditLog().filter { $0.action == "test.note" }.compactMap(\.target).sorted() }
+        let answered: [String] = try store.write { db in
+            var answered: [String] = []
+            for text in ["first", "failed", "third"] {
+                do {
+                    try MessageStore.inSavepoint(db) {
+                        try store.record(db, [note(text)])
+                        if text == "failed" { throw ChatError(.invalidContent, "refused after writing") }
+                    }
+                    answered.append(text)
+                } catch let error as ChatError {
+                    answered.append(error.message)
+                }
+            }
+            return answered
+        }
+        #expect(answered == ["first", "refused after writing", "third"])
+        #expect(try notes() == ["first", "third"])
+
+        // A statement that ends the whole transaction (RAISE(ROLLBACK)), its error turned into
+        // a command's own: there is no savepoint to roll back to, so the batch fails and keeps nothing.
+        _ = try store.write { db in
+            try db.execute(sql: "CREATE TEMP TRIGGER end_all BEFORE INSERT ON audit_log WHEN NEW.target = 'ends it' BEGIN SELECT RAISE(ROLLBACK, 'ended'); END")
+        }
+        #expect(throws: DatabaseError.self) {
+            try store.write { db in
+                try store.record(db, [note("before it")])
+                try MessageStore.inSavepoint(db) {
+                    do { try store.record(db, [note("ends it")]) } catch { throw ChatError(.invalidContent, "answered as the command's") }
+                }
+            }
+        }
+        #expect(try notes() == ["first", "third"])
+        // The next batch is applied as usual.
+        let sent = try store.apply([("9-1", try StoreCommand(type: .send, user: "admin@clinic.com", body: SendMessageRequest(conversationID: c.id, content: "after", clientID: nil)))])
+        if case .sent(let stored)? = sent.first { #expect(stored.message.content == "after") } else { Issue.record("not sent: \(sent)") }
+    }
+
     @Test("message ids are UUIDs of version 7 that sort in the order the messages were stored")
     func timeOrderedIDs() throws {
         let store = try makeStore()
