@@ -254,7 +254,7 @@ struct GroupBench: AsyncParsableCommand {
     @Option(help: "With --page-loads or --reconnects: messages in each backlog conversation.") var backlogMessages = 100
     @Flag(help: "With --page-loads: each page load is a returning web client: it loads the conversation list over REST, then asks `sync` only for what is newer than the list (messages and receipts).")
     var returning = false
-    @Option(help: "Sockets of the page users (--page-users: users G..G+U-1, each in the --backlogs conversations; socket k is user G + k mod U) connected from the start, all dropped at once a third into the run (as when their gateway goes away) and coming back as the web client does: each after 375-625 ms (its first retry) opens a new socket asking `sync` of what is newer than its user's list had (and loads the list again only if the replay was cut); timed from the drop. 0 = none.")
+    @Option(help: "Sockets of the page users (--page-users: users G..G+U-1, each in the --backlogs conversations; socket k is user G + k mod U) connected from the start, all dropped at once a third into the run (as when their gateway goes away) and coming back as the web client does: each after 750-1250 ms (its first retry) opens a new socket asking `sync` of what is newer than its user's list had (and loads the list again only if the replay was cut); timed from the drop. 0 = none.")
     var reconnects = 0
     @Option(help: "Members with the conversation open (users 0..N-1), marking it read as messages arrive, as the web client does; each mark is a store write and a receipt to the reader and to the senders of what it covers. 0 = none.")
     var readers = 0
@@ -311,7 +311,7 @@ struct GroupBench: AsyncParsableCommand {
         async let loading: Void = pageLoads > 0
             ? loads.run(rate: pageLoads, duration: duration, users: loaders, tokens: loaderTokens, options: options, group: group) : ()
         async let dropping: Void = reconnects > 0
-            ? herd.drop(herdSockets, after: duration / 3, backoff: 0.375...0.625, users: loaders, tokens: loaderTokens, options: options, group: group) : ()
+            ? herd.drop(herdSockets, after: duration / 3, backoff: 0.75...1.25, users: loaders, tokens: loaderTokens, options: options, group: group) : ()
         try await pace(load, senders: sockets, rate: rate, duration: duration)
         try await loading
         try await dropping

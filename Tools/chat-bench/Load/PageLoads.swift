@@ -162,7 +162,7 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
 
     /// `after` seconds from now, closes `sockets` at once (as when their gateway goes away)
     /// and brings each back as the web client does: after its backoff, a random time in
-    /// `backoff` seconds (the web client's first retry: 500 ms, from 0.75 to 1.25 of it),
+    /// `backoff` seconds (the web client's first retry: 1 s, from 0.75 to 1.25 of it),
     /// a new socket asking `sync` of what is newer than its user's list had, which stays
     /// (the list again only if the replay was cut).
     /// Socket k is user `users[k % users.count]` (as `sockets` were opened).
