@@ -129,7 +129,7 @@ struct RESTTests {
         }
     }
 
-    @Test("every endpoint answers 401 to no token, a garbage token, an expired token and a revoked token")
+    @Test("every endpoint answers 401 to no token, a garbage token, a forged, altered or padded one, an expired token and a revoked token")
     func authenticationMatrix() async throws {
         try await withGateway { gw in
             let open: Set<String> = ["GET /healthz", "GET /readyz", "GET /metrics", "GET /api/openapi.json", "POST /api/auth/login"]
@@ -138,13 +138,20 @@ struct RESTTests {
             let user = User(email: "admin@clinic.com", name: "Alex Admin", role: .admin)
             let expired = gw.tokens.issue(for: user, now: Date().addingTimeInterval(-7200)).token
             let forged = TokenService(secret: String(repeating: "y", count: 32), lifetime: .seconds(3600), redis: gw.redis, keys: gw.keys).issue(for: user).token
+            // The same signature bytes written another way: an unused low bit of the last
+            // character set (43 characters carry 258 bits for 256, so its value is a multiple
+            // of 4, and the next character of the alphabet is the next byte), or padding added.
+            let valid = gw.tokens.issue(for: user).token
+            let altered = String(valid.dropLast()) + String(UnicodeScalar(valid.utf8.last! + 1))
+            let padded = valid + "="
+            #expect(try await gw.call(.get, "/api/conversations", token: valid).status == .ok)
             let protected = gw.registered.filter { !open.contains($0) }
             #expect(protected.count >= 15)
             for route in protected {
                 let parts = route.split(separator: " ")
                 let method = HTTPRequest.Method(String(parts[0]))!
                 let path = String(parts[1]).replacingOccurrences(of: "{id}", with: "x").replacingOccurrences(of: "{email}", with: "doctor@clinic.com")
-                for (name, token) in [("none", nil), ("garbage", "not.a.token"), ("forged", forged), ("expired", expired), ("revoked", revoked)] as [(String, String?)] {
+                for (name, token) in [("none", nil), ("garbage", "not.a.token"), ("forged", forged), ("altered", altered), ("padded", padded), ("expired", expired), ("revoked", revoked)] as [(String, String?)] {
                     let response = try await gw.call(method, path, token: token, body: ["content": "x"])
                     #expect(response.status == .unauthorized, "\(route) with \(name) token")
                     #expect(((response.json as? [String: Any])?["error"] as? [String: Any])?["code"] as? String == "unauthorized", "\(route) with \(name) token")

@@ -99,11 +99,10 @@ public final class EngineServer: Service, Sendable {
         return session
     }
 
-    /// 20 random bytes, base64url: unguessable, since the session id is all that identifies a polling client.
+    /// 15 random bytes, base64url (20 characters): unguessable, since the session id is all that identifies a polling client.
     static func newSessionID() -> String {
         var generator = SystemRandomNumberGenerator()
-        let bytes = (0..<15).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        return TokenService.base64URL(Data(bytes))
+        return Base64URL.encode((0..<15).map { _ in UInt8.random(in: 0...255, using: &generator) })
     }
 
     // MARK: HTTP long-polling
