@@ -101,8 +101,10 @@ public final class EngineServer: Service, Sendable {
 
     /// 15 random bytes, base64url (20 characters): unguessable, since the session id is all that identifies a polling client.
     static func newSessionID() -> String {
+        // Two draws from the system's generator, not one per byte (each is a getrandom call).
         var generator = SystemRandomNumberGenerator()
-        return Base64URL.encode((0..<15).map { _ in UInt8.random(in: 0...255, using: &generator) })
+        let words: (UInt64, UInt64) = (generator.next(), generator.next())
+        return Base64URL.encode(withUnsafeBytes(of: words) { Array($0.prefix(15)) })
     }
 
     // MARK: HTTP long-polling
