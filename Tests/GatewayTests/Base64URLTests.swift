@@ -1,8 +1,11 @@
+import ChatCore
+import Crypto
 import Foundation
 @testable import Gateway
+import RedisClient
 import Testing
 
-@Suite("Base64url: tokens' and session ids' encoding")
+@Suite("Tokens' encoding: base64url, claims, session ids")
 struct Base64URLTests {
     /// Foundation's base64 with the url alphabet and no padding: what the codec must agree with.
     static func reference(_ bytes: [UInt8]) -> String {
@@ -35,6 +38,34 @@ struct Base64URLTests {
             #expect(Base64URL.decode(Array(text.utf8)) == nil, "\(text)")
         }
         #expect(Base64URL.decode(Array("".utf8)) == [])
+    }
+
+    @Test("a token's claims are read by the scanner as the decoder reads them; a payload spelled otherwise is decoded, and a bad one refused")
+    func claims() throws {
+        let secret = String(repeating: "k", count: 32)
+        let tokens = TokenService(secret: secret, lifetime: .seconds(3600), redis: RedisClient(configuration: try RedisConfiguration(url: "redis://127.0.0.1:1")), keys: RedisKeys())
+        for user in [User(email: "dr.novak@clinic.com", name: "Dr Novak", role: .doctor), User(email: "zoë.ångström@clinic.com", name: "Zoë", role: .admin)] {
+            let (token, claims) = tokens.issue(for: user)
+            let payload = try #require(Base64URL.decode(Array(token.split(separator: ".")[1].utf8)))
+            #expect(TokenClaims(scanning: payload) == claims)
+            #expect(try JSONDecoder().decode(TokenClaims.self, from: Data(payload)) == claims)
+            #expect(try tokens.decode(token) == claims)
+        }
+        // Signed by the same key but written by someone else: escapes, spaces, members in another order.
+        func signed(_ json: String) -> String {
+            let key = SymmetricKey(data: Data(SHA256.hash(data: Data(secret.utf8))))
+            let head = Base64URL.encode(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8)) + "." + Base64URL.encode(Array(json.utf8))
+            return head + "." + Base64URL.encode(Array(HMAC<SHA256>.authenticationCode(for: Data(head.utf8), using: key)))
+        }
+        let exp = Int64(Date().timeIntervalSince1970) + 600
+        let escaped = #"{ "exp": \#(exp), "sub": "dr.novak\u0040clinic.com", "role": "doctor", "jti": "j1", "iat": 1 }"#
+        #expect(TokenClaims(scanning: Array(escaped.utf8)) == nil)
+        #expect(try tokens.decode(signed(escaped)) == TokenClaims(sub: "dr.novak@clinic.com", role: .doctor, jti: "j1", iat: 1, exp: exp))
+        for bad in [#"{"sub":"a@b.c","role":"nurse","jti":"j","iat":1,"exp":\#(exp)}"#, #"{"sub":"a@b.c","role":"doctor","jti":"j","iat":1}"#,
+                    #"{"sub":"a@b.c","role":"doctor","jti":"j","iat":1,"exp":"\#(exp)"}"#, "[]"] {
+            #expect(TokenClaims(scanning: Array(bad.utf8)) == nil, "\(bad)")
+            #expect(throws: ChatError.self, "\(bad)") { try tokens.decode(signed(bad)) }
+        }
     }
 
     @Test("session ids are 20 url-safe characters, all different")

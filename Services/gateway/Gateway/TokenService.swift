@@ -15,6 +15,17 @@ public struct TokenClaims: Codable, Sendable, Hashable {
     public var exp: Int64
 }
 
+extension TokenClaims {
+    /// The claims as `TokenService.issue` writes them, read with ``JSONScan``; nil for any
+    /// other spelling (escapes, other members), which `JSONDecoder` reads.
+    init?(scanning bytes: [UInt8]) {
+        guard let scan = JSONScan(bytes), scan.endsAt(bytes.count), scan.members.count == 5,
+              let sub = scan.string("sub"), let role = scan.string("role").flatMap(Role.init(rawValue:)), let jti = scan.string("jti"),
+              let iat = scan.integer("iat"), let exp = scan.integer("exp") else { return nil }
+        self.init(sub: sub, role: role, jti: jti, iat: iat, exp: exp)
+    }
+}
+
 /// Signed access tokens (JWT, HS256) with an expiry and an id; logout revokes one
 /// everywhere through Redis, and a disabled user's tokens all stop working.
 public struct TokenService: Sendable {
@@ -56,7 +67,7 @@ public struct TokenService: Sendable {
         let parts = token.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
         guard parts.count == 3, let payload = Base64URL.decode(parts[1]), let signature = Base64URL.decode(parts[2]),
               HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: Data(token.utf8[..<parts[1].endIndex]), using: key),
-              let claims = try? JSONDecoder().decode(TokenClaims.self, from: Data(payload)) else {
+              let claims = TokenClaims(scanning: payload) ?? (try? JSONDecoder().decode(TokenClaims.self, from: Data(payload))) else {
             throw ChatError(.unauthorized, "the access token is not valid")
         }
         guard Int64(now.timeIntervalSince1970) < claims.exp else { throw ChatError(.unauthorized, "the access token has expired; log in again") }
