@@ -32,7 +32,8 @@ public enum ChatJSON {
         JSONText.timestamp(milliseconds: date.epochMilliseconds)
     }
 
-    /// The same with Foundation's ISO 8601 formatter: for years outside 1000–9999, and the tests' reference.
+    /// The same with Foundation's ISO 8601 formatter: for years outside 1600–9999 (Foundation's
+    /// calendar is Julian before 1582), and the tests' reference.
     static func formatTimestampWithFoundation(milliseconds: Int64) -> String {
         let (seconds, fraction) = milliseconds.quotientAndRemainder(dividingBy: 1000)
         let whole = Date(timeIntervalSince1970: TimeInterval(fraction < 0 ? seconds - 1 : seconds))
@@ -43,6 +44,10 @@ public enum ChatJSON {
 
     /// Parses RFC 3339 with or without fractional seconds; `nil` otherwise.
     public static func parseTimestamp(_ text: String) -> Date? {
+        if let milliseconds = JSONText.milliseconds(timestamp: text) {
+            // From the reference date, as Foundation's parser gives it (the same Date, bit for bit).
+            return Date(timeIntervalSinceReferenceDate: Double(milliseconds - 978_307_200_000) / 1000)
+        }
         if let date = try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text) { return date }
         return try? Date.ISO8601FormatStyle().parse(text)
     }

@@ -74,7 +74,7 @@ public enum JSONText {
         let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
         let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        guard (1000...9999).contains(year) else {
+        guard (1600...9999).contains(year) else {
             return ChatJSON.formatTimestampWithFoundation(milliseconds: milliseconds)
         }
         var bytes = [UInt8](repeating: 0, count: 24)
@@ -93,6 +93,41 @@ public enum JSONText {
         put(secondOfDay % 60, 17, 2); bytes[19] = UInt8(ascii: ".")
         put(millisecond, 20, 3); bytes[23] = UInt8(ascii: "Z")
         return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Milliseconds since 1970 of a time written as ``timestamp(milliseconds:)`` writes it
+    /// (`2026-11-25T06:33:00.123Z`, years 1600–9999, a real day of the month); nil for any
+    /// other form, which `ChatJSON.parseTimestamp` leaves to Foundation. A gateway reads one
+    /// per delivered message (for its delivery latency), and the decoders every time field.
+    public static func milliseconds(timestamp text: String) -> Int64? {
+        var text = text
+        return text.withUTF8 { b -> Int64? in
+            guard b.count == 24, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"), b[10] == UInt8(ascii: "T"), b[13] == UInt8(ascii: ":"),
+                  b[16] == UInt8(ascii: ":"), b[19] == UInt8(ascii: "."), b[23] == UInt8(ascii: "Z") else { return nil }
+            func number(_ at: Int, _ width: Int) -> Int64? {
+                var value: Int64 = 0
+                for index in at..<(at + width) {
+                    let digit = b[index] &- UInt8(ascii: "0")
+                    guard digit < 10 else { return nil }
+                    value = value * 10 + Int64(digit)
+                }
+                return value
+            }
+            guard let year = number(0, 4), year >= 1600, let month = number(5, 2), (1...12).contains(month), let day = number(8, 2),
+                  let hour = number(11, 2), hour < 24, let minute = number(14, 2), minute < 60, let second = number(17, 2), second < 60,
+                  let millisecond = number(20, 3) else { return nil }
+            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+            let monthDays: Int64 = month == 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].contains(month) ? 30 : 31
+            guard (1...monthDays).contains(day) else { return nil }
+            // A civil date to days since 1970-01-01 (Howard Hinnant's algorithm, as above in reverse).
+            let shifted = month <= 2 ? year - 1 : year
+            let era = shifted / 400
+            let yearOfEra = shifted - era * 400
+            let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
+            let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+            let days = era * 146_097 + dayOfEra - 719_468
+            return ((days * 86400 + hour * 3600 + minute * 60 + second) * 1000) + millisecond
+        }
     }
 
     /// `{"data":…,"event":…,"gateway":…,"request":…}`: a `UserEvent` around data already in JSON.
