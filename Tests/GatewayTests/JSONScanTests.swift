@@ -38,6 +38,27 @@ struct JSONScanTests {
         #expect(JSONScan(Array(#"{"a":"lone \ud83e"}"#.utf8))?.decodedString("a") == nil)
     }
 
+    @Test("a string ends at the first quote after an even run of backslashes, however long the text and wherever the run")
+    func stringEnds() throws {
+        var generator = SystemRandomNumberGenerator()
+        let pieces = ["\\", "\"", "\\\\", "\\\"", "a", "é", " ", "{", "}", "]", ",", ":", "\n", String(repeating: "x", count: 40)]
+        for _ in 0..<500 {
+            let text = (0..<Int.random(in: 0...30, using: &generator)).map { _ in pieces.randomElement(using: &generator)! }.joined()
+            let value = JSONValue.object(["b": .string(text), "a": .array([.string(text), .number(1)]), "c": .string("end")])
+            let bytes = Array(value.text.utf8)
+            let scan = try #require(JSONScan(bytes), "\(value.text)")
+            #expect(scan.members.map(\.key) == ["a", "b", "c"], "\(value.text)")
+            #expect(scan.decodedString("b") == text)
+            #expect(scan.string("c") == "end")
+            #expect(scan.endsAt(bytes.count))
+        }
+        // Hand-written: a run of backslashes right before the closing quote, and one that escapes it.
+        #expect(JSONScan(Array(#"{"a":"x\\","b":1}"#.utf8))?.integer("b") == 1)
+        #expect(JSONScan(Array(#"{"a":"x\","b":1}"#.utf8))?.members.map(\.key) == nil, "the quote is escaped: the string never ends")
+        #expect(JSONScan(Array(#"{"a":"\\"}"#.utf8))?.decodedString("a") == "\\")
+        #expect(JSONScan(Array(#"{"a":"\""#.utf8)) == nil)
+    }
+
     @Test("finds the elements of an array, nested values and strings with brackets whole")
     func elements() throws {
         let text = #" [ {"a":[1,{"b":"]}"}]} , "x,\"]" ,12, -3.5e2,true,null,[] ,{} ] "#
