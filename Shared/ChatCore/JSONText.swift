@@ -117,7 +117,11 @@ public enum JSONText {
                   let hour = number(11, 2), hour < 24, let minute = number(14, 2), minute < 60, let second = number(17, 2), second < 60,
                   let millisecond = number(20, 3) else { return nil }
             let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-            let monthDays: Int64 = month == 2 ? (leap ? 29 : 28) : [4, 6, 9, 11].contains(month) ? 30 : 31
+            let monthDays: Int64 = switch month {
+            case 2: leap ? 29 : 28
+            case 4, 6, 9, 11: 30
+            default: 31
+            }
             guard (1...monthDays).contains(day) else { return nil }
             // A civil date to days since 1970-01-01 (Howard Hinnant's algorithm, as above in reverse).
             let shifted = month <= 2 ? year - 1 : year

@@ -79,7 +79,6 @@ public struct TokenService: Sendable {
         let remaining = max(1, claims.exp - Int64(now.timeIntervalSince1970))
         try await redis.set(keys.revokedToken(claims.jti), to: "1", expiration: .seconds(Int(remaining)))
     }
-
 }
 
 /// Base64url without padding (RFC 4648 §5, as JWTs use it).
