@@ -12,7 +12,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 redis_port=$(free_port)
 http_port=$(free_port)
 out="$work/results.md"
-workloads=${WORKLOADS:-"pairs-closed group group-pages group-returning group-readers group-large-readers idle churn history group-herd pairs-5000 pairs-10000 purge store"}
+workloads=${WORKLOADS:-"pairs-closed group group-pages group-returning group-readers group-large-readers idle churn history pairs-5000 pairs-10000 group-herd purge store"}
 
 # Tens of thousands of sockets need as many descriptors in the gateway and the tool: as
 # many as the hard limit allows (a container may cap it; the idle run is sized below it).
