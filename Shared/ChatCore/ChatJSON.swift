@@ -42,12 +42,15 @@ public enum ChatJSON {
         return base.dropLast() + "." + String(repeating: "0", count: ms < 10 ? 2 : ms < 100 ? 1 : 0) + String(ms) + "Z"
     }
 
+    /// The time `milliseconds` after 1970 as Foundation's ISO 8601 parser gives it (the same
+    /// Date, bit for bit: from the reference date).
+    static func date(milliseconds: Int64) -> Date {
+        Date(timeIntervalSinceReferenceDate: Double(milliseconds - 978_307_200_000) / 1000)
+    }
+
     /// Parses RFC 3339 with or without fractional seconds; `nil` otherwise.
     public static func parseTimestamp(_ text: String) -> Date? {
-        if let milliseconds = JSONText.milliseconds(timestamp: text) {
-            // From the reference date, as Foundation's parser gives it (the same Date, bit for bit).
-            return Date(timeIntervalSinceReferenceDate: Double(milliseconds - 978_307_200_000) / 1000)
-        }
+        if let milliseconds = JSONText.milliseconds(timestamp: text.utf8) { return date(milliseconds: milliseconds) }
         if let date = try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text) { return date }
         return try? Date.ISO8601FormatStyle().parse(text)
     }

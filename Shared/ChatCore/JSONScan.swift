@@ -155,6 +155,16 @@ public struct JSONScan: Sendable {
         return inner.contains(UInt8(ascii: "\\")) ? nil : String(decoding: inner, as: UTF8.self)
     }
 
+    /// A time member as ``ChatJSON/parseTimestamp(_:)`` reads it; one in the project's own
+    /// form is read in place, with no string made (a gateway reads one per delivered message).
+    public func time(_ key: String) -> Date? {
+        guard let range = range(key), range.count == 26, bytes[range.lowerBound] == UInt8(ascii: "\""),
+              let milliseconds = JSONText.milliseconds(timestamp: bytes[(range.lowerBound + 1)..<(range.upperBound - 1)]) else {
+            return string(key).flatMap(ChatJSON.parseTimestamp)
+        }
+        return ChatJSON.date(milliseconds: milliseconds)
+    }
+
     /// True when the member is there and is `null` (or absent).
     public func isNull(_ key: String) -> Bool {
         guard let range = range(key) else { return true }

@@ -98,40 +98,42 @@ public enum JSONText {
     /// Milliseconds since 1970 of a time written as ``timestamp(milliseconds:)`` writes it
     /// (`2026-11-25T06:33:00.123Z`, years 1600–9999, a real day of the month); nil for any
     /// other form, which `ChatJSON.parseTimestamp` leaves to Foundation. A gateway reads one
-    /// per delivered message (for its delivery latency), and the decoders every time field.
-    public static func milliseconds(timestamp text: String) -> Int64? {
-        var text = text
-        return text.withUTF8 { b -> Int64? in
-            guard b.count == 24, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"), b[10] == UInt8(ascii: "T"), b[13] == UInt8(ascii: ":"),
-                  b[16] == UInt8(ascii: ":"), b[19] == UInt8(ascii: "."), b[23] == UInt8(ascii: "Z") else { return nil }
-            func number(_ at: Int, _ width: Int) -> Int64? {
-                var value: Int64 = 0
-                for index in at..<(at + width) {
-                    let digit = b[index] &- UInt8(ascii: "0")
-                    guard digit < 10 else { return nil }
-                    value = value * 10 + Int64(digit)
-                }
-                return value
+    /// per delivered message (for its delivery latency, in place: ``JSONScan/time(_:)``), and
+    /// the decoders every time field.
+    public static func milliseconds<Bytes: Collection<UInt8>>(timestamp bytes: Bytes) -> Int64? {
+        bytes.withContiguousStorageIfAvailable(Self.timestampMilliseconds) ?? Array(bytes).withUnsafeBufferPointer(Self.timestampMilliseconds)
+    }
+
+    private static func timestampMilliseconds(_ b: UnsafeBufferPointer<UInt8>) -> Int64? {
+        guard b.count == 24, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"), b[10] == UInt8(ascii: "T"), b[13] == UInt8(ascii: ":"),
+              b[16] == UInt8(ascii: ":"), b[19] == UInt8(ascii: "."), b[23] == UInt8(ascii: "Z") else { return nil }
+        func number(_ at: Int, _ width: Int) -> Int64? {
+            var value: Int64 = 0
+            for index in at..<(at + width) {
+                let digit = b[index] &- UInt8(ascii: "0")
+                guard digit < 10 else { return nil }
+                value = value * 10 + Int64(digit)
             }
-            guard let year = number(0, 4), year >= 1600, let month = number(5, 2), (1...12).contains(month), let day = number(8, 2),
-                  let hour = number(11, 2), hour < 24, let minute = number(14, 2), minute < 60, let second = number(17, 2), second < 60,
-                  let millisecond = number(20, 3) else { return nil }
-            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-            let monthDays: Int64 = switch month {
-            case 2: leap ? 29 : 28
-            case 4, 6, 9, 11: 30
-            default: 31
-            }
-            guard (1...monthDays).contains(day) else { return nil }
-            // A civil date to days since 1970-01-01 (Howard Hinnant's algorithm, as above in reverse).
-            let shifted = month <= 2 ? year - 1 : year
-            let era = shifted / 400
-            let yearOfEra = shifted - era * 400
-            let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
-            let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-            let days = era * 146_097 + dayOfEra - 719_468
-            return ((days * 86400 + hour * 3600 + minute * 60 + second) * 1000) + millisecond
+            return value
         }
+        guard let year = number(0, 4), year >= 1600, let month = number(5, 2), (1...12).contains(month), let day = number(8, 2),
+              let hour = number(11, 2), hour < 24, let minute = number(14, 2), minute < 60, let second = number(17, 2), second < 60,
+              let millisecond = number(20, 3) else { return nil }
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+        let monthDays: Int64 = switch month {
+        case 2: leap ? 29 : 28
+        case 4, 6, 9, 11: 30
+        default: 31
+        }
+        guard (1...monthDays).contains(day) else { return nil }
+        // A civil date to days since 1970-01-01 (Howard Hinnant's algorithm, as above in reverse).
+        let shifted = month <= 2 ? year - 1 : year
+        let era = shifted / 400
+        let yearOfEra = shifted - era * 400
+        let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        let days = era * 146_097 + dayOfEra - 719_468
+        return ((days * 86400 + hour * 3600 + minute * 60 + second) * 1000) + millisecond
     }
 
     /// `{"data":…,"event":…,"gateway":…,"request":…}`: a `UserEvent` around data already in JSON.

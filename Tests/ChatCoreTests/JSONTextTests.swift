@@ -177,16 +177,16 @@ struct JSONTextTests {
         for _ in 0..<2000 { samples.append(Int64.random(in: -11_676_096_000_000...7_258_118_400_000, using: &generator)) }  // 1600 to 2200
         for milliseconds in samples {
             let text = JSONText.timestamp(milliseconds: milliseconds)
-            #expect(JSONText.milliseconds(timestamp: text) == milliseconds, "\(text)")
+            #expect(JSONText.milliseconds(timestamp: text.utf8) == milliseconds, "\(text)")
             #expect(ChatJSON.parseTimestamp(text) == (try Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text)), "\(text)")
         }
         for text in ["2026-02-29T00:00:00.000Z", "2026-13-01T00:00:00.000Z", "2026-04-31T00:00:00.000Z", "2026-00-10T00:00:00.000Z",
                      "2026-01-00T00:00:00.000Z", "2026-01-01T24:00:00.000Z", "2026-01-01T00:60:00.000Z", "2026-01-01T00:00:60.000Z",
                      "2026-01-01T00:00:00.000+01:00", "2026-01-01T00:00:00Z", "2026-01-01 00:00:00.000Z", "2026-01-01T00:00:00.00aZ",
                      "1599-12-31T00:00:00.000Z", "+026-01-01T00:00:00.000Z"] {
-            #expect(JSONText.milliseconds(timestamp: text) == nil, "\(text)")
+            #expect(JSONText.milliseconds(timestamp: text.utf8) == nil, "\(text)")
         }
-        #expect(JSONText.milliseconds(timestamp: "2024-02-29T23:59:59.999Z") == 1_709_251_199_999)
+        #expect(JSONText.milliseconds(timestamp: "2024-02-29T23:59:59.999Z".utf8) == 1_709_251_199_999)
         // What the fast path leaves alone still parses as before.
         #expect(ChatJSON.parseTimestamp("2026-01-01T01:00:00.000+01:00")?.epochMilliseconds == 1_767_225_600_000)
         #expect(ChatJSON.parseTimestamp("2026-01-01T00:00:00Z")?.epochMilliseconds == 1_767_225_600_000)

@@ -21,6 +21,9 @@ struct JSONScanTests {
         #expect(fields.string("id") == "m1")
         #expect(fields.string("conversation_id") == "c1")
         #expect(fields.integer("seq") == 42)
+        #expect(fields.time("timestamp") == ChatJSON.parseTimestamp("2026-12-01T10:00:00.000Z"))
+        #expect(JSONScan(Array(#"{"at":"2026-12-01T11:00:00+01:00","no":"later","n":1}"#.utf8))?.time("at") == ChatJSON.parseTimestamp("2026-12-01T10:00:00Z"))
+        #expect(JSONScan(Array(#"{"no":"later","n":1}"#.utf8)).map { [$0.time("no"), $0.time("n"), $0.time("none")] } == [nil, nil, nil])
         #expect(fields.string("content") == nil, "an escaped string is left to the full decoder")
         #expect(fields.members.map(\.key) == ["content", "conversation_id", "id", "seq", "timestamp"])
     }

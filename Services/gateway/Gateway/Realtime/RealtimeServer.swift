@@ -296,7 +296,7 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         return Prepared(
             payload: payload, event: event, text: SocketPacket.eventText(event, json: String(decoding: payload[data], as: UTF8.self)),
             gateway: envelope.string("gateway"), request: envelope.string("request"), delivered: delivered,
-            sentAt: event == ServerEventName.receiveMessage.rawValue ? fields.string("timestamp").flatMap(ChatJSON.parseTimestamp) : nil)
+            sentAt: event == ServerEventName.receiveMessage.rawValue ? fields.time("timestamp") : nil)
     }
 
     /// A user event read and ready for the sockets, with the bytes it was read from.

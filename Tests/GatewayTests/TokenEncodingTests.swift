@@ -6,7 +6,7 @@ import RedisClient
 import Testing
 
 @Suite("Tokens' encoding: base64url, claims, session ids")
-struct Base64URLTests {
+struct TokenEncodingTests {
     /// Foundation's base64 with the url alphabet and no padding: what the codec must agree with.
     static func reference(_ bytes: [UInt8]) -> String {
         Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
