@@ -123,7 +123,8 @@ struct EngineWebSocketHandlerTests {
         #expect(!result.overlapped)
         #expect(result.finished == 1)
 
-        // More waiting than the inbound buffer holds: a flood, and the session closes.
+        // More waiting than the inbound buffer holds, with no transport that holds its reads
+        // (a polling session's): a flood, and the session closes.
         configuration.inboundBuffer = 3
         let flooded = EngineSession(id: "c2", transport: .websocket, remoteAddress: nil, configuration: configuration) { _, _ in }
         for index in 0..<4 { flooded.receive(.message("f\(index)"), configuration: configuration) }
@@ -153,6 +154,82 @@ struct EngineWebSocketHandlerTests {
         #expect(await eventually { onLoop.withLock { $0.count == 3 } })
         #expect(onLoop.withLock { $0 } == ["websocket": true, "polling": false, "upgraded": true])
         try await group.shutdownGracefully()
+    }
+
+    /// At the head of the pipeline: counts the reads asked of the socket.
+    final class ReadCounter: ChannelOutboundHandler, Sendable {
+        typealias OutboundIn = Any
+        let count = Atomic(0)
+        func read(context: ChannelHandlerContext) {
+            count.add(1, ordering: .relaxed)
+            context.read()
+        }
+    }
+
+    @Test("with inboundBuffer packets waiting the socket holds its reads: a read asked for is withheld, frames already read still queue, nothing closes, a pong cannot be overdue; half handled, the read goes on; a close lets reads go on")
+    func holdsReads() async throws {
+        let configuration = {
+            var configuration = EngineConfiguration()
+            configuration.inboundBuffer = 4
+            configuration.pingTimeout = .seconds(20)
+            return configuration
+        }()
+        // A testing loop that takes work from any thread: the consumer resumes reads from Swift's pool.
+        let channel = NIOAsyncTestingChannel()
+        let reads = ReadCounter()
+        let session = EngineSession(id: "h1", transport: .websocket, remoteAddress: nil, configuration: configuration) { _, _ in }
+        try await channel.testingEventLoop.executeInContext {
+            try channel.pipeline.syncOperations.addHandlers([reads, WebSocketFrameEncoder(), ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 16))])
+            _ = try EngineWebSocketHandler.add(to: channel.pipeline.syncOperations, session: session, configuration: configuration)
+        }
+        try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1))
+        let gate = Atomic(false)
+        let handled = Mutex<[String]>([])
+        session.consume({ item in
+            while !gate.load(ordering: .relaxed) { try? await Task.sleep(for: .milliseconds(2)) }
+            if case .message(let text) = item { handled.withLock { $0.append(text) } }
+        }, finished: {})
+        func readAsked() async throws -> Bool {
+            let before = reads.count.load(ordering: .relaxed)
+            try await channel.testingEventLoop.executeInContext { channel.read() }
+            return reads.count.load(ordering: .relaxed) > before
+        }
+        #expect(try await readAsked())
+        // One being handled (held at the gate) and five waiting: reads are held.
+        for index in 1...6 { try await channel.writeInbound(text("4m\(index)")) }
+        #expect(session.readsHeld)
+        let before = reads.count.load(ordering: .relaxed)
+        #expect(try await !readAsked())
+        for index in 7...8 { try await channel.writeInbound(text("4m\(index)")) }
+        #expect(session.closeReason == nil)
+        // The pong may be behind what is not read: its deadline starts again while reads are held.
+        session.namespaceConnected()
+        let now = ContinuousClock.now
+        #expect(session.heartbeat(now: now + .seconds(3600), configuration: configuration) == .ping)
+        #expect(session.heartbeat(now: now + .seconds(7200), configuration: configuration) == .none)
+        // Handled down to half the buffer: the withheld read goes on, and later ones pass.
+        gate.store(true, ordering: .relaxed)
+        #expect(await eventually {
+            await channel.testingEventLoop.run()
+            return reads.count.load(ordering: .relaxed) == before + 1
+        })
+        #expect(await eventually { handled.withLock { $0.count == 8 } })
+        #expect(handled.withLock { $0 } == (1...8).map { "m\($0)" })
+        #expect(!session.readsHeld)
+        #expect(try await readAsked())
+        // Held again, then closed: reads go on (the close handshake must be read).
+        gate.store(false, ordering: .relaxed)
+        for index in 9...14 { try await channel.writeInbound(text("4m\(index)")) }
+        #expect(session.readsHeld)
+        #expect(try await !readAsked())
+        session.close(.serverClosed)
+        #expect(!session.readsHeld)
+        #expect(await eventually {
+            await channel.testingEventLoop.run()
+            return reads.count.load(ordering: .relaxed) == before + 3
+        })
+        gate.store(true, ordering: .relaxed)
+        #expect(await eventually { handled.withLock { $0.count == 14 } })
     }
 
     @Test("frames are read in order from the first one, and none is passed on down the pipeline")

@@ -167,8 +167,9 @@ final class SocketTestClient: Sendable {
     }
 }
 
-/// The whole system in process: a real redis-server, the messages service on a SQLite
-/// file, and `gateways` gateways each listening on its own port.
+/// The whole system in process: a real redis-server (the suites' shared one unless the
+/// test passes its own), the messages service on a SQLite file, and `gateways` gateways
+/// each listening on its own port.
 struct RealtimeStack: Sendable {
     let ports: [Int]
     let redisURL: String
@@ -246,8 +247,9 @@ final class StoreControl: Sendable {
 
 func withRealtimeStack(gateways count: Int = 1, storeRunning: Bool = true, presence: Bool = false, storeTimeout: Duration = .seconds(5),
                        engine: EngineConfiguration = EngineConfiguration(), environment: [String: String] = [:],
+                       redisServer: RedisServer? = nil,
                        _ body: @Sendable (RealtimeStack) async throws -> Void) async throws {
-    let server = try RedisServer.required()
+    let server = try redisServer ?? RedisServer.required()
     let keys = uniqueKeys("rt")
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rt-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

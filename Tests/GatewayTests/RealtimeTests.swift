@@ -690,6 +690,36 @@ struct RealtimeTests {
         }
     }
 
+    @Test("a client sending faster than its packets are handled is slowed down by TCP, not closed: 1,000 sends behind a Redis that takes no writes for 2 s, 16 times the inbound buffer, all confirmed in order and stored once; the socket stays open")
+    func inboundBackpressure() async throws {
+        // A server of its own: this test pauses its writes.
+        let server = try await RedisServer.start()
+        defer { server.stop() }
+        var engine = EngineConfiguration()
+        engine.inboundBuffer = 64
+        try await withRealtimeStack(engine: engine, environment: ["CHAT_MESSAGE_RATE": "100000", "CHAT_MESSAGE_BURST": "100000"],
+                                    redisServer: server) { stack in
+            let sender = try await stack.connect(doctor)
+            let receiver = try await stack.connect(admin)
+            // The socket's first send waits on its XADD; every later packet waits behind it.
+            _ = try await stack.redis.send(["CLIENT", "PAUSE", "2000", "WRITE"])
+            let padding = String(repeating: "x", count: 400)
+            for i in 1...1000 { try await sender.emit("send_message", send(admin, "bp \(i) \(padding)", "bp\(i)")) }
+            #expect(await eventually(timeout: .seconds(60)) { sender.drainCount("message_sent_confirmed") >= 1000 })
+            #expect(await eventually(timeout: .seconds(30)) { receiver.drainCount("receive_message") >= 1000 })
+            #expect(!sender.isClosed)
+            #expect(stack.services[0].engine.readsHeldCount >= 1)
+            let conversation = try #require(try stack.store.sync(for: doctor, since: [:]).conversations.first?.id)
+            var stored: [Message] = []
+            for page in 0..<10 { stored = try stack.store.history(for: doctor, conversationID: conversation, limit: 100, skip: page * 100) + stored }
+            #expect(stored.map(\.clientID) == (1...1000).map { "bp\($0)" })
+            // The socket still works both ways.
+            let ack = try await sender.call("send_message", send(admin, "after", "bp-after"), ack: 1)
+            #expect(ack["ok"] == .bool(true))
+            for client in [sender, receiver] { await client.close() }
+        }
+    }
+
     @Test("an expired token or a logout ends the socket's session: error, then DISCONNECT")
     func sessionEnds() async throws {
         try await withRealtimeStack(environment: ["CHAT_TOKEN_TTL": "4s"]) { stack in

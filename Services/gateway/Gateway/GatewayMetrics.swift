@@ -6,6 +6,7 @@ import Prometheus
 /// confirmation and delivery latency, rate-limited events, and why sessions closed.
 public struct GatewayMetrics: Sendable {
     let connections: Gauge
+    let readsHeld: Counter
     let confirmLatency: DurationHistogram
     let deliveryLatency: ValueHistogram
     private let registry: PrometheusCollectorRegistry
@@ -18,6 +19,8 @@ public struct GatewayMetrics: Sendable {
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         connections = registry.gauge("chat_gateway_connections", help: "Socket.IO sockets connected (authenticated) on this gateway.")
+        readsHeld = registry.counter("chat_gateway_reads_held_total",
+                                     help: "Times a WebSocket stopped reading because its session had inboundBuffer packets waiting to be handled (TCP slowed the client down).")
         confirmLatency = registry.durationHistogram(
             "chat_gateway_confirm_latency_seconds", help: "From a send_message received to its message_sent_confirmed (the store committed it).",
             buckets: PrometheusCollectorRegistry.latencyBuckets)

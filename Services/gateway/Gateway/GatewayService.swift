@@ -50,7 +50,8 @@ public struct GatewayService: Service {
         self.realtime = RealtimeServer(configuration: realtimeSettings, engineConfiguration: engineSettings, store: store,
                                        tokens: tokens, redis: runtime.redis, keys: runtime.keys, subscriber: subscriber, logger: runtime.logger,
                                        metrics: metrics)
-        self.engine = EngineServer(configuration: engineSettings, delegate: realtime, logger: runtime.logger) { reason in
+        self.engine = EngineServer(configuration: engineSettings, delegate: realtime, logger: runtime.logger,
+                                   onReadsHeld: { metrics.readsHeld.increment() }) { reason in
             metrics.sessionClosed(reason.rawValue).increment()
         }
         metrics.register(on: runtime, realtime: realtime, engine: engine)

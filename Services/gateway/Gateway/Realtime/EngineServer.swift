@@ -29,11 +29,15 @@ public final class EngineServer: Service, Sendable {
     private let sessions = Mutex<[String: EngineSession]>([:])
     private let accepting = Mutex(true)
     private let onSessionClosed: (@Sendable (EngineSession.CloseReason) -> Void)?
+    private let onReadsHeld: (@Sendable () -> Void)?
+    private let heldReads = Atomic<Int>(0)
 
-    /// `onSessionClosed` hears why each session ended (for metrics).
+    /// `onSessionClosed` hears why each session ended, `onReadsHeld` each time a WebSocket
+    /// holds its reads (for metrics).
     public init(configuration: EngineConfiguration, delegate: any EngineDelegate, logger: Logger,
-                onSessionClosed: (@Sendable (EngineSession.CloseReason) -> Void)? = nil) {
+                onReadsHeld: (@Sendable () -> Void)? = nil, onSessionClosed: (@Sendable (EngineSession.CloseReason) -> Void)? = nil) {
         self.onSessionClosed = onSessionClosed
+        self.onReadsHeld = onReadsHeld
         self.configuration = configuration
         self.delegate = delegate
         self.logger = logger
@@ -48,6 +52,15 @@ public final class EngineServer: Service, Sendable {
     public func session(_ id: String) -> EngineSession? { sessions.withLock { $0[id] } }
 
     public var sessionCount: Int { sessions.withLock { $0.count } }
+
+    /// How many times a WebSocket held its reads because its session had `inboundBuffer`
+    /// packets waiting to be handled (the client was slowed down by TCP).
+    public var readsHeldCount: Int { heldReads.load(ordering: .relaxed) }
+
+    private func readsHeld() {
+        heldReads.add(1, ordering: .relaxed)
+        onReadsHeld?()
+    }
 
     /// New sessions are refused from now on (503 to a polling handshake, no upgrade for a
     /// new WebSocket), so clients that reconnect land on another gateway.
@@ -84,7 +97,8 @@ public final class EngineServer: Service, Sendable {
     private func open(_ transport: EngineSession.Transport, remoteAddress: String?, eventLoop: (any EventLoop)? = nil) -> EngineSession {
         let id = Self.newSessionID()
         let session = EngineSession(id: id, transport: transport, remoteAddress: remoteAddress, configuration: configuration,
-                                    executor: eventLoop.map(EventLoopExecutor.init)) { [weak self] session, reason in
+                                    executor: eventLoop.map(EventLoopExecutor.init),
+                                    onReadsHeld: { [weak self] in self?.readsHeld() }) { [weak self] session, reason in
             guard let self else { return }
             self.sessions.withLock { _ = $0.removeValue(forKey: session.id) }
             self.onSessionClosed?(reason)

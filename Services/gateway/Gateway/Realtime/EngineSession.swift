@@ -54,6 +54,11 @@ public final class EngineSession: Sendable {
         /// The session closed: nothing more arrives.
         var ended = false
         var announcedEnd = false
+        /// The transport stops reading when told to and reads again when this is called
+        /// (a WebSocket): it holds reads instead of the session closing as a flood.
+        var resumeReading: (@Sendable () -> Void)?
+        /// Reading is held: the queue reached `inboundLimit`.
+        var held = false
     }
 
     public let id: String
@@ -63,12 +68,14 @@ public final class EngineSession: Sendable {
     private let reading = Mutex(Reading())
     private let state: Mutex<State>
     private let onClose: @Sendable (EngineSession, CloseReason) -> Void
+    private let onReadsHeld: (@Sendable () -> Void)?
     /// Where the packets are handed over: the WebSocket's event loop (from the start, or from
     /// an upgrade's probe on), or Swift's global pool while the session only polls.
     private let executor: Mutex<EventLoopExecutor?>
 
     init(id: String, transport: Transport, remoteAddress: String?, configuration: EngineConfiguration,
-         executor: EventLoopExecutor? = nil, onClose: @escaping @Sendable (EngineSession, CloseReason) -> Void) {
+         executor: EventLoopExecutor? = nil, onReadsHeld: (@Sendable () -> Void)? = nil,
+         onClose: @escaping @Sendable (EngineSession, CloseReason) -> Void) {
         self.id = id
         self.executor = Mutex(executor)
         self.remoteAddress = remoteAddress
@@ -77,6 +84,7 @@ public final class EngineSession: Sendable {
         let now = ContinuousClock.now
         self.state = Mutex(State(transport: transport, nextPing: now + configuration.pingInterval, connectDeadline: now + configuration.connectTimeout))
         self.onClose = onClose
+        self.onReadsHeld = onReadsHeld
     }
 
     public var transport: Transport { state.withLock { $0.transport } }
@@ -100,13 +108,15 @@ public final class EngineSession: Sendable {
 
     // MARK: Receiving
 
-    /// Handles a packet from either transport.
-    func receive(_ packet: EnginePacket, configuration: EngineConfiguration) {
+    /// Handles a packet from either transport. `false`: the transport that holds reads
+    /// (``holdReads(resume:)``) must stop reading until it is told to resume.
+    @discardableResult
+    func receive(_ packet: EnginePacket, configuration: EngineConfiguration) -> Bool {
         switch packet {
         case .message(let text):
-            deliver(.message(text))
+            return deliver(.message(text))
         case .binary(let data):
-            deliver(.binary(data))
+            return deliver(.binary(data))
         case .pong:
             state.withLock { s in
                 s.awaitingPongSince = nil
@@ -118,22 +128,46 @@ public final class EngineSession: Sendable {
             // A ping outside an upgrade probe, or packets only a server sends: ignored, as the reference server does.
             break
         }
+        return true
     }
 
-    private func deliver(_ item: Inbound) {
-        enum Outcome { case queued(start: Bool), flood, ended }
+    /// Queues a packet for the consumer. With `inboundLimit` packets waiting, a transport
+    /// that holds reads is told to stop reading (what it already read still queues; a
+    /// WebSocket's is at most one read's worth), and any other is closed as a flood.
+    private func deliver(_ item: Inbound) -> Bool {
+        enum Outcome { case queued(start: Bool, hold: Bool, first: Bool), flood, ended }
         let outcome = reading.withLock { r -> Outcome in
             if r.ended { return .ended }
-            if r.items.count >= inboundLimit { return .flood }
+            if r.items.count >= inboundLimit, r.resumeReading == nil { return .flood }
             r.items.append(item)
-            return .queued(start: Self.claimRun(&r))
+            let hold = r.items.count >= inboundLimit && r.resumeReading != nil
+            let first = hold && !r.held
+            if hold { r.held = true }
+            return .queued(start: Self.claimRun(&r), hold: hold, first: first)
         }
         switch outcome {
-        case .queued(start: true): startConsumer()
-        case .flood: close(.inboundFlood)
-        case .queued(start: false), .ended: break
+        case .queued(let start, let hold, let first):
+            if first { onReadsHeld?() }
+            if start { startConsumer() }
+            return !hold
+        case .flood:
+            close(.inboundFlood)
+            return true
+        case .ended:
+            return true
         }
     }
+
+    /// The transport holds its reads when the session has `inboundLimit` packets waiting
+    /// (``receive(_:configuration:)`` returns `false`), and `resume` is called once the
+    /// consumer has brought them down to half of that: TCP then slows the client down
+    /// instead of the session closing as a flood. A WebSocket calls it as it starts serving.
+    func holdReads(resume: @escaping @Sendable () -> Void) {
+        reading.withLock { $0.resumeReading = resume }
+    }
+
+    /// Reads are held: the client's pong may be waiting behind packets not read yet.
+    var readsHeld: Bool { reading.withLock { $0.held } }
 
     /// Hands every packet that arrives to `handle`, in order and one at a time, then calls
     /// `finished` once, after the last one, when the session has closed. The handing over
@@ -171,10 +205,16 @@ public final class EngineSession: Sendable {
     }
 
     private func runConsumer() async {
-        enum Next { case item(Inbound, @Sendable (Inbound) async -> Void), end(@Sendable () -> Void), stop }
+        enum Next { case item(Inbound, @Sendable (Inbound) async -> Void, resume: (@Sendable () -> Void)?), end(@Sendable () -> Void), stop }
+        let resumeAt = inboundLimit / 2
         while true {
             let next = reading.withLock { r -> Next in
-                if !r.items.isEmpty, let handle = r.handle { return .item(r.items.removeFirst(), handle) }
+                if !r.items.isEmpty, let handle = r.handle {
+                    let item = r.items.removeFirst()
+                    guard r.held, r.items.count <= resumeAt else { return .item(item, handle, resume: nil) }
+                    r.held = false
+                    return .item(item, handle, resume: r.resumeReading)
+                }
                 r.running = false
                 if r.ended, !r.announcedEnd, let finished = r.finished {
                     r.announcedEnd = true
@@ -183,7 +223,9 @@ public final class EngineSession: Sendable {
                 return .stop
             }
             switch next {
-            case .item(let item, let handle): await handle(item)
+            case .item(let item, let handle, let resume):
+                resume?()
+                await handle(item)
             case .end(let finished): return finished()
             case .stop: return
             }
@@ -232,10 +274,14 @@ public final class EngineSession: Sendable {
     func namespaceConnected() { state.withLock { $0.connectDeadline = nil } }
 
     /// Called on every tick: time to ping, the pong is overdue, or no namespace was connected in time.
+    /// While reads are held the pong's deadline starts again: the pong may be among the
+    /// packets the gateway has not read, and the consumer is still handling the client's packets.
     func heartbeat(now: ContinuousClock.Instant, configuration: EngineConfiguration) -> Heartbeat {
-        state.withLock { s in
+        let held = readsHeld
+        return state.withLock { s in
             if s.closed != nil { return .none }
             if let deadline = s.connectDeadline, now >= deadline { return .connectTimedOut }
+            if s.awaitingPongSince != nil, held { s.awaitingPongSince = now }
             if let since = s.awaitingPongSince {
                 return now - since > configuration.pingTimeout ? .timedOut : .none
             }
@@ -256,11 +302,16 @@ public final class EngineSession: Sendable {
         }
         guard first else { return }
         queue.close()
-        // What arrived before the close is still handed over, then `finished` runs.
-        let start = reading.withLock { r -> Bool in
+        // What arrived before the close is still handed over, then `finished` runs. Held
+        // reads resume, so the WebSocket's close handshake can be read.
+        let (start, resume) = reading.withLock { r -> (Bool, (@Sendable () -> Void)?) in
             r.ended = true
-            return Self.claimRun(&r)
+            let resume = r.held ? r.resumeReading : nil
+            r.held = false
+            r.resumeReading = nil
+            return (Self.claimRun(&r), resume)
         }
+        resume?()
         if start { startConsumer() }
         onClose(self, reason)
     }
@@ -276,7 +327,8 @@ public struct EngineConfiguration: Sendable {
     public var queueCapacity = 1000
     /// Bytes a session may have waiting to be sent before it is closed.
     public var queueBytes = 8 << 20
-    /// Packets received but not yet processed before the session is closed as a flood.
+    /// Packets received and not yet handled at which a WebSocket stops reading (until half
+    /// are handled), and beyond which a polling session is closed as a flood.
     public var inboundBuffer = 256
     /// A session that has not connected a Socket.IO namespace by then is closed.
     public var connectTimeout: Duration = .seconds(45)

@@ -10,6 +10,9 @@ import NIOWebSocket
 /// - It reads every frame itself. Data frames become Engine.IO packets for the session
 ///   (fragments are joined, up to `maxPayload`). A ping gets its pong, and a close frame
 ///   gets the close handshake's answer, and the connection closes.
+/// - When the session has `inboundBuffer` packets waiting to be handled it holds the
+///   channel's reads until half of them are, so a client that sends faster than its
+///   packets are handled is slowed down by TCP rather than closed.
 /// - When the session's queue wakes it, it writes every waiting packet and flushes once,
 ///   while the channel is writable. Otherwise the queue fills, and a client that stays too
 ///   slow is closed for overflow.
@@ -21,8 +24,9 @@ import NIOWebSocket
 ///   `3probe` and the pending poll is answered, packets may still come until `5`, and only
 ///   then does the socket take the session's queue. If it fails or closes before `5`, the
 ///   session carries on polling.
-final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class EngineWebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
+    typealias OutboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
     /// How long a close frame we sent waits for the client's answer before the connection is closed.
@@ -43,6 +47,10 @@ final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
     private var waitingForWritability = false
     private var closeSent = false
     private var closeTimer: Scheduled<Void>?
+    /// The session has too many packets waiting: reads are held.
+    private var readsHeld = false
+    /// A read was asked for while reads were held: it is passed on when they resume.
+    private var pendingRead = false
 
     private init(session: EngineSession, probing: Bool, configuration: EngineConfiguration) {
         self.session = session
@@ -77,6 +85,24 @@ final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
         let loop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: loop)
         session.queue.attach { loop.execute { bound.value.drainQueue() } }
+        session.holdReads { loop.execute { bound.value.resumeReading() } }
+    }
+
+    // MARK: Holding reads
+
+    func read(context: ChannelHandlerContext) {
+        if readsHeld {
+            pendingRead = true
+        } else {
+            context.read()
+        }
+    }
+
+    private func resumeReading() {
+        readsHeld = false
+        guard pendingRead, let context else { return }
+        pendingRead = false
+        context.read()
     }
 
     // MARK: Reading
@@ -123,13 +149,14 @@ final class EngineWebSocketHandler: ChannelInboundHandler, RemovableChannelHandl
     private func deliver(_ opcode: WebSocketOpcode, _ buffer: ByteBuffer) {
         guard opcode == .text else {
             guard case .serving = mode else { return fail(.protocolError) }
-            return session.receive(.binary(Data(buffer.readableBytesView)), configuration: configuration)
+            if !session.receive(.binary(Data(buffer.readableBytesView)), configuration: configuration) { readsHeld = true }
+            return
         }
         guard let text = String(validating: buffer.readableBytesView, as: UTF8.self) else { return fail(.protocolError) }
         switch mode {
         case .serving:
             guard let packet = EnginePacket(text: text) else { return fail(.protocolError) }
-            session.receive(packet, configuration: configuration)
+            if !session.receive(packet, configuration: configuration) { readsHeld = true }
         case .probing(probed: false):
             guard text == EnginePacket.ping("probe").encoded, session.beginUpgrade() else { return fail(.protocolError) }
             mode = .probing(probed: true)
