@@ -5,6 +5,7 @@ import Gateway
 import MessageStore
 import NIOWebSocket
 import RedisClient
+import Synchronization
 import Testing
 
 private let doctor = "doctor@clinic.com"
@@ -717,6 +718,65 @@ struct RealtimeTests {
             let ack = try await sender.call("send_message", send(admin, "after", "bp-after"), ack: 1)
             #expect(ack["ok"] == .bool(true))
             for client in [sender, receiver] { await client.close() }
+        }
+    }
+
+    @Test("a polling client is slowed down too: a POST of 300 sends behind a Redis that takes no writes is answered only when half of the waiting packets are handled, and all are confirmed; a POST sent while 64 packets wait closes that session as a flood")
+    func pollingBackpressure() async throws {
+        let server = try await RedisServer.start()
+        defer { server.stop() }
+        var engine = EngineConfiguration()
+        engine.inboundBuffer = 64
+        try await withRealtimeStack(engine: engine, environment: ["CHAT_MESSAGE_RATE": "100000", "CHAT_MESSAGE_BURST": "100000"],
+                                    redisServer: server) { stack in
+            func openPolling(_ email: String) async throws -> String {
+                let (_, openData) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling")
+                let sid = try #require(JSONValue(parsing: String(decoding: openData, as: UTF8.self).dropFirst())?["sid"]?.stringValue)
+                _ = try await stack.httpRaw("POST", "/socket.io/?EIO=4&transport=polling&sid=\(sid)", body: #"40{"token":"\#(stack.token(email))"}"#)
+                let (_, connectData) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling&sid=\(sid)")
+                #expect(String(decoding: connectData, as: UTF8.self).hasPrefix("40{\"sid\""))
+                return sid
+            }
+            func sends(_ prefix: String, _ count: Int) -> String {
+                (1...count).map { "42" + JSONValue.array([.string("send_message"), send(admin, "\(prefix)\($0)", "\(prefix)\($0)")]).text }
+                    .joined(separator: "\u{1e}")
+            }
+            let steady = try await openPolling(doctor)
+            let hasty = try await openPolling(patel)
+            _ = try await stack.redis.send(["CLIENT", "PAUSE", "3000", "WRITE"])
+            final class Answers: Sendable { let status = Mutex<[String: Int]>([:]) }
+            let answers = Answers()
+            for (sid, prefix) in [(steady, "p"), (hasty, "h")] {
+                let body = sends(prefix, 300)
+                Task {
+                    let (status, _) = try await stack.httpRaw("POST", "/socket.io/?EIO=4&transport=polling&sid=\(sid)", body: body)
+                    answers.status.withLock { $0[sid] = status }
+                }
+            }
+            let engineServer = stack.services[0].engine
+            #expect(await eventually { [steady, hasty].allSatisfy { engineServer.session($0)?.readsHeld == true } })
+            // Redis takes no writes: nothing is handled, so neither POST is answered yet.
+            #expect(answers.status.withLock { $0.isEmpty })
+            // A POST that does not wait for the answer to the one before is a flood.
+            let (overlap, _) = try await stack.httpRaw("POST", "/socket.io/?EIO=4&transport=polling&sid=\(hasty)", body: sends("x", 1))
+            #expect(overlap == 400)
+            #expect(await eventually { engineServer.session(hasty) == nil })
+            // The steady client's POST is answered once Redis takes writes again, and every send is confirmed.
+            #expect(await eventually(timeout: .seconds(30)) { answers.status.withLock { $0[steady] } == 200 })
+            var confirmed = 0
+            let deadline = ContinuousClock.now + .seconds(60)
+            while confirmed < 300, ContinuousClock.now < deadline {
+                let (status, data) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling&sid=\(steady)")
+                try #require(status == 200)
+                confirmed += String(decoding: data, as: UTF8.self).split(separator: "\u{1e}").filter { $0.hasPrefix(#"42["message_sent_confirmed""#) }.count
+            }
+            #expect(confirmed == 300)
+            #expect(engineServer.session(steady) != nil)
+            #expect(engineServer.readsHeldCount >= 2)
+            let conversation = try stack.store.openDirectConversation(doctor, admin).id
+            var stored: [Message] = []
+            for page in 0..<3 { stored = try stack.store.history(for: doctor, conversationID: conversation, limit: 100, skip: page * 100) + stored }
+            #expect(stored.map(\.clientID) == (1...300).map { "p\($0)" })
         }
     }
 

@@ -20,7 +20,7 @@ public struct GatewayMetrics: Sendable {
         self.registry = registry
         connections = registry.gauge("chat_gateway_connections", help: "Socket.IO sockets connected (authenticated) on this gateway.")
         readsHeld = registry.counter("chat_gateway_reads_held_total",
-                                     help: "Times a WebSocket stopped reading because its session had inboundBuffer packets waiting to be handled (TCP slowed the client down).")
+                                     help: "Times a session had inboundBuffer packets waiting to be handled and held its client back (a WebSocket stopped reading, a polling POST's answer waited).")
         confirmLatency = registry.durationHistogram(
             "chat_gateway_confirm_latency_seconds", help: "From a send_message received to its message_sent_confirmed (the store committed it).",
             buckets: PrometheusCollectorRegistry.latencyBuckets)

@@ -32,8 +32,8 @@ public final class EngineServer: Service, Sendable {
     private let onReadsHeld: (@Sendable () -> Void)?
     private let heldReads = Atomic<Int>(0)
 
-    /// `onSessionClosed` hears why each session ended, `onReadsHeld` each time a WebSocket
-    /// holds its reads (for metrics).
+    /// `onSessionClosed` hears why each session ended, `onReadsHeld` each time a session
+    /// holds its client back (for metrics).
     public init(configuration: EngineConfiguration, delegate: any EngineDelegate, logger: Logger,
                 onReadsHeld: (@Sendable () -> Void)? = nil, onSessionClosed: (@Sendable (EngineSession.CloseReason) -> Void)? = nil) {
         self.onSessionClosed = onSessionClosed
@@ -53,8 +53,8 @@ public final class EngineServer: Service, Sendable {
 
     public var sessionCount: Int { sessions.withLock { $0.count } }
 
-    /// How many times a WebSocket held its reads because its session had `inboundBuffer`
-    /// packets waiting to be handled (the client was slowed down by TCP).
+    /// How many times a session had `inboundBuffer` packets waiting to be handled and held
+    /// its client back (a WebSocket's reads held, a polling POST's answer delayed).
     public var readsHeldCount: Int { heldReads.load(ordering: .relaxed) }
 
     private func readsHeld() {
@@ -186,7 +186,7 @@ public final class EngineServer: Service, Sendable {
             session.close(.protocolError)
             return Self.errorResponse(.badRequest)
         }
-        for packet in packets { session.receive(packet, configuration: configuration) }
+        guard await session.receivePost(packets, configuration: configuration) else { return Self.errorResponse(.badRequest) }
         return Self.text("ok")
     }
 

@@ -57,8 +57,22 @@ public final class EngineSession: Sendable {
         /// The transport stops reading when told to and reads again when this is called
         /// (a WebSocket): it holds reads instead of the session closing as a flood.
         var resumeReading: (@Sendable () -> Void)?
+        /// Polling POSTs whose answer waits for the queue to come down.
+        var postsWaiting: [CheckedContinuation<Void, Never>] = []
         /// Reading is held: the queue reached `inboundLimit`.
         var held = false
+
+        /// Held reads go on, and waiting POSTs are answered (a closure to call after the lock).
+        mutating func release() -> (@Sendable () -> Void)? {
+            guard held else { return nil }
+            held = false
+            let (reader, posts) = (resumeReading, postsWaiting)
+            postsWaiting = []
+            return {
+                reader?()
+                for post in posts { post.resume() }
+            }
+        }
     }
 
     public let id: String
@@ -112,11 +126,17 @@ public final class EngineSession: Sendable {
     /// (``holdReads(resume:)``) must stop reading until it is told to resume.
     @discardableResult
     func receive(_ packet: EnginePacket, configuration: EngineConfiguration) -> Bool {
+        receive(packet, configuration: configuration, bounded: true)
+    }
+
+    /// `bounded`: a packet that finds `inboundLimit` packets waiting closes a session whose
+    /// transport does not hold its reads.
+    private func receive(_ packet: EnginePacket, configuration: EngineConfiguration, bounded: Bool) -> Bool {
         switch packet {
         case .message(let text):
-            return deliver(.message(text))
+            return deliver(.message(text), bounded: bounded)
         case .binary(let data):
-            return deliver(.binary(data))
+            return deliver(.binary(data), bounded: bounded)
         case .pong:
             state.withLock { s in
                 s.awaitingPongSince = nil
@@ -133,14 +153,17 @@ public final class EngineSession: Sendable {
 
     /// Queues a packet for the consumer. With `inboundLimit` packets waiting, a transport
     /// that holds reads is told to stop reading (what it already read still queues; a
-    /// WebSocket's is at most one read's worth), and any other is closed as a flood.
-    private func deliver(_ item: Inbound) -> Bool {
+    /// WebSocket's is at most one read's worth), a polling POST's answer waits
+    /// (``receivePost(_:configuration:)``), and a packet from anywhere else (a WebSocket
+    /// still probing) closes the session as a flood.
+    private func deliver(_ item: Inbound, bounded: Bool) -> Bool {
         enum Outcome { case queued(start: Bool, hold: Bool, first: Bool), flood, ended }
         let outcome = reading.withLock { r -> Outcome in
             if r.ended { return .ended }
-            if r.items.count >= inboundLimit, r.resumeReading == nil { return .flood }
+            let holds = r.resumeReading != nil || !bounded
+            if r.items.count >= inboundLimit, !holds { return .flood }
             r.items.append(item)
-            let hold = r.items.count >= inboundLimit && r.resumeReading != nil
+            let hold = r.items.count >= inboundLimit && holds
             let first = hold && !r.held
             if hold { r.held = true }
             return .queued(start: Self.claimRun(&r), hold: hold, first: first)
@@ -167,7 +190,29 @@ public final class EngineSession: Sendable {
     }
 
     /// Reads are held: the client's pong may be waiting behind packets not read yet.
-    var readsHeld: Bool { reading.withLock { $0.held } }
+    public var readsHeld: Bool { reading.withLock { $0.held } }
+
+    /// A polling POST's packets, all queued; with `inboundLimit` packets waiting, the answer
+    /// waits until the consumer has brought them down to half (or the session ends), so a
+    /// client that sends one POST at a time, as Engine.IO clients do, is slowed down. A
+    /// POST that finds `inboundLimit` packets already waiting (sent without waiting for the
+    /// answer to the one before) closes the session as a flood: `false`.
+    func receivePost(_ packets: [EnginePacket], configuration: EngineConfiguration) async -> Bool {
+        guard reading.withLock({ $0.ended || $0.items.count < inboundLimit }) else {
+            close(.inboundFlood)
+            return false
+        }
+        for packet in packets { _ = receive(packet, configuration: configuration, bounded: false) }
+        await withCheckedContinuation { (post: CheckedContinuation<Void, Never>) in
+            let answerNow = reading.withLock { r -> Bool in
+                guard r.held, !r.ended else { return true }
+                r.postsWaiting.append(post)
+                return false
+            }
+            if answerNow { post.resume() }
+        }
+        return true
+    }
 
     /// Hands every packet that arrives to `handle`, in order and one at a time, then calls
     /// `finished` once, after the last one, when the session has closed. The handing over
@@ -211,9 +256,7 @@ public final class EngineSession: Sendable {
             let next = reading.withLock { r -> Next in
                 if !r.items.isEmpty, let handle = r.handle {
                     let item = r.items.removeFirst()
-                    guard r.held, r.items.count <= resumeAt else { return .item(item, handle, resume: nil) }
-                    r.held = false
-                    return .item(item, handle, resume: r.resumeReading)
+                    return .item(item, handle, resume: r.items.count <= resumeAt ? r.release() : nil)
                 }
                 r.running = false
                 if r.ended, !r.announcedEnd, let finished = r.finished {
@@ -303,11 +346,10 @@ public final class EngineSession: Sendable {
         guard first else { return }
         queue.close()
         // What arrived before the close is still handed over, then `finished` runs. Held
-        // reads resume, so the WebSocket's close handshake can be read.
+        // reads resume, so the WebSocket's close handshake can be read, and waiting POSTs are answered.
         let (start, resume) = reading.withLock { r -> (Bool, (@Sendable () -> Void)?) in
             r.ended = true
-            let resume = r.held ? r.resumeReading : nil
-            r.held = false
+            let resume = r.release()
             r.resumeReading = nil
             return (Self.claimRun(&r), resume)
         }
@@ -327,8 +369,9 @@ public struct EngineConfiguration: Sendable {
     public var queueCapacity = 1000
     /// Bytes a session may have waiting to be sent before it is closed.
     public var queueBytes = 8 << 20
-    /// Packets received and not yet handled at which a WebSocket stops reading (until half
-    /// are handled), and beyond which a polling session is closed as a flood.
+    /// Packets received and not yet handled at which a WebSocket stops reading and a
+    /// polling POST's answer waits (until half are handled); a POST that finds as many
+    /// waiting closes the session as a flood.
     public var inboundBuffer = 256
     /// A session that has not connected a Socket.IO namespace by then is closed.
     public var connectTimeout: Duration = .seconds(45)
