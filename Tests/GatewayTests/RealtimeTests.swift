@@ -20,6 +20,18 @@ private func subscribers(_ stack: RealtimeStack, _ email: String) async throws -
     try await stack.redis.send(["PUBSUB", "NUMSUB", stack.keys.user(email)]).array?.last?.int ?? -1
 }
 
+/// A stack on a redis-server of its own (the test pauses its writes, which would stall
+/// other suites on the shared one), with a 64-packet inbound buffer and the send rate
+/// limit lifted, for the tests of a client sending faster than its packets are handled.
+private func withSlowHandlingStack(_ body: @Sendable (RealtimeStack) async throws -> Void) async throws {
+    let server = try await RedisServer.start()
+    defer { server.stop() }
+    var engine = EngineConfiguration()
+    engine.inboundBuffer = 64
+    try await withRealtimeStack(engine: engine, environment: ["CHAT_MESSAGE_RATE": "100000", "CHAT_MESSAGE_BURST": "100000"],
+                                redisServer: server, body)
+}
+
 @Suite("Socket.IO gateway with a real WebSocket client, Redis and SQLite", .redisServer)
 struct RealtimeTests {
     @Test("heartbeat: a client that answers pings stays; one that does not is closed after interval + timeout; CONNECT without a token is refused")
@@ -693,13 +705,7 @@ struct RealtimeTests {
 
     @Test("a client sending faster than its packets are handled is slowed down by TCP, not closed: 1,000 sends behind a Redis that takes no writes for 2 s, 16 times the inbound buffer, all confirmed in order and stored once; the socket stays open")
     func inboundBackpressure() async throws {
-        // A server of its own: this test pauses its writes.
-        let server = try await RedisServer.start()
-        defer { server.stop() }
-        var engine = EngineConfiguration()
-        engine.inboundBuffer = 64
-        try await withRealtimeStack(engine: engine, environment: ["CHAT_MESSAGE_RATE": "100000", "CHAT_MESSAGE_BURST": "100000"],
-                                    redisServer: server) { stack in
+        try await withSlowHandlingStack { stack in
             let sender = try await stack.connect(doctor)
             let receiver = try await stack.connect(admin)
             // The socket's first send waits on its XADD; every later packet waits behind it.
@@ -723,12 +729,7 @@ struct RealtimeTests {
 
     @Test("a polling client is slowed down too: a POST of 300 sends behind a Redis that takes no writes is answered only when half of the waiting packets are handled, and all are confirmed; a POST sent while 64 packets wait closes that session as a flood")
     func pollingBackpressure() async throws {
-        let server = try await RedisServer.start()
-        defer { server.stop() }
-        var engine = EngineConfiguration()
-        engine.inboundBuffer = 64
-        try await withRealtimeStack(engine: engine, environment: ["CHAT_MESSAGE_RATE": "100000", "CHAT_MESSAGE_BURST": "100000"],
-                                    redisServer: server) { stack in
+        try await withSlowHandlingStack { stack in
             func openPolling(_ email: String) async throws -> String {
                 let (_, openData) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling")
                 let sid = try #require(JSONValue(parsing: String(decoding: openData, as: UTF8.self).dropFirst())?["sid"]?.stringValue)
