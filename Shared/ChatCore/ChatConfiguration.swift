@@ -58,6 +58,10 @@ public struct ChatConfiguration: Sendable {
     public var pingTimeout: Duration
     /// `CHAT_SOCKET_QUEUE`, default 1000: packets one socket may have waiting before it is closed.
     public var socketQueue: Int
+    /// `CHAT_ADMISSION_LIMIT`, default 16: CONNECTs and `sync`s one gateway works on at
+    /// once; the others wait their turn, so sockets coming back in a herd do not stall the
+    /// sends of those still connected.
+    public var admissionLimit: Int
     /// `CHAT_PUBLIC_DIR`, default `Services/gateway/Public`: the web client the gateway serves at `/`.
     public var publicDirectory: String
     /// `CHAT_ALLOW_PLAINTEXT`, default off: `1` lets the gateway serve plain HTTP on a
@@ -101,6 +105,7 @@ public struct ChatConfiguration: Sendable {
         self.pingInterval = .seconds(25)
         self.pingTimeout = .seconds(20)
         self.socketQueue = 1000
+        self.admissionLimit = 16
         self.publicDirectory = "Services/gateway/Public"
         self.allowPlaintext = false
         self.adminHost = "127.0.0.1"
@@ -156,6 +161,7 @@ public struct ChatConfiguration: Sendable {
         pingInterval = try Self.duration("CHAT_PING_INTERVAL", env, default: pingInterval)
         pingTimeout = try Self.duration("CHAT_PING_TIMEOUT", env, default: pingTimeout)
         socketQueue = Int(try Self.positive("CHAT_SOCKET_QUEUE", env, default: Double(socketQueue)))
+        admissionLimit = max(1, Int(try Self.positive("CHAT_ADMISSION_LIMIT", env, default: Double(admissionLimit))))
         publicDirectory = env["CHAT_PUBLIC_DIR"] ?? publicDirectory
         allowPlaintext = try Self.flag("CHAT_ALLOW_PLAINTEXT", env, default: allowPlaintext)
         publishBatches = try Self.flag("CHAT_PUBLISH_BATCHES", env, default: publishBatches)

@@ -93,7 +93,11 @@ final class ClientConnection: Sendable {
         }
         switch packet.kind {
         case .connect:
-            await connect(packet.data)
+            // In turn with the gateway's other CONNECTs and syncs (RealtimeServer.admission).
+            await server.admission.pass {
+                guard session.closeReason == nil else { return }
+                await connect(packet.data)
+            }
         case .disconnect:
             if let email = claims?.sub {
                 state.withLock { $0.claims = nil }
@@ -232,7 +236,10 @@ final class ClientConnection: Sendable {
 
         case .sync:
             guard allowed(email, .other, ackID: ackID) else { return }
-            await sync(argument?["since"] ?? .object([:]), receiptsAfter: argument?["receipts_after"], ackID: ackID, claims: claims)
+            await server.admission.pass {
+                guard session.closeReason == nil else { return }
+                await sync(argument?["since"] ?? .object([:]), receiptsAfter: argument?["receipts_after"], ackID: ackID, claims: claims)
+            }
         }
     }
 

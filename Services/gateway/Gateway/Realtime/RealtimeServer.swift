@@ -21,6 +21,9 @@ public struct RealtimeConfiguration: Sendable {
     public var maximumFailedConnects = 5
     /// Presence: connections are kept alive with a heartbeat every third of this.
     public var presenceTTL: Duration = .seconds(30)
+    /// CONNECTs and `sync`s the gateway works on at once; the others wait their turn
+    /// (``AdmissionGate``), so a herd of sockets coming back does not stall everyone's sends.
+    public var admissionLimit = 16
 
     public init(gatewayID: String) { self.gatewayID = gatewayID }
 
@@ -31,6 +34,7 @@ public struct RealtimeConfiguration: Sendable {
         typingRate = configuration.typingRate
         typingBurst = configuration.typingBurst
         presenceTTL = configuration.presenceTTL
+        admissionLimit = configuration.admissionLimit
     }
 }
 
@@ -50,6 +54,8 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     let subscriber: RedisSubscriber
     let logger: Logger
     let metrics: GatewayMetrics
+    /// CONNECTs and `sync`s worked on at once (`configuration.admissionLimit`).
+    let admission: AdmissionGate
 
     struct UserSockets {
         var sockets: [String: ClientConnection] = [:]
@@ -78,6 +84,7 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         self.metrics = metrics
         self.configuration = configuration
         self.engineConfiguration = engineConfiguration
+        self.admission = AdmissionGate(limit: max(1, configuration.admissionLimit))
         self.store = store
         self.tokens = tokens
         self.redis = redis

@@ -1,0 +1,72 @@
+import DequeModule
+import Synchronization
+
+/// At most `limit` holders at a time; the others wait their turn, in the order they came.
+///
+/// A gateway passes every CONNECT and every `sync` through one: when thousands of sockets
+/// come back at once (their gateway went away), their work queues here instead of on the
+/// event loops, where each connected socket's sends would wait behind all of it.
+final class AdmissionGate: Sendable {
+    private struct State {
+        var free: Int
+        var waiting = Deque<CheckedContinuation<Void, Never>>()
+        /// The most holders there have been at once.
+        var peak = 0
+        let limit: Int
+
+        mutating func take() {
+            free -= 1
+            peak = max(peak, limit - free)
+        }
+    }
+
+    private let state: Mutex<State>
+
+    init(limit: Int) {
+        precondition(limit > 0, "an admission gate lets at least one in")
+        state = Mutex(State(free: limit, limit: limit))
+    }
+
+    /// Runs `body` once it is let in; the next in line goes in when it ends.
+    func pass<T>(_ body: () async throws -> T) async rethrows -> T {
+        await enter()
+        defer { leave() }
+        return try await body()
+    }
+
+    private func enter() async {
+        let entered = state.withLock { s -> Bool in
+            guard s.free > 0 else { return false }
+            s.take()
+            return true
+        }
+        if entered { return }
+        await withCheckedContinuation { (turn: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in
+                // A place may have come free in between.
+                if s.free > 0 {
+                    s.take()
+                    return true
+                }
+                s.waiting.append(turn)
+                return false
+            }
+            if now { turn.resume() }
+        }
+    }
+
+    private func leave() {
+        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            if let next = s.waiting.popFirst() { return next }
+            s.free += 1
+            return nil
+        }
+        next?.resume()
+    }
+
+    /// Those waiting their turn.
+    var waitingCount: Int { state.withLock { $0.waiting.count } }
+
+    /// The most holders there have been at once.
+    var peak: Int { state.withLock { $0.peak } }
+}
