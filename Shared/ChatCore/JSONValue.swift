@@ -41,10 +41,23 @@ public enum JSONValue: Codable, Sendable, Hashable {
         }
     }
 
-    /// Parses JSON text; `nil` if it is not JSON.
+    /// Parses JSON text; `nil` if it is not JSON. In one pass over the bytes
+    /// (``JSONValueParser``), or through JSONDecoder for what that pass leaves to it.
     public init?(parsing text: some StringProtocol) {
-        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) else { return nil }
+        let utf8 = text.utf8
+        // (Text not stored contiguously is parsed from a copy.)
+        let parsed = utf8.withContiguousStorageIfAvailable(JSONValueParser.parse) ?? Array(utf8).withUnsafeBufferPointer(JSONValueParser.parse)
+        if let parsed {
+            self = parsed
+            return
+        }
+        guard let value = Self.decoded(text) else { return nil }
         self = value
+    }
+
+    /// Through JSONDecoder alone (what ``init(parsing:)`` falls back to).
+    static func decoded(_ text: some StringProtocol) -> JSONValue? {
+        try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
     }
 
     /// Compact JSON text (keys sorted).
