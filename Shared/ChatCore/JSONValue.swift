@@ -55,8 +55,9 @@ public enum JSONValue: Codable, Sendable, Hashable {
         self = value
     }
 
-    /// Through JSONDecoder alone (what ``init(parsing:)`` falls back to).
-    static func decoded(_ text: some StringProtocol) -> JSONValue? {
+    /// Through JSONDecoder alone (what ``init(parsing:)`` falls back to; `chat-bench json`
+    /// compares the two).
+    public static func decoded(_ text: some StringProtocol) -> JSONValue? {
         try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
     }
 

@@ -161,4 +161,12 @@ struct LoadToolRunTests {
         #expect(row(killed, "errors")?.contains("closed: ") == true, "\(killed)")
         #expect(counts(row(killed, "sent / confirmed / delivered")).first ?? 0 > 0, "\(killed)")
     }
+
+    @Test("json: both ways read the same texts, and the report has a row for each")
+    func jsonParsing() async throws {
+        let (status, report) = try await bench(["json", "--iterations", "50", "--rounds", "1"])
+        #expect(status == 0, "\(report)")
+        #expect(row(report, "JSONDecoder").flatMap(Double.init) ?? 0 > 0, "\(report)")
+        #expect(row(report, "JSONValue(parsing:), one pass")?.contains("faster") == true, "\(report)")
+    }
 }
