@@ -58,9 +58,10 @@ public struct ChatConfiguration: Sendable {
     public var pingTimeout: Duration
     /// `CHAT_SOCKET_QUEUE`, default 1000: packets one socket may have waiting before it is closed.
     public var socketQueue: Int
-    /// `CHAT_ADMISSION_LIMIT`, default 16: CONNECTs and `sync`s one gateway works on at
-    /// once; the others wait their turn, so sockets coming back in a herd do not stall the
-    /// sends of those still connected.
+    /// `CHAT_ADMISSION_LIMIT`, default 16: CONNECTs one gateway works on at once (the
+    /// token, the subscription, presence, audit; not the replay, which waits on the store);
+    /// the others wait their turn, so sockets coming back in a herd do not stall the sends
+    /// of those still connected.
     public var admissionLimit: Int
     /// `CHAT_PUBLIC_DIR`, default `Services/gateway/Public`: the web client the gateway serves at `/`.
     public var publicDirectory: String

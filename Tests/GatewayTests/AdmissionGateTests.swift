@@ -1,13 +1,14 @@
 import ChatCore
 import ChatTesting
 import Foundation
+import RedisClient
 @testable import Gateway
 import Synchronization
 import Testing
 
-/// The gate every CONNECT and `sync` passes (CHAT_ADMISSION_LIMIT): alone, and in a
-/// gateway with a real WebSocket client, Redis and SQLite.
-@Suite("Admission of CONNECTs and syncs", .redisServer)
+/// The gate every CONNECT passes (CHAT_ADMISSION_LIMIT): alone, and in a gateway with a
+/// real WebSocket client, Redis and SQLite.
+@Suite("Admission of CONNECTs", .redisServer)
 struct AdmissionGateTests {
     final class Record: Sendable {
         let entered = Mutex<[Int]>([])
@@ -63,7 +64,7 @@ struct AdmissionGateTests {
         #expect(single.peak == 1)
     }
 
-    @Test("twenty sockets connecting at once with a since (a CONNECT and its sync each) through a gate of two: all connected and replayed, never more than two at once")
+    @Test("twenty sockets connecting at once with a since through a gate of two: all connected and replayed, never more than two CONNECTs at once")
     func connectsTakeTurns() async throws {
         try await withRealtimeStack(environment: ["CHAT_ADMISSION_LIMIT": "2"]) { stack in
             let conversation = try stack.store.openDirectConversation("doctor@clinic.com", "admin@clinic.com").id
@@ -80,6 +81,26 @@ struct AdmissionGateTests {
             #expect((1...2).contains(gate.peak))
             #expect(gate.waitingCount == 0)
             for socket in sockets + [sender] { await socket.close() }
+        }
+    }
+
+    @Test("a replay waiting on a store that does not answer holds no turn: through a gate of one, a second CONNECT is answered while the first one's replay still waits, which then fails as unavailable")
+    func replayHoldsNoTurn() async throws {
+        try await withRealtimeStack(storeRunning: false, storeTimeout: .seconds(3), environment: ["CHAT_ADMISSION_LIMIT": "1"]) { stack in
+            // A store that takes queries and never answers (hung, or far behind).
+            let silent = RedisSubscriber(configuration: try RedisConfiguration(url: stack.redisURL))
+            let listening = Task { try await silent.run() }
+            defer { listening.cancel() }
+            try await silent.subscribe([stack.keys.storeQueries])
+            let first = try await stack.connect("admin@clinic.com", since: ["c-1": 0])
+            let second = try await stack.connect("doctor@clinic.com", since: ["c-2": 0])
+            // The first replay is still waiting for the store (3 s) when the second socket is in.
+            #expect(first.drain("error").isEmpty)
+            let failed = try await first.event("error", timeout: .seconds(10))
+            #expect(failed["code"] == .string("unavailable"))
+            #expect(try await second.event("error", timeout: .seconds(10))["code"] == .string("unavailable"))
+            #expect(stack.services[0].realtime.admission.peak == 1)
+            for socket in [first, second] { await socket.close() }
         }
     }
 }

@@ -75,7 +75,7 @@ public struct GatewayMetrics: Sendable {
         let up = registry.gauge("chat_gateway_store_up",
                                 help: "1 if the messages service answered a ping within 2 s at this scrape, else 0 (readiness does not depend on it).")
         let admission = registry.gauge("chat_gateway_admission_waiting",
-                                       help: "CONNECTs and syncs waiting their turn (CHAT_ADMISSION_LIMIT are worked on at once).")
+                                       help: "CONNECTs waiting their turn (CHAT_ADMISSION_LIMIT are worked on at once).")
         let store = realtime.store
         runtime.scrape.add {
             admission.set(Double(realtime.admission.waitingCount))

@@ -93,11 +93,7 @@ final class ClientConnection: Sendable {
         }
         switch packet.kind {
         case .connect:
-            // In turn with the gateway's other CONNECTs and syncs (RealtimeServer.admission).
-            await server.admission.pass {
-                guard session.closeReason == nil else { return }
-                await connect(packet.data)
-            }
+            await connect(packet.data)
         case .disconnect:
             if let email = claims?.sub {
                 state.withLock { $0.claims = nil }
@@ -120,25 +116,39 @@ final class ClientConnection: Sendable {
 
     // MARK: CONNECT
 
+    /// The CONNECT's own work (the token, the subscription, the answer, presence, audit) takes
+    /// its turn with the gateway's other CONNECTs (`RealtimeServer.admission`); a replay it
+    /// asks for does not, so a slow or stopped store never holds a turn.
     private func connect(_ auth: JSONValue?) async {
+        let connected = await server.admission.pass { () -> TokenClaims? in
+            guard session.closeReason == nil else { return nil }
+            return await admit(auth)
+        }
+        if let connected, let since = auth?["since"] {
+            await sync(since, receiptsAfter: auth?["receipts_after"], ackID: nil, claims: connected)
+        }
+    }
+
+    /// Answers a CONNECT; the claims of a socket connected by it.
+    private func admit(_ auth: JSONValue?) async -> TokenClaims? {
         if claims != nil {
             // Already connected: confirm again, as the reference server does.
             session.send(SocketPacket(.connect, data: .object(["sid": .string(socketID)])).encoded)
-            return
+            return nil
         }
         guard let token = auth?["token"]?.stringValue, !token.isEmpty else {
             refuse(ChatError(.unauthorized, #"authentication required: connect with auth {"token": "<access token>"}"#))
-            return
+            return nil
         }
         let verified: TokenClaims
         do {
             verified = try await server.tokens.verify(token)
         } catch let error as ChatError {
             refuse(error)
-            return
+            return nil
         } catch {
             refuse(ChatError(.unavailable, "could not check the token; try again"))
-            return
+            return nil
         }
         state.withLock { s in
             s.claims = verified
@@ -149,9 +159,7 @@ final class ClientConnection: Sendable {
         session.send(SocketPacket(.connect, data: .object(["sid": .string(socketID)])).encoded)
         await server.presence(.connect, conn: socketID, user: verified.sub)
         await store.fireAndForget(.audit, user: verified.sub, body: AuditRequest(action: "socket_connect", outcome: "ok", detail: session.remoteAddress))
-        if let since = auth?["since"] {
-            await sync(since, receiptsAfter: auth?["receipts_after"], ackID: nil, claims: verified)
-        }
+        return verified
     }
 
     private func refuse(_ error: ChatError) {
@@ -236,10 +244,7 @@ final class ClientConnection: Sendable {
 
         case .sync:
             guard allowed(email, .other, ackID: ackID) else { return }
-            await server.admission.pass {
-                guard session.closeReason == nil else { return }
-                await sync(argument?["since"] ?? .object([:]), receiptsAfter: argument?["receipts_after"], ackID: ackID, claims: claims)
-            }
+            await sync(argument?["since"] ?? .object([:]), receiptsAfter: argument?["receipts_after"], ackID: ackID, claims: claims)
         }
     }
 

@@ -21,8 +21,8 @@ public struct RealtimeConfiguration: Sendable {
     public var maximumFailedConnects = 5
     /// Presence: connections are kept alive with a heartbeat every third of this.
     public var presenceTTL: Duration = .seconds(30)
-    /// CONNECTs and `sync`s the gateway works on at once; the others wait their turn
-    /// (``AdmissionGate``), so a herd of sockets coming back does not stall everyone's sends.
+    /// CONNECTs the gateway works on at once; the others wait their turn (``AdmissionGate``),
+    /// so a herd of sockets coming back does not stall everyone's sends.
     public var admissionLimit = 16
 
     public init(gatewayID: String) { self.gatewayID = gatewayID }
@@ -54,7 +54,7 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     let subscriber: RedisSubscriber
     let logger: Logger
     let metrics: GatewayMetrics
-    /// CONNECTs and `sync`s worked on at once (`configuration.admissionLimit`).
+    /// CONNECTs worked on at once (`configuration.admissionLimit`).
     let admission: AdmissionGate
 
     struct UserSockets {
