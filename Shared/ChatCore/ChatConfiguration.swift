@@ -59,7 +59,8 @@ public struct ChatConfiguration: Sendable {
     /// `CHAT_SOCKET_QUEUE`, default 1000: packets one socket may have waiting before it is closed.
     public var socketQueue: Int
     /// `CHAT_ADMISSION_LIMIT`, default 16: CONNECTs one gateway works on at once (the
-    /// token, the subscription, presence, audit; not the replay, which waits on the store);
+    /// token, the subscription, presence, audit; the replay a CONNECT asks for is sent
+    /// after its turn, and its answer holds no turn);
     /// the others wait their turn, so sockets coming back in a herd do not stall the sends
     /// of those still connected.
     public var admissionLimit: Int

@@ -7,8 +7,9 @@ import Foundation
 /// while 2,000 sockets came back, nineteenth round of BENCHMARKS.md).
 ///
 /// It gives up (nil) on anything it is not sure to read as JSONDecoder does: a lone
-/// surrogate escape, a repeated key, a number that is not finite, nesting deeper than
-/// 64, a control character in a string, or text that is not JSON. The caller then asks
+/// surrogate escape, a repeated key, a number beyond a Double's range either way (1e400,
+/// 1e-400), nesting deeper than 64, a control character in a string, or text that is not
+/// JSON. The caller then asks
 /// JSONDecoder, so what is accepted and how it reads never differs from before
 /// (`JSONValueParserTests` compares the two on thousands of texts).
 struct JSONValueParser {

@@ -3,8 +3,8 @@ import Synchronization
 
 /// At most `limit` holders at a time; the others wait their turn, in the order they came.
 ///
-/// A gateway passes the work of every CONNECT through one (not the replay it may ask
-/// for, which waits on the store): when thousands of sockets come back at once (their
+/// A gateway passes the work of every CONNECT through one (the replay it may ask for is
+/// sent after its turn, and answered whenever the store answers): when thousands of sockets come back at once (their
 /// gateway went away), their work queues here instead of on the event loops, where each
 /// connected socket's sends would wait behind all of it. A holder must not wait on
 /// anything that can take long (the store), or everyone behind it waits too.
