@@ -198,27 +198,20 @@ public struct JSONScan: Sendable {
             guard index + 1 < end else { return nil }
             let escape = bytes[index + 1]
             index += 2
-            switch escape {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(escape)
-            case UInt8(ascii: "b"): out.append(0x08)
-            case UInt8(ascii: "f"): out.append(0x0C)
-            case UInt8(ascii: "n"): out.append(0x0A)
-            case UInt8(ascii: "r"): out.append(0x0D)
-            case UInt8(ascii: "t"): out.append(0x09)
-            case UInt8(ascii: "u"):
-                guard var code = hex(index) else { return nil }
-                index += 4
-                if (0xD800...0xDBFF).contains(code) {
-                    guard index + 6 <= end, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u"),
-                          let low = hex(index + 2), (0xDC00...0xDFFF).contains(low) else { return nil }
-                    index += 6
-                    code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                }
-                guard let scalar = Unicode.Scalar(code) else { return nil }
-                out.append(contentsOf: String(Character(scalar)).utf8)
-            default:
-                return nil
+            if let plain = JSONEscape.character(escape) {
+                out.append(plain)
+                continue
             }
+            guard escape == UInt8(ascii: "u"), var code = hex(index) else { return nil }
+            index += 4
+            if JSONEscape.highSurrogates.contains(code) {
+                guard index + 6 <= end, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u"),
+                      let low = hex(index + 2), let pair = JSONEscape.pair(code, low) else { return nil }
+                index += 6
+                code = pair
+            }
+            guard let scalar = Unicode.Scalar(code) else { return nil }
+            out.append(contentsOf: String(Character(scalar)).utf8)
         }
         return String(decoding: out, as: UTF8.self)
     }

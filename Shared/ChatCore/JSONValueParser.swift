@@ -149,28 +149,21 @@ struct JSONValueParser {
             case UInt8(ascii: "\\"):
                 guard let escaped = current else { return nil }
                 index += 1
-                switch escaped {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): utf8.append(escaped)
-                case UInt8(ascii: "b"): utf8.append(0x08)
-                case UInt8(ascii: "f"): utf8.append(0x0C)
-                case UInt8(ascii: "n"): utf8.append(0x0A)
-                case UInt8(ascii: "r"): utf8.append(0x0D)
-                case UInt8(ascii: "t"): utf8.append(0x09)
-                case UInt8(ascii: "u"):
-                    guard var code = hex4() else { return nil }
-                    if (0xD800..<0xDC00).contains(code) {
-                        // A high surrogate must be followed by an escaped low one.
-                        guard bytes.count - index >= 6, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") else { return nil }
-                        index += 2
-                        guard let low = hex4(), (0xDC00..<0xE000).contains(low) else { return nil }
-                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
-                    } else if (0xDC00..<0xE000).contains(code) {
-                        return nil
-                    }
-                    guard let scalar = Unicode.Scalar(code) else { return nil }
-                    utf8.append(contentsOf: UTF8.encode(scalar)!)
-                default: return nil
+                if let plain = JSONEscape.character(escaped) {
+                    utf8.append(plain)
+                    continue
                 }
+                guard escaped == UInt8(ascii: "u"), var code = hex4() else { return nil }
+                if JSONEscape.highSurrogates.contains(code) {
+                    // A high surrogate must be followed by an escaped low one.
+                    guard bytes.count - index >= 6, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") else { return nil }
+                    index += 2
+                    guard let low = hex4(), let pair = JSONEscape.pair(code, low) else { return nil }
+                    code = pair
+                }
+                // (A lone low surrogate is no scalar.)
+                guard let scalar = Unicode.Scalar(code) else { return nil }
+                utf8.append(contentsOf: UTF8.encode(scalar)!)
             default:
                 if byte < 0x20 { return nil }
                 utf8.append(byte)
@@ -252,4 +245,29 @@ struct JSONValueParser {
 
 private extension UInt8 {
     var isDigit: Bool { self >= UInt8(ascii: "0") && self <= UInt8(ascii: "9") }
+}
+
+/// JSON's escapes, for the readers that unescape strings (``JSONValueParser``,
+/// ``JSONScan/decodedString(_:)``).
+enum JSONEscape {
+    /// The byte a one-character escape stands for (`\n` → 0x0A), or nil (`u`, or not an escape).
+    static func character(_ escaped: UInt8) -> UInt8? {
+        switch escaped {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): escaped
+        case UInt8(ascii: "b"): 0x08
+        case UInt8(ascii: "f"): 0x0C
+        case UInt8(ascii: "n"): 0x0A
+        case UInt8(ascii: "r"): 0x0D
+        case UInt8(ascii: "t"): 0x09
+        default: nil
+        }
+    }
+
+    static let highSurrogates: ClosedRange<UInt32> = 0xD800...0xDBFF
+
+    /// The code point of a high and a low surrogate, or nil if `low` is not one.
+    static func pair(_ high: UInt32, _ low: UInt32) -> UInt32? {
+        guard (0xDC00...0xDFFF).contains(low) else { return nil }
+        return 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+    }
 }
