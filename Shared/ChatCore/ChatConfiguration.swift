@@ -64,6 +64,10 @@ public struct ChatConfiguration: Sendable {
     /// the others wait their turn, so sockets coming back in a herd do not stall the sends
     /// of those still connected.
     public var admissionLimit: Int
+    /// `CHAT_RELEASE_MEMORY_AFTER`, default 256: after at least this many CONNECTs waited
+    /// their turn, once none waits, the gateway gives the memory they used back to the
+    /// system (`malloc_trim`, at most every 10 s); 0: never.
+    public var releaseMemoryAfter: Int
     /// `CHAT_PUBLIC_DIR`, default `Services/gateway/Public`: the web client the gateway serves at `/`.
     public var publicDirectory: String
     /// `CHAT_ALLOW_PLAINTEXT`, default off: `1` lets the gateway serve plain HTTP on a
@@ -108,6 +112,7 @@ public struct ChatConfiguration: Sendable {
         self.pingTimeout = .seconds(20)
         self.socketQueue = 1000
         self.admissionLimit = 16
+        self.releaseMemoryAfter = 256
         self.publicDirectory = "Services/gateway/Public"
         self.allowPlaintext = false
         self.adminHost = "127.0.0.1"
@@ -164,6 +169,7 @@ public struct ChatConfiguration: Sendable {
         pingTimeout = try Self.duration("CHAT_PING_TIMEOUT", env, default: pingTimeout)
         socketQueue = Int(try Self.positive("CHAT_SOCKET_QUEUE", env, default: Double(socketQueue)))
         admissionLimit = max(1, Int(try Self.positive("CHAT_ADMISSION_LIMIT", env, default: Double(admissionLimit))))
+        releaseMemoryAfter = try Self.count("CHAT_RELEASE_MEMORY_AFTER", env, default: releaseMemoryAfter)
         publicDirectory = env["CHAT_PUBLIC_DIR"] ?? publicDirectory
         allowPlaintext = try Self.flag("CHAT_ALLOW_PLAINTEXT", env, default: allowPlaintext)
         publishBatches = try Self.flag("CHAT_PUBLISH_BATCHES", env, default: publishBatches)
@@ -206,6 +212,15 @@ public struct ChatConfiguration: Sendable {
         guard let text = env[variable] else { return value }
         guard let number = Double(text), number > 0, number.isFinite else {
             throw ConfigurationError(variable: variable, expected: "a positive number", value: text)
+        }
+        return number
+    }
+
+    /// A whole number, 0 or more.
+    private static func count(_ variable: String, _ env: [String: String], default value: Int) throws(ConfigurationError) -> Int {
+        guard let text = env[variable] else { return value }
+        guard let number = Int(text), number >= 0 else {
+            throw ConfigurationError(variable: variable, expected: "a whole number, 0 or more", value: text)
         }
         return number
     }

@@ -64,6 +64,70 @@ struct AdmissionGateTests {
         #expect(single.peak == 1)
     }
 
+    @Test("once nobody waits after at least the burst's number waited, afterBurst is told how many, once; fewer wait and it is not told, but they count towards the next")
+    func afterBurst() async throws {
+        let told = Mutex<[Int]>([])
+        let gate = AdmissionGate(limit: 1, burst: 5) { count in told.withLock { $0.append(count) } }
+        // One holds the place while `waiters` queue behind it; then all go through.
+        func burst(_ waiters: Int) async {
+            let entered = Atomic(false)
+            let open = Atomic(false)
+            let holder = Task {
+                await gate.pass {
+                    entered.store(true, ordering: .relaxed)
+                    while !open.load(ordering: .relaxed) { try? await Task.sleep(for: .milliseconds(1)) }
+                }
+            }
+            #expect(await eventually { entered.load(ordering: .relaxed) })
+            var queued: [Task<Void, Never>] = []
+            for index in 0..<waiters {
+                queued.append(Task { await gate.pass {} })
+                #expect(await eventually { gate.waitingCount == index + 1 })
+            }
+            open.store(true, ordering: .relaxed)
+            await holder.value
+            for task in queued { await task.value }
+        }
+        await burst(4)
+        #expect(told.withLock { $0.isEmpty })
+        await burst(3)
+        #expect(told.withLock { $0 } == [7])
+        // Nobody waiting: going through never counts.
+        for _ in 0..<10 { await gate.pass {} }
+        #expect(told.withLock { $0.count } == 1)
+        await burst(5)
+        #expect(told.withLock { $0 } == [7, 5])
+        #expect(gate.waitingCount == 0)
+    }
+
+    @Test("a gateway gives memory back after a burst of CONNECTs (CHAT_RELEASE_MEMORY_AFTER), and counts it in /metrics")
+    func releasesMemoryAfterBurst() async throws {
+        try await withRealtimeStack(environment: ["CHAT_ADMISSION_LIMIT": "1", "CHAT_RELEASE_MEMORY_AFTER": "3"]) { stack in
+            @Sendable func releases() async throws -> Int? {
+                let (status, body) = try await stack.httpRaw("GET", "/metrics")
+                #expect(status == 200)
+                let line = String(decoding: body, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("chat_gateway_memory_releases_total ") }
+                return line.flatMap { Int(Double($0.split(separator: " ").last ?? "") ?? -1) }
+            }
+            #expect(try await releases() == 0)
+            // The test holds the gateway's one place while three sockets' CONNECTs queue.
+            let gate = stack.services[0].realtime.admission
+            let open = Atomic(false)
+            let holder = Task { await gate.pass { while !open.load(ordering: .relaxed) { try? await Task.sleep(for: .milliseconds(1)) } } }
+            #expect(await eventually { gate.peak == 1 })
+            let connecting = (0..<3).map { index in Task { try await stack.connect(["admin@clinic.com", "doctor@clinic.com", "admin@clinic.com"][index]) } }
+            #expect(await eventually { gate.waitingCount == 3 })
+            #expect(try await releases() == 0)
+            open.store(true, ordering: .relaxed)
+            await holder.value
+            var sockets: [SocketTestClient] = []
+            for task in connecting { sockets.append(try await task.value) }
+            #expect(await eventually { (try? await releases()) == 1 })
+            #expect(MemoryRelease.isAvailable)
+            for socket in sockets { await socket.close() }
+        }
+    }
+
     @Test("twenty sockets connecting at once with a since through a gate of two: all connected and replayed, never more than two CONNECTs at once")
     func connectsTakeTurns() async throws {
         try await withRealtimeStack(environment: ["CHAT_ADMISSION_LIMIT": "2"]) { stack in

@@ -7,6 +7,8 @@ import Prometheus
 public struct GatewayMetrics: Sendable {
     let connections: Gauge
     let readsHeld: Counter
+    let memoryReleases: Counter
+    let memoryReleased: Counter
     let confirmLatency: DurationHistogram
     let deliveryLatency: ValueHistogram
     private let registry: PrometheusCollectorRegistry
@@ -21,6 +23,10 @@ public struct GatewayMetrics: Sendable {
         connections = registry.gauge("chat_gateway_connections", help: "Socket.IO sockets connected (authenticated) on this gateway.")
         readsHeld = registry.counter("chat_gateway_reads_held_total",
                                      help: "Times a session had inboundBuffer packets waiting to be handled and held its client back (a WebSocket stopped reading, a polling POST's answer waited).")
+        memoryReleases = registry.counter("chat_gateway_memory_releases_total",
+                                          help: "Times the gateway gave the allocator's free memory back to the system after a burst of CONNECTs (CHAT_RELEASE_MEMORY_AFTER).")
+        memoryReleased = registry.counter("chat_gateway_memory_released_bytes_total",
+                                          help: "Resident bytes given back to the system after bursts of CONNECTs (malloc_trim).")
         confirmLatency = registry.durationHistogram(
             "chat_gateway_confirm_latency_seconds", help: "From a send_message received to its message_sent_confirmed (the store committed it).",
             buckets: PrometheusCollectorRegistry.latencyBuckets)

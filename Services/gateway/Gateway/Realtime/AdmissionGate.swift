@@ -8,12 +8,18 @@ import Synchronization
 /// gateway went away), their work queues here instead of on the event loops, where each
 /// connected socket's sends would wait behind all of it. A holder must not wait on
 /// anything that can take long (the store), or everyone behind it waits too.
+///
+/// Once nobody waits after at least `burst` have waited (since the last time), it calls
+/// `afterBurst` with their number: the gateway then gives the memory their suspended
+/// tasks used back to the system (``MemoryRelease``).
 final class AdmissionGate: Sendable {
     private struct State {
         var free: Int
         var waiting = Deque<CheckedContinuation<Void, Never>>()
         /// The most holders there have been at once.
         var peak = 0
+        /// Holders that waited their turn since `afterBurst` was last called.
+        var waited = 0
         let limit: Int
 
         mutating func take() {
@@ -23,10 +29,14 @@ final class AdmissionGate: Sendable {
     }
 
     private let state: Mutex<State>
+    private let burst: Int
+    private let afterBurst: @Sendable (Int) -> Void
 
-    init(limit: Int) {
+    init(limit: Int, burst: Int = .max, afterBurst: @escaping @Sendable (Int) -> Void = { _ in }) {
         precondition(limit > 0, "an admission gate lets at least one in")
         state = Mutex(State(free: limit, limit: limit))
+        self.burst = max(1, burst)
+        self.afterBurst = afterBurst
     }
 
     /// Runs `body` once it is let in; the next in line goes in when it ends.
@@ -51,6 +61,7 @@ final class AdmissionGate: Sendable {
                     return true
                 }
                 s.waiting.append(turn)
+                s.waited += 1
                 return false
             }
             if now { turn.resume() }
@@ -58,12 +69,15 @@ final class AdmissionGate: Sendable {
     }
 
     private func leave() {
-        let next = state.withLock { s -> CheckedContinuation<Void, Never>? in
-            if let next = s.waiting.popFirst() { return next }
+        let (next, burstEnded) = state.withLock { s -> (CheckedContinuation<Void, Never>?, Int?) in
+            if let next = s.waiting.popFirst() { return (next, nil) }
             s.free += 1
-            return nil
+            guard s.waited >= burst else { return (nil, nil) }
+            defer { s.waited = 0 }
+            return (nil, s.waited)
         }
         next?.resume()
+        if let burstEnded { afterBurst(burstEnded) }
     }
 
     /// Those waiting their turn.

@@ -24,6 +24,9 @@ public struct RealtimeConfiguration: Sendable {
     /// CONNECTs the gateway works on at once; the others wait their turn (``AdmissionGate``),
     /// so a herd of sockets coming back does not stall everyone's sends.
     public var admissionLimit = 16
+    /// After at least this many CONNECTs waited their turn, once none waits, the memory
+    /// their tasks used is given back to the system (``MemoryRelease``); 0: never.
+    public var releaseMemoryAfter = 256
 
     public init(gatewayID: String) { self.gatewayID = gatewayID }
 
@@ -35,6 +38,7 @@ public struct RealtimeConfiguration: Sendable {
         typingBurst = configuration.typingBurst
         presenceTTL = configuration.presenceTTL
         admissionLimit = configuration.admissionLimit
+        releaseMemoryAfter = configuration.releaseMemoryAfter
     }
 }
 
@@ -84,7 +88,14 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         self.metrics = metrics
         self.configuration = configuration
         self.engineConfiguration = engineConfiguration
-        self.admission = AdmissionGate(limit: max(1, configuration.admissionLimit))
+        let release = MemoryRelease(released: { released in
+            metrics.memoryReleases.increment()
+            metrics.memoryReleased.increment(by: Int64(released.bytes))
+            logger.notice("gave memory back to the system after a burst of CONNECTs",
+                          metadata: ["chat.bytes": "\(released.bytes)", "chat.ms": "\(released.took.milliseconds)"])
+        })
+        self.admission = AdmissionGate(limit: max(1, configuration.admissionLimit),
+                                       burst: configuration.releaseMemoryAfter > 0 ? configuration.releaseMemoryAfter : .max) { _ in release.request() }
         self.store = store
         self.tokens = tokens
         self.redis = redis
