@@ -264,6 +264,22 @@ struct EngineWebSocketHandlerTests {
         #expect(s.closed.all == [.transportClosed])
     }
 
+    @Test("the client's side ending without a close frame (TCP FIN, which the server lets half-close) closes the connection and the session at once; a socket still probing closes alone")
+    func inputClosed() throws {
+        let s = try setUp()
+        s.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(!s.channel.isActive)
+        #expect(s.closed.all == [.transportClosed])
+
+        let probing = try setUp(probing: true)
+        try probing.channel.writeInbound(text("2probe"))
+        #expect(probing.session.isUpgrading)
+        probing.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(!probing.channel.isActive)
+        #expect(!probing.session.isUpgrading)
+        #expect(probing.session.closeReason == nil)
+    }
+
     @Test("bad frames close the session with the reason and its close code: too large when joined, a message inside a message, a stray continuation, invalid UTF-8, not Engine.IO")
     func badFrames() throws {
         func check(_ frames: [ByteBuffer], maxPayload: Int = 1000,

@@ -139,6 +139,28 @@ struct PresenceTests {
         }
     }
 
+    @Test("a client whose side of the connection ends without a close frame (a FIN: its process ended) is gone at once: the gateway closes the connection and the session, and the partner sees it offline after the grace, not after the ping timeout")
+    func connectionEndedWithoutCloseFrame() async throws {
+        // Pings 25 s apart and 20 s to answer (the defaults): were the FIN not noticed, the
+        // session would stay 45 s and the partner would see nothing within the wait below.
+        try await withRealtimeStack(presence: true, environment: ["CHAT_PRESENCE_TTL": "3s", "CHAT_PRESENCE_GRACE": "1s"]) { stack in
+            _ = try shareConversation(stack)
+            let partner = try await stack.connect(admin)
+            let gone = try RawWebSocket.open(port: stack.ports[0])
+            defer { gone.close() }
+            try gone.sendText("40" + JSONValue.object(["token": .string(stack.token(doctor))]).text)
+            #expect(String(decoding: gone.read { String(decoding: $0, as: UTF8.self).contains("40{\"sid\"") }, as: UTF8.self).contains("40{\"sid\""))
+            #expect(try await partner.event("user_online")["email"] == .string(doctor))
+            #expect(stack.services[0].realtime.socketCount(of: doctor) == 1)
+
+            gone.finish()
+            #expect(gone.waitForServerClose(timeout: .seconds(5)), "the gateway kept the connection open")
+            #expect(await eventually(timeout: .seconds(5)) { stack.services[0].realtime.socketCount(of: doctor) == 0 })
+            #expect(try await partner.event("user_offline", timeout: .seconds(8))["email"] == .string(doctor))
+            await partner.close()
+        }
+    }
+
     @Test("typing across two gateways in a 1:1 and in a group: start, stop, stop on send, and the 3 s expiry")
     func typing() async throws {
         try await withRealtimeStack(gateways: 2, presence: true) { stack in

@@ -322,3 +322,93 @@ func withRealtimeStack(gateways count: Int = 1, storeRunning: Bool = true, prese
         await storeControl.stop()
     }
 }
+
+/// A WebSocket client on a bare POSIX socket, for what the NIO client cannot do: end its
+/// side of the connection with a FIN and no close frame (`finish()`), as a client whose
+/// process ends, or that drops the socket as it is, does, and see whether the server then
+/// closes its side (`waitForServerClose`).
+final class RawWebSocket: Sendable {
+    let fd: Int32
+
+    private init(fd: Int32) { self.fd = fd }
+
+    /// Connects to 127.0.0.1:`port`, upgrades `/socket.io/` and reads the handshake's answer.
+    static func open(port: Int) throws -> RawWebSocket {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ChatError(.unavailable, "socket() failed") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            Glibc.close(fd)
+            throw ChatError(.unavailable, "connect() failed")
+        }
+        var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let raw = RawWebSocket(fd: fd)
+        try raw.write(Array(("GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").utf8))
+        let answer = String(decoding: raw.read(until: { String(decoding: $0, as: UTF8.self).contains("\r\n\r\n") }), as: UTF8.self)
+        guard answer.hasPrefix("HTTP/1.1 101") else { throw ChatError(.unavailable, "no upgrade: \(answer)") }
+        return raw
+    }
+
+    /// A masked text frame, as clients send them.
+    func sendText(_ text: String) throws {
+        let payload = Array(text.utf8)
+        var frame: [UInt8] = [0x81]
+        if payload.count < 126 {
+            frame.append(0x80 | UInt8(payload.count))
+        } else {
+            precondition(payload.count < 1 << 16)
+            frame += [0x80 | 126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+        }
+        let mask: [UInt8] = [0x21, 0x43, 0x65, 0x87]
+        frame += mask
+        frame += payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        try write(frame)
+    }
+
+    /// Bytes read until `done` says they are enough, the peer closes, or 10 s pass.
+    func read(until done: ([UInt8]) -> Bool) -> [UInt8] {
+        var bytes: [UInt8] = []
+        let deadline = ContinuousClock.now + .seconds(10)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !done(bytes), ContinuousClock.now < deadline {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count == 0 { break }
+            if count > 0 { bytes += buffer[..<count] }
+        }
+        return bytes
+    }
+
+    /// Ends this side with a FIN (no close frame); reading still works.
+    func finish() { shutdown(fd, Int32(SHUT_WR)) }
+
+    /// True once the server closed its side (a read finds the end), within `timeout`.
+    func waitForServerClose(timeout: Duration) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while ContinuousClock.now < deadline {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count == 0 { return true }
+            if count < 0, errno != EAGAIN, errno != EWOULDBLOCK, errno != EINTR { return true }
+        }
+        return false
+    }
+
+    func close() { Glibc.close(fd) }
+
+    private func write(_ bytes: [UInt8]) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let count = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard count > 0 else { throw ChatError(.unavailable, "send() failed") }
+            sent += count
+        }
+    }
+}

@@ -20,6 +20,8 @@ import NIOWebSocket
 ///   code (1008 overflow or flood, 1001 server going away, 1009 message too large,
 ///   1002 protocol error, else 1000), and
 ///   closes the connection when the client answers, or after `closeWait`.
+/// - When the client's side of the connection ends without a close frame (TCP FIN), the
+///   connection closes at once, and the session with it (`transport closed`).
 /// - A socket that upgrades a polling session starts in the probe exchange: `2probe` gets
 ///   `3probe` and the pending poll is answered, packets may still come until `5`, and only
 ///   then does the socket take the session's queue. If it fails or closes before `5`, the
@@ -109,6 +111,17 @@ final class EngineWebSocketHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         read(unwrapInboundIn(data))
+    }
+
+    /// The client's side of the connection ended without a close frame (its process ended,
+    /// or it closed the socket as it was): nothing more can come from it, not even a pong.
+    /// The server lets HTTP connections half-close (Hummingbird), so without this the
+    /// session stayed, its user online, until its ping timed out (45 s by default).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            context.close(promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
