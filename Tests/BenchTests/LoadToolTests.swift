@@ -145,4 +145,36 @@ struct LoadToolTests {
         #expect(recorder.lost(expected: expected) == 0, "its delivery arrived after the end")
         #expect(cut.received == 0 && cut.delivery.totalCount == 0, "the run's figures do not move")
     }
+
+    @Test("the gateway's side of a run: /metrics read in Prometheus' text format; counters as their growth, by label, those that did not grow left out; gauges as the highest seen")
+    func gatewaySide() {
+        let first = GatewayWatch.samples("""
+            # HELP chat_gateway_reads_held_total Times a session held its client back.
+            # TYPE chat_gateway_reads_held_total counter
+            chat_gateway_reads_held_total 4
+            chat_gateway_sessions_closed_total{reason="ping timeout"} 2
+            chat_gateway_rate_limited_total{limit="send"} 7
+            chat_gateway_memory_released_bytes_total 0
+            chat_gateway_admission_waiting 0.0
+            not a sample
+            """)
+        #expect(first["chat_gateway_reads_held_total"] == 4)
+        #expect(first["chat_gateway_sessions_closed_total{reason=\"ping timeout\"}"] == 2)
+        #expect(first["chat_gateway_admission_waiting"] == 0)
+        #expect(first.count == 5)
+        let last = GatewayWatch.samples("""
+            chat_gateway_reads_held_total 10
+            chat_gateway_sessions_closed_total{reason="ping timeout"} 2
+            chat_gateway_sessions_closed_total{reason="transport closed"} 200
+            chat_gateway_sessions_closed_total{reason="outbound queue full"} 3
+            chat_gateway_rate_limited_total{limit="send"} 7
+            chat_gateway_memory_releases_total 1
+            chat_gateway_memory_released_bytes_total 3145728
+            """)
+        let rows = GatewayWatch.rows(first: first, last: last, highest: ["chat_gateway_admission_waiting": 1734, "chat_gateway_store_requests_pending": 12])
+        #expect(rows.map(\.0) == ["the gateway's counters over the run (its /metrics)", "the gateway's queues, highest seen (its /metrics, every 0.5 s)"])
+        #expect(rows.first?.1 == "reads held: 6 · sessions closed: outbound queue full × 3, transport closed × 200 · memory given back: 1 (3.0 MiB)")
+        #expect(rows.last?.1 == "CONNECTs waiting their turn 1734 · store requests pending 12 · late writes ?")
+        #expect(GatewayWatch.rows(first: first, last: first, highest: [:]).first?.1 == "none grew")
+    }
 }

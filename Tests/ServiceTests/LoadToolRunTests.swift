@@ -139,6 +139,12 @@ struct LoadToolRunTests {
         #expect(churnStatus == 0, "\(churn)")
         #expect(row(churn, "connected and left") == "100 of 100", "\(churn)")
         #expect(row(churn, "how the sockets ended") == "transport closed × 100", "\(churn)")
+        // The gateway's own counters say the same (the tool reads its /metrics): each socket
+        // closed its side, and the gateway closed the session at once (it used to keep them
+        // until their pings timed out).
+        #expect(row(churn, "the gateway's sessions back to where they were")?.hasPrefix("after ") == true, "\(churn)")
+        #expect(row(churn, "the gateway's counters over the run (its /metrics)")?.contains("sessions closed: transport closed × 100") == true, "\(churn)")
+        #expect(row(churn, "the gateway's queues, highest seen (its /metrics, every 0.5 s)")?.hasPrefix("CONNECTs waiting their turn ") == true, "\(churn)")
 
         // The gateway killed mid-run: the closed loop reports once every socket has closed,
         // instead of waiting (up to 10 minutes) for confirmations that cannot come.
