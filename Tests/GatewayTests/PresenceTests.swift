@@ -141,8 +141,9 @@ struct PresenceTests {
 
     @Test("a client whose side of the connection ends without a close frame (a FIN: its process ended) is gone at once: the gateway closes the connection and the session, and the partner sees it offline after the grace, not after the ping timeout")
     func connectionEndedWithoutCloseFrame() async throws {
-        // Pings 25 s apart and 20 s to answer (the defaults): were the FIN not noticed, the
-        // session would stay 45 s and the partner would see nothing within the wait below.
+        // Pings 25 s apart and 20 s to answer (the defaults), and this client still reads:
+        // were the FIN not noticed, the session would stay until its ping timed out, and
+        // the partner would see nothing within the wait below.
         try await withRealtimeStack(presence: true, environment: ["CHAT_PRESENCE_TTL": "3s", "CHAT_PRESENCE_GRACE": "1s"]) { stack in
             _ = try shareConversation(stack)
             let partner = try await stack.connect(admin)

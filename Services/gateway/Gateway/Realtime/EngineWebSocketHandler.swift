@@ -116,7 +116,8 @@ final class EngineWebSocketHandler: ChannelDuplexHandler, RemovableChannelHandle
     /// The client's side of the connection ended without a close frame (its process ended,
     /// or it closed the socket as it was): nothing more can come from it, not even a pong.
     /// The server lets HTTP connections half-close (Hummingbird), so without this the
-    /// session stayed, its user online, until its ping timed out (45 s by default).
+    /// session stayed, its user online, until the next ping found the client gone, or
+    /// until the ping timed out for a client that still read (25 to 45 s by default).
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, event == .inputClosed {
             context.close(promise: nil)
