@@ -8,8 +8,8 @@ import Synchronization
 /// gateway's CONNECTs waiting their turn while a herd of sockets comes back), tens of
 /// megabytes stay resident, free but scattered between what is still in use.
 /// `malloc_trim(0)` gives back every free page of every arena. It takes the arenas' locks
-/// while it walks them, so it runs off the event loops, once per burst, and at most once
-/// per `interval`: requests made while one runs or rests are folded into one more run
+/// while it walks them, so it runs on a Dispatch thread (off the event loops and Swift's
+/// cooperative pool), once per burst, and at most once per `interval`: requests made while one runs or rests are folded into one more run
 /// after it.
 public final class MemoryRelease: Sendable {
     private typealias Trim = @convention(c) (Int) -> Int32
@@ -79,10 +79,16 @@ public final class MemoryRelease: Sendable {
 
     private func run() async {
         while true {
-            let clock = ContinuousClock()
-            var bytes = 0
-            let took = clock.measure { bytes = release() }
-            released(Released(bytes: bytes, took: took))
+            // On a thread of Dispatch's, not one of Swift's cooperative pool (as many
+            // threads as cores, which the gateway's tasks need).
+            let done = await withCheckedContinuation { (finished: CheckedContinuation<Released, Never>) in
+                DispatchQueue.global(qos: .utility).async { [release] in
+                    let started = ContinuousClock.now
+                    let bytes = release()
+                    finished.resume(returning: Released(bytes: bytes, took: ContinuousClock.now - started))
+                }
+            }
+            released(done)
             try? await Task.sleep(for: interval)
             let again = state.withLock { s -> Bool in
                 if s.again {
