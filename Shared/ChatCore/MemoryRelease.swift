@@ -9,8 +9,8 @@ import Synchronization
 /// megabytes stay resident, free but scattered between what is still in use.
 /// `malloc_trim(0)` gives back every free page of every arena. It takes the arenas' locks
 /// while it walks them, so it runs on a Dispatch thread (off the event loops and Swift's
-/// cooperative pool), once per burst, and at most once per `interval`: requests made while one runs or rests are folded into one more run
-/// after it.
+/// cooperative pool), once per burst, and at most once per `interval`: requests made
+/// while one runs or rests are folded into one more run after it.
 public final class MemoryRelease: Sendable {
     private typealias Trim = @convention(c) (Int) -> Int32
 
