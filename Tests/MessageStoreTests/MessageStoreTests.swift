@@ -732,6 +732,31 @@ struct MigrationTests {
         #expect(try store.read { db in try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").count } == 0)
     }
 
+    @Test("v9: sync reads the markers that moved after a version by conversation and version, not every member's marker; the answers are the same")
+    func markersByConversationAndVersion() throws {
+        let store = try MessageStore.open(path: temporaryDatabasePath("v9"), retention: .seconds(86400), bcryptCost: 4)
+        let members = (0..<30).map { "m\($0)@clinic.com" }
+        for email in members { _ = try store.createUser(email: email, name: email, role: .doctor, password: "password-\(email)") }
+        let group = try store.createGroup(creator: members[0], title: "Ward", members: Array(members.dropFirst())).id
+        _ = try store.append([SendRequest(sender: members[0], conversationID: group, content: "bed 4", clientID: "c1")])
+        for email in members.dropFirst() { _ = try store.markRead(reader: email, conversationID: group, upToSeq: 1) }
+        let cursor = try #require(try store.sync(for: members[0], since: [group: 1]).receiptsCursor)
+        #expect(cursor == 29)
+        let plan = try store.read { db in
+            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN SELECT \(MessageStore.markerColumns) FROM participants mine " +
+                                "JOIN participants p ON p.conversation_id = mine.conversation_id AND p.email != mine.email \(MessageStore.markerMessage) " +
+                                "WHERE mine.email = ? AND p.read_seq > 0 AND p.read_version > ?", arguments: [0, members[0], cursor]).map { $0["detail"] as String }.joined(separator: "\n")
+        }
+        #expect(plan.contains("participants_by_conversation_version (conversation_id=? AND read_version>?)"), "\(plan)")
+        // Up to date: nothing; one marker moved since: that one alone.
+        #expect(try store.sync(for: members[0], since: [group: 1], receiptsAfter: cursor).conversations.isEmpty)
+        _ = try store.append([SendRequest(sender: members[0], conversationID: group, content: "bed 5", clientID: "c2")])
+        _ = try store.markRead(reader: members[7], conversationID: group, upToSeq: 2)
+        let synced = try store.sync(for: members[0], since: [group: 2], receiptsAfter: cursor)
+        #expect(synced.conversations.first?.receipts.map(\.readerEmail) == [members[7]])
+        #expect(synced.receiptsCursor == cursor + 1)
+    }
+
     @Test("v8 numbers the markers that had moved 1, 2, ... in the order they were read, the rest 0; the next move gets the next version, and a sync after the list's replays only it")
     func readVersions() throws {
         let path = temporaryDatabasePath("v8")
