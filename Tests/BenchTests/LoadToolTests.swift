@@ -146,9 +146,9 @@ struct LoadToolTests {
         #expect(cut.received == 0 && cut.delivery.totalCount == 0, "the run's figures do not move")
     }
 
-    @Test("the gateway's side of a run: /metrics read in Prometheus' text format; counters as their growth, by label, those that did not grow left out; gauges as the highest seen")
-    func gatewaySide() {
-        let first = GatewayWatch.samples("""
+    @Test("the services' side of a run: /metrics read in Prometheus' text format; counters as their growth, by label, those that did not grow left out; gauges as the highest seen; the store's admin address from its log")
+    func servicesSide() throws {
+        let first = MetricsWatch.samples("""
             # HELP chat_gateway_reads_held_total Times a session held its client back.
             # TYPE chat_gateway_reads_held_total counter
             chat_gateway_reads_held_total 4
@@ -162,7 +162,7 @@ struct LoadToolTests {
         #expect(first["chat_gateway_sessions_closed_total{reason=\"ping timeout\"}"] == 2)
         #expect(first["chat_gateway_admission_waiting"] == 0)
         #expect(first.count == 5)
-        let last = GatewayWatch.samples("""
+        let last = MetricsWatch.samples("""
             chat_gateway_reads_held_total 10
             chat_gateway_sessions_closed_total{reason="ping timeout"} 2
             chat_gateway_sessions_closed_total{reason="transport closed"} 200
@@ -171,10 +171,28 @@ struct LoadToolTests {
             chat_gateway_memory_releases_total 1
             chat_gateway_memory_released_bytes_total 3145728
             """)
-        let rows = GatewayWatch.rows(first: first, last: last, highest: ["chat_gateway_admission_waiting": 1734, "chat_gateway_store_requests_pending": 12])
+        let rows = MetricsWatch.rows(MetricsWatch.gateway, first: first, last: last, highest: ["chat_gateway_admission_waiting": 1734, "chat_gateway_store_requests_pending": 12])
         #expect(rows.map(\.0) == ["the gateway's counters over the run (its /metrics)", "the gateway's queues, highest seen (its /metrics, every 0.5 s)"])
         #expect(rows.first?.1 == "reads held: 6 · sessions closed: outbound queue full × 3, transport closed × 200 · memory given back: 1 (3.0 MiB)")
         #expect(rows.last?.1 == "CONNECTs waiting their turn 1734 · store requests pending 12 · late writes ?")
-        #expect(GatewayWatch.rows(first: first, last: first, highest: [:]).first?.1 == "none grew")
+        #expect(MetricsWatch.rows(MetricsWatch.gateway, first: first, last: first, highest: [:]).first?.1 == "none grew")
+
+        // The store's: commands applied by type; its stream's queues.
+        let store = MetricsWatch.rows(MetricsWatch.store, first: MetricsWatch.samples(#"chat_store_commands_applied_total{type="send"} 10"#),
+                                      last: MetricsWatch.samples(#"chat_store_commands_applied_total{type="send"} 130"# + "\n" + #"chat_store_commands_applied_total{type="audit"} 6"#),
+                                      highest: ["chat_stream_lag": 52, "chat_stream_pending": 368])
+        #expect(store.map(\.0) == ["the store's counters over the run (its /metrics)", "the store's queues, highest seen (its /metrics, every 0.5 s)"])
+        #expect(store.first?.1 == "commands applied: audit × 6, send × 120")
+        #expect(store.last?.1 == "commands not yet read 52 · read, not yet applied 368")
+
+        // The store's admin address, from its log in the run folder, as the launcher reads it.
+        let runDir = FileManager.default.temporaryDirectory.appendingPathComponent("watch-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: runDir) }
+        try FileManager.default.createDirectory(at: runDir.appendingPathComponent("logs"), withIntermediateDirectories: true)
+        #expect(MetricsWatch.storeAddress(runDir: runDir.path) == nil)
+        try ("2026-12-03T18:36:04+0000 info chat-messages: starting\n" +
+             "2026-12-03T18:36:04+0000 info chat-messages: http.address=[IPv4]127.0.0.1/127.0.0.1:40693 http.paths=/healthz /readyz /metrics service=chat-messages [Operations] admin endpoints listening\n")
+            .write(to: runDir.appendingPathComponent("logs/messages.log"), atomically: true, encoding: .utf8)
+        #expect(MetricsWatch.storeAddress(runDir: runDir.path) == "127.0.0.1:40693")
     }
 }

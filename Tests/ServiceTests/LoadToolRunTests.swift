@@ -68,6 +68,9 @@ struct LoadToolRunTests {
         // The tool reports the processes its run folder's `pids` file names (as the launcher writes it).
         try (["chat-messages", "chat-presence", "chat-gateway"].enumerated().map { "\($1) \(running[$0].0.pid)" }.joined(separator: "\n") + "\n")
             .write(to: directory.appendingPathComponent("pids"), atomically: true, encoding: .utf8)
+        // And reads the store's /metrics at the admin address its log in the run folder names.
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("logs"), withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(at: directory.appendingPathComponent("logs/messages.log"), withDestinationURL: running[0].1)
         let common = ["--gateway", "http://127.0.0.1:\(port)", "--run-dir", directory.path]
 
         let (closedStatus, closed) = try await bench(["pairs", "--pairs", "3", "--messages", "40", "--window", "4"] + common)
@@ -77,6 +80,10 @@ struct LoadToolRunTests {
         for process in ["chat-messages", "chat-presence", "chat-gateway-1", "chat-bench"] {
             #expect(row(closed, process)?.contains("CPU s") == true, "\(process) is missing from the report: \(closed)")
         }
+        // What the store says: the 120 sends applied (the sockets' CONNECT audits too).
+        #expect(row(closed, "the store's counters over the run (its /metrics)")?.contains("send × 120") == true, "\(closed)")
+        #expect(row(closed, "the store's queues, highest seen (its /metrics, every 0.5 s)")?.hasPrefix("commands not yet read ") == true, "\(closed)")
+        #expect(row(closed, "the gateway's counters over the run (its /metrics)") != nil, "\(closed)")
 
         let (openStatus, open) = try await bench(["pairs", "--pairs", "2", "--rate", "100", "--duration", "1"] + common)
         #expect(openStatus == 0, "\(open)")

@@ -76,7 +76,7 @@ struct IdleBench: AsyncParsableCommand {
         let load = ConnectionLoad()
         let gatewayBefore = ProcessSample.all(runDir: options.runDir).first { $0.name.hasPrefix("chat-gateway") }
         // Watched from the opening: that is when CONNECTs queue.
-        let watch = await GatewayWatch.start(gateway: options.gateway)
+        let watch = await MetricsWatch.start(options)
         let opening = ContinuousClock.now
         let opened = try await openSockets(sockets, options: options, group: group, tokens: tokens, user: { $0 % users }, delegate: load, rate: connectRate)
         try await settle(timeout: 60) { load.connected + load.closed >= sockets }
@@ -85,7 +85,7 @@ struct IdleBench: AsyncParsableCommand {
         let gatewayConnected = before.first { $0.name.hasPrefix("chat-gateway") }
         try await Task.sleep(for: .seconds(duration))
         let after = ProcessSample.all(runDir: options.runDir)
-        let gatewaySide = await watch?.stop()
+        let servicesSide = await watch?.stop()
         let (gaps, connect) = load.histograms()
         var report = LoadReport(workload: "idle sockets", command: "chat-bench idle --sockets \(sockets) --users \(users) --duration \(Int(duration))", seconds: duration)
         report.add("connected / closed", "\(load.connected) / \(load.closed) (opened in about \(Int(openSeconds)) s)")
@@ -104,7 +104,7 @@ struct IdleBench: AsyncParsableCommand {
         }
         let endings = load.endings()
         if !endings.isEmpty { report.add("closes", endings.sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", ")) }
-        report.gateway(gatewaySide)
+        report.watched(servicesSide)
         report.processes(before: before, after: after)
         report.print()
         for socket in opened { socket.close() }
@@ -126,7 +126,7 @@ struct ChurnBench: AsyncParsableCommand {
         let tokens = try await REST(base: options.gateway).login((0..<users).map(options.email), password: options.password)
         let load = ConnectionLoad()
         load.closeOnConnect = true
-        let watch = await GatewayWatch.start(gateway: options.gateway)
+        let watch = await MetricsWatch.start(options)
         let before = ProcessSample.all(runDir: options.runDir)
         let total = Int(Double(rate) * duration)
         let started = ContinuousClock.now
@@ -152,15 +152,15 @@ struct ChurnBench: AsyncParsableCommand {
         let after = ProcessSample.all(runDir: options.runDir)
         // Every socket left: the gateway should hold no session of theirs a moment later.
         let letGo = await watch?.waitUntilBack("chat_gateway_engine_sessions")
-        let gatewaySide = await watch?.stop()
+        let servicesSide = await watch?.stop()
         var report = LoadReport(workload: "churn", command: "chat-bench churn --rate \(rate) --duration \(Int(duration))", seconds: seconds)
         report.add("connected and left", "\(load.connected) of \(total)")
         report.add("how the sockets ended", load.endings().sorted { $0.key < $1.key }.map { "\($0.key) × \($0.value)" }.joined(separator: ", "))
         report.latency("socket opened → CONNECT answered", load.histograms().connect)
-        if watch != nil {
+        if watch?.watchesGateway == true {
             report.add("the gateway's sessions back to where they were", letGo.map { "after \($0.milliseconds) ms" } ?? "NO: some still open 5 s after the last socket left")
         }
-        report.gateway(gatewaySide)
+        report.watched(servicesSide)
         report.processes(before: before, after: after)
         report.print()
     }

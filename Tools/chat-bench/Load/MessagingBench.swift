@@ -186,7 +186,7 @@ struct PairsBench: AsyncParsableCommand {
         try await settle(timeout: 30) { load.connected == 2 * pairs }
         progress("\(load.connected) sockets connected; sending")
         let senders = Array(sockets[..<pairs])
-        let watch = await GatewayWatch.start(gateway: options.gateway)
+        let watch = await MetricsWatch.start(options)
         let before = ProcessSample.all(runDir: options.runDir)
         let started = nowNanoseconds()
         var total: Int
@@ -207,12 +207,12 @@ struct PairsBench: AsyncParsableCommand {
         let cut = load.recorder.cut()
         let elapsed = Double(max(cut.lastReceive, started + 1) - started) / 1e9
         let after = ProcessSample.all(runDir: options.runDir)
-        let gatewaySide = await watch?.stop()
+        let servicesSide = await watch?.stop()
         var report = LoadReport(workload: rate > 0 ? "pairs, open loop \(Int(rate))/s" : "pairs, closed loop",
                                 command: "chat-bench pairs --pairs \(pairs) " + (rate > 0 ? "--rate \(Int(rate)) --duration \(Int(duration))" : "--messages \(messages) --window \(window)"),
                                 seconds: elapsed)
         let clean = try await summarize(&report, load: load, cut: cut, total: total, elapsed: elapsed)
-        report.gateway(gatewaySide)
+        report.watched(servicesSide)
         report.processes(before: before, after: after)
         report.print()
         for socket in sockets { socket.close() }
@@ -308,7 +308,7 @@ struct GroupBench: AsyncParsableCommand {
         if idle.closed > 0 { throw ValidationError("\(idle.closed) of the \(reconnects) sockets to drop did not connect") }
         let herd = PageLoads(.reconnect)
         if reconnects > 0 { try await herd.prepare(users: loaders, tokens: loaderTokens, options: options) }
-        let watch = await GatewayWatch.start(gateway: options.gateway)
+        let watch = await MetricsWatch.start(options)
         let before = ProcessSample.all(runDir: options.runDir)
         let started = nowNanoseconds()
         let loads = PageLoads(returning ? .returning : .newDevice)
@@ -329,7 +329,7 @@ struct GroupBench: AsyncParsableCommand {
         let cut = load.recorder.cut()
         let elapsed = Double(max(cut.lastReceive, started + 1) - started) / 1e9
         let after = ProcessSample.all(runDir: options.runDir)
-        let gatewaySide = await watch?.stop()
+        let servicesSide = await watch?.stop()
         var report = LoadReport(workload: "group of \(members) at \(Int(rate)) messages/s" + (pageLoads > 0 ? String(format: returning ? ", %g returning page loads/s" : ", %g page loads/s", pageLoads) : "")
                                     + (readers > 0 ? ", \(readers) readers" + (readInterval > 0 ? "" : " marking every message") : "")
                                     + (reconnects > 0 ? ", \(reconnects) sockets dropped and back" : ""),
@@ -343,7 +343,7 @@ struct GroupBench: AsyncParsableCommand {
         if pageLoads > 0 { loads.report(into: &report) }
         if reconnects > 0 { herd.report(into: &report) }
         reads?.report(into: &report, seconds: elapsed)
-        report.gateway(gatewaySide)
+        report.watched(servicesSide)
         report.processes(before: before, after: after)
         report.print()
         for socket in sockets { socket.close() }
