@@ -65,8 +65,9 @@ public struct ChatConfiguration: Sendable {
     /// of those still connected.
     public var admissionLimit: Int
     /// `CHAT_RELEASE_MEMORY_AFTER`, default 256: after at least this many CONNECTs waited
-    /// their turn, once none waits, the gateway gives the memory they used back to the
-    /// system (`malloc_trim`, at most every 10 s); 0: never.
+    /// their turn, once none waits, and each time this many sockets have left, the gateway
+    /// gives the memory they used back to the system (`malloc_trim`, at most every 10 s);
+    /// 0: never.
     public var releaseMemoryAfter: Int
     /// `CHAT_PUBLIC_DIR`, default `Services/gateway/Public`: the web client the gateway serves at `/`.
     public var publicDirectory: String

@@ -24,9 +24,9 @@ public struct GatewayMetrics: Sendable {
         readsHeld = registry.counter("chat_gateway_reads_held_total",
                                      help: "Times a session had inboundBuffer packets waiting to be handled and held its client back (a WebSocket stopped reading, a polling POST's answer waited).")
         memoryReleases = registry.counter("chat_gateway_memory_releases_total",
-                                          help: "Times the gateway gave the allocator's free memory back to the system after a burst of CONNECTs (CHAT_RELEASE_MEMORY_AFTER).")
+                                          help: "Times the gateway gave the allocator's free memory back to the system after a burst of CONNECTs or of sockets leaving (CHAT_RELEASE_MEMORY_AFTER).")
         memoryReleased = registry.counter("chat_gateway_memory_released_bytes_total",
-                                          help: "Resident bytes given back to the system after bursts of CONNECTs (malloc_trim).")
+                                          help: "Resident bytes given back to the system after bursts of CONNECTs or of sockets leaving (malloc_trim).")
         confirmLatency = registry.durationHistogram(
             "chat_gateway_confirm_latency_seconds", help: "From a send_message received to its message_sent_confirmed (the store committed it).",
             buckets: PrometheusCollectorRegistry.latencyBuckets)

@@ -25,7 +25,8 @@ public struct RealtimeConfiguration: Sendable {
     /// so a herd of sockets coming back does not stall everyone's sends.
     public var admissionLimit = 16
     /// After at least this many CONNECTs waited their turn, once none waits, the memory
-    /// their tasks used is given back to the system (``MemoryRelease``); 0: never.
+    /// their tasks used is given back to the system (``MemoryRelease``), and again each
+    /// time this many sockets have left; 0: never.
     public var releaseMemoryAfter = 256
 
     public init(gatewayID: String) { self.gatewayID = gatewayID }
@@ -60,6 +61,10 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     let metrics: GatewayMetrics
     /// CONNECTs worked on at once (`configuration.admissionLimit`).
     let admission: AdmissionGate
+    /// Gives memory back after a burst of CONNECTs (the gate calls it) or of disconnects.
+    private let memoryRelease: MemoryRelease
+    /// Sockets detached so far: every `releaseMemoryAfter` of them asks for a release.
+    private let detachedCount = Atomic(0)
 
     struct UserSockets {
         var sockets: [String: ClientConnection] = [:]
@@ -91,9 +96,10 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         let release = MemoryRelease(released: { released in
             metrics.memoryReleases.increment()
             metrics.memoryReleased.increment(by: Int64(released.bytes))
-            logger.notice("gave memory back to the system after a burst of CONNECTs",
+            logger.notice("gave memory back to the system after a burst of CONNECTs or of sockets leaving",
                           metadata: ["chat.bytes": "\(released.bytes)", "chat.ms": "\(released.took.milliseconds)"])
         })
+        self.memoryRelease = release
         self.admission = AdmissionGate(limit: max(1, configuration.admissionLimit),
                                        burst: configuration.releaseMemoryAfter > 0 ? configuration.releaseMemoryAfter : .max) { _ in release.request() }
         self.store = store
@@ -190,7 +196,14 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
     }
 
     func detach(_ connection: ClientConnection, email: String) {
-        if users.withLock({ $0[email]?.sockets.removeValue(forKey: connection.socketID) }) != nil { metrics.connections.decrement() }
+        if users.withLock({ $0[email]?.sockets.removeValue(forKey: connection.socketID) }) != nil {
+            metrics.connections.decrement()
+            // Thousands of sockets leaving at once (a network blip, clients going away) free
+            // what they held, and the allocator keeps it: every `releaseMemoryAfter` of them
+            // asks for a release (at most one every 10 s, and one more after the last ask).
+            let after = configuration.releaseMemoryAfter
+            if after > 0, detachedCount.add(1, ordering: .relaxed).newValue % after == 0 { memoryRelease.request() }
+        }
         requestReconcile(email)
     }
 
