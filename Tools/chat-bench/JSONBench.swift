@@ -49,10 +49,7 @@ struct JSONBench: ParsableCommand {
         for _ in 0..<iterations {
             for text in Self.texts where parse(text) != nil { read += 1 }
         }
-        let elapsed = ContinuousClock.now - start
         precondition(read == iterations * Self.texts.count)
-        return Double(elapsed.components.attoseconds) / 1e12 / Double(read) + Double(elapsed.components.seconds) * 1e6 / Double(read)
+        return ms(ContinuousClock.now - start) * 1000 / Double(read)
     }
-
-    private func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 }

@@ -21,17 +21,18 @@ final class MetricsWatch: Sendable {
     struct Subject: Sendable {
         /// "the gateway's", "the store's".
         let owner: String
-        /// Counters reported as growth over the run (by label where they have them).
-        let counters: [(prefix: String, name: String)]
+        /// Counters reported as growth over the run (by label where they have them), each
+        /// with the byte counter whose growth is shown beside it, if any.
+        let counters: [(prefix: String, name: String, bytes: String?)]
         /// Gauges reported as the highest seen (over all their series).
         let gauges: [(prefix: String, name: String)]
     }
 
     static let gateway = Subject(owner: "the gateway's", counters: [
-        ("chat_gateway_reads_held_total", "reads held"),
-        ("chat_gateway_sessions_closed_total", "sessions closed"),
-        ("chat_gateway_rate_limited_total", "rate limited"),
-        ("chat_gateway_memory_releases_total", "memory given back"),
+        ("chat_gateway_reads_held_total", "reads held", nil),
+        ("chat_gateway_sessions_closed_total", "sessions closed", nil),
+        ("chat_gateway_rate_limited_total", "rate limited", nil),
+        ("chat_gateway_memory_releases_total", "memory given back", "chat_gateway_memory_released_bytes_total"),
     ], gauges: [
         ("chat_gateway_admission_waiting", "CONNECTs waiting their turn"),
         ("chat_gateway_store_requests_pending", "store requests pending"),
@@ -39,8 +40,8 @@ final class MetricsWatch: Sendable {
     ])
 
     static let store = Subject(owner: "the store's", counters: [
-        ("chat_store_commands_applied_total", "commands applied"),
-        ("chat_store_commands_malformed_total", "malformed"),
+        ("chat_store_commands_applied_total", "commands applied", nil),
+        ("chat_store_commands_malformed_total", "malformed", nil),
     ], gauges: [
         ("chat_stream_lag", "commands not yet read"),
         ("chat_stream_pending", "read, not yet applied"),
@@ -212,20 +213,18 @@ final class MetricsWatch: Sendable {
     static func rows(_ subject: Subject, first: [String: Double], last: [String: Double], highest: [String: Double]) -> [(String, String)] {
         func count(_ value: Double) -> String { value == value.rounded() ? String(Int(value)) : String(format: "%.1f", value) }
         var grown: [String] = []
-        for (prefix, name) in subject.counters {
+        func growth(_ key: String) -> Double { (last[key] ?? 0) - (first[key] ?? 0) }
+        for (prefix, name, bytes) in subject.counters {
             let parts: [String] = series(prefix, in: last).compactMap { key in
-                let growth = (last[key] ?? 0) - (first[key] ?? 0)
-                guard growth > 0 else { return nil }
-                guard let open = key.firstIndex(of: "{") else { return count(growth) }
+                let grew = growth(key)
+                guard grew > 0 else { return nil }
+                guard let open = key.firstIndex(of: "{") else { return count(grew) }
                 // `{reason="ping timeout"}` → `ping timeout × 3`
                 let label = key[key.index(after: open)...].split(separator: "\"").dropFirst().first.map(String.init) ?? String(key[open...])
-                return "\(label) × \(count(growth))"
+                return "\(label) × \(count(grew))"
             }
-            if !parts.isEmpty { grown.append("\(name): " + parts.joined(separator: ", ")) }
-        }
-        let bytes = (last["chat_gateway_memory_released_bytes_total"] ?? 0) - (first["chat_gateway_memory_released_bytes_total"] ?? 0)
-        if let index = grown.firstIndex(where: { $0.hasPrefix("memory given back: ") }) {
-            grown[index] += String(format: " (%.1f MiB)", bytes / 1_048_576)
+            guard !parts.isEmpty else { continue }
+            grown.append("\(name): " + parts.joined(separator: ", ") + (bytes.map { String(format: " (%.1f MiB)", growth($0) / 1_048_576) } ?? ""))
         }
         let seen = subject.gauges.map { prefix, name in "\(name) \(highest[prefix].map(count) ?? "?")" }
         return [
