@@ -353,6 +353,52 @@ struct ConversationTests {
         if case .sent(let stored)? = sent.first { #expect(stored.message.content == "after") } else { Issue.record("not sent: \(sent)") }
     }
 
+    @Test("a send refused in a batch writes nothing (sends run without a savepoint): no message, no seq, no conversation; the batch's other sends are stored; an entry twice in one batch is applied once")
+    func refusedSendsWriteNothing() throws {
+        let store = try makeStore()
+        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
+        let theirs = try store.openDirectConversation("dr.patel@clinic.com", "dr.okafor@clinic.com")
+        _ = try store.write { db in try db.execute(sql: "UPDATE users SET disabled = 1 WHERE email = 'dr.garcia@clinic.com'") }
+        func send(_ id: String, _ body: SendMessageRequest, from user: String = "admin@clinic.com") throws -> (id: String, command: StoreCommand) {
+            (id, try StoreCommand(type: .send, user: user, body: body))
+        }
+        func count(_ sql: String) throws -> Int { try store.read { db in try Int.fetchOne(db, sql: sql) ?? -1 } }
+        let conversationsBefore = try count("SELECT COUNT(*) FROM conversations")
+        let batch = [
+            try send("5-1", SendMessageRequest(conversationID: c.id, content: "first", clientID: nil)),
+            try send("5-2", SendMessageRequest(conversationID: theirs.id, content: "not my conversation", clientID: nil)),
+            try send("5-3", SendMessageRequest(conversationID: "no-such-conversation", content: "nowhere", clientID: nil)),
+            try send("5-4", SendMessageRequest(conversationID: c.id, content: "   ", clientID: nil)),
+            try send("5-5", SendMessageRequest(conversationID: c.id, content: "long id", clientID: String(repeating: "x", count: 129))),
+            try send("5-6", SendMessageRequest(receiverEmail: "nobody@clinic.com", content: "to nobody", clientID: nil)),
+            try send("5-7", SendMessageRequest(receiverEmail: "dr.garcia@clinic.com", content: "to a disabled user", clientID: nil)),
+            try send("5-8", SendMessageRequest(receiverEmail: "admin@clinic.com", content: "to myself", clientID: nil)),
+            try send("5-1", SendMessageRequest(conversationID: c.id, content: "first", clientID: nil)),
+            try send("5-9", SendMessageRequest(conversationID: c.id, content: "second", clientID: nil)),
+        ]
+        let outcomes = try store.apply(batch)
+        let codes = outcomes.map { outcome -> String in
+            switch outcome {
+            case .sent(let stored): "sent \(stored.message.seq)"
+            case .failed(let error): error.code.rawValue
+            default: "\(outcome)"
+            }
+        }
+        #expect(codes == ["sent 1", "not_found", "not_found", "invalid_content", "bad_request", "not_found", "not_found", "bad_request", "sent 1", "sent 2"])
+        #expect(try store.history(for: "doctor@clinic.com", conversationID: c.id).map(\.content) == ["first", "second"])
+        #expect(try count("SELECT last_seq FROM conversations WHERE id = '\(c.id)'") == 2)
+        #expect(try count("SELECT last_seq FROM conversations WHERE id = '\(theirs.id)'") == 0)
+        #expect(try count("SELECT COUNT(*) FROM conversations") == conversationsBefore)
+        #expect(try count("SELECT COUNT(*) FROM messages") == 2)
+        // Each entry recorded once, the refused with their errors; the batch given again changes nothing.
+        #expect(try count("SELECT COUNT(*) FROM applied_commands WHERE entry_id LIKE '5-%'") == 9)
+        #expect(try count("SELECT COUNT(*) FROM applied_commands WHERE entry_id LIKE '5-%' AND error IS NOT NULL") == 7)
+        let again = try store.apply(batch)
+        #expect(again.count == batch.count)
+        #expect(try count("SELECT COUNT(*) FROM messages") == 2)
+        #expect(try count("SELECT last_seq FROM conversations WHERE id = '\(c.id)'") == 2)
+    }
+
     @Test("message ids are UUIDs of version 7 that sort in the order the messages were stored")
     func timeOrderedIDs() throws {
         let store = try makeStore()

@@ -36,9 +36,12 @@ extension MessageStore {
             let indexed = try self.lastMessageRowID(db)
             var outcomes: [CommandOutcome] = []
             outcomes.reserveCapacity(batch.count)
+            let applied = try self.appliedEntries(db, batch.map(\.id))
+            var seen = Set<String>(minimumCapacity: batch.count)
             for (id, command) in batch {
-                if let previous = try Row.fetchOne(db.cachedStatement(sql: "SELECT message_id, conversation_id, error, purged FROM applied_commands WHERE entry_id = ?"),
-                                                   arguments: [id]) {
+                // An id the batch holds twice is looked up again: its first copy was applied above.
+                let previous = seen.insert(id).inserted ? applied[id] : try self.appliedEntries(db, [id])[id]
+                if let previous {
                     // A purge given again after it was applied ran its steps again, which held ids may have recorded.
                     if command.type == .purge { try self.forgetPurgeSteps(db, entry: id) }
                     outcomes.append(try self.replay(db, command, previous: previous, now: now))
@@ -67,6 +70,21 @@ extension MessageStore {
             try self.indexMessages(db, after: indexed)
             return outcomes
         }
+    }
+
+    /// The records of the entries among `ids` applied before (redelivered after a crash), by
+    /// entry id: one statement for the batch, not one per entry (twenty-first round).
+    func appliedEntries(_ db: Database, _ ids: [String]) throws -> [String: Row] {
+        var list = "["
+        for id in ids {
+            if list.utf8.count > 1 { list += "," }
+            JSONText.appendQuoted(id, to: &list)
+        }
+        list += "]"
+        let rows = try Row.fetchAll(db.cachedStatement(sql: """
+            SELECT entry_id, message_id, conversation_id, error, purged FROM applied_commands WHERE entry_id IN (SELECT value FROM json_each(?))
+            """), arguments: [list])
+        return Dictionary(rows.map { ($0["entry_id"], $0) }, uniquingKeysWith: { first, _ in first })
     }
 
     /// Forgets the records of entries applied more than `age` ago whose stream ids are
@@ -152,6 +170,11 @@ extension MessageStore {
 
     private func applyInSavepoint(_ db: Database, _ command: StoreCommand, now: Date) throws -> CommandOutcome {
         do {
+            // A send refuses (a `ChatError`, a `DecodingError`) before it writes anything
+            // (``append(_:_:now:)``), and anything it meets after its first write is SQLite's
+            // own error, which fails the whole batch anyway: it needs no savepoint of its own
+            // (two statements of the ten a send ran, eighteenth and twenty-first rounds).
+            if command.type == .send { return try applyOne(db, command, now: now) }
             return try Self.inSavepoint(db) { try self.applyOne(db, command, now: now) }
         } catch let error as ChatError {
             return .failed(error)

@@ -488,6 +488,23 @@ public struct MessageStore: Sendable {
             """, [conversationID, user.lowercased()])
     }
 
+    /// The conversation and its participants (by email) in one statement, if `user` is one of
+    /// them; otherwise `notFound`, as if it did not exist. Every send by conversation id reads
+    /// both: one statement instead of two (BENCHMARKS.md, twenty-first round).
+    func conversationAndParticipants(_ db: Database, _ conversationID: String, _ user: String) throws -> (ConversationRecord, [String]) {
+        let rows = try Row.fetchCursor(db.cachedStatement(sql: """
+            SELECT c.*, p.email AS member FROM conversations c JOIN participants p ON p.conversation_id = c.id WHERE c.id = ? ORDER BY p.email
+            """), arguments: [conversationID])
+        var record: ConversationRecord?
+        var members: [String] = []
+        while let row = try rows.next() {
+            if record == nil { record = try ConversationRecord(row: row) }
+            members.append(row["member"])
+        }
+        guard let record, members.contains(user) else { throw ChatError(.notFound, "conversation not found") }
+        return (record, members)
+    }
+
     /// For a 1:1, who receives what `sender` sends; `nil` in groups.
     static func receiver(kind: String, participants: [String]) -> (String) -> String? {
         guard kind == Conversation.Kind.direct.rawValue else { return { _ in nil } }
@@ -530,15 +547,18 @@ public struct MessageStore: Sendable {
             }
         }
         var conversation: ConversationRecord
+        let participants: [String]
         if let id = request.conversationID {
-            conversation = try requireParticipant(db, id, sender)
+            (conversation, participants) = try conversationAndParticipants(db, id, sender)
         } else if let receiver = request.receiverEmail {
             try requireActiveUser(db, sender)
             conversation = try openDirect(db, sender, receiver, now: now)
+            participants = try self.participants(db, conversation.id)
         } else {
             throw ChatError(.badRequest, "a message needs a conversation_id or a receiver_email")
         }
-        let participants = try participants(db, conversation.id)
+        // Nothing is written above this line, and nothing below throws a `ChatError`: a send
+        // refused leaves nothing behind without a savepoint (``apply(_:now:)``).
         conversation.lastSeq += 1
         conversation.lastMessageAt = now.epochMilliseconds
         // The send path's writes run from the statement cache (no SQL built per send).
