@@ -202,7 +202,7 @@ struct RealtimeStack: Sendable {
             request.httpBody = Data(body.utf8)
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         }
-        let (data, response) = try await URLSession.shared.data(for: request)
+        let (data, response) = try await URLSession.shared.dataIgnoringCancellation(for: request)
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
     }
 

@@ -9,11 +9,11 @@ import Testing
 @Suite("The load tool against the services", .redisServer)
 struct LoadToolRunTests {
     /// Runs `chat-bench` with `arguments`; its exit status and standard output.
-    func bench(_ arguments: [String]) async throws -> (Int32?, String) {
+    func bench(_ arguments: [String], timeout: Duration = .seconds(120)) async throws -> (Int32?, String) {
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("chat-bench-\(UUID().uuidString.prefix(8)).out")
         defer { try? FileManager.default.removeItem(at: output) }
         let process = try ChildProcess(executable: try executablePath("chat-bench"), arguments: arguments, outputPath: output.path)
-        let status = await process.wait(timeout: .seconds(120))
+        let status = await process.wait(timeout: timeout)
         if status == nil { process.signal(SIGKILL) }
         return (status, contents(output))
     }
@@ -173,6 +173,16 @@ struct LoadToolRunTests {
         #expect(killedStatus != nil, "the tool did not end within 120 s of the gateway's death: \(killed)")
         #expect(row(killed, "errors")?.contains("closed: ") == true, "\(killed)")
         #expect(counts(row(killed, "sent / confirmed / delivered")).first ?? 0 > 0, "\(killed)")
+    }
+
+    @Test("a gateway that is not there: the tool says so and exits, every time (its concurrent logins failing together hung it in URLSession four runs out of five)")
+    func gatewayNotThere() async throws {
+        let port = try freePort()
+        for _ in 0..<5 {
+            let (status, output) = try await bench(["pairs", "--pairs", "100", "--messages", "1", "--gateway", "http://127.0.0.1:\(port)"], timeout: .seconds(30))
+            #expect(status != nil && status != 0, "the tool did not end within 30 s: \(output)")
+            #expect(output.contains("nothing answers at http://127.0.0.1:\(port)"), "\(output)")
+        }
     }
 
     @Test("json: both ways read the same texts, and the report has a row for each")

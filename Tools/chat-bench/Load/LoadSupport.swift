@@ -1,5 +1,6 @@
 import ArgumentParser
 import ChatCore
+import ChatTesting
 import Foundation
 import Histogram
 import NIOConcurrencyHelpers
@@ -55,7 +56,14 @@ struct REST: Sendable {
             request.httpBody = try JSONSerialization.data(withJSONObject: body)
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         }
-        let (data, response) = try await URLSession.shared.data(for: request)
+        let data: Data, response: URLResponse
+        do {
+            (data, response) = try await URLSession.shared.dataIgnoringCancellation(for: request)
+        } catch let error as URLError {
+            throw ValidationError(error.code == .cannotConnectToHost || error.code == .networkConnectionLost
+                ? "nothing answers at \(base) (\(method) \(path)): is the stack running?"
+                : "\(method) \(base)\(path) failed: URL error \(error.code.rawValue)")
+        }
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, try? JSONSerialization.jsonObject(with: data))
     }
 
