@@ -144,9 +144,9 @@ final class MetricsWatch: Sendable {
 
     /// A GET over a blocking socket, the body of a 200 answer or nil. Not URLSession: the
     /// tool's REST calls use it all run long, and Foundation's URLSession on Linux has
-    /// known hangs with concurrent requests (once, with the watch on URLSession, an
-    /// open-loop run of the tool's test did not end within 120 s; not seen again, cause
-    /// not proven).
+    /// known hangs (once, with the watch on URLSession, an open-loop run of the tool's test
+    /// did not end within 120 s; the deadlock `dataIgnoringCancellation` avoids may have
+    /// been the cause, not proven).
     static func plainGet(host: String, port: Int, path: String, timeout: Int) -> String? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
