@@ -399,6 +399,18 @@ struct ConversationTests {
         #expect(try count("SELECT last_seq FROM conversations WHERE id = '\(c.id)'") == 2)
     }
 
+    @Test("a send by receiver email names the pair as its participants, as stored, whether it opened the 1:1 or found it")
+    func sendByReceiverParticipants() throws {
+        let store = try makeStore()
+        let opened = try store.send("Dr.Patel@clinic.com", receiver: "ADMIN@clinic.com", "first of a new 1:1")
+        let found = try store.send("admin@clinic.com", receiver: "dr.patel@clinic.com", "second, same 1:1")
+        #expect(opened.message.conversationID == found.message.conversationID)
+        let stored = try store.read { db in try store.participants(db, found.message.conversationID) }
+        #expect(stored == ["admin@clinic.com", "dr.patel@clinic.com"])
+        #expect(opened.participants == stored && found.participants == stored)
+        #expect(opened.message.receiverEmail == "admin@clinic.com" && found.message.receiverEmail == "dr.patel@clinic.com")
+    }
+
     @Test("message ids are UUIDs of version 7 that sort in the order the messages were stored")
     func timeOrderedIDs() throws {
         let store = try makeStore()

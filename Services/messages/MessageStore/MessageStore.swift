@@ -553,7 +553,9 @@ public struct MessageStore: Sendable {
         } else if let receiver = request.receiverEmail {
             try requireActiveUser(db, sender)
             conversation = try openDirect(db, sender, receiver, now: now)
-            participants = try self.participants(db, conversation.id)
+            // A 1:1's participants are its pair, as `openDirect` made it (nothing adds or
+            // removes a 1:1's members), in `participants`' order: not read again.
+            participants = [sender, receiver.lowercased()].sorted()
         } else {
             throw ChatError(.badRequest, "a message needs a conversation_id or a receiver_email")
         }
