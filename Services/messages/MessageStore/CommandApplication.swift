@@ -24,7 +24,8 @@ extension MessageStore {
     /// Applies a batch of stream entries in one transaction.
     ///
     /// Each command runs in its own savepoint, so one that fails validation is rolled
-    /// back alone and answered with its error. Entries are recorded as applied in the same
+    /// back alone and answered with its error; a send needs none, since it refuses before
+    /// it writes (``applyInSavepoint(_:_:now:)``). Entries are recorded as applied in the same
     /// transaction: a redelivered entry is not applied twice, but answered and announced
     /// again (``replay(_:_:previous:now:)``).
     /// Anything else that fails (SQLite busy, disk) throws, and nothing of the batch is kept.

@@ -559,8 +559,9 @@ public struct MessageStore: Sendable {
         } else {
             throw ChatError(.badRequest, "a message needs a conversation_id or a receiver_email")
         }
-        // Nothing is written above this line, and nothing below throws a `ChatError`: a send
-        // refused leaves nothing behind without a savepoint (``apply(_:now:)``).
+        // Every refusal comes before the first write (`openDirect` refuses before it inserts
+        // a new 1:1) and nothing below throws a `ChatError`: a send refused leaves nothing
+        // behind without a savepoint (``apply(_:now:)``).
         conversation.lastSeq += 1
         conversation.lastMessageAt = now.epochMilliseconds
         // The send path's writes run from the statement cache (no SQL built per send).
