@@ -60,7 +60,7 @@ struct REST: Sendable {
         do {
             (data, response) = try await URLSession.shared.dataIgnoringCancellation(for: request)
         } catch let error as URLError {
-            throw ValidationError(error.code == .cannotConnectToHost || error.code == .networkConnectionLost
+            throw ValidationError(error.code == .cannotConnectToHost
                 ? "nothing answers at \(base) (\(method) \(path)): is the stack running?"
                 : "\(method) \(base)\(path) failed: URL error \(error.code.rawValue)")
         }
