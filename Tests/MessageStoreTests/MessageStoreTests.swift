@@ -373,6 +373,7 @@ struct ConversationTests {
             try send("5-6", SendMessageRequest(receiverEmail: "nobody@clinic.com", content: "to nobody", clientID: nil)),
             try send("5-7", SendMessageRequest(receiverEmail: "dr.garcia@clinic.com", content: "to a disabled user", clientID: nil)),
             try send("5-8", SendMessageRequest(receiverEmail: "admin@clinic.com", content: "to myself", clientID: nil)),
+            try send("5-10", SendMessageRequest(receiverEmail: "admin@clinic.com", content: "from a disabled user", clientID: nil), from: "dr.garcia@clinic.com"),
             try send("5-1", SendMessageRequest(conversationID: c.id, content: "first", clientID: nil)),
             try send("5-9", SendMessageRequest(conversationID: c.id, content: "second", clientID: nil)),
         ]
@@ -384,22 +385,22 @@ struct ConversationTests {
             default: "\(outcome)"
             }
         }
-        #expect(codes == ["sent 1", "not_found", "not_found", "invalid_content", "bad_request", "not_found", "not_found", "bad_request", "sent 1", "sent 2"])
+        #expect(codes == ["sent 1", "not_found", "not_found", "invalid_content", "bad_request", "not_found", "not_found", "bad_request", "not_found", "sent 1", "sent 2"])
         #expect(try store.history(for: "doctor@clinic.com", conversationID: c.id).map(\.content) == ["first", "second"])
         #expect(try count("SELECT last_seq FROM conversations WHERE id = '\(c.id)'") == 2)
         #expect(try count("SELECT last_seq FROM conversations WHERE id = '\(theirs.id)'") == 0)
         #expect(try count("SELECT COUNT(*) FROM conversations") == conversationsBefore)
         #expect(try count("SELECT COUNT(*) FROM messages") == 2)
         // Each entry recorded once, the refused with their errors; the batch given again changes nothing.
-        #expect(try count("SELECT COUNT(*) FROM applied_commands WHERE entry_id LIKE '5-%'") == 9)
-        #expect(try count("SELECT COUNT(*) FROM applied_commands WHERE entry_id LIKE '5-%' AND error IS NOT NULL") == 7)
+        #expect(try count("SELECT COUNT(*) FROM applied_commands WHERE entry_id LIKE '5-%'") == 10)
+        #expect(try count("SELECT COUNT(*) FROM applied_commands WHERE entry_id LIKE '5-%' AND error IS NOT NULL") == 8)
         let again = try store.apply(batch)
         #expect(again.count == batch.count)
         #expect(try count("SELECT COUNT(*) FROM messages") == 2)
         #expect(try count("SELECT last_seq FROM conversations WHERE id = '\(c.id)'") == 2)
     }
 
-    @Test("a send by receiver email names the pair as its participants, as stored, whether it opened the 1:1 or found it")
+    @Test("a send by receiver email names the pair as its participants, as stored, whether it opened the 1:1 or found it; a disabled sender is refused even into an existing 1:1")
     func sendByReceiverParticipants() throws {
         let store = try makeStore()
         let opened = try store.send("Dr.Patel@clinic.com", receiver: "ADMIN@clinic.com", "first of a new 1:1")
@@ -409,6 +410,11 @@ struct ConversationTests {
         #expect(stored == ["admin@clinic.com", "dr.patel@clinic.com"])
         #expect(opened.participants == stored && found.participants == stored)
         #expect(opened.message.receiverEmail == "admin@clinic.com" && found.message.receiverEmail == "dr.patel@clinic.com")
+        // A disabled sender is refused, even into the 1:1 that exists (read with its flag).
+        _ = try store.write { db in try db.execute(sql: "UPDATE users SET disabled = 1 WHERE email = 'dr.patel@clinic.com'") }
+        let refused = try store.append([SendRequest(sender: "dr.patel@clinic.com", receiverEmail: "admin@clinic.com", content: "after", clientID: nil)])
+        #expect(throws: ChatError.self) { try refused[0].get() }
+        #expect(try store.history(for: "admin@clinic.com", conversationID: found.message.conversationID).count == 2)
     }
 
     @Test("message ids are UUIDs of version 7 that sort in the order the messages were stored")
