@@ -76,12 +76,7 @@ extension MessageStore {
     /// The records of the entries among `ids` applied before (redelivered after a crash), by
     /// entry id: one statement for the batch, not one per entry (twenty-first round).
     func appliedEntries(_ db: Database, _ ids: [String]) throws -> [String: Row] {
-        var list = "["
-        for id in ids {
-            if list.utf8.count > 1 { list += "," }
-            JSONText.appendQuoted(id, to: &list)
-        }
-        list += "]"
+        let list = "[" + ids.map(JSONText.quoted).joined(separator: ",") + "]"
         let rows = try Row.fetchAll(db.cachedStatement(sql: """
             SELECT entry_id, message_id, conversation_id, error, purged FROM applied_commands WHERE entry_id IN (SELECT value FROM json_each(?))
             """), arguments: [list])

@@ -359,19 +359,21 @@ public struct MessageStore: Sendable {
         return record
     }
 
-    /// The 1:1 a send by receiver email goes to, if its sender may send: the sender's
-    /// `disabled` flag and the 1:1 by its pair read in one statement (every such send read
-    /// them in two; BENCHMARKS.md, twenty-first round); opened as `openDirect` does on the
-    /// pair's first message.
-    func directConversation(_ db: Database, from sender: String, to receiver: String, now: Date) throws -> ConversationRecord {
-        let pair = [sender.lowercased(), receiver.lowercased()].sorted()
+    /// The 1:1 a send by receiver email goes to, if its sender may send, and its
+    /// participants: the sender's `disabled` flag and the 1:1 by its pair read in one
+    /// statement (every such send read them in two; BENCHMARKS.md, twenty-first round);
+    /// opened as `openDirect` does on the pair's first message. The participants are the
+    /// pair, sorted as `participants` reads them: a 1:1's members never change.
+    func directConversation(_ db: Database, from sender: String, to receiver: String, now: Date) throws -> (ConversationRecord, participants: [String]) {
+        let sender = sender.lowercased()
+        let pair = [sender, receiver.lowercased()].sorted()
         let row = try Row.fetchOne(db.cachedStatement(sql: """
             SELECT u.disabled AS sender_disabled, c.* FROM users u LEFT JOIN conversations c ON c.direct_key = ? WHERE u.email = ?
-            """), arguments: [pair.joined(separator: " "), sender.lowercased()])
-        guard let row, (row["sender_disabled"] as Bool?) == false else { throw ChatError(.notFound, "no such user: \(sender.lowercased())") }
+            """), arguments: [pair.joined(separator: " "), sender])
+        guard let row, (row["sender_disabled"] as Bool?) == false else { throw ChatError(.notFound, "no such user: \(sender)") }
         guard pair[0] != pair[1] else { throw ChatError(.badRequest, "a 1:1 conversation needs two different people") }
-        if (row["id"] as String?) != nil { return try ConversationRecord(row: row) }
-        return try openDirect(db, sender, receiver, now: now)
+        if (row["id"] as String?) != nil { return (try ConversationRecord(row: row), pair) }
+        return (try openDirect(db, sender, receiver, now: now), pair)
     }
 
     func createGroup(_ db: Database, creator: String, title: String, members: [String], now: Date) throws -> ConversationRecord {
@@ -568,10 +570,7 @@ public struct MessageStore: Sendable {
         if let id = request.conversationID {
             (conversation, participants) = try conversationAndParticipants(db, id, sender)
         } else if let receiver = request.receiverEmail {
-            conversation = try directConversation(db, from: sender, to: receiver, now: now)
-            // A 1:1's participants are its pair, as `openDirect` made it (nothing adds or
-            // removes a 1:1's members), in `participants`' order: not read again.
-            participants = [sender, receiver.lowercased()].sorted()
+            (conversation, participants) = try directConversation(db, from: sender, to: receiver, now: now)
         } else {
             throw ChatError(.badRequest, "a message needs a conversation_id or a receiver_email")
         }

@@ -1,7 +1,9 @@
+import ChatTesting
 import Foundation
 import Synchronization
-#if canImport(Glibc)
-import Glibc
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
 #endif
 
 /// What the services' own `/metrics` say about a run: how much their counters grew and the
@@ -130,66 +132,17 @@ final class MetricsWatch: Sendable {
         return rows
     }
 
-    /// The samples at `url`, read on a Dispatch thread with a plain HTTP GET
-    /// (``plainGet(host:port:path:timeout:)``); nil if it did not answer 200 within 10 s.
+    /// The samples at `url`; nil if it did not answer 200 within 10 s. Through
+    /// `dataIgnoringCancellation`, as the tool's REST calls: `stop()` cancels the reading
+    /// task, and a cancelled `data(for:)` can deadlock on Linux (likely what once kept an
+    /// open-loop run of the tool's test from ending, not proven; the twentieth round had
+    /// moved these reads to a hand-written GET instead).
     private static func read(_ url: URL) async -> [String: Double]? {
-        guard let host = url.host, let port = url.port else { return nil }
-        let path = url.path.isEmpty ? "/" : url.path
-        return await withCheckedContinuation { (done: CheckedContinuation<[String: Double]?, Never>) in
-            DispatchQueue.global().async {
-                done.resume(returning: plainGet(host: host, port: port, path: path, timeout: 10).map { samples($0) })
-            }
-        }
-    }
-
-    /// A GET over a blocking socket, the body of a 200 answer or nil. Not URLSession: the
-    /// tool's REST calls use it all run long, and Foundation's URLSession on Linux has
-    /// known hangs (once, with the watch on URLSession, an open-loop run of the tool's test
-    /// did not end within 120 s; the deadlock `dataIgnoringCancellation` avoids may have
-    /// been the cause, not proven).
-    static func plainGet(host: String, port: Int, path: String, timeout: Int) -> String? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var limit = timeval(tv_sec: timeout, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &address.sin_addr) == 1 else { return nil }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { return nil }
-        let request = Array("GET \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n".utf8)
-        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return nil }
-        // Read until the body is as long as Content-Length says, or the server closes.
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            if let (status, headers, body) = response(bytes) {
-                let length = headers.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
-                    .flatMap { Int($0.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces)) }
-                if let length, body.utf8.count >= length { return status == 200 ? body : nil }
-            }
-            let count = recv(fd, &buffer, buffer.count, 0)
-            if count == 0 { break }
-            guard count > 0 else { return nil }
-            bytes += buffer[..<count]
-        }
-        guard let (status, _, body) = response(bytes), status == 200 else { return nil }
-        return body
-    }
-
-    /// An HTTP answer's status, header lines and body, once its header has arrived.
-    private static func response(_ bytes: [UInt8]) -> (status: Int, headers: Substring, body: String)? {
-        let text = String(decoding: bytes, as: UTF8.self)
-        guard let end = text.range(of: "\r\n\r\n") else { return nil }
-        let head = text[..<end.lowerBound]
-        let fields = head.prefix { $0 != "\r" }.split(separator: " ")
-        guard fields.count >= 2, fields[0].hasPrefix("HTTP/"), let status = Int(fields[1]) else { return nil }
-        return (status, head, String(text[end.upperBound...]))
+        var request = URLRequest(url: url)
+        request.timeoutInterval = 10
+        guard let (data, response) = try? await URLSession.shared.dataIgnoringCancellation(for: request),
+              (response as? HTTPURLResponse)?.statusCode == 200 else { return nil }
+        return samples(String(decoding: data, as: UTF8.self))
     }
 
     /// Prometheus' text format: `name{labels} value` per line, `#` lines skipped; keyed by
