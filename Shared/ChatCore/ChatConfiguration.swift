@@ -87,11 +87,6 @@ public struct ChatConfiguration: Sendable {
     /// channel for a batch of commands (``PublishBatch``); `0` publishes every event alone,
     /// for gateways older than batches (2026-12-03) during a rolling upgrade.
     public var publishBatches: Bool
-    /// `CHAT_SEARCH_INDEX_INTERVAL`, default `250ms`: how often the messages service adds the
-    /// messages stored since to the search index, so a message is found by search that long
-    /// after it is stored at most; `0` indexes each batch's messages in its own transaction
-    /// (searchable at once, a fifth more of the store's CPU per send when batches are small).
-    public var searchIndexInterval: Duration
 
     /// The defaults, with a gateway id made from this host and process.
     public init() {
@@ -125,7 +120,6 @@ public struct ChatConfiguration: Sendable {
         self.adminPort = .serviceDefault
         self.shutdownGrace = .seconds(10)
         self.publishBatches = true
-        self.searchIndexInterval = .milliseconds(250)
     }
 
     /// Reads the variables above from `environment`; unset or empty variables keep their defaults.
@@ -180,8 +174,6 @@ public struct ChatConfiguration: Sendable {
         publicDirectory = env["CHAT_PUBLIC_DIR"] ?? publicDirectory
         allowPlaintext = try Self.flag("CHAT_ALLOW_PLAINTEXT", env, default: allowPlaintext)
         publishBatches = try Self.flag("CHAT_PUBLISH_BATCHES", env, default: publishBatches)
-        searchIndexInterval = env["CHAT_SEARCH_INDEX_INTERVAL"] == "0" ? .zero
-            : try Self.duration("CHAT_SEARCH_INDEX_INTERVAL", env, default: searchIndexInterval)
         adminHost = env["CHAT_ADMIN_HOST"] ?? adminHost
         if let port = env["CHAT_ADMIN_PORT"] {
             if port == "off" {

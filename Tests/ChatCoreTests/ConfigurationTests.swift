@@ -28,7 +28,6 @@ struct ConfigurationTests {
         #expect(config.publishBatches == true)
         #expect(config.admissionLimit == 16)
         #expect(config.releaseMemoryAfter == 256)
-        #expect(config.searchIndexInterval == .milliseconds(250))
     }
 
     @Test("every variable is read")
@@ -41,10 +40,8 @@ struct ConfigurationTests {
             "CHAT_TOKEN_TTL": "30m", "CHAT_RETENTION": "5s", "CHAT_SWEEP_INTERVAL": "500ms",
             "CHAT_PRESENCE_TTL": "2s", "CHAT_GATEWAY_ID": "gw-a_1.x", "LOG_LEVEL": "DEBUG",
             "CHAT_ALLOW_PLAINTEXT": "1", "CHAT_PUBLISH_BATCHES": "0", "CHAT_PRESENCE_GRACE": "250ms",
-            "CHAT_ADMISSION_LIMIT": "4", "CHAT_RELEASE_MEMORY_AFTER": "0", "CHAT_SEARCH_INDEX_INTERVAL": "2s",
+            "CHAT_ADMISSION_LIMIT": "4", "CHAT_RELEASE_MEMORY_AFTER": "0",
         ])
-        #expect(config.searchIndexInterval == .seconds(2))
-        #expect(try ChatConfiguration(environment: ["CHAT_SEARCH_INDEX_INTERVAL": "0"]).searchIndexInterval == .zero)
         #expect(config.releaseMemoryAfter == 0)
         #expect(config.presenceGrace == .milliseconds(250))
         #expect(config.admissionLimit == 4)
@@ -74,7 +71,6 @@ struct ConfigurationTests {
         ("CHAT_PRESENCE_TTL", "0s"), ("CHAT_PRESENCE_GRACE", "soon"), ("CHAT_GATEWAY_ID", "gw one"), ("LOG_LEVEL", "loud"), ("CHAT_TLS_KEY", "/only/cert"),
         ("CHAT_ALLOW_PLAINTEXT", "yes"), ("CHAT_PUBLISH_BATCHES", "off"), ("CHAT_ADMISSION_LIMIT", "0"), ("CHAT_ADMISSION_LIMIT", "many"),
         ("CHAT_RELEASE_MEMORY_AFTER", "-1"), ("CHAT_RELEASE_MEMORY_AFTER", "2.5"),
-        ("CHAT_SEARCH_INDEX_INTERVAL", "-1s"), ("CHAT_SEARCH_INDEX_INTERVAL", "soon"),
     ])
     func badValues(variable: String, value: String) {
         let environment = variable == "CHAT_TLS_KEY" ? ["CHAT_TLS_CERT": value] : [variable: value]

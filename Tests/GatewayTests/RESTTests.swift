@@ -179,14 +179,11 @@ struct RESTTests {
                 let response = try await gw.call(method, path, token: outsider, body: body)
                 #expect(response.status == .notFound, "\(method) \(path)")
             }
-            // Searchable once the store's indexer has run (every 250 ms by default); then the outsider still finds nothing.
-            let doctor = try await gw.login("doctor@clinic.com")
-            #expect(await eventually {
-                let found = try? await gw.call(.get, "/api/messages/search?q=labs", token: doctor)
-                return (found?.json as? [[String: Any]])?.compactMap { $0["id"] as? String } == [messageID]
-            })
             let search = try await gw.call(.get, "/api/messages/search?q=labs", token: outsider)
             #expect((search.json as? [Any])?.isEmpty == true)
+            let doctor = try await gw.login("doctor@clinic.com")
+            let found = try await gw.call(.get, "/api/messages/search?q=labs", token: doctor)
+            #expect((found.json as? [[String: Any]])?.compactMap { $0["id"] as? String } == [messageID])
             #expect(try await gw.call(.get, "/api/conversations?user_email=doctor@clinic.com", token: outsider).status == .forbidden)
             #expect(try await gw.call(.get, "/api/conversations?user_email=dr.patel@clinic.com", token: outsider).status == .ok)
             #expect(try await gw.call(.get, "/api/messages/unread-count?user_email=admin@clinic.com", token: outsider).status == .forbidden)

@@ -286,79 +286,26 @@ struct ConversationTests {
         #expect(try store.searchMessages(for: "admin@clinic.com", query: "   ").isEmpty)
     }
 
-    @Test("a batch's sends enter the search index with the indexer's next pass, not in the batch's transaction; sends refused in it never do; with indexSearch they are searchable at once")
-    func searchIndexAfterBatch() throws {
+    @Test("a batch's sends are searchable together, sends rolled back in it are not, and the search index stays consistent through a purge")
+    func searchIndexPerBatch() throws {
         let store = try makeStore()
         let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
         func send(_ content: String, _ conversation: String = c.id) throws -> (id: String, command: StoreCommand) {
             (UUID().uuidString, try StoreCommand(type: .send, user: "admin@clinic.com", body: SendMessageRequest(conversationID: conversation, content: content, clientID: nil)))
         }
-        func sent(_ outcomes: [CommandOutcome]) -> [Message] {
-            outcomes.compactMap { outcome -> Message? in if case .sent(let s) = outcome { return s.message } else { return nil } }
-        }
-        func search(_ query: String) throws -> Set<String> { Set(try store.searchMessages(for: "doctor@clinic.com", query: query).map(\.id)) }
-        let stored = sent(try store.apply([try send("heparin drip started"), try send("   "), try send("heparin for nobody", "no-such-conversation"),
-                                           try send("heparin paused for surgery"), try send("bell \u{07} heparin")]))
+        let outcomes = try store.apply([try send("heparin drip started"), try send("   "), try send("heparin for nobody", "no-such-conversation"),
+                                        try send("heparin paused for surgery"), try send("bell \u{07} heparin")])
+        let stored = outcomes.compactMap { outcome -> Message? in if case .sent(let s) = outcome { return s.message } else { return nil } }
         #expect(stored.map(\.content) == ["heparin drip started", "heparin paused for surgery"])
-        #expect(try search("heparin").isEmpty)
-        #expect(try store.messagesNotIndexed() == 2)
-        #expect(try store.indexPendingMessages() == 2)
-        #expect(try search("heparin") == Set(stored.map(\.id)))
-        #expect(try store.messagesNotIndexed() == 0 && store.indexPendingMessages() == 0)
-        #expect(try Self.indexIsConsistent(store))
-
-        // In transactions of at most `limit`, oldest first; together with the batch when asked.
-        let three = sent(try store.apply((1...3).map { try send("warfarin dose \($0)") }))
-        #expect(try store.indexPendingMessages(limit: 2) == 3)
-        #expect(try search("warfarin") == Set(three.map(\.id)))
-        let waiting = sent(try store.apply([try send("insulin sliding scale")]))
-        let atOnce = sent(try store.apply([try send("insulin held tonight")], indexSearch: true))
-        #expect(try search("insulin") == Set((waiting + atOnce).map(\.id)), "the batch indexed itself and the send before it")
-        #expect(try store.messagesNotIndexed() == 0)
-        #expect(try Self.indexIsConsistent(store))
-    }
-
-    @Test("deletes and the search index's mark: a message purged before it was indexed never enters it; after the newest messages are purged, a new one still gets a rowid above the mark and is indexed; the index stays consistent")
-    func searchIndexMarkThroughPurges() throws {
-        let store = try makeStore()
-        let c = try store.openDirectConversation("admin@clinic.com", "doctor@clinic.com")
-        func send(_ content: String) throws -> Message {
-            let outcomes = try store.apply([(UUID().uuidString, try StoreCommand(type: .send, user: "admin@clinic.com",
-                                                                                 body: SendMessageRequest(conversationID: c.id, content: content, clientID: nil)))])
-            guard case .sent(let stored) = try #require(outcomes.first) else { throw ChatError(.internal, "not sent: \(outcomes)") }
-            return stored.message
+        #expect(Set(try store.searchMessages(for: "doctor@clinic.com", query: "heparin").map(\.id)) == Set(stored.map(\.id)))
+        func indexIsConsistent() throws -> Bool {
+            // FTS5 compares the index with the messages table; a row indexed twice or not at all fails it.
+            (try? store.write { db in try db.execute(sql: "INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)") }) != nil
         }
-        func search(_ query: String) throws -> [String] { try store.searchMessages(for: "doctor@clinic.com", query: query).map(\.id) }
-        func rowid(_ id: String) throws -> Int64 { try store.read { db in try Int64.fetchOne(db, sql: "SELECT rowid FROM messages WHERE id = ?", arguments: [id])! } }
-        func mark() throws -> Int64 { try store.read { db in try Int64.fetchOne(db, sql: "SELECT indexed_rowid FROM search_index")! } }
-        func purge(_ ids: [String]) throws {
-            _ = try store.write { db in try store.purge(db, ids: ids, now: Date().addingTimeInterval(91 * 86400)) }
-        }
-        let first = try send("creatinine rising"), second = try send("creatinine 2.1")
-        try store.indexPendingMessages()
-        #expect(try mark() == rowid(second.id))
-        // Purged before the indexer saw it: the delete trigger leaves the index alone (a
-        // 'delete' of a row FTS5 never had corrupts an external-content index).
-        let early = try send("creatinine repeat ordered")
-        try purge([early.id])
-        #expect(try Self.indexIsConsistent(store))
-        #expect(try store.indexPendingMessages() == 0)
-        #expect(try Set(search("creatinine")) == [first.id, second.id])
-        // The newest messages purged: SQLite would hand their rowids out again, below the mark.
-        try purge([second.id])
-        #expect(try Self.indexIsConsistent(store))
-        let next = try send("creatinine back to 1.0")
-        #expect(try rowid(next.id) > mark())
-        #expect(try store.indexPendingMessages() == 1)
-        #expect(try Set(search("creatinine")) == [first.id, next.id])
-        try purge([first.id, next.id])
-        #expect(try search("creatinine").isEmpty)
-        #expect(try Self.indexIsConsistent(store))
-    }
-
-    /// FTS5 compares the index with the messages table; a row indexed twice, not at all below the mark, or deleted wrongly fails it.
-    static func indexIsConsistent(_ store: MessageStore) throws -> Bool {
-        (try? store.write { db in try db.execute(sql: "INSERT INTO messages_fts(messages_fts, rank) VALUES ('integrity-check', 1)") }) != nil
+        #expect(try indexIsConsistent())
+        _ = try store.write { db in try store.purge(db, ids: [stored[0].id], now: Date().addingTimeInterval(91 * 86400)) }
+        #expect(try store.searchMessages(for: "doctor@clinic.com", query: "heparin").map(\.id) == [stored[1].id])
+        #expect(try indexIsConsistent())
     }
 
     @Test("a command's savepoint: what a failed command wrote is rolled back alone, the batch goes on; when SQLite ends the transaction the batch fails")
@@ -872,49 +819,6 @@ struct MigrationTests {
         let synced = try store.sync(for: members[0], since: [group: 2], receiptsAfter: cursor)
         #expect(synced.conversations.first?.receipts.map(\.readerEmail) == [members[7]])
         #expect(synced.receiptsCursor == cursor + 1)
-    }
-
-    @Test("v10: a store whose messages were indexed in their own transactions starts with its mark at the newest message: nothing to index again, deletes still leave the index, new sends wait for the indexer")
-    func searchIndexMarkMigration() throws {
-        let path = temporaryDatabasePath("v10")
-        defer { removeDatabase(at: path) }
-        let now = Date().epochMilliseconds
-        let old = try DatabaseQueue(path: path)
-        try Schema.migrator.migrate(old, upTo: "v9: markers by conversation and version")
-        try old.write { db in
-            for email in ["a@clinic.com", "b@clinic.com"] {
-                try db.execute(sql: "INSERT INTO users (email, name, role, password_hash, created_at) VALUES (?, ?, 'doctor', 'x', ?)", arguments: [email, email, now])
-            }
-            try db.execute(sql: "INSERT INTO conversations (id, kind, direct_key, created_by, created_at, last_seq, last_message_at) VALUES ('c1', 'direct', 'a@clinic.com b@clinic.com', 'a@clinic.com', ?, 2, ?)",
-                           arguments: [now, now])
-            for email in ["a@clinic.com", "b@clinic.com"] {
-                try db.execute(sql: "INSERT INTO participants (conversation_id, email, joined_at) VALUES ('c1', ?, ?)", arguments: [email, now])
-            }
-            for (rowid, seq, content) in [(3, 1, "lactate 4.2"), (8, 2, "lactate repeat")] {
-                try db.execute(sql: """
-                    INSERT INTO messages (rowid, id, conversation_id, seq, sender_email, content, created_at, expires_at, client_id)
-                    VALUES (?, ?, 'c1', ?, 'a@clinic.com', ?, ?, ?, NULL)
-                    """, arguments: [rowid, "m\(seq)", seq, content, now, now + 86_400_000])
-            }
-            // As v3 to v9 did: the transaction that stored them indexed them.
-            try db.execute(sql: "INSERT INTO messages_fts(rowid, content) SELECT rowid, content FROM messages")
-        }
-        try old.close()
-
-        let store = try MessageStore.open(path: path, retention: .seconds(86400), bcryptCost: 4)
-        #expect(try store.read { db in try Int64.fetchOne(db, sql: "SELECT indexed_rowid FROM search_index") } == 8)
-        #expect(try store.messagesNotIndexed() == 0 && store.indexPendingMessages() == 0)
-        #expect(Set(try store.searchMessages(for: "b@clinic.com", query: "lactate").map(\.id)) == ["m1", "m2"])
-        _ = try store.write { db in try store.purge(db, ids: ["m2"], now: Date().addingTimeInterval(2 * 86400)) }
-        #expect(try store.searchMessages(for: "b@clinic.com", query: "lactate").map(\.id) == ["m1"])
-        #expect(try ConversationTests.indexIsConsistent(store))
-        let outcomes = try store.apply([("1-1", try StoreCommand(type: .send, user: "a@clinic.com", body: SendMessageRequest(conversationID: "c1", content: "lactate 1.9", clientID: nil)))])
-        guard case .sent(let fresh) = try #require(outcomes.first) else { Issue.record("not sent: \(outcomes)"); return }
-        #expect(try store.read { db in try Int64.fetchOne(db, sql: "SELECT rowid FROM messages WHERE id = ?", arguments: [fresh.message.id]) } == 9)
-        #expect(try store.searchMessages(for: "b@clinic.com", query: "lactate").map(\.id) == ["m1"])
-        #expect(try store.indexPendingMessages() == 1)
-        #expect(Set(try store.searchMessages(for: "b@clinic.com", query: "lactate").map(\.id)) == ["m1", fresh.message.id])
-        #expect(try ConversationTests.indexIsConsistent(store))
     }
 
     @Test("v8 numbers the markers that had moved 1, 2, ... in the order they were read, the rest 0; the next move gets the next version, and a sync after the list's replays only it")

@@ -13,11 +13,10 @@ import Testing
 @Suite("Services start against a real redis-server", .redisServer)
 struct ServiceStartupTests {
     /// The shared Redis, fresh keys, a runtime on them and a subscriber for the service under test.
-    func setUp(_ environment: [String: String] = [:]) throws -> (server: RedisServer, keys: RedisKeys, runtime: ChatRuntime, subscriber: RedisSubscriber) {
+    func setUp() throws -> (server: RedisServer, keys: RedisKeys, runtime: ChatRuntime, subscriber: RedisSubscriber) {
         let server = try RedisServer.required()
         let keys = uniqueKeys()
-        var configuration = try ChatConfiguration(environment: ["CHAT_REDIS_URL": server.url, "CHAT_GATEWAY_ID": "gw-test", "CHAT_HTTP_PORT": "0"]
-            .merging(environment) { $1 })
+        var configuration = try ChatConfiguration(environment: ["CHAT_REDIS_URL": server.url, "CHAT_GATEWAY_ID": "gw-test", "CHAT_HTTP_PORT": "0"])
         configuration.redisPrefix = keys.prefix
         let runtime = ChatRuntime(configuration: configuration, redis: RedisClient(configuration: configuration.redis), logger: Logger(label: "test"))
         return (server, keys, runtime, RedisSubscriber(configuration: configuration.redis))
@@ -108,43 +107,6 @@ struct ServiceStartupTests {
                 }
             }
         }
-    }
-
-    @Test("the search indexer: what a service killed before its pass left out is indexed when the next one starts, a send waits for the next pass, and the pass when the service stops takes it; with CHAT_SEARCH_INDEX_INTERVAL=0 a batch indexes its own sends", arguments: ["1h", "0"])
-    func searchIndexer(interval: String) async throws {
-        // An hour between passes: only the pass at start and the one at stop run in the test.
-        let (_, keys, rt, subscriber) = try setUp(["CHAT_SEARCH_INDEX_INTERVAL": interval])
-        let path = temporaryDatabasePath("indexer")
-        defer { removeDatabase(at: path) }
-        let store = try MessageStore.open(path: path, retention: .seconds(3600), bcryptCost: 4)
-        for email in ["a@clinic.com", "b@clinic.com"] { try store.createUser(email: email, name: email, role: .doctor, password: "password1") }
-        let conversation = try store.openDirectConversation("a@clinic.com", "b@clinic.com").id
-        @Sendable func send(_ content: String) throws -> StoreCommand {
-            try StoreCommand(type: .send, user: "a@clinic.com", body: SendMessageRequest(conversationID: conversation, content: content, clientID: TimeOrderedID.make()))
-        }
-        @Sendable func found(_ word: String) -> Int { (try? store.searchMessages(for: "b@clinic.com", query: word).count) ?? -1 }
-        @Sendable func stored(_ word: String) -> Bool { (try? store.history(for: "b@clinic.com", conversationID: conversation).contains { $0.content.contains(word) }) == true }
-        // As a service killed between a batch's commit and the indexer's pass leaves the store.
-        _ = try store.apply([("1-1", try send("tachycardia before the crash"))])
-        #expect(try store.messagesNotIndexed() == 1 && found("tachycardia") == 0)
-        let service = MessagesService(runtime: rt, store: store, subscriber: subscriber, consumer: "m1")
-        try await withRunning(rt.redis) { redis in
-            let group = ServiceGroup(configuration: .init(services: [.init(service: subscriber), .init(service: service)], logger: Logger(label: "test")))
-            let running = Task { try await group.run() }
-            defer { running.cancel() }
-            #expect(await eventually { found("tachycardia") == 1 }, "indexed when the service started")
-            try await redis.xadd(keys.commands, fields: try send("bradycardia through the stream").fields)
-            #expect(await eventually { stored("bradycardia") })
-            if interval == "0" {
-                #expect(found("bradycardia") == 1, "indexed in the transaction that stored it")
-            } else {
-                #expect(found("bradycardia") == 0, "not before the indexer's next pass, an hour away")
-            }
-            await group.triggerGracefulShutdown()
-            try await withTimeout(.seconds(30)) { try await running.value }
-        }
-        #expect(found("bradycardia") == 1, "indexed when the service stopped at the latest")
-        #expect(try store.messagesNotIndexed() == 0)
     }
 
     @Test("the gateway subscribes to its reply channel gateway:{id}")

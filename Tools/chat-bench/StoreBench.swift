@@ -5,8 +5,8 @@ import MessageStore
 
 /// `chat-bench store`: the messages service's floor. Sends applied the way the service
 /// applies a batch from `chat:commands` (`MessageStore.apply`: one transaction, one
-/// savepoint, applied-entry row and audit row per send) and indexed for search as the
-/// service's indexer does, straight into a fresh SQLite file, with no Redis and no network. Whatever the whole system reaches, it cannot
+/// savepoint, applied-entry row and audit row per send), straight into a fresh SQLite
+/// file, with no Redis and no network. Whatever the whole system reaches, it cannot
 /// persist faster than this on the same machine.
 struct StoreBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,9 +22,6 @@ struct StoreBench: AsyncParsableCommand {
 
     @Option(help: "Sends per batch (the service reads up to 256 per XREADGROUP).")
     var batch = 256
-
-    @Option(name: .customLong("index-every"), help: "Sends between the search indexer's passes, counted in the time (1,250: 250 ms, CHAT_SEARCH_INDEX_INTERVAL's default, at 5,000 sends/s); 0: each batch's sends indexed in its own transaction (CHAT_SEARCH_INDEX_INTERVAL=0).")
-    var indexEvery = 1_250
 
     @Option(help: "Rounds; the report gives each and their median.")
     var rounds = 3
@@ -57,7 +54,6 @@ struct StoreBench: AsyncParsableCommand {
             let before = ProcessStatus.bytesWritten()
             let started = ContinuousClock.now
             var sent = 0
-            var notIndexed = 0
             while sent < messages {
                 let count = min(batch, messages - sent)
                 let commands = try (0..<count).map { offset -> (id: String, command: StoreCommand) in
@@ -67,14 +63,9 @@ struct StoreBench: AsyncParsableCommand {
                                                   clientID: clientIDs == .time ? TimeOrderedID.make() : UUID().uuidString.lowercased())
                     return ("\(counter)-0", try StoreCommand(type: .send, user: pair.sender, gateway: "bench", request: "r\(counter)", body: body))
                 }
-                let outcomes = try store.apply(commands, indexSearch: indexEvery == 0)
+                let outcomes = try store.apply(commands)
                 for case .failed(let error) in outcomes { throw ValidationError("a send failed: \(error)") }
                 sent += count
-                notIndexed += count
-                if indexEvery > 0 && (notIndexed >= indexEvery || sent == messages) {
-                    try store.indexPendingMessages()
-                    notIndexed = 0
-                }
             }
             let seconds = ms(ContinuousClock.now - started) / 1000
             let written = Double(ProcessStatus.bytesWritten() - before) / 1024 / Double(messages)
@@ -82,7 +73,6 @@ struct StoreBench: AsyncParsableCommand {
             print("| \(round) | \(messages) | \(fixed2(seconds)) | \(Int(Double(messages) / seconds)) | \(fixed2(seconds * 1e6 / Double(messages))) | \(fixed2(written)) |")
         }
         let middle = median(rates)
-        let indexing = indexEvery > 0 ? "indexed every \(indexEvery) sends" : "indexed in each batch"
-        print("\nmedian: \(Int(middle)) sends/s, \(fixed2(1e6 / middle)) µs per send (batches of \(batch), \(conversations) conversations, \(clientIDs.rawValue) client ids, \(indexing))")
+        print("\nmedian: \(Int(middle)) sends/s, \(fixed2(1e6 / middle)) µs per send (batches of \(batch), \(conversations) conversations, \(clientIDs.rawValue) client ids)")
     }
 }

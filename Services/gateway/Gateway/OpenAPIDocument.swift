@@ -692,7 +692,7 @@ enum OpenAPIDocument {
   },
   "/api/messages/search": {
    "get": {
-    "summary": "Messages containing every word of q, from the caller's conversations only. A message is found within CHAT_SEARCH_INDEX_INTERVAL (250 ms) of being stored.",
+    "summary": "Messages containing every word of q, from the caller's conversations only.",
     "responses": {
      "200": {
       "description": "OK",

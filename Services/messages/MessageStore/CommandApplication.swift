@@ -29,13 +29,12 @@ extension MessageStore {
     /// transaction: a redelivered entry is not applied twice, but answered and announced
     /// again (``replay(_:_:previous:now:)``).
     /// Anything else that fails (SQLite busy, disk) throws, and nothing of the batch is kept.
-    /// The batch's new messages enter the search index later, with the next
-    /// ``indexPendingMessages(limit:)`` (the service's indexer), or, with `indexSearch`,
-    /// together at the end of this transaction, with any others not indexed yet.
+    /// The batch's new messages enter the search index together, after the last savepoint.
     /// A purge adds what its earlier steps deleted (``purgeStep(ids:entry:now:)``) to its
     /// outcome and audit line.
-    public func apply(_ batch: [(id: String, command: StoreCommand)], now: Date = Date(), indexSearch: Bool = false) throws -> [CommandOutcome] {
+    public func apply(_ batch: [(id: String, command: StoreCommand)], now: Date = Date()) throws -> [CommandOutcome] {
         try write { db in
+            let indexed = try self.lastMessageRowID(db)
             var outcomes: [CommandOutcome] = []
             outcomes.reserveCapacity(batch.count)
             let applied = try self.appliedEntries(db, batch.map(\.id))
@@ -69,7 +68,7 @@ extension MessageStore {
                 try self.record(db, [self.auditEntry(for: command, outcome: outcome, now: now)].compactMap { $0 })
                 outcomes.append(outcome)
             }
-            if indexSearch { try self.indexPendingMessages(db) }
+            try self.indexMessages(db, after: indexed)
             return outcomes
         }
     }

@@ -33,10 +33,6 @@ public final class CommandProcessor: Service, Sendable {
         /// One PUBLISH per channel per batch (``PublishBatch``), or one per event as before
         /// (`CHAT_PUBLISH_BATCHES=0`, while gateways older than batches still run).
         public var publishBatches = true
-        /// Each batch's new messages enter the search index in its own transaction
-        /// (`CHAT_SEARCH_INDEX_INTERVAL=0`); otherwise the service's indexer adds them a
-        /// moment later (``MessagesService``).
-        public var indexSearchInBatch = false
 
         public init(consumer: String) { self.consumer = consumer }
     }
@@ -159,7 +155,7 @@ public final class CommandProcessor: Service, Sendable {
     /// Applies commands in one transaction (and compacts if a sweep asked for it).
     private func commit(_ batch: [(id: String, command: StoreCommand)]) throws -> [CommandOutcome] {
         let started = ContinuousClock.now
-        let outcomes = try store.apply(batch, indexSearch: configuration.indexSearchInBatch)
+        let outcomes = try store.apply(batch)
         metrics?.record(batch: batch.map(\.command), duration: .now - started)
         for case .compactRequested(let auditRetention) in outcomes {
             if try !store.compactAfterPurge() {

@@ -532,55 +532,28 @@ public struct MessageStore: Sendable {
 
     // MARK: Messages
 
-    /// Stores sends in one transaction; each gets its own result (a bad one does not stop the
-    /// others). They are searchable when it returns: it indexes them in the same transaction.
+    /// Stores sends in one transaction; each gets its own result (a bad one does not stop the others).
     public func append(_ requests: [SendRequest], now: Date = Date()) throws -> [Result<StoredMessage, ChatError>] {
         try write { db in
+            let indexed = try self.lastMessageRowID(db)
             let results = requests.map { request in Result { try self.append(db, request, now: now) }.mapError(ChatError.wrap) }
-            try self.indexPendingMessages(db)
+            try self.indexMessages(db, after: indexed)
             return results
         }
     }
 
-    /// The most messages one indexing transaction takes (``indexPendingMessages(limit:)``),
-    /// so the sends waiting for the writer wait for a few milliseconds of it at most.
-    public static let indexingChunk = 2_000
-
-    /// Adds the messages stored since the last call to the search index, in transactions of
-    /// at most `limit` messages; returns how many it added. The messages service calls it
-    /// every `CHAT_SEARCH_INDEX_INTERVAL` and when it starts (``MessagesService``).
-    @discardableResult
-    public func indexPendingMessages(limit: Int = indexingChunk) throws -> Int {
-        var indexed = 0
-        while true {
-            let added = try write { db in try self.indexPendingMessages(db, limit: max(1, limit)) }
-            indexed += added
-            if added < max(1, limit) { return indexed }
-        }
+    /// The newest message's rowid; messages inserted later in the transaction get larger ones.
+    func lastMessageRowID(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT COALESCE(MAX(rowid), 0) FROM messages")) ?? 0
     }
 
-    /// Messages stored and not yet in the search index.
-    public func messagesNotIndexed() throws -> Int {
-        try read { db in
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages WHERE rowid > (SELECT indexed_rowid FROM search_index)") ?? 0
-        }
-    }
-
-    /// Adds the next `limit` messages above the index's mark (`search_index`, v10) to the
-    /// search index, oldest first, and moves the mark past them. Once per transaction, after
-    /// its savepoints: FTS5 writes its pending terms out as a new segment at every savepoint
-    /// and every commit, so indexing row by row wrote a segment per message, and indexing
-    /// per batch a segment per commit (a fifth of the CPU of a commit of a few sends).
-    @discardableResult
-    func indexPendingMessages(_ db: Database, limit: Int = .max) throws -> Int {
-        let mark = try Int64.fetchOne(db.cachedStatement(sql: "SELECT indexed_rowid FROM search_index")) ?? 0
-        guard let next = try Row.fetchOne(db.cachedStatement(sql: """
-            SELECT MAX(rowid), COUNT(*) FROM (SELECT rowid FROM messages WHERE rowid > ? ORDER BY rowid LIMIT ?)
-            """), arguments: [mark, limit]), let last = next[0] as Int64? else { return 0 }
-        try db.cachedStatement(sql: "INSERT INTO messages_fts(rowid, content) SELECT rowid, content FROM messages WHERE rowid > ? AND rowid <= ?")
-            .execute(arguments: [mark, last])
-        try db.cachedStatement(sql: "UPDATE search_index SET indexed_rowid = ?").execute(arguments: [last])
-        return next[1]
+    /// Adds the messages stored in this transaction (rowid above `rowid`) to the search index.
+    /// Every transaction that inserts messages calls it before it commits, once, after its
+    /// savepoints: FTS5 flushes its pending terms at every savepoint, so indexing row by row
+    /// inside them wrote a new index segment per message.
+    func indexMessages(_ db: Database, after rowid: Int64) throws {
+        try db.cachedStatement(sql: "INSERT INTO messages_fts(rowid, content) SELECT rowid, content FROM messages WHERE rowid > ?")
+            .execute(arguments: [rowid])
     }
 
     func append(_ db: Database, _ request: SendRequest, now: Date) throws -> StoredMessage {
@@ -612,11 +585,9 @@ public struct MessageStore: Sendable {
         let record = MessageRecord(
             id: TimeOrderedID.make(at: now), conversationID: conversation.id, seq: conversation.lastSeq, senderEmail: sender, content: content,
             createdAt: now.epochMilliseconds, expiresAt: now.epochMilliseconds + retention.milliseconds, readAt: nil, clientID: request.clientID)
-        // The rowid is above the search index's mark even when the newest messages were
-        // deleted (SQLite would give the deleted rowid again): the indexer takes the rows above it.
         try db.cachedStatement(sql: """
-            INSERT INTO messages (rowid, id, conversation_id, seq, sender_email, content, created_at, expires_at, read_at, client_id)
-            VALUES ((SELECT MAX(COALESCE((SELECT MAX(rowid) FROM messages), 0), indexed_rowid) + 1 FROM search_index), ?, ?, ?, ?, ?, ?, ?, NULL, ?)
+            INSERT INTO messages (id, conversation_id, seq, sender_email, content, created_at, expires_at, read_at, client_id)
+            VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)
             """).execute(arguments: [record.id, record.conversationID, record.seq, record.senderEmail, record.content,
                                       record.createdAt, record.expiresAt, record.clientID])
         return StoredMessage(message: record.message(receiver: Self.receiver(kind: conversation.kind, participants: participants)(sender)),
@@ -760,8 +731,7 @@ public struct MessageStore: Sendable {
             """), arguments: [user, conversation, user, now.epochMilliseconds]) ?? 0
     }
 
-    /// Messages containing every word of `query`, newest first, from the caller's conversations
-    /// only, among those in the search index (``indexPendingMessages(limit:)``).
+    /// Messages containing every word of `query`, newest first, from the caller's conversations only.
     public func searchMessages(for user: String, query: String, limit: Int = 50, now: Date = Date()) throws -> [Message] {
         guard let match = Self.ftsQuery(query) else { return [] }
         let user = user.lowercased()

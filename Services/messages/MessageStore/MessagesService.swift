@@ -60,11 +60,9 @@ public struct MessagesService: Service {
         guard try await ServiceStartup.prepare(runtime, groups: [(keys.commands, RedisKeys.messagesGroup)]) else { return }
         var configuration = CommandProcessor.Configuration(consumer: consumer)
         configuration.publishBatches = runtime.configuration.publishBatches
-        let indexInterval = runtime.configuration.searchIndexInterval
-        configuration.indexSearchInBatch = indexInterval <= .zero
-        let metrics = StoreMetrics(registry: runtime.metrics)
         let processor = CommandProcessor(store: store, redis: runtime.redis, keys: keys,
-                                         configuration: configuration, logger: runtime.logger, metrics: metrics)
+                                         configuration: configuration, logger: runtime.logger,
+                                         metrics: StoreMetrics(registry: runtime.metrics))
         StreamMetrics.register(runtime, stream: keys.commands, group: RedisKeys.messagesGroup)
         let responder = QueryResponder(store: store, redis: runtime.redis, subscriber: subscriber, keys: keys, logger: runtime.logger)
         runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.commands)", "redis.group": "\(RedisKeys.messagesGroup)",
@@ -81,24 +79,6 @@ public struct MessagesService: Service {
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
                     await Self.forgetOldAppliedEntries(store, logger: logger)
                     try? await cancelWhenGracefulShutdown { try await Task.sleep(for: maintenance.cleanupInterval) }
-                }
-            }
-            group.addTask { [store, logger = runtime.logger] in
-                // The search index takes the messages stored since its last pass: first those a
-                // crash left out, then every interval, and once more when the service stops. Its
-                // own transactions, so no send's commit writes an index segment (v10 in Schema).
-                var failures = LogThrottle()
-                while !Task.isCancelled {
-                    do {
-                        metrics.indexed(try store.indexPendingMessages())
-                        if failures.reset() { logger.notice("search indexing succeeds again") }
-                    } catch {
-                        if let held = failures.admit() {
-                            logger.warning("search indexing failed; tried again next interval", metadata: ["chat.error": "\(error)", "chat.failures.unlogged": "\(held)"])
-                        }
-                    }
-                    if indexInterval <= .zero || Task.isShuttingDownGracefully { break }
-                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: indexInterval) }
                 }
             }
             group.addTask { [store, maintenance, logger = runtime.logger] in

@@ -88,7 +88,7 @@ enum Schema {
             try db.execute(sql: "ALTER TABLE conversations ADD COLUMN legal_hold INTEGER NOT NULL DEFAULT 0")
         }
         // The store indexes a transaction's new messages in one statement at its end
-        // (`MessageStore.indexPendingMessages`). With the trigger, FTS5 wrote its pending terms out as a
+        // (`MessageStore.indexMessages`). With the trigger, FTS5 wrote its pending terms out as a
         // new segment at every savepoint, that is at every send of a batch: 48 KiB written per send.
         migrator.registerMigration("v3: search index filled per transaction") { db in
             try db.execute(sql: "DROP TRIGGER messages_fts_insert")
@@ -178,27 +178,6 @@ enum Schema {
         // A marker's move now updates one more index.
         migrator.registerMigration("v9: markers by conversation and version") { db in
             try db.execute(sql: "CREATE INDEX participants_by_conversation_version ON participants(conversation_id, read_version)")
-        }
-        // The service fills the search index a moment after the sends' own transactions
-        // (`MessageStore.indexPendingMessages`, every `CHAT_SEARCH_INDEX_INTERVAL`), not in
-        // each: FTS5 writes a new segment per transaction, a fifth of the store's CPU for a
-        // commit of a few sends (BENCHMARKS.md, twenty-second round). Every message up to
-        // `indexed_rowid` is in the index and none above it. So the delete trigger removes
-        // only rows the index holds (an external-content index is corrupted by deleting a row
-        // it never had), and a new message's rowid is always above the mark, even after the
-        // newest messages were deleted (`MessageStore.append`).
-        migrator.registerMigration("v10: search index filled after the sends' transactions") { db in
-            try db.execute(sql: """
-                CREATE TABLE search_index (
-                    id INTEGER PRIMARY KEY CHECK (id = 1),
-                    indexed_rowid INTEGER NOT NULL
-                );
-                INSERT INTO search_index (id, indexed_rowid) SELECT 1, COALESCE(MAX(rowid), 0) FROM messages;
-                DROP TRIGGER messages_fts_delete;
-                CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages WHEN old.rowid <= (SELECT indexed_rowid FROM search_index) BEGIN
-                    INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.rowid, old.content);
-                END;
-                """)
         }
         return migrator
     }

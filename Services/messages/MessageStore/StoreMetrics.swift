@@ -8,7 +8,6 @@ public struct StoreMetrics: Sendable {
     private let batchSize: ValueHistogram
     private let commitLatency: DurationHistogram
     private let malformed: Counter
-    private let searchIndexed: Counter
 
     public init(registry: PrometheusCollectorRegistry) {
         self.registry = registry
@@ -17,7 +16,6 @@ public struct StoreMetrics: Sendable {
         commitLatency = registry.durationHistogram("chat_store_commit_latency_seconds", help: "Time to apply and commit one batch.",
                                                    buckets: PrometheusCollectorRegistry.latencyBuckets)
         malformed = registry.counter("chat_store_commands_malformed_total", help: "Stream entries dropped because they were not a command.")
-        searchIndexed = registry.counter("chat_store_search_indexed_total", help: "Messages added to the search index by the indexer (CHAT_SEARCH_INDEX_INTERVAL).")
         for type in StoreCommandType.allCases { _ = applied(type) }
     }
 
@@ -29,11 +27,6 @@ public struct StoreMetrics: Sendable {
     /// Entries dropped because they are not commands.
     func dropped(_ count: Int) {
         malformed.increment(by: Int64(count))
-    }
-
-    /// Messages the indexer added to the search index.
-    func indexed(_ count: Int) {
-        if count > 0 { searchIndexed.increment(by: Int64(count)) }
     }
 
     /// One transaction: its commands and how long applying and committing them took.
