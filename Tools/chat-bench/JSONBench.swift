@@ -26,7 +26,7 @@ struct JSONBench: ParsableCommand {
 
     func run() throws {
         for text in Self.texts where JSONValue(parsing: text) != JSONValue.decoded(text) {
-            throw ValidationError("the two ways read \(text) differently")
+            throw CommandFailure("the two ways read \(text) differently")
         }
         var onePass: [Double] = []
         var decoder: [Double] = []

@@ -115,7 +115,7 @@ struct PurgeBench: AsyncParsableCommand {
                 during.append(try await send())
                 try await Task.sleep(for: .milliseconds(pause))
                 if during.count % 20 == 0 { remaining = try anyExpired() }
-                if ContinuousClock.now - purgeStart > .seconds(600) { throw ValidationError("the purge did not finish in 10 minutes") }
+                if ContinuousClock.now - purgeStart > .seconds(600) { throw CommandFailure("the purge did not finish in 10 minutes") }
             }
             let purgeTime = ContinuousClock.now - purgeStart
             let written = Double(ProcessStatus.bytesWritten() - writtenBefore) / 1024 / 1024

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ChatCore
 import ChatTesting
 import Foundation
 import RedisClient
@@ -82,13 +83,13 @@ struct RedisBench: AsyncParsableCommand {
             executable: "/usr/bin/redis-benchmark",
             arguments: ["-h", host, "-p", String(port), "-P", String(pipeline), "-c", String(connections), "-n", String(requests), "-q"] + workload.benchmarkArguments,
             outputPath: output.path)
-        guard process.waitBlocking() == 0 else { throw ValidationError("redis-benchmark failed: \((try? String(contentsOf: output, encoding: .utf8)) ?? "")") }
+        guard process.waitBlocking() == 0 else { throw CommandFailure("redis-benchmark failed: \((try? String(contentsOf: output, encoding: .utf8)) ?? "")") }
         // Output ends with e.g. "SET: 912408.75 requests per second, p50=0.759 msec" after \r progress lines.
         let text = (try String(contentsOf: output, encoding: .utf8)).replacingOccurrences(of: "\r", with: "\n")
         guard let line = text.split(separator: "\n").last(where: { $0.contains(" requests per second") }),
               let number = line.components(separatedBy: " requests per second").first?.split(separator: " ").last,
               let value = Double(number) else {
-            throw ValidationError("could not read redis-benchmark output: \(text)")
+            throw CommandFailure("could not read redis-benchmark output: \(text)")
         }
         return value
     }

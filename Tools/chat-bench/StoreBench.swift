@@ -64,7 +64,7 @@ struct StoreBench: AsyncParsableCommand {
                     return ("\(counter)-0", try StoreCommand(type: .send, user: pair.sender, gateway: "bench", request: "r\(counter)", body: body))
                 }
                 let outcomes = try store.apply(commands)
-                for case .failed(let error) in outcomes { throw ValidationError("a send failed: \(error)") }
+                for case .failed(let error) in outcomes { throw CommandFailure("a send failed: \(error)") }
                 sent += count
             }
             let seconds = ms(ContinuousClock.now - started) / 1000

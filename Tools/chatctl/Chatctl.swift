@@ -112,7 +112,7 @@ func withStore<T: Sendable>(_ body: @Sendable (StoreClient) async throws -> T) a
     do {
         configuration = try ChatConfiguration(environment: ProcessInfo.processInfo.environment)
     } catch {
-        throw ValidationError("\(error)")
+        throw CommandFailure("\(error)")
     }
     var logger = Logger(label: "chatctl")
     logger.logLevel = .error
@@ -129,7 +129,7 @@ func withStore<T: Sendable>(_ body: @Sendable (StoreClient) async throws -> T) a
         do {
             try await redis.waitUntilReady(timeout: .seconds(10))
         } catch {
-            throw ValidationError("cannot reach Redis at \(configuration.redisURL): \(error)")
+            throw CommandFailure("cannot reach Redis at \(configuration.redisURL): \(error)")
         }
         try await subscriber.subscribe([store.replyChannel])
         _ = try? await redis.send(["PING"])
@@ -140,7 +140,7 @@ func withStore<T: Sendable>(_ body: @Sendable (StoreClient) async throws -> T) a
         do {
             return try await body(store)
         } catch let error as ChatError {
-            throw ValidationError(error.message)
+            throw CommandFailure(error.message)
         }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ChatCore
 import Foundation
 import Histogram
 import MessageStore
@@ -183,7 +184,7 @@ struct HistoryBench: AsyncParsableCommand {
         let (status, json) = try await rest.call("POST", "/api/conversations", token: tokens[0],
                                                  body: ["participants": [options.email(1)], "title": "history \(UUID().uuidString.prefix(6))"])
         guard status == 201 || status == 200, let conversation = (json as? [String: Any])?["id"] as? String else {
-            throw ValidationError("creating the conversation answered \(status)")
+            throw CommandFailure("creating the conversation answered \(status)")
         }
         try await rest.fill(conversation, count: messages, tokens: [tokens[0]]) { "history \($0)" }
         let before = ProcessSample.all(runDir: options.runDir)

@@ -60,7 +60,7 @@ struct REST: Sendable {
         do {
             (data, response) = try await URLSession.shared.dataIgnoringCancellation(for: request)
         } catch let error as URLError {
-            throw ValidationError(error.code == .cannotConnectToHost
+            throw CommandFailure(error.code == .cannotConnectToHost
                 ? "nothing answers at \(base) (\(method) \(path)): is the stack running?"
                 : "\(method) \(base)\(path) failed: URL error \(error.code.rawValue)")
         }
@@ -76,7 +76,7 @@ struct REST: Sendable {
                     for n in stride(from: worker, to: count, by: 8) {
                         let (status, _) = try await call("POST", "/api/messages", token: tokens[n % tokens.count],
                                                          body: ["conversation_id": conversation, "content": content(n), "client_id": "h\(conversation)-\(n)"])
-                        guard status == 201 || status == 200 else { throw ValidationError("sending into \(conversation) answered \(status)") }
+                        guard status == 201 || status == 200 else { throw CommandFailure("sending into \(conversation) answered \(status)") }
                     }
                 }
             }
@@ -95,7 +95,7 @@ struct REST: Sendable {
                 group.addTask {
                     let (status, json) = try await call("POST", "/api/auth/login", body: ["email": emails[index], "password": password])
                     guard status == 200, let token = (json as? [String: Any])?["token"] as? String else {
-                        throw ValidationError("login \(emails[index]) answered \(status): run `chat-bench seed` against the store first")
+                        throw CommandFailure("login \(emails[index]) answered \(status): run `chat-bench seed` against the store first")
                     }
                     return (index, token)
                 }

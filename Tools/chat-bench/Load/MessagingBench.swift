@@ -276,13 +276,13 @@ struct GroupBench: AsyncParsableCommand {
                 let (status, json) = try await rest.call("POST", "/api/conversations", token: loaderTokens[0],
                                                          body: ["participants": loaders.dropFirst().map(options.email), "title": "backlog \(backlog) \(UUID().uuidString.prefix(6))"])
                 guard status == 201 || status == 200, let id = (json as? [String: Any])?["id"] as? String else {
-                    throw ValidationError("creating a backlog conversation answered \(status): \(String(describing: json))")
+                    throw CommandFailure("creating a backlog conversation answered \(status): \(String(describing: json))")
                 }
                 try await rest.fill(id, count: backlogMessages, tokens: loaderTokens) { "Backlog \($0): seen in clinic today, vitals stable, bloods sent; review the results and call the family before Friday's round." }
                 // Everyone has read some of it: a sync replays each other reader's position.
                 for (index, token) in loaderTokens.enumerated() {
                     let (read, _) = try await rest.call("POST", "/api/conversations/\(id)/read", token: token, body: ["up_to_seq": backlogMessages / 2 + index])
-                    guard read == 200 else { throw ValidationError("marking a backlog read answered \(read)") }
+                    guard read == 200 else { throw CommandFailure("marking a backlog read answered \(read)") }
                 }
             }
             progress("\(backlogs) backlog conversations of \(loaders.count) users filled")
@@ -290,7 +290,7 @@ struct GroupBench: AsyncParsableCommand {
         let (status, json) = try await rest.call("POST", "/api/conversations", token: tokens[0],
                                                  body: ["participants": Array(emails.dropFirst()), "title": "bench group \(UUID().uuidString.prefix(6))"])
         guard status == 201 || status == 200, let conversation = (json as? [String: Any])?["id"] as? String else {
-            throw ValidationError("creating the group answered \(status): \(String(describing: json))")
+            throw CommandFailure("creating the group answered \(status): \(String(describing: json))")
         }
         let load = MessagingLoad(slowMs: options.slowMs)
         load.target = { _ in (nil, conversation) }
@@ -305,7 +305,7 @@ struct GroupBench: AsyncParsableCommand {
         let herdSockets = reconnects > 0
             ? try await openSockets(reconnects, options: options, group: group, tokens: loaderTokens, user: { $0 % loaders.count }, delegate: idle) : []
         try await settle(timeout: 60) { idle.connected + idle.closed >= reconnects }
-        if idle.closed > 0 { throw ValidationError("\(idle.closed) of the \(reconnects) sockets to drop did not connect") }
+        if idle.closed > 0 { throw CommandFailure("\(idle.closed) of the \(reconnects) sockets to drop did not connect") }
         let herd = PageLoads(.reconnect)
         if reconnects > 0 { try await herd.prepare(users: loaders, tokens: loaderTokens, options: options) }
         let watch = await MetricsWatch.start(options)

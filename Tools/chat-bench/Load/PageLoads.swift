@@ -124,7 +124,7 @@ final class PageLoads: VirtualSocketDelegate, @unchecked Sendable {
     func prepare(users: [Int], tokens: [String], options: LoadOptions) async throws {
         for (index, user) in users.enumerated() {
             let (status, json) = try await REST(base: options.gateway).call("GET", "/api/conversations", token: tokens[index])
-            guard status == 200, let list = json as? [[String: Any]] else { throw ValidationError("the conversation list answered \(status)") }
+            guard status == 200, let list = json as? [[String: Any]] else { throw CommandFailure("the conversation list answered \(status)") }
             lock.withLock { prepared[user] = (Self.returningSync(list), tokens[index]) }
         }
         lock.withLock { gateway = options.gateway }
