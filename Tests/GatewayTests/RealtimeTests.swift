@@ -54,6 +54,46 @@ struct RealtimeTests {
         }
     }
 
+    @Test("a socket that has gone is freed: its session, connection and WebSocket handler, whether the client closed it or the gateway did, over WebSocket or long-polling (they kept each other alive, about 1.5 KiB a socket for as long as the gateway ran)")
+    func goneSocketsAreFreed() async throws {
+        final class Held: @unchecked Sendable {
+            weak var session: EngineSession?
+            init(_ session: EngineSession) { self.session = session }
+        }
+        var engine = EngineConfiguration()
+        engine.pingInterval = .milliseconds(500)
+        engine.pingTimeout = .milliseconds(500)
+        try await withRealtimeStack(engine: engine) { stack in
+            var held: [Held] = []
+            for (index, answersPings) in [true, false].enumerated() {
+                let client = try await SocketTestClient.open(port: stack.ports[0], answersPings: answersPings, expectOpenPacket: false)
+                let open = try await client.next { $0.hasPrefix("0{") }
+                let sid = try #require(JSONValue(parsing: open.dropFirst())?["sid"]?.stringValue)
+                try await client.send("40" + JSONValue.object(["token": .string(stack.token(admin))]).text)
+                _ = try await client.next { $0.hasPrefix("40{\"sid\"") }
+                // A send, so the session's consumer has run and holds the connection's handler.
+                #expect(try await client.call("send_message", send(doctor, "freed \(index)", "freed-\(index)"), ack: 1)["ok"] == .bool(true))
+                held.append(Held(try #require(stack.services[0].engine.session(sid))))
+                if answersPings {
+                    await client.close()
+                } else {
+                    #expect(await client.waitClosed(timeout: .seconds(5)), "the gateway closes a client that does not answer pings")
+                }
+            }
+            // A long-polling session, closed by its client's close packet.
+            let (_, openData) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling")
+            let sid = try #require(JSONValue(parsing: String(decoding: openData, as: UTF8.self).dropFirst())?["sid"]?.stringValue)
+            let polling = "/socket.io/?EIO=4&transport=polling&sid=\(sid)"
+            #expect(try await stack.httpRaw("POST", polling, body: #"40{"token":"\#(stack.token(admin))"}"#).0 == 200)
+            #expect(String(decoding: try await stack.httpRaw("GET", polling).1, as: UTF8.self).hasPrefix("40{\"sid\""))
+            held.append(Held(try #require(stack.services[0].engine.session(sid))))
+            #expect(try await stack.httpRaw("POST", polling, body: "1").0 == 200)
+            #expect(await eventually { stack.services[0].engine.sessionCount == 0 })
+            let gone = held
+            #expect(await eventually { gone.allSatisfy { $0.session == nil } }, "a gone socket's session is still in memory")
+        }
+    }
+
     @Test("packets sent before the open packet arrived keep their order; a message in fragments is one packet")
     func earlyAndFragmentedPackets() async throws {
         try await withRealtimeStack { stack in

@@ -261,6 +261,10 @@ public final class EngineSession: Sendable {
                 r.running = false
                 if r.ended, !r.announcedEnd, let finished = r.finished {
                     r.announcedEnd = true
+                    // Nothing more is handed over: the consumer's closures (which hold its
+                    // connection, and the connection this session) go, so neither is kept alive by the other.
+                    r.handle = nil
+                    r.finished = nil
                     return .end(finished)
                 }
                 return .stop

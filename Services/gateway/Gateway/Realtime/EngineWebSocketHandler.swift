@@ -76,6 +76,8 @@ final class EngineWebSocketHandler: ChannelDuplexHandler, RemovableChannelHandle
     func handlerRemoved(context: ChannelHandlerContext) {
         closeTimer?.cancel()
         self.context = nil
+        // The session's queue and read hold point back at this handler (``attachQueue()``).
+        if case .serving = mode { session.queue.detach() }
     }
 
     private func start() {

@@ -102,6 +102,12 @@ final class OutboundQueue: Sendable {
         }?()
     }
 
+    /// The transport is gone (its handler left the channel): its wake, which holds it, is
+    /// dropped, so the queue and the transport do not keep each other alive.
+    func detach() {
+        state.withLock { $0.wake = nil }
+    }
+
     /// The wake to call (outside the lock), if there is a drainer and something for it.
     /// `force` (the close) wakes even a drainer that has not drained its last wake: it may be
     /// waiting for a socket that will never be writable again.
