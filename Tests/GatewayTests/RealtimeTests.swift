@@ -71,7 +71,7 @@ struct RealtimeTests {
                 let sid = try #require(JSONValue(parsing: open.dropFirst())?["sid"]?.stringValue)
                 try await client.send("40" + JSONValue.object(["token": .string(stack.token(admin))]).text)
                 _ = try await client.next { $0.hasPrefix("40{\"sid\"") }
-                // A send, so the session's consumer has run and holds the connection's handler.
+                // A send, so the session's consumer has run with the connection's closures.
                 #expect(try await client.call("send_message", send(doctor, "freed \(index)", "freed-\(index)"), ack: 1)["ok"] == .bool(true))
                 held.append(Held(try #require(stack.services[0].engine.session(sid))))
                 if answersPings {
@@ -89,6 +89,7 @@ struct RealtimeTests {
             held.append(Held(try #require(stack.services[0].engine.session(sid))))
             #expect(try await stack.httpRaw("POST", polling, body: "1").0 == 200)
             #expect(await eventually { stack.services[0].engine.sessionCount == 0 })
+            // The connection and the WebSocket handler each hold their session: it is freed only once they are.
             let gone = held
             #expect(await eventually { gone.allSatisfy { $0.session == nil } }, "a gone socket's session is still in memory")
         }
