@@ -67,13 +67,15 @@ struct ChatctlTests {
         #expect(soon.output.contains("total\t\t3"))
     }
 
-    @Test("a fault while it runs (Redis not there, the store refusing) is one error line and exit status 1, without the usage; bad arguments still get it")
+    @Test("a fault while it runs (Redis not there, a bad variable, the store refusing) is one error line and exit status 1, without the usage; bad arguments still get it")
     func faultsWithoutUsage() async throws {
         let port = try freePort()
         let (status, output) = try await chatctl(["user", "list"], environment: ["CHAT_REDIS_URL": "redis://127.0.0.1:\(port)"])
         #expect(status == 1, "\(output)")
         #expect(output.hasPrefix("Error: cannot reach Redis at redis://127.0.0.1:\(port)"), "\(output)")
         #expect(!output.contains("Usage:"), "\(output)")
+        let (configStatus, config) = try await chatctl(["user", "list"], environment: ["CHAT_REDIS_URL": "http://127.0.0.1:\(port)"])
+        #expect(configStatus == 1 && config.hasPrefix("Error: CHAT_REDIS_URL: expected ") && !config.contains("Usage:"), "\(config)")
         let (badStatus, bad) = try await chatctl(["user", "remove", "x@clinic.com"], environment: ["CHAT_REDIS_URL": "redis://127.0.0.1:\(port)"])
         #expect(badStatus != 0 && bad.contains("Usage: chatctl user"), "\(bad)")
     }

@@ -108,12 +108,8 @@ func generatePassword() -> String {
 
 /// Connects to Redis, listens for the store's answers, runs `body`, and disconnects.
 func withStore<T: Sendable>(_ body: @Sendable (StoreClient) async throws -> T) async throws -> T {
-    let configuration: ChatConfiguration
-    do {
-        configuration = try ChatConfiguration(environment: ProcessInfo.processInfo.environment)
-    } catch {
-        throw CommandFailure("\(error)")
-    }
+    // A bad variable is one line (`ConfigurationError`'s description) without the usage, as any runtime fault.
+    let configuration = try ChatConfiguration(environment: ProcessInfo.processInfo.environment)
     var logger = Logger(label: "chatctl")
     logger.logLevel = .error
     var redisConfiguration = configuration.redis

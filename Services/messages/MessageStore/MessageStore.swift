@@ -363,9 +363,9 @@ public struct MessageStore: Sendable {
     /// participants: the sender's `disabled` flag and the 1:1 by its pair read in one
     /// statement (every such send read them in two; BENCHMARKS.md, twenty-first round);
     /// opened as `openDirect` does on the pair's first message. The participants are the
-    /// pair, sorted as `participants` reads them: a 1:1's members never change.
+    /// pair, sorted as `participants` reads them: a 1:1's members never change. `sender` is
+    /// lowercased already (``append(_:_:now:)`` does it once per send).
     func directConversation(_ db: Database, from sender: String, to receiver: String, now: Date) throws -> (ConversationRecord, participants: [String]) {
-        let sender = sender.lowercased()
         let pair = [sender, receiver.lowercased()].sorted()
         let row = try Row.fetchOne(db.cachedStatement(sql: """
             SELECT u.disabled AS sender_disabled, c.* FROM users u LEFT JOIN conversations c ON c.direct_key = ? WHERE u.email = ?
