@@ -19,6 +19,11 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of this process's: SwiftNIO opens its sockets without close-on-exec, so
+        // a child would otherwise hold every Redis connection the tests had open when it
+        // started, and Redis would see a connection the test closed as open until the child
+        // exits (a cancelled blocking read then still takes entries).
+        Self.closeFrom3(&actions)
 
         // Threads of Swift concurrency block signals; without this the child would inherit
         // that mask and never see SIGTERM.
@@ -44,6 +49,22 @@ public final class ChildProcess: @unchecked Sendable {
             throw RedisServerLaunchError(message: "cannot start \(executable): \(String(cString: strerror(status)))")
         }
         self.pid = pid
+    }
+
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later; Swift's Glibc module does not export it).
+    private static let addCloseFrom: AddCloseFrom? = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+        .map { unsafeBitCast($0, to: AddCloseFrom.self) }
+
+    /// Closes every descriptor from 3 up in the child; with an older glibc, marks this
+    /// process's descriptors close-on-exec instead (all but those another thread opens meanwhile).
+    private static func closeFrom3(_ actions: inout posix_spawn_file_actions_t) {
+        if let addCloseFrom, addCloseFrom(&actions, 3) == 0 { return }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
+            guard let fd = Int32(name), fd > 2 else { continue }
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+        }
     }
 
     /// Whether the child is still running (reaps it if it has exited).
