@@ -44,6 +44,11 @@ public struct ChatConfiguration: Sendable {
     /// `CHAT_CONSUMER_NAME`, default `messages-<hostname>`: the messages service's name in its
     /// consumer group; keep it stable so a restarted instance finds its own pending commands.
     public var consumerName: String
+    /// `CHAT_WRITER_LEASE`, default `5s`: how long the messages service's writer lease
+    /// (`messages:writer`) lasts without renewal. One instance applies commands; another
+    /// waits as a standby and takes over within this time after the first dies (at once
+    /// after a graceful stop). At least `1s`.
+    public var writerLease: Duration
     /// `LOG_LEVEL`, default `info` (trace, debug, info, notice, warning, error, critical).
     public var logLevel: Logger.Level
     /// `CHAT_MESSAGE_RATE` / `CHAT_MESSAGE_BURST`, default 20 / 40: sends per second per user on one gateway
@@ -104,6 +109,7 @@ public struct ChatConfiguration: Sendable {
         self.presenceGrace = .seconds(3)
         self.gatewayID = "gw-\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         self.consumerName = "messages-\(ProcessInfo.processInfo.hostName)"
+        self.writerLease = .seconds(5)
         self.logLevel = .info
         self.messageRate = 20
         self.messageBurst = 40
@@ -162,6 +168,10 @@ public struct ChatConfiguration: Sendable {
             throw ConfigurationError(variable: "CHAT_GATEWAY_ID", expected: "letters, digits, '-', '_' and '.'", value: gatewayID)
         }
         consumerName = env["CHAT_CONSUMER_NAME"] ?? consumerName
+        writerLease = try Self.duration("CHAT_WRITER_LEASE", env, default: writerLease)
+        guard writerLease >= .seconds(1) else {
+            throw ConfigurationError(variable: "CHAT_WRITER_LEASE", expected: "a duration of at least 1s", value: env["CHAT_WRITER_LEASE"] ?? "")
+        }
         messageRate = try Self.positive("CHAT_MESSAGE_RATE", env, default: messageRate)
         messageBurst = try Self.positive("CHAT_MESSAGE_BURST", env, default: messageBurst)
         typingRate = try Self.positive("CHAT_TYPING_RATE", env, default: typingRate)

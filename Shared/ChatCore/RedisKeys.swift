@@ -62,3 +62,9 @@ extension RedisKeys {
     /// Seconds since 1970 of the last sweep that purged anything.
     public var retentionLastSweep: String { prefix + "retention:last_sweep" }
 }
+
+extension RedisKeys {
+    /// Hash with a TTL: the messages service that may apply `chat:commands` now (its
+    /// instance, consumer, host, database, since); the others wait as standbys.
+    public var storeWriter: String { prefix + "messages:writer" }
+}

@@ -12,10 +12,20 @@ public final class ServiceHealth: Sendable {
     }
 
     private let state = Mutex(Phase.starting)
+    private let waiting = Mutex<String?>(nil)
 
     public init() {}
 
     public var phase: Phase { state.withLock { $0 } }
+
+    /// What a starting service waits for (a standby messages service: the writer lease and
+    /// its holder), shown by `/readyz`; nil when it waits for nothing in particular.
+    public var waitingFor: String? { waiting.withLock { $0 } }
+
+    /// Sets (or clears, with nil) what the service waits for while starting.
+    public func wait(for reason: String?) {
+        waiting.withLock { $0 = reason }
+    }
 
     /// Start-up is over; ignored once draining (a stop outranks a late start).
     public func markReady() {

@@ -36,7 +36,7 @@ public struct OperationsEndpoints: Sendable {
     /// Why the service is not ready, or nil.
     public func notReadyReason() async -> String? {
         switch runtime.health.phase {
-        case .starting: return "starting"
+        case .starting: return runtime.health.waitingFor.map { "starting: \($0)" } ?? "starting"
         case .draining: return "shutting down"
         case .ready: break
         }

@@ -28,6 +28,7 @@ struct ConfigurationTests {
         #expect(config.publishBatches == true)
         #expect(config.admissionLimit == 16)
         #expect(config.releaseMemoryAfter == 256)
+        #expect(config.writerLease == .seconds(5))
     }
 
     @Test("every variable is read")
@@ -40,8 +41,9 @@ struct ConfigurationTests {
             "CHAT_TOKEN_TTL": "30m", "CHAT_RETENTION": "5s", "CHAT_SWEEP_INTERVAL": "500ms",
             "CHAT_PRESENCE_TTL": "2s", "CHAT_GATEWAY_ID": "gw-a_1.x", "LOG_LEVEL": "DEBUG",
             "CHAT_ALLOW_PLAINTEXT": "1", "CHAT_PUBLISH_BATCHES": "0", "CHAT_PRESENCE_GRACE": "250ms",
-            "CHAT_ADMISSION_LIMIT": "4", "CHAT_RELEASE_MEMORY_AFTER": "0",
+            "CHAT_ADMISSION_LIMIT": "4", "CHAT_RELEASE_MEMORY_AFTER": "0", "CHAT_WRITER_LEASE": "1500ms",
         ])
+        #expect(config.writerLease == .milliseconds(1500))
         #expect(config.releaseMemoryAfter == 0)
         #expect(config.presenceGrace == .milliseconds(250))
         #expect(config.admissionLimit == 4)
@@ -70,7 +72,7 @@ struct ConfigurationTests {
         ("CHAT_TOKEN_TTL", "12"), ("CHAT_RETENTION", "abc"), ("CHAT_SWEEP_INTERVAL", "-1s"),
         ("CHAT_PRESENCE_TTL", "0s"), ("CHAT_PRESENCE_GRACE", "soon"), ("CHAT_GATEWAY_ID", "gw one"), ("LOG_LEVEL", "loud"), ("CHAT_TLS_KEY", "/only/cert"),
         ("CHAT_ALLOW_PLAINTEXT", "yes"), ("CHAT_PUBLISH_BATCHES", "off"), ("CHAT_ADMISSION_LIMIT", "0"), ("CHAT_ADMISSION_LIMIT", "many"),
-        ("CHAT_RELEASE_MEMORY_AFTER", "-1"), ("CHAT_RELEASE_MEMORY_AFTER", "2.5"),
+        ("CHAT_RELEASE_MEMORY_AFTER", "-1"), ("CHAT_RELEASE_MEMORY_AFTER", "2.5"), ("CHAT_WRITER_LEASE", "500ms"), ("CHAT_WRITER_LEASE", "soon"),
     ])
     func badValues(variable: String, value: String) {
         let environment = variable == "CHAT_TLS_KEY" ? ["CHAT_TLS_CERT": value] : [variable: value]
@@ -118,6 +120,7 @@ struct RedisKeysTests {
         #expect(plain.presenceUser("a@b") == "presence:user:a@b")
         #expect(plain.presenceConnection("c1") == "presence:conn:c1")
         #expect(plain.retentionDue == "retention:due")
+        #expect(plain.storeWriter == "messages:writer")
         let prefixed = RedisKeys(prefix: "t1:")
         #expect(prefixed.commands == "t1:chat:commands")
         #expect(prefixed.user("a@b") == "t1:user:a@b")

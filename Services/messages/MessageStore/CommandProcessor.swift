@@ -43,14 +43,19 @@ public final class CommandProcessor: Service, Sendable {
     private let configuration: Configuration
     private let logger: Logger
     private let metrics: StoreMetrics?
+    private let lease: WriterLease?
 
-    public init(store: MessageStore, redis: RedisClient, keys: RedisKeys, configuration: Configuration, logger: Logger, metrics: StoreMetrics? = nil) {
+    /// With a `lease`, every transaction waits until the lease is known to be valid, and
+    /// none is committed once another instance holds it (``WriterLease/confirm()``).
+    public init(store: MessageStore, redis: RedisClient, keys: RedisKeys, configuration: Configuration, logger: Logger,
+                metrics: StoreMetrics? = nil, lease: WriterLease? = nil) {
         self.store = store
         self.redis = redis
         self.keys = keys
         self.configuration = configuration
         self.logger = logger
         self.metrics = metrics
+        self.lease = lease
     }
 
     public func run() async throws {
@@ -74,6 +79,7 @@ public final class CommandProcessor: Service, Sendable {
             return {}
         }
         guard !users.isEmpty else { return {} }
+        try await lease?.confirm()
         let outcomes = try commit(users)
         return { try await self.announce(users, outcomes) }
     }
@@ -103,6 +109,7 @@ public final class CommandProcessor: Service, Sendable {
             for step in purgeSteps(command) {
                 // A send that arrives during a large purge waits for one step, not the purge.
                 // The store records each step under the purge's entry, for its answer and audit line.
+                try await lease?.confirm()
                 try store.purgeStep(ids: step, entry: id)
                 let read = try await redis.xreadgroup(group: RedisKeys.messagesGroup, consumer: configuration.consumer,
                                                       streams: [(keys.commands, ">")], count: configuration.batchSize)
@@ -149,6 +156,7 @@ public final class CommandProcessor: Service, Sendable {
     /// Applies commands in one transaction and publishes what they did.
     private func applyAndAnnounce(_ batch: [(id: String, command: StoreCommand)]) async throws {
         guard !batch.isEmpty else { return }
+        try await lease?.confirm()
         try await announce(batch, try commit(batch))
     }
 

@@ -5,7 +5,8 @@ import RedisClient
 import ServiceLifecycle
 
 /// The messages service: owns the SQLite store, applies `chat:commands` (group
-/// `messages`) and answers `store:queries`.
+/// `messages`) and answers `store:queries`, while it holds the store's writer lease
+/// (``WriterLease``); another instance on the same Redis waits as a standby.
 public struct MessagesService: Service {
     private let runtime: ChatRuntime
     private let store: MessageStore
@@ -58,17 +59,40 @@ public struct MessagesService: Service {
     public func run() async throws {
         let keys = runtime.keys
         guard try await ServiceStartup.prepare(runtime, groups: [(keys.commands, RedisKeys.messagesGroup)]) else { return }
+        // Nothing is read or answered before the lease is ours: a second instance on this
+        // Redis would otherwise take part of the commands into its own database.
+        let lease = WriterLease(redis: runtime.redis, key: keys.storeWriter,
+                                holder: .init(consumer: consumer, database: runtime.configuration.databasePath),
+                                ttl: runtime.configuration.writerLease, logger: runtime.logger, metrics: runtime.metrics)
+        let health = runtime.health
+        guard await lease.acquire(standby: { holder in
+            health.wait(for: holder.map { "standby: the store's writer lease is held by \($0)" })
+        }) else { return }
+        // Released when the service ends for any reason, so a standby takes over at once; in
+        // a task of its own, as the service's may be cancelled.
+        do {
+            try await serve(lease: lease)
+        } catch {
+            await Task { await lease.release() }.value
+            throw error
+        }
+        await Task { await lease.release() }.value
+    }
+
+    private func serve(lease: WriterLease) async throws {
+        let keys = runtime.keys
         var configuration = CommandProcessor.Configuration(consumer: consumer)
         configuration.publishBatches = runtime.configuration.publishBatches
         let processor = CommandProcessor(store: store, redis: runtime.redis, keys: keys,
                                          configuration: configuration, logger: runtime.logger,
-                                         metrics: StoreMetrics(registry: runtime.metrics))
+                                         metrics: StoreMetrics(registry: runtime.metrics), lease: lease)
         StreamMetrics.register(runtime, stream: keys.commands, group: RedisKeys.messagesGroup)
         let responder = QueryResponder(store: store, redis: runtime.redis, subscriber: subscriber, keys: keys, logger: runtime.logger)
         runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.commands)", "redis.group": "\(RedisKeys.messagesGroup)",
                                                 "chat.consumer": "\(consumer)", "chat.database": "\(runtime.configuration.databasePath)"])
         runtime.health.markReady()
         try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await lease.maintain() }
             group.addTask { try await processor.run() }
             group.addTask { try await responder.run() }
             group.addTask { [store, maintenance, logger = runtime.logger] in
