@@ -400,7 +400,7 @@ struct ConversationTests {
         #expect(try count("SELECT last_seq FROM conversations WHERE id = '\(c.id)'") == 2)
     }
 
-    @Test("a send by receiver email names the pair as its participants, as stored, whether it opened the 1:1 or found it; a disabled sender is refused even into an existing 1:1")
+    @Test("a send by receiver email names the pair as its participants, as stored, whether it opened the 1:1 or found it; a disabled sender is refused even into an existing 1:1, by email or by conversation id")
     func sendByReceiverParticipants() throws {
         let store = try makeStore()
         let opened = try store.send("Dr.Patel@clinic.com", receiver: "ADMIN@clinic.com", "first of a new 1:1")
@@ -412,9 +412,18 @@ struct ConversationTests {
         #expect(opened.message.receiverEmail == "admin@clinic.com" && found.message.receiverEmail == "dr.patel@clinic.com")
         // A disabled sender is refused, even into the 1:1 that exists (read with its flag).
         _ = try store.write { db in try db.execute(sql: "UPDATE users SET disabled = 1 WHERE email = 'dr.patel@clinic.com'") }
-        let refused = try store.append([SendRequest(sender: "dr.patel@clinic.com", receiverEmail: "admin@clinic.com", content: "after", clientID: nil)])
-        #expect(throws: ChatError.self) { try refused[0].get() }
-        #expect(try store.history(for: "admin@clinic.com", conversationID: found.message.conversationID).count == 2)
+        let refused = try store.append([
+            SendRequest(sender: "dr.patel@clinic.com", receiverEmail: "admin@clinic.com", content: "after", clientID: nil),
+            // A send queued before the user was disabled, by conversation id.
+            SendRequest(sender: "dr.patel@clinic.com", conversationID: found.message.conversationID, content: "queued before", clientID: nil),
+            SendRequest(sender: "admin@clinic.com", conversationID: found.message.conversationID, content: "the other one still sends", clientID: nil),
+        ])
+        for result in refused.prefix(2) {
+            let error = #expect(throws: ChatError.self) { try result.get() }
+            #expect(error?.message == "no such user: dr.patel@clinic.com")
+        }
+        #expect(try refused[2].get().message.seq == 3)
+        #expect(try store.history(for: "admin@clinic.com", conversationID: found.message.conversationID).count == 3)
     }
 
     @Test("message ids are UUIDs of version 7 that sort in the order the messages were stored")

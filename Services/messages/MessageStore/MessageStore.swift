@@ -511,16 +511,24 @@ public struct MessageStore: Sendable {
     /// them; otherwise `notFound`, as if it did not exist. Every send by conversation id reads
     /// both: one statement instead of two (BENCHMARKS.md, twenty-first round).
     func conversationAndParticipants(_ db: Database, _ conversationID: String, _ user: String) throws -> (ConversationRecord, [String]) {
+        // The sender's `disabled` flag comes with them (a subquery SQLite runs once): a send
+        // queued before its sender was disabled is refused as one by receiver email is.
         let rows = try Row.fetchCursor(db.cachedStatement(sql: """
-            SELECT c.*, p.email AS member FROM conversations c JOIN participants p ON p.conversation_id = c.id WHERE c.id = ? ORDER BY p.email
-            """), arguments: [conversationID])
+            SELECT c.*, p.email AS member, (SELECT disabled FROM users WHERE email = ?) AS sender_disabled
+            FROM conversations c JOIN participants p ON p.conversation_id = c.id WHERE c.id = ? ORDER BY p.email
+            """), arguments: [user, conversationID])
         var record: ConversationRecord?
         var members: [String] = []
+        var senderDisabled: Bool?
         while let row = try rows.next() {
-            if record == nil { record = try ConversationRecord(row: row) }
+            if record == nil {
+                record = try ConversationRecord(row: row)
+                senderDisabled = row["sender_disabled"]
+            }
             members.append(row["member"])
         }
         guard let record, members.contains(user) else { throw ChatError(.notFound, "conversation not found") }
+        guard senderDisabled == false else { throw ChatError(.notFound, "no such user: \(user)") }
         return (record, members)
     }
 
