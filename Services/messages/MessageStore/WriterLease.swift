@@ -20,8 +20,8 @@ import Synchronization
 ///   renewing it is one script: a holder renews only its own lease.
 /// - A second instance waits as a **standby**: not ready (`/readyz` says who holds the
 ///   lease), nothing read, nothing answered, one log line naming the holder, and tries
-///   again every quarter TTL (at least every second). It takes over when the holder stops (a graceful stop deletes
-///   the lease at once) or dies (the lease expires within the TTL).
+///   again every quarter TTL (at least every second). It takes over when the holder stops
+///   (a graceful stop deletes the lease at once) or dies (the lease expires within the TTL).
 /// - A holder commits a batch only while its lease is known to be valid: up to 80 % of
 ///   the TTL after the last renewal was sent. If renewals fail (Redis down, the process
 ///   starved), commits wait instead of going ahead on a lease that may have expired. A
@@ -35,7 +35,8 @@ public final class WriterLease: Sendable {
         public var consumer: String
         public var host: String
         public var database: String
-        /// Milliseconds since 1970 when this holder took the lease.
+        /// Milliseconds since 1970 when the holder took the lease (as recorded; the
+        /// script writes the time of taking, not this value of the instance's own).
         public var since: Int64
 
         public init(instance: String = Holder.newInstance(), consumer: String, host: String = ProcessInfo.processInfo.hostName,
