@@ -58,7 +58,8 @@ struct RealtimeTests {
     func goneSocketsAreFreed() async throws {
         final class Held: @unchecked Sendable {
             weak var session: EngineSession?
-            init(_ session: EngineSession) { self.session = session }
+            let how: String
+            init(_ session: EngineSession, _ how: String) { self.session = session; self.how = how }
         }
         var engine = EngineConfiguration()
         engine.pingInterval = .milliseconds(500)
@@ -73,7 +74,8 @@ struct RealtimeTests {
                 _ = try await client.next { $0.hasPrefix("40{\"sid\"") }
                 // A send, so the session's consumer has run with the connection's closures.
                 #expect(try await client.call("send_message", send(doctor, "freed \(index)", "freed-\(index)"), ack: 1)["ok"] == .bool(true))
-                held.append(Held(try #require(stack.services[0].engine.session(sid))))
+                held.append(Held(try #require(stack.services[0].engine.session(sid)),
+                                 answersPings ? "a WebSocket its client closed" : "a WebSocket closed for missed pings"))
                 if answersPings {
                     await client.close()
                 } else {
@@ -86,12 +88,13 @@ struct RealtimeTests {
             let polling = "/socket.io/?EIO=4&transport=polling&sid=\(sid)"
             #expect(try await stack.httpRaw("POST", polling, body: #"40{"token":"\#(stack.token(admin))"}"#).0 == 200)
             #expect(String(decoding: try await stack.httpRaw("GET", polling).1, as: UTF8.self).hasPrefix("40{\"sid\""))
-            held.append(Held(try #require(stack.services[0].engine.session(sid))))
+            held.append(Held(try #require(stack.services[0].engine.session(sid)), "a long-polling session its client closed"))
             #expect(try await stack.httpRaw("POST", polling, body: "1").0 == 200)
             #expect(await eventually { stack.services[0].engine.sessionCount == 0 })
             // The connection and the WebSocket handler each hold their session: it is freed only once they are.
             let gone = held
-            #expect(await eventually { gone.allSatisfy { $0.session == nil } }, "a gone socket's session is still in memory")
+            let freed = await eventually { gone.allSatisfy { $0.session == nil } }
+            #expect(freed, "still in memory: \(gone.filter { $0.session != nil }.map(\.how))")
         }
     }
 
