@@ -144,6 +144,8 @@ struct WriterLeaseTests {
                     ["HSET", keys.storeWriter, "instance", "intruder", "consumer", "m-other", "host", "elsewhere", "database", "/other.sqlite", "since", "0"],
                     ["PEXPIRE", keys.storeWriter, "60000"],
                 ])
+                // A service that never ends fails the test at the timeout (withTimeout does not
+                // wait for the task it gave up on).
                 let ended = try #require(try await withTimeout(.seconds(10)) { await task.value })
                 let lost = try #require(ended as? WriterLease.Lost, "\(ended)")
                 #expect(lost.holder?.consumer == "m-other")
