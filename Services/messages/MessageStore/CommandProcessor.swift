@@ -79,8 +79,7 @@ public final class CommandProcessor: Service, Sendable {
             return {}
         }
         guard !users.isEmpty else { return {} }
-        try await lease?.confirm()
-        let outcomes = try commit(users)
+        let outcomes = try await commit(users)
         return { try await self.announce(users, outcomes) }
     }
 
@@ -156,12 +155,13 @@ public final class CommandProcessor: Service, Sendable {
     /// Applies commands in one transaction and publishes what they did.
     private func applyAndAnnounce(_ batch: [(id: String, command: StoreCommand)]) async throws {
         guard !batch.isEmpty else { return }
-        try await lease?.confirm()
-        try await announce(batch, try commit(batch))
+        try await announce(batch, try await commit(batch))
     }
 
-    /// Applies commands in one transaction (and compacts if a sweep asked for it).
-    private func commit(_ batch: [(id: String, command: StoreCommand)]) throws -> [CommandOutcome] {
+    /// Applies commands in one transaction (and compacts if a sweep asked for it), once the
+    /// writer lease is known to be valid (``WriterLease/confirm()``).
+    private func commit(_ batch: [(id: String, command: StoreCommand)]) async throws -> [CommandOutcome] {
+        try await lease?.confirm()
         let started = ContinuousClock.now
         let outcomes = try store.apply(batch)
         metrics?.record(batch: batch.map(\.command), duration: .now - started)
