@@ -12,7 +12,8 @@ public func withTimeout<T: Sendable>(_ timeout: Duration, _ operation: @escaping
     let outcome = FirstOutcome<T>()
     return try await withTaskCancellationHandler {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-            outcome.start(continuation)
+            // Already cancelled: answered, and the operation never starts.
+            guard outcome.start(continuation) else { return }
             let work = Task {
                 do { outcome.finish(.success(try await operation())) } catch { outcome.finish(.failure(error)) }
             }
@@ -39,7 +40,8 @@ private final class FirstOutcome<T: Sendable>: Sendable {
     }
     private let state = Mutex(State())
 
-    func start(_ continuation: CheckedContinuation<T, any Error>) {
+    /// Hands over the caller's continuation: `false` if the outcome came first (it is resumed with it).
+    func start(_ continuation: CheckedContinuation<T, any Error>) -> Bool {
         let early = state.withLock { state -> Result<T, any Error>? in
             guard let early = state.early else {
                 state.continuation = continuation
@@ -47,7 +49,9 @@ private final class FirstOutcome<T: Sendable>: Sendable {
             }
             return early
         }
-        if let early { continuation.resume(with: early) }
+        guard let early else { return true }
+        continuation.resume(with: early)
+        return false
     }
 
     /// Runs `cleanup` once the outcome is known (at once if it is already).

@@ -82,12 +82,15 @@ struct TimeoutTests {
         #expect(throws: CancellationError.self) { try result.get() }
         #expect(await soon { sawCancellation.withLock { $0 } }, "the operation was not cancelled")
 
-        // Cancelled before it starts: the same, and the operation need not run at all.
+        // Cancelled before it starts: the same, and the operation does not run at all.
+        let ran = Mutex(false)
         let early = Task {
             withUnsafeCurrentTask { $0?.cancel() }
-            return try await withTimeout(.seconds(30)) { try await Task.sleep(for: .seconds(30)) }
+            return try await withTimeout(.seconds(30)) { ran.withLock { $0 = true } }
         }
         let earlyResult = await early.result
         #expect(throws: CancellationError.self) { try earlyResult.get() }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(!ran.withLock { $0 })
     }
 }
