@@ -45,9 +45,7 @@ struct StoreInstance: Sendable {
     }
 
     /// Messages in this instance's database file.
-    func stored() -> Int {
-        (try? DatabaseQueue(path: accounts.database).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages") }) ?? -1
-    }
+    func stored() -> Int { storedMessages(in: accounts.database) }
 
     func leaseGauge() -> Double? {
         var buffer: [UInt8] = []
@@ -56,6 +54,11 @@ struct StoreInstance: Sendable {
     }
 
     var notReadyReason: String? { get async { await OperationsEndpoints(runtime: runtime).notReadyReason() } }
+}
+
+/// Messages in the database file at `path` (-1 if it cannot be read).
+func storedMessages(in path: String) -> Int {
+    (try? DatabaseQueue(path: path).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages") }) ?? -1
 }
 
 /// Sends from the admin to the doctor by address, as a gateway queues them.
@@ -153,10 +156,29 @@ struct WriterLeaseTests {
                 #expect(instance.leaseGauge() == 0)
                 // Its release left the other instance's lease alone.
                 #expect(try await redis.hget(keys.storeWriter, "instance") == "intruder")
-                try await enqueueSends(redis, keys, 5..<8)
-                try await Task.sleep(for: .milliseconds(500))
-                #expect(instance.stored() == 5)
             }
+        }
+    }
+
+    @Test("once its lease is found taken, a holder's commits are refused, not merely delayed: confirm() throws Lost at once")
+    func lostLeaseRefusesCommits() async throws {
+        let server = try RedisServer.required()
+        let keys = uniqueKeys("lease-refuse")
+        try await server.withClient { redis in
+            let lease = WriterLease(redis: redis, key: keys.storeWriter, holder: .init(consumer: "m-1", database: "/x.sqlite"),
+                                    ttl: .seconds(1), logger: Logger(label: "lease"))
+            #expect(await lease.acquire())
+            try await withTimeout(.seconds(1)) { try await lease.confirm() }
+            _ = try await redis.pipeline([
+                ["DEL", keys.storeWriter],
+                ["HSET", keys.storeWriter, "instance", "intruder", "consumer", "m-other", "host", "elsewhere", "database", "/other.sqlite", "since", "0"],
+                ["PEXPIRE", keys.storeWriter, "60000"],
+            ])
+            let thrown = await #expect(throws: WriterLease.Lost.self) { try await withTimeout(.seconds(10)) { try await lease.maintain() } }
+            #expect(thrown?.holder?.instance == "intruder")
+            #expect(!lease.isConfirmed)
+            // A commit waiting on confirm() is refused at once, not held until a renewal that will never come.
+            await #expect(throws: WriterLease.Lost.self) { try await withTimeout(.seconds(1)) { try await lease.confirm() } }
         }
     }
 
@@ -199,9 +221,7 @@ struct StandbyExecutableTests {
             ["CHAT_REDIS_URL": server.url, "CHAT_REDIS_PREFIX": keys.prefix, "CHAT_DB_PATH": accounts.database,
              "CHAT_CONSUMER_NAME": consumer, "CHAT_WRITER_LEASE": "1s"]
         }
-        @Sendable func stored(_ accounts: TwoUserStore) -> Int {
-            (try? DatabaseQueue(path: accounts.database).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages") }) ?? -1
-        }
+        @Sendable func stored(_ accounts: TwoUserStore) -> Int { storedMessages(in: accounts.database) }
         let (first, firstLog) = try launch("chat-messages", environment: environment(a, "messages-a"))
         defer { first.signal(SIGKILL); try? FileManager.default.removeItem(at: firstLog) }
         try #require(await eventually(timeout: .seconds(20)) { contents(firstLog).contains("] ready") }, "\(contents(firstLog))")

@@ -132,19 +132,18 @@ public final class WriterLease: Sendable {
             me.instance, String(ttl.milliseconds), me.consumer, me.host, me.database, String(Date().epochMilliseconds),
         ])
         let outcome = reply.int ?? -1
+        guard outcome == 1 || outcome == 2 else { return false }
         let previous = state.withLock { state -> Standing in
             let previous = state.standing
-            if outcome == 1 || outcome == 2 {
-                state.standing = .held
-                state.validUntil = sent + ttl * 0.8
-            }
+            state.standing = .held
+            state.validUntil = sent + ttl * 0.8
             return previous
         }
         if outcome == 2, case .held = previous {
             logger.notice("the store's writer lease had lapsed (Redis restarted, or renewals failed); taken again", metadata: ["chat.lease.ttl": "\(ttl)"])
         }
-        if outcome == 1 || outcome == 2 { heldGauge?.set(Double(1)) }
-        return outcome == 1 || outcome == 2
+        heldGauge?.set(Double(1))
+        return true
     }
 
     /// Waits until this instance holds the lease (a standby meanwhile), and sets `standby`
@@ -187,25 +186,25 @@ public final class WriterLease: Sendable {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: self.renewInterval) }
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
+            let renewed: Bool
             do {
-                if try await takeOrRenew() {
-                    if failures.reset() { logger.notice("the store's writer lease is renewed again") }
-                    continue
-                }
-                let holder = try? await self.holder()
-                state.withLock { $0.standing = .lost(holder) }
-                heldGauge?.set(Double(0))
-                let lost = Lost(holder: holder)
-                logger.error("lost the store's writer lease", metadata: ["chat.lease.holder": "\(holder.map(\.description) ?? "?")"])
-                throw lost
-            } catch let error as Lost {
-                throw error
+                renewed = try await takeOrRenew()
             } catch {
                 if let held = failures.admit() {
                     logger.warning("renewing the store's writer lease failed; commits wait once it is too old",
                                    metadata: ["chat.error": "\(error)", "chat.failures.unlogged": "\(held)"])
                 }
+                continue
             }
+            if renewed {
+                if failures.reset() { logger.notice("the store's writer lease is renewed again") }
+                continue
+            }
+            let holder = try? await self.holder()
+            state.withLock { $0.standing = .lost(holder) }
+            heldGauge?.set(Double(0))
+            logger.error("lost the store's writer lease", metadata: ["chat.lease.holder": "\(holder.map(\.description) ?? "?")"])
+            throw Lost(holder: holder)
         }
     }
 
