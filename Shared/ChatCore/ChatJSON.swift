@@ -42,8 +42,9 @@ public enum ChatJSON {
         return base.dropLast() + "." + String(repeating: "0", count: ms < 10 ? 2 : ms < 100 ? 1 : 0) + String(ms) + "Z"
     }
 
-    /// The time `milliseconds` after 1970 as Foundation's ISO 8601 parser gives it (the same
-    /// Date, bit for bit: from the reference date).
+    /// The time `milliseconds` after 1970: the nearest Double to it from the reference date.
+    /// Foundation's ISO 8601 parser gives the same millisecond but is sometimes a few ulps off
+    /// (2000-12-21T17:40:20.739Z): the two agree in `epochMilliseconds`, not always in bits.
     static func date(milliseconds: Int64) -> Date {
         Date(timeIntervalSinceReferenceDate: Double(milliseconds - 978_307_200_000) / 1000)
     }
