@@ -24,8 +24,8 @@ struct StoreInstance: Sendable {
         configuration.redis.clientName = "\(keys.prefix)\(consumer)"
         runtime = ChatRuntime(configuration: configuration, redis: RedisClient(configuration: configuration.redis), logger: Logger(label: consumer))
         subscriber = RedisSubscriber(configuration: configuration.redis)
-        let store = try MessageStore.open(path: accounts.database, retention: .seconds(86400), bcryptCost: 4)
-        service = MessagesService(runtime: runtime, store: store, subscriber: subscriber, consumer: consumer)
+        // As chat-messages runs it: the service opens its file once it holds the lease.
+        service = MessagesService(runtime: runtime, subscriber: subscriber, consumer: consumer)
     }
 
     /// Runs the service (not its Redis client, which the test keeps up) until cancelled;
@@ -61,6 +61,18 @@ func storedMessages(in path: String) -> Int {
     (try? DatabaseQueue(path: path).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages") }) ?? -1
 }
 
+/// The schema's last migration (v9) taken out of the database file at `path` again, as a
+/// file an older version left: what a newer messages service would apply when it opens it.
+func unapplyLastMigration(_ path: String) throws {
+    let last = "v9: markers by conversation and version"
+    try #require(MessageStore.pendingMigrations(path: path + ".none").last == last, "the test knows only how to take out v9")
+    try DatabaseQueue(path: path).write { db in
+        try db.execute(sql: "DROP INDEX participants_by_conversation_version")
+        try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = ?", arguments: [last])
+    }
+    try #require(MessageStore.pendingMigrations(path: path) == [last])
+}
+
 /// Sends from the admin to the doctor by address, as a gateway queues them.
 func enqueueSends(_ redis: RedisClient, _ keys: RedisKeys, _ range: Range<Int>) async throws {
     let commands = try range.map { i in
@@ -80,6 +92,8 @@ struct WriterLeaseTests {
         let first = try StoreInstance(server: server, keys: keys, consumer: "m-first", lease: "60s")
         let second = try StoreInstance(server: server, keys: keys, consumer: "m-second", lease: "60s")
         defer { first.accounts.remove(); second.accounts.remove() }
+        // The second is a newer version: its file lacks a migration, which it applies only once it holds the lease.
+        try unapplyLastMigration(second.accounts.database)
 
         try await withRunning(first.runtime.redis) { _ in
             try await withRunning(second.runtime.redis) { _ in
@@ -105,6 +119,7 @@ struct WriterLeaseTests {
                     #expect(await eventually { first.stored() == 20 }, "first stored \(first.stored())")
                     #expect(await eventually { (try? await redis.xpending(keys.commands, group: RedisKeys.messagesGroup).count) == 0 })
                     #expect(second.stored() == 0)
+                    #expect(try MessageStore.pendingMigrations(path: second.accounts.database).count == 1, "a standby opens no database")
                     let consumers = try await redis.send(["XINFO", "CONSUMERS", keys.commands, RedisKeys.messagesGroup]).array ?? []
                     #expect(consumers.count == 1, "only the holder joined the group: \(consumers)")
 
@@ -116,6 +131,7 @@ struct WriterLeaseTests {
                     #expect(second.runtime.health.waitingFor == nil)
                     #expect(try await redis.hget(keys.storeWriter, "consumer") == "m-second")
                     #expect(second.leaseGauge() == 1 && first.leaseGauge() == 0)
+                    #expect(try MessageStore.pendingMigrations(path: second.accounts.database) == [], "migrated once it held the lease")
                     try await enqueueSends(redis, keys, 20..<30)
                     let took = await eventually { second.stored() == 10 }
                     let pending = try await redis.send(["XPENDING", keys.commands, RedisKeys.messagesGroup])
@@ -222,6 +238,7 @@ struct StandbyExecutableTests {
              "CHAT_CONSUMER_NAME": consumer, "CHAT_WRITER_LEASE": "1s"]
         }
         @Sendable func stored(_ accounts: TwoUserStore) -> Int { storedMessages(in: accounts.database) }
+        try unapplyLastMigration(b.database)
         let (first, firstLog) = try launch("chat-messages", environment: environment(a, "messages-a"))
         defer { first.signal(SIGKILL); try? FileManager.default.removeItem(at: firstLog) }
         try #require(await eventually(timeout: .seconds(20)) { contents(firstLog).contains("] ready") }, "\(contents(firstLog))")
@@ -232,6 +249,8 @@ struct StandbyExecutableTests {
         let port = try #require(await eventually { adminPort(secondLog) != nil } ? adminPort(secondLog) : nil)
         let (status, body) = try await PollingClient.request("GET", "http://127.0.0.1:\(port)/readyz")
         #expect(status == 503 && body.contains("standby"), "\(status) \(body)")
+        #expect(try MessageStore.pendingMigrations(path: b.database).count == 1, "the standby has not migrated its file")
+        #expect(!contents(secondLog).contains("migrating"), "\(contents(secondLog))")
 
         try await server.withClient { redis in
             try await enqueueSends(redis, keys, 0..<10)
@@ -242,6 +261,10 @@ struct StandbyExecutableTests {
             #expect(await first.wait(timeout: .seconds(5)) == 128 + SIGKILL)
             #expect(await eventually(timeout: .seconds(20)) { contents(secondLog).contains("] ready") }, "\(contents(secondLog))")
             #expect(contents(secondLog).contains("took the store's writer lease"))
+            #expect(contents(secondLog).contains("migrating the store's schema") && contents(secondLog).contains("v9: markers by conversation and version"),
+                    "\(contents(secondLog))")
+            #expect(contents(secondLog).contains("migrated the store's schema"), "\(contents(secondLog))")
+            #expect(try MessageStore.pendingMigrations(path: b.database) == [])
             try await enqueueSends(redis, keys, 10..<15)
             #expect(await eventually { stored(b) == 5 }, "the new holder stored \(stored(b))")
             #expect(stored(a) == 10)

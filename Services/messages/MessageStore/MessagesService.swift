@@ -9,7 +9,9 @@ import ServiceLifecycle
 /// (``WriterLease``); another instance on the same Redis waits as a standby.
 public struct MessagesService: Service {
     private let runtime: ChatRuntime
-    private let store: MessageStore
+    /// The store given at init (tests, benchmarks); nil: the file at `CHAT_DB_PATH`, opened
+    /// and migrated once the lease is held.
+    private let given: MessageStore?
     private let subscriber: RedisSubscriber
     private let consumer: String
     private let maintenance: Maintenance
@@ -23,10 +25,22 @@ public struct MessagesService: Service {
         public init() {}
     }
 
-    /// `consumer` names this instance in the consumer group; keep it stable across restarts.
+    /// The service of the database file at `CHAT_DB_PATH`, which it opens (and migrates) only
+    /// once it holds the writer lease: a standby, perhaps a newer version started beside the
+    /// holder on the same file, changes nothing in it. `consumer` names this instance in the
+    /// consumer group; keep it stable across restarts.
+    public init(runtime: ChatRuntime, subscriber: RedisSubscriber, consumer: String, maintenance: Maintenance = Maintenance()) {
+        self.init(runtime: runtime, given: nil, subscriber: subscriber, consumer: consumer, maintenance: maintenance)
+    }
+
+    /// The service of a store already open (tests, benchmarks).
     public init(runtime: ChatRuntime, store: MessageStore, subscriber: RedisSubscriber, consumer: String, maintenance: Maintenance = Maintenance()) {
+        self.init(runtime: runtime, given: store, subscriber: subscriber, consumer: consumer, maintenance: maintenance)
+    }
+
+    private init(runtime: ChatRuntime, given: MessageStore?, subscriber: RedisSubscriber, consumer: String, maintenance: Maintenance) {
         self.runtime = runtime
-        self.store = store
+        self.given = given
         self.subscriber = subscriber
         self.consumer = consumer
         self.maintenance = maintenance
@@ -79,20 +93,51 @@ public struct MessagesService: Service {
         await Task { await lease.release() }.value
     }
 
+    /// The store: the one given, or the file at `CHAT_DB_PATH` opened and brought to the
+    /// current schema (logged, and named by `/readyz` while it runs), on a thread of its own:
+    /// a migration can take minutes (docs/operations.md, Upgrades) while the lease is renewed.
+    private func openStore() async throws -> MessageStore {
+        if let given { return given }
+        let (path, retention, logger, health) = (runtime.configuration.databasePath, runtime.configuration.retention, runtime.logger, runtime.health)
+        return try await Self.onThread {
+            let pending = try MessageStore.pendingMigrations(path: path)
+            if !pending.isEmpty {
+                health.wait(for: "migrating the store's schema (\(pending.joined(separator: ", ")))")
+                logger.notice("migrating the store's schema", metadata: ["chat.database": "\(path)", "chat.migrations": "\(pending)"])
+            }
+            let store = try MessageStore.open(path: path, retention: retention)
+            if !pending.isEmpty {
+                health.wait(for: nil)
+                logger.notice("migrated the store's schema", metadata: ["chat.database": "\(path)", "chat.migrations": "\(pending.count)"])
+            }
+            return store
+        }
+    }
+
+    /// Runs blocking work on a thread of its own, not on one of the few the tasks share.
+    static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try body() }) }.start()
+        }
+    }
+
     private func serve(lease: WriterLease) async throws {
-        let keys = runtime.keys
-        var configuration = CommandProcessor.Configuration(consumer: consumer)
-        configuration.publishBatches = runtime.configuration.publishBatches
-        let processor = CommandProcessor(store: store, redis: runtime.redis, keys: keys,
-                                         configuration: configuration, logger: runtime.logger,
-                                         metrics: StoreMetrics(registry: runtime.metrics), lease: lease)
-        StreamMetrics.register(runtime, stream: keys.commands, group: RedisKeys.messagesGroup)
-        let responder = QueryResponder(store: store, redis: runtime.redis, subscriber: subscriber, keys: keys, logger: runtime.logger)
-        runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.commands)", "redis.group": "\(RedisKeys.messagesGroup)",
-                                                "chat.consumer": "\(consumer)", "chat.database": "\(runtime.configuration.databasePath)"])
-        runtime.health.markReady()
         try await withThrowingDiscardingTaskGroup { group in
+            // Renewed from now on, so a long migration keeps the lease.
             group.addTask { try await lease.maintain() }
+            let store = try await openStore()
+            try Task.checkCancellation()
+            let keys = runtime.keys
+            var configuration = CommandProcessor.Configuration(consumer: consumer)
+            configuration.publishBatches = runtime.configuration.publishBatches
+            let processor = CommandProcessor(store: store, redis: runtime.redis, keys: keys,
+                                             configuration: configuration, logger: runtime.logger,
+                                             metrics: StoreMetrics(registry: runtime.metrics), lease: lease)
+            StreamMetrics.register(runtime, stream: keys.commands, group: RedisKeys.messagesGroup)
+            let responder = QueryResponder(store: store, redis: runtime.redis, subscriber: subscriber, keys: keys, logger: runtime.logger)
+            runtime.logger.info("ready", metadata: ["redis.stream": "\(keys.commands)", "redis.group": "\(RedisKeys.messagesGroup)",
+                                                    "chat.consumer": "\(consumer)", "chat.database": "\(runtime.configuration.databasePath)"])
+            runtime.health.markReady()
             group.addTask { try await processor.run() }
             group.addTask { try await responder.run() }
             group.addTask { [store, maintenance, logger = runtime.logger] in

@@ -16,9 +16,9 @@ if let first = arguments.first {
 
 await ServiceMain.run("chat-messages", adminPort: 9091) { runtime in
     let configuration = runtime.configuration
-    let store = try MessageStore.open(path: configuration.databasePath, retention: configuration.retention)
+    // The service opens (and migrates) the store at CHAT_DB_PATH once it holds the writer lease.
     var subscriberConfiguration = configuration.redis
     subscriberConfiguration.clientName = "chat-messages-queries"
     let subscriber = RedisSubscriber(configuration: subscriberConfiguration, logger: runtime.logger)
-    return [subscriber, MessagesService(runtime: runtime, store: store, subscriber: subscriber, consumer: configuration.consumerName)]
+    return [subscriber, MessagesService(runtime: runtime, subscriber: subscriber, consumer: configuration.consumerName)]
 }
