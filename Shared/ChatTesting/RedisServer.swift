@@ -81,6 +81,17 @@ public final class RedisServer: @unchecked Sendable {
         process.waitBlocking()
     }
 
+    /// Stops the server with SIGSTOP: connections stay open and its kernel still
+    /// acknowledges what is sent, but nothing is answered (a hung server).
+    public func pause() {
+        lock.withLock { process }?.signal(SIGSTOP)
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    public func resume() {
+        lock.withLock { process }?.signal(SIGCONT)
+    }
+
     /// Starts the server again on the same port and directory.
     public func restart() async throws {
         try await launch()

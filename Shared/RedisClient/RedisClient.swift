@@ -134,12 +134,20 @@ public final class RedisClient: Service, Sendable {
         defer { returnBlocking(slot) }
         let connection = try await slot.connection()
         let reply = try await withTaskCancellationHandler {
-            try await connection.send([command], expectedReplies: 1)[0]
+            try await connection.send([command], expectedReplies: 1, allowance: Self.blockingTime(command))[0]
         } onCancel: {
             slot.discard(connection)
         }
         if case .error(let message) = reply { throw RedisServerError(message: message) }
         return reply
+    }
+
+    /// How long `command` may block on the server: its `BLOCK` milliseconds (nil for
+    /// `BLOCK 0`, which waits for ever); nothing for a command without `BLOCK`.
+    static func blockingTime(_ command: [String]) -> TimeAmount? {
+        guard let index = command.firstIndex(where: { $0.uppercased() == "BLOCK" }), index + 1 < command.count,
+              let milliseconds = Int64(command[index + 1]) else { return .zero }
+        return milliseconds == 0 ? nil : .milliseconds(milliseconds)
     }
 
     /// Waits until a `PING` succeeds, retrying through connection errors and `-LOADING`

@@ -18,6 +18,16 @@ public struct RedisConfiguration: Sendable, Hashable {
     public var connectTimeout: Duration
     /// The longest wait between reconnection attempts; waits double from 50 ms up to this.
     public var maximumBackoff: Duration
+    /// How long a connection may go without a reply while commands wait for one (a blocking
+    /// read: its `BLOCK` time more) before it is closed as dead and reconnects; nil: forever.
+    /// Without it, a server that stopped answering, or a host gone without a reset, holds
+    /// every caller until the kernel gives up on the connection (about 15 minutes).
+    public var replyTimeout: Duration?
+    /// Idle TCP connections are probed after this long without traffic, then every third of
+    /// it, and closed after three unanswered probes (`SO_KEEPALIVE`, `TCP_KEEPIDLE`,
+    /// `TCP_KEEPINTVL`, `TCP_KEEPCNT`), so a subscriber or a blocked reader whose server
+    /// vanished learns it in about twice this; nil: the kernel's defaults (two hours).
+    public var keepAlive: Duration?
 
     public init(
         endpoint: Endpoint,
@@ -26,7 +36,9 @@ public struct RedisConfiguration: Sendable, Hashable {
         database: Int = 0,
         clientName: String? = nil,
         connectTimeout: Duration = .seconds(2),
-        maximumBackoff: Duration = .seconds(2)
+        maximumBackoff: Duration = .seconds(2),
+        replyTimeout: Duration? = .seconds(10),
+        keepAlive: Duration? = .seconds(15)
     ) {
         self.endpoint = endpoint
         self.username = username
@@ -35,6 +47,8 @@ public struct RedisConfiguration: Sendable, Hashable {
         self.clientName = clientName
         self.connectTimeout = connectTimeout
         self.maximumBackoff = maximumBackoff
+        self.replyTimeout = replyTimeout
+        self.keepAlive = keepAlive
     }
 
     /// Parses a Redis URL.

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import NIOPosix
@@ -6,6 +9,9 @@ import Synchronization
 /// A caller waiting for `expected` replies, in the order its commands were written.
 struct PendingReply: Sendable {
     let expected: Int
+    /// How much longer than the reply timeout its first reply may take (a blocking read's
+    /// `BLOCK` time); nil: as long as it takes (`BLOCK 0`).
+    var allowance: TimeAmount? = .zero
     var received: [RESPValue] = []
     let continuation: CheckedContinuation<[RESPValue], any Error>
 }
@@ -13,15 +19,24 @@ struct PendingReply: Sendable {
 /// Matches replies to requests through a FIFO; the first pending caller gets the next reply.
 ///
 /// In pub/sub mode, `message` and `pmessage` pushes are not replies: they go to `onPush`.
+///
+/// With a reply timeout, a connection on which callers wait and no reply has come for that
+/// long (the head caller's allowance more) is closed: every caller fails with
+/// ``RedisConnectionError/Code/timedOut`` and the connection reconnects.
 final class RedisCommandHandler: ChannelInboundHandler {
     typealias InboundIn = RESPValue
 
     private var fifo = CircularBuffer<PendingReply>(initialCapacity: 64)
     private var closedError: RedisConnectionError?
     private let onPush: (@Sendable (RESPValue) -> Void)?
+    private let replyTimeout: TimeAmount?
+    /// When the caller at the head of the FIFO last saw progress: it became the head, or a reply arrived.
+    private var headSince = NIODeadline.now()
+    private var watchdog: Scheduled<Void>?
 
-    init(onPush: (@Sendable (RESPValue) -> Void)?) {
+    init(onPush: (@Sendable (RESPValue) -> Void)?, replyTimeout: TimeAmount? = nil) {
         self.onPush = onPush
+        self.replyTimeout = replyTimeout
     }
 
     /// Queues callers whose commands are about to be written; fails them at once if the channel is gone.
@@ -30,8 +45,32 @@ final class RedisCommandHandler: ChannelInboundHandler {
             for p in pending { p.continuation.resume(throwing: closedError) }
             return false
         }
+        if fifo.isEmpty { headSince = .now() }
         fifo.append(contentsOf: pending)
         return true
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        armWatchdog(context)
+        context.fireChannelActive()
+    }
+
+    /// Checks the head caller's wait a few times per timeout, for as long as the channel lives.
+    private func armWatchdog(_ context: ChannelHandlerContext) {
+        guard let replyTimeout, closedError == nil else { return }
+        let interval = TimeAmount.nanoseconds(max(replyTimeout.nanoseconds / 4, 50_000_000))
+        watchdog = context.eventLoop.assumeIsolated().scheduleTask(in: interval) {
+            self.checkDeadline(context, replyTimeout)
+            self.armWatchdog(context)
+        }
+    }
+
+    private func checkDeadline(_ context: ChannelHandlerContext, _ replyTimeout: TimeAmount) {
+        guard let head = fifo.first, let allowance = head.allowance else { return }
+        let waited = NIODeadline.now() - headSince
+        guard waited > replyTimeout + allowance else { return }
+        failAll(RedisConnectionError(.timedOut, "no reply from Redis in \(Duration.nanoseconds(waited.nanoseconds)) (\(fifo.count) callers waiting); the connection is closed and reconnects"))
+        context.close(promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -40,6 +79,7 @@ final class RedisCommandHandler: ChannelInboundHandler {
             onPush(value)
             return
         }
+        headSince = .now()
         guard !fifo.isEmpty else {
             context.fireErrorCaught(RedisConnectionError(.protocolError, "a reply arrived with no command waiting for it"))
             return
@@ -62,6 +102,8 @@ final class RedisCommandHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        watchdog?.cancel()
+        watchdog = nil
         failAll(RedisConnectionError(.connectionClosed, "the connection closed before the reply arrived"))
         context.fireChannelInactive()
     }
@@ -138,16 +180,23 @@ final class RedisConnection: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPReplyDecoder()))
-                    try channel.pipeline.syncOperations.addHandler(RedisCommandHandler(onPush: onPush))
+                    try channel.pipeline.syncOperations.addHandler(RedisCommandHandler(onPush: onPush, replyTimeout: configuration.replyTimeout.map(TimeAmount.init)))
                 }
             }
         let channel: any Channel
         do {
             switch configuration.endpoint {
             case .tcp(let host, let port):
-                channel = try await bootstrap
-                    .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-                    .connect(host: host, port: port).get()
+                var tcp = bootstrap.channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                if let keepAlive = configuration.keepAlive {
+                    let idle = max(Int(keepAlive.components.seconds), 1)
+                    tcp = tcp
+                        .channelOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
+                        .channelOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: Int32(TCP_KEEPIDLE))), value: idle)
+                        .channelOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: Int32(TCP_KEEPINTVL))), value: max(idle / 3, 1))
+                        .channelOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: Int32(TCP_KEEPCNT))), value: 3)
+                }
+                channel = try await tcp.connect(host: host, port: port).get()
             case .unix(let path):
                 channel = try await bootstrap.connect(unixDomainSocketPath: path).get()
             }
@@ -183,13 +232,14 @@ final class RedisConnection: Sendable {
     }
 
     /// Writes `commands` and returns the next `expectedReplies` replies (error replies included as values).
-    func send(_ commands: [[String]], expectedReplies: Int) async throws -> [RESPValue] {
+    /// `allowance`: how much longer than the reply timeout the first reply may take (nil: no limit).
+    func send(_ commands: [[String]], expectedReplies: Int, allowance: TimeAmount? = .zero) async throws -> [RESPValue] {
         guard expectedReplies > 0 else { return [] }
         return try await withCheckedThrowingContinuation { continuation in
             let action = outbox.withLock { box -> SendAction in
                 if let error = box.closedError { return .fail(error) }
                 for command in commands { RESPCommandEncoder.encode(command, into: &box.buffer) }
-                box.pending.append(PendingReply(expected: expectedReplies, continuation: continuation))
+                box.pending.append(PendingReply(expected: expectedReplies, allowance: allowance, continuation: continuation))
                 if box.flushScheduled { return .none }
                 box.flushScheduled = true
                 return .scheduleFlush

@@ -20,7 +20,7 @@ public struct RedisConnectionError: Error, Hashable, CustomStringConvertible {
     /// What went wrong; new codes may be added.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: Hashable, Sendable {
-            case notRunning, connecting, connectionClosed, connectFailed, shutdown, protocolError
+            case notRunning, connecting, connectionClosed, connectFailed, shutdown, protocolError, timedOut
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -37,6 +37,9 @@ public struct RedisConnectionError: Error, Hashable, CustomStringConvertible {
         public static let shutdown = Code(.shutdown)
         /// The server sent bytes that are not RESP.
         public static let protocolError = Code(.protocolError)
+        /// No reply came within the reply timeout (a stalled server, a peer gone without a
+        /// reset): the connection was closed, and reconnects.
+        public static let timedOut = Code(.timedOut)
 
         public var description: String { "\(base)" }
     }
