@@ -100,7 +100,8 @@ public struct MessagesService: Service {
         if let given { return given }
         let (path, retention, logger, health) = (runtime.configuration.databasePath, runtime.configuration.retention, runtime.logger, runtime.health)
         return try await Self.onThread {
-            let pending = try MessageStore.pendingMigrations(path: path)
+            // A new file gets every migration, instantly: nothing to announce as an upgrade.
+            let pending = FileManager.default.fileExists(atPath: path) ? try MessageStore.pendingMigrations(path: path) : []
             if !pending.isEmpty {
                 health.wait(for: "migrating the store's schema (\(pending.joined(separator: ", ")))")
                 logger.notice("migrating the store's schema", metadata: ["chat.database": "\(path)", "chat.migrations": "\(pending)"])
