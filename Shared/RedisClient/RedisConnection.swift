@@ -45,7 +45,7 @@ final class RedisCommandHandler: ChannelInboundHandler {
             for p in pending { p.continuation.resume(throwing: closedError) }
             return false
         }
-        if fifo.isEmpty { headSince = .now() }
+        if fifo.isEmpty, replyTimeout != nil { headSince = .now() }
         fifo.append(contentsOf: pending)
         return true
     }
@@ -79,7 +79,7 @@ final class RedisCommandHandler: ChannelInboundHandler {
             onPush(value)
             return
         }
-        headSince = .now()
+        if replyTimeout != nil { headSince = .now() }
         guard !fifo.isEmpty else {
             context.fireErrorCaught(RedisConnectionError(.protocolError, "a reply arrived with no command waiting for it"))
             return

@@ -29,6 +29,9 @@ struct RedisBench: AsyncParsableCommand {
     @Option(help: "Rounds; each alternates redis-benchmark and the client, and medians are reported.")
     var rounds = 3
 
+    @Flag(help: "Also measure, in the same rounds, a client without the reply timeout and TCP keepalive (what they cost).")
+    var compareWithoutTimeouts = false
+
     func run() async throws {
         let server: RedisServer? = url == nil ? try await RedisServer.start() : nil
         defer { server?.stop() }
@@ -37,6 +40,10 @@ struct RedisBench: AsyncParsableCommand {
             throw ValidationError("redis-benchmark needs a TCP endpoint")
         }
         let redis = RedisClient(configuration: configuration)
+        var untimedConfiguration = configuration
+        untimedConfiguration.replyTimeout = nil
+        untimedConfiguration.keepAlive = nil
+        let untimed: RedisClient? = compareWithoutTimeouts ? RedisClient(configuration: untimedConfiguration) : nil
         let workloads: [Workload] = [
             Workload(name: "SET", benchmarkArguments: ["-t", "set"], command: ["SET", "key:__rand_int__", "xxx"]),
             Workload(name: "XADD", benchmarkArguments: ["XADD", "bench:stream", "MAXLEN", "~", "100000", "*", "field", "xxx"],
@@ -45,23 +52,39 @@ struct RedisBench: AsyncParsableCommand {
 
         var rows: [String] = []
         let client = Task { try await redis.run() }
-        defer { client.cancel() }
+        let untimedClient = Task { try await untimed?.run() }
+        defer { client.cancel(); untimedClient.cancel() }
         do {
             try await redis.waitUntilReady()
+            try await untimed?.waitUntilReady()
             for workload in workloads {
                 var reference: [Double] = []
                 var pipelined: [Double] = []
                 var unpipelined: [Double] = []
+                var untimedPipelined: [Double] = []
+                var untimedUnpipelined: [Double] = []
                 for round in 1...rounds {
                     reference.append(try redisBenchmark(host: host, port: port, workload: workload))
                     pipelined.append(try await clientThroughput(redis, workload: workload, batch: pipeline))
                     unpipelined.append(try await clientThroughput(redis, workload: workload, batch: 1))
                     log("\(workload.name) round \(round): redis-benchmark \(Int(reference.last!)) /s, client pipelined \(Int(pipelined.last!)) /s, client one-per-await \(Int(unpipelined.last!)) /s")
+                    if let untimed {
+                        untimedPipelined.append(try await clientThroughput(untimed, workload: workload, batch: pipeline))
+                        untimedUnpipelined.append(try await clientThroughput(untimed, workload: workload, batch: 1))
+                        log("\(workload.name) round \(round): without timeouts: pipelined \(Int(untimedPipelined.last!)) /s, one-per-await \(Int(untimedUnpipelined.last!)) /s")
+                    }
                 }
                 let ref = median(reference)
+                func row(_ load: String, _ values: [Double]) {
+                    rows.append("| \(workload.name) | \(load) | \(format(median(values))) | \(String(format: "%.2f", median(values) / ref)) |")
+                }
                 rows.append("| \(workload.name) | redis-benchmark -P \(pipeline) -c \(connections) | \(format(ref)) | 1.00 |")
-                rows.append("| \(workload.name) | RedisClient, \(tasks) tasks × pipeline(\(pipeline)) | \(format(median(pipelined))) | \(String(format: "%.2f", median(pipelined) / ref)) |")
-                rows.append("| \(workload.name) | RedisClient, \(tasks) tasks × one command per await | \(format(median(unpipelined))) | \(String(format: "%.2f", median(unpipelined) / ref)) |")
+                row("RedisClient, \(tasks) tasks × pipeline(\(pipeline))", pipelined)
+                row("RedisClient, \(tasks) tasks × one command per await", unpipelined)
+                if compareWithoutTimeouts {
+                    row("RedisClient without reply timeout and keepalive, pipeline(\(pipeline))", untimedPipelined)
+                    row("RedisClient without reply timeout and keepalive, one command per await", untimedUnpipelined)
+                }
             }
         }
         print("| command | load | median ops/s (\(rounds) rounds) | ratio to redis-benchmark |")
