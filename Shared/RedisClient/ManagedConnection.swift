@@ -42,6 +42,14 @@ final class ManagedConnection: Sendable {
         }
     }
 
+    /// The live connection if there is one now; nil while connecting or backing off.
+    func currentConnection() -> RedisConnection? {
+        state.withLock { machine in
+            if case .connected(let connection) = machine.state { return connection }
+            return nil
+        }
+    }
+
     /// Closes `connection` on purpose (a cancelled blocking read); callers from now on
     /// wait for the reconnection instead of getting the closing connection.
     func discard(_ connection: RedisConnection) {

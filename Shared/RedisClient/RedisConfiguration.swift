@@ -26,7 +26,8 @@ public struct RedisConfiguration: Sendable, Hashable {
     /// Idle TCP connections are probed after this long without traffic, then every third of
     /// it, and closed after three unanswered probes (`SO_KEEPALIVE`, `TCP_KEEPIDLE`,
     /// `TCP_KEEPINTVL`, `TCP_KEEPCNT`), so a subscriber or a blocked reader whose server
-    /// vanished learns it in about twice this; nil: the kernel's defaults (two hours).
+    /// vanished learns it in about twice this; nil: the kernel's defaults (two hours). A
+    /// ``RedisSubscriber`` with a reply timeout also sends `PING` this often.
     public var keepAlive: Duration?
 
     public init(

@@ -46,6 +46,9 @@ public final class RedisSubscriber: Service, Sendable {
     private let handler: LockedState<Handler?>
     private let subscriptions = LockedState(Subscriptions())
     private let slot: ManagedConnection
+    /// How often a PING checks that the server still answers (the configuration's `keepAlive`,
+    /// when it has a reply timeout to enforce it); nil: never.
+    private let pingInterval: Duration?
 
     public init(
         configuration: RedisConfiguration,
@@ -57,6 +60,7 @@ public final class RedisSubscriber: Service, Sendable {
         self.continuation = continuation
         let handler = LockedState<Handler?>(nil)
         self.handler = handler
+        self.pingInterval = configuration.replyTimeout == nil ? nil : configuration.keepAlive
         let emit: @Sendable (Event) -> Void = { event in
             if let handler = handler.withLock({ $0 }) { handler.handle(event) } else { continuation.yield(event) }
         }
@@ -107,10 +111,29 @@ public final class RedisSubscriber: Service, Sendable {
     }
 
     /// Keeps the connection and its subscriptions up until graceful shutdown or cancellation; then ends ``events``.
+    ///
+    /// A subscribed connection only receives, so a server that vanished behind something that
+    /// still answers TCP (a proxy, a load balancer), or one that hangs, would leave it silent
+    /// for good: it sends a PING every ``RedisConfiguration/keepAlive``, and a PING not
+    /// answered within the reply timeout closes the connection, which reconnects, subscribes
+    /// again and yields ``Event/connectionLost`` and ``Event/resubscribed``.
     public func run() async throws {
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
-                await slot.maintain()
+                await withDiscardingTaskGroup { group in
+                    if let pingInterval {
+                        group.addTask { [slot] in
+                            while !Task.isCancelled {
+                                try? await Task.sleep(for: pingInterval)
+                                // Not connected: the connection's own loop is reconnecting; nothing to check.
+                                guard !Task.isCancelled, let connection = slot.currentConnection() else { continue }
+                                _ = try? await connection.send([["PING"]], expectedReplies: 1)
+                            }
+                        }
+                    }
+                    await slot.maintain()
+                    group.cancelAll()
+                }
             } onGracefulShutdown: {
                 self.slot.shutdown()
             }

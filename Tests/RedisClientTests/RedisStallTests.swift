@@ -93,6 +93,31 @@ struct RedisStallTests {
         }
     }
 
+    @Test("a subscriber to a paused server finds out by its PING: the connection is closed, and once the server answers it subscribes again and messages arrive")
+    func silentSubscriber() async throws {
+        let server = try await RedisServer.start()
+        defer { server.resume(); server.stop() }
+        var configuration = server.configuration
+        configuration.replyTimeout = .milliseconds(400)
+        configuration.keepAlive = .milliseconds(300)
+        let subscriber = RedisSubscriber(configuration: configuration)
+        let recorder = EventRecorder(subscriber)
+        try await withRunning(subscriber) { subscriber in
+            try await server.withClient { redis in
+                try await subscriber.subscribe(["ward"])
+                #expect(try await redis.publish("before", to: "ward") == 1)
+                #expect(await eventually { recorder.messages.map(\.text) == ["before"] })
+                server.pause()
+                // Nothing is published, nothing is read: only its PING can tell.
+                #expect(await eventually { recorder.all.contains(.connectionLost) }, "\(recorder.all)")
+                server.resume()
+                #expect(await eventually { recorder.resubscriptions >= 1 }, "\(recorder.all)")
+                #expect(await eventually { (try? await redis.publish("after", to: "ward")) == 1 })
+                #expect(await eventually { recorder.messages.map(\.text).last == "after" })
+            }
+        }
+    }
+
     @Test("BLOCK's milliseconds give a blocking command its allowance; BLOCK 0 has no limit")
     func blockingTime() {
         #expect(RedisClient.blockingTime(["XREADGROUP", "GROUP", "g", "c", "COUNT", "10", "BLOCK", "2500", "STREAMS", "s", ">"]) == .milliseconds(2500))
