@@ -55,10 +55,10 @@ final class RedisCommandHandler: ChannelInboundHandler {
         context.fireChannelActive()
     }
 
-    /// Checks the head caller's wait a few times per timeout, for as long as the channel lives.
+    /// Checks the head caller's wait four times per timeout, at least every second, for as long as the channel lives.
     private func armWatchdog(_ context: ChannelHandlerContext) {
         guard let replyTimeout, closedError == nil else { return }
-        let interval = TimeAmount.nanoseconds(max(replyTimeout.nanoseconds / 4, 50_000_000))
+        let interval = TimeAmount.nanoseconds(max(min(replyTimeout.nanoseconds / 4, 1_000_000_000), 50_000_000))
         watchdog = context.eventLoop.assumeIsolated().scheduleTask(in: interval) {
             self.checkDeadline(context, replyTimeout)
             self.armWatchdog(context)

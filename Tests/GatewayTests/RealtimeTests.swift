@@ -456,6 +456,72 @@ struct RealtimeTests {
         }
     }
 
+    @Test("Redis stops answering for 12 s (SIGSTOP: past the Redis client's reply timeout and the store's writer lease) while a client sends: the sockets stay, every send is answered, and once Redis is back each send retried with its client id is confirmed, stored once and delivered once on the other gateway")
+    func hungRedis() async throws {
+        let server = try await RedisServer.start()
+        defer { server.resume(); server.stop() }
+        try await withRealtimeStack(gateways: 2, storeTimeout: .seconds(2), redisServer: server) { stack in
+            let sender = try await stack.connect(doctor, gateway: 0)
+            let receiver = try await stack.connect(admin, gateway: 1)
+            let first = try await sender.call("send_message", send(admin, "before", "h-0"), ack: 1)
+            let conversation = try #require(first["message"]?["conversation_id"]?.stringValue, "\(first)")
+            let before = try await receiver.event("receive_message")
+            #expect(before["id"] == first["message"]?["id"])
+
+            server.pause()
+            let paused = ContinuousClock.now
+            for i in 1...5 { try await sender.emit("send_message", send(admin, "during \(i)", "h-\(i)"), ack: 10 + i) }
+            // The first is answered unavailable after the gateway's store timeout; the socket's
+            // next events wait behind its XADD until the Redis client gives up on the connection.
+            let firstAnswer = try await sender.next(timeout: .seconds(5)) { $0.hasPrefix("4311[") }
+            #expect(firstAnswer.contains(#""code":"unavailable""#), "\(firstAnswer)")
+            try await Task.sleep(until: paused + .seconds(12))
+            #expect(!sender.isClosed && !receiver.isClosed, "the sockets do not depend on Redis answering")
+            server.resume()
+            // Every send is answered: unavailable, or confirmed if its XADD reached Redis after all.
+            for i in 2...5 {
+                let answer = try await sender.next(timeout: .seconds(30)) { $0.hasPrefix("43\(10 + i)[") }
+                #expect(answer.contains(#""code":"unavailable""#) || answer.contains(#""ok":true"#), "\(answer)")
+            }
+
+            // As a client does: each send not confirmed is sent again with its client id until it is.
+            var confirmed: [String: String] = ["h-0": try #require(first["message"]?["id"]?.stringValue)]
+            var ack = 100
+            let deadline = ContinuousClock.now + .seconds(30)
+            while confirmed.count < 6 && ContinuousClock.now < deadline {
+                for i in 1...5 where confirmed["h-\(i)"] == nil {
+                    ack += 1
+                    guard let reply = try? await sender.call("send_message", send(admin, "during \(i)", "h-\(i)"), ack: ack),
+                          let id = reply["message"]?["id"]?.stringValue else { continue }
+                    confirmed["h-\(i)"] = id
+                }
+                if confirmed.count < 6 { try await Task.sleep(for: .milliseconds(500)) }
+            }
+            #expect(confirmed.count == 6, "confirmed \(confirmed)")
+            let stored = try stack.store.history(for: doctor, conversationID: conversation)
+            #expect(stored.map(\.content).sorted() == ["before"] + (1...5).map { "during \($0)" }, "each stored once: \(stored.map(\.content))")
+            #expect(Set(stored.map(\.id)) == Set(confirmed.values), "the confirmed ids are the stored ones")
+            // Delivered live or replayed after the gateway's subscription came back; no message twice.
+            // (The first was taken from the receiver's packets above.)
+            let confirmedIDs = Set(confirmed.values).subtracting([confirmed["h-0"]!])
+            let deliveredAll = await eventually(timeout: .seconds(15)) {
+                Set(receiver.receivedSnapshot.compactMap { Self.receivedID($0) }).isSuperset(of: confirmedIDs)
+            }
+            let delivered = receiver.receivedSnapshot.compactMap { Self.receivedID($0) }
+            #expect(!delivered.contains(confirmed["h-0"]!), "delivered again: \(delivered)")
+            #expect(deliveredAll, "delivered \(delivered), confirmed \(confirmed)")
+            #expect(delivered.count == Set(delivered).count, "a message delivered twice: \(delivered)")
+            await sender.close()
+            await receiver.close()
+        }
+    }
+
+    /// The message id of a `receive_message` packet.
+    static func receivedID(_ packet: String) -> String? {
+        guard packet.hasPrefix("42[\"receive_message\","), case .array(let items)? = JSONValue(parsing: packet.dropFirst(2)), items.count == 2 else { return nil }
+        return items[1]["id"]?.stringValue
+    }
+
     @Test("reconnect with since: missed messages in seq order, no duplicates; a receipt made while the sender was away reaches it")
     func recovery() async throws {
         try await withRealtimeStack(gateways: 2) { stack in
