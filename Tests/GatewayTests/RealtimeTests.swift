@@ -171,7 +171,8 @@ struct RealtimeTests {
             let receiver = try await stack.connect(admin)
             for pollPending in [true, false] {
                 let (_, openData) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling")
-                let sid = try #require(JSONValue(parsing: String(decoding: openData, as: UTF8.self).dropFirst())?["sid"]?.stringValue)
+                let open = JSONValue(parsing: String(decoding: openData, as: UTF8.self).dropFirst())
+                guard let sid = open?["sid"]?.stringValue else { throw ChatError(.internal, "no sid in the open packet: \(String(decoding: openData, as: UTF8.self))") }
                 let path = "/socket.io/?EIO=4&transport=polling&sid=\(sid)"
                 #expect(try await stack.httpRaw("POST", path, body: #"40{"token":"\#(token)"}"#).0 == 200)
                 #expect(String(decoding: try await stack.httpRaw("GET", path).1, as: UTF8.self).hasPrefix(#"40{"sid":"#))
@@ -842,7 +843,8 @@ struct RealtimeTests {
         try await withSlowHandlingStack { stack in
             func openPolling(_ email: String) async throws -> String {
                 let (_, openData) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling")
-                let sid = try #require(JSONValue(parsing: String(decoding: openData, as: UTF8.self).dropFirst())?["sid"]?.stringValue)
+                let open = JSONValue(parsing: String(decoding: openData, as: UTF8.self).dropFirst())
+                guard let sid = open?["sid"]?.stringValue else { throw ChatError(.internal, "no sid in the open packet: \(String(decoding: openData, as: UTF8.self))") }
                 _ = try await stack.httpRaw("POST", "/socket.io/?EIO=4&transport=polling&sid=\(sid)", body: #"40{"token":"\#(stack.token(email))"}"#)
                 let (_, connectData) = try await stack.httpRaw("GET", "/socket.io/?EIO=4&transport=polling&sid=\(sid)")
                 #expect(String(decoding: connectData, as: UTF8.self).hasPrefix("40{\"sid\""))
