@@ -107,6 +107,15 @@ struct RedisStallTests {
                 try await subscriber.subscribe(["ward"])
                 #expect(try await redis.publish("before", to: "ward") == 1)
                 #expect(await eventually { recorder.messages.map(\.text) == ["before"] })
+                // While the server answers, the PINGs (every 300 ms) are answered and change nothing.
+                #expect(await eventually {
+                    let clients = (try? await redis.send(["CLIENT", "LIST"]).string) ?? ""
+                    return clients.split(separator: "\n").contains { $0.contains("sub=1") && $0.contains("cmd=ping") }
+                }, "the subscriber pings")
+                try await Task.sleep(for: .milliseconds(1200))
+                #expect(!recorder.all.contains(.connectionLost), "\(recorder.all)")
+                #expect(try await redis.publish("between", to: "ward") == 1)
+                #expect(await eventually { recorder.messages.map(\.text) == ["before", "between"] })
                 server.pause()
                 // Nothing is published, nothing is read: only its PING can tell.
                 #expect(await eventually { recorder.all.contains(.connectionLost) }, "\(recorder.all)")
