@@ -10,19 +10,23 @@ import Testing
 /// looks the same to a caller waiting for a reply). Each test has its own server.
 @Suite("A Redis that stops answering")
 struct RedisStallTests {
-    static func configuration(_ server: RedisServer, replyTimeout: Duration?) -> RedisConfiguration {
+    /// A server of the test's own (resumed, if paused, and stopped at the end) and a running
+    /// client of it with `replyTimeout`, named so that reconnecting has a handshake to answer.
+    static func withPausableServer(replyTimeout: Duration?, _ body: @Sendable (RedisServer, RedisClient) async throws -> Void) async throws {
+        let server = try await RedisServer.start()
+        defer { server.resume(); server.stop() }
         var configuration = server.configuration
         configuration.replyTimeout = replyTimeout
         configuration.clientName = "stall-test"
-        return configuration
+        try await withRunning(RedisClient(configuration: configuration)) { redis in
+            try await redis.waitUntilReady(timeout: .seconds(10))
+            try await body(server, redis)
+        }
     }
 
     @Test("calls to a paused server fail with timedOut after the reply timeout instead of waiting for ever; once it answers again the client reconnects and nothing was lost")
     func pausedServer() async throws {
-        let server = try await RedisServer.start()
-        defer { server.resume(); server.stop() }
-        try await withRunning(RedisClient(configuration: Self.configuration(server, replyTimeout: .milliseconds(500)))) { redis in
-            try await redis.waitUntilReady(timeout: .seconds(10))
+        try await Self.withPausableServer(replyTimeout: .milliseconds(500)) { server, redis in
             _ = try await redis.set("kept", to: "yes")
             server.pause()
             let started = ContinuousClock.now
@@ -49,10 +53,7 @@ struct RedisStallTests {
 
     @Test("a blocking read may block for its BLOCK time however short the reply timeout; on a paused server it fails once that and the timeout have passed")
     func blockingReads() async throws {
-        let server = try await RedisServer.start()
-        defer { server.resume(); server.stop() }
-        try await withRunning(RedisClient(configuration: Self.configuration(server, replyTimeout: .milliseconds(300)))) { redis in
-            try await redis.waitUntilReady(timeout: .seconds(10))
+        try await Self.withPausableServer(replyTimeout: .milliseconds(300)) { server, redis in
             _ = try await redis.xgroupCreate("s", group: "g")
             // Blocked four times the reply timeout with nothing to read: an empty answer, not an error.
             let empty = try await redis.xreadgroup(group: "g", consumer: "c", streams: [("s", ">")], block: .milliseconds(1200))
@@ -81,10 +82,7 @@ struct RedisStallTests {
 
     @Test("without a reply timeout a call waits for a paused server and gets its answer when it goes on")
     func noTimeout() async throws {
-        let server = try await RedisServer.start()
-        defer { server.resume(); server.stop() }
-        try await withRunning(RedisClient(configuration: Self.configuration(server, replyTimeout: nil))) { redis in
-            try await redis.waitUntilReady(timeout: .seconds(10))
+        try await Self.withPausableServer(replyTimeout: nil) { server, redis in
             server.pause()
             let call = Task { try await redis.send(["ECHO", "late"]) }
             try await Task.sleep(for: .seconds(1))
