@@ -129,7 +129,12 @@ extension RedisClient {
         command.append("STREAMS")
         command += streams.map(\.key)
         command += streams.map(\.id)
-        let reply = block == nil ? try await send(command) : try await sendBlocking(command)
+        let reply: RESPValue
+        if let block {
+            reply = try await sendBlocking(command, blocksFor: Self.blockingTime(block))
+        } else {
+            reply = try await send(command)
+        }
         return try Self.streamsReply(reply, command: "XREADGROUP")
     }
 

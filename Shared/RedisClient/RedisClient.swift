@@ -125,16 +125,18 @@ public final class RedisClient: Service, Sendable {
 
     /// Sends a command that may block on the server (`BLOCK`, `BLPOP`) on the blocking connection.
     ///
-    /// Callers blocked at the same time each have a connection (made when first needed),
-    /// so one consumer's `BLOCK` never delays another's read. Cancelling the calling task
-    /// closes that connection (it reconnects) so the caller returns at once.
+    /// `blocksFor`: how long the server may hold it (the reply timeout counts from then), nil
+    /// for as long as it takes (`BLOCK 0`). Callers blocked at the same time each have a
+    /// connection (made when first needed), so one consumer's `BLOCK` never delays another's
+    /// read. Cancelling the calling task closes that connection (it reconnects) so the caller
+    /// returns at once.
     @discardableResult
-    public func sendBlocking(_ command: [String]) async throws -> RESPValue {
+    public func sendBlocking(_ command: [String], blocksFor: Duration?) async throws -> RESPValue {
         let slot = takeBlocking()
         defer { returnBlocking(slot) }
         let connection = try await slot.connection()
         let reply = try await withTaskCancellationHandler {
-            try await connection.send([command], expectedReplies: 1, allowance: Self.blockingTime(command))[0]
+            try await connection.send([command], expectedReplies: 1, allowance: blocksFor.map(TimeAmount.init))[0]
         } onCancel: {
             slot.discard(connection)
         }
@@ -142,12 +144,9 @@ public final class RedisClient: Service, Sendable {
         return reply
     }
 
-    /// How long `command` may block on the server: its `BLOCK` milliseconds (nil for
-    /// `BLOCK 0`, which waits for ever); nothing for a command without `BLOCK`.
-    static func blockingTime(_ command: [String]) -> TimeAmount? {
-        guard let index = command.firstIndex(where: { $0.uppercased() == "BLOCK" }), index + 1 < command.count,
-              let milliseconds = Int64(command[index + 1]) else { return .zero }
-        return milliseconds == 0 ? nil : .milliseconds(milliseconds)
+    /// How long a `BLOCK` of `block` may hold the server's reply: nil for `BLOCK 0`, which waits for ever.
+    static func blockingTime(_ block: Duration) -> Duration? {
+        block.milliseconds == 0 ? nil : block
     }
 
     /// Waits until a `PING` succeeds, retrying through connection errors and `-LOADING`

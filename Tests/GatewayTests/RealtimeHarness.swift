@@ -143,12 +143,22 @@ final class SocketTestClient: Sendable {
     func drain(_ name: String) -> [JSONValue] {
         let prefix = "42[" + ChatJSON.text(name) + ","
         return state.withLock { s in
-            let matching = s.received.filter { $0.hasPrefix(prefix) }
-            s.received.removeAll { $0.hasPrefix(prefix) }
-            return matching.compactMap { text in
-                guard case .array(let items)? = JSONValue(parsing: text.dropFirst(2)), items.count >= 2 else { return nil }
-                return items[1]
-            }
+            defer { s.received.removeAll { $0.hasPrefix(prefix) } }
+            return Self.data(of: s.received, prefix: prefix)
+        }
+    }
+
+    /// Every event called `name` received so far, left in place.
+    func events(_ name: String) -> [JSONValue] {
+        let prefix = "42[" + ChatJSON.text(name) + ","
+        return state.withLock { s in Self.data(of: s.received, prefix: prefix) }
+    }
+
+    /// The data of the packets that start with `prefix` (an event's).
+    private static func data(of packets: [String], prefix: String) -> [JSONValue] {
+        packets.filter { $0.hasPrefix(prefix) }.compactMap { text in
+            guard case .array(let items)? = JSONValue(parsing: text.dropFirst(2)), items.count >= 2 else { return nil }
+            return items[1]
         }
     }
 

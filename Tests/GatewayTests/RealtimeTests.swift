@@ -506,21 +506,15 @@ struct RealtimeTests {
             // (The first was taken from the receiver's packets above.)
             let confirmedIDs = Set(confirmed.values).subtracting([confirmed["h-0"]!])
             let deliveredAll = await eventually(timeout: .seconds(15)) {
-                Set(receiver.receivedSnapshot.compactMap { Self.receivedID($0) }).isSuperset(of: confirmedIDs)
+                Set(receiver.events("receive_message").compactMap { $0["id"]?.stringValue }).isSuperset(of: confirmedIDs)
             }
-            let delivered = receiver.receivedSnapshot.compactMap { Self.receivedID($0) }
+            let delivered = receiver.events("receive_message").compactMap { $0["id"]?.stringValue }
             #expect(!delivered.contains(confirmed["h-0"]!), "delivered again: \(delivered)")
             #expect(deliveredAll, "delivered \(delivered), confirmed \(confirmed)")
             #expect(delivered.count == Set(delivered).count, "a message delivered twice: \(delivered)")
             await sender.close()
             await receiver.close()
         }
-    }
-
-    /// The message id of a `receive_message` packet.
-    static func receivedID(_ packet: String) -> String? {
-        guard packet.hasPrefix("42[\"receive_message\","), case .array(let items)? = JSONValue(parsing: packet.dropFirst(2)), items.count == 2 else { return nil }
-        return items[1]["id"]?.stringValue
     }
 
     @Test("reconnect with since: missed messages in seq order, no duplicates; a receipt made while the sender was away reaches it")

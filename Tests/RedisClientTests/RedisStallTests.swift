@@ -125,12 +125,17 @@ struct RedisStallTests {
         }
     }
 
-    @Test("BLOCK's milliseconds give a blocking command its allowance; BLOCK 0 has no limit")
-    func blockingTime() {
-        #expect(RedisClient.blockingTime(["XREADGROUP", "GROUP", "g", "c", "COUNT", "10", "BLOCK", "2500", "STREAMS", "s", ">"]) == .milliseconds(2500))
-        #expect(RedisClient.blockingTime(["xread", "block", "0", "streams", "s", "$"]) == nil)
-        #expect(RedisClient.blockingTime(["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]) == .zero)
-        #expect(RedisClient.blockingTime(["XREAD", "BLOCK"]) == .zero)
+    @Test("a blocking read's allowance is its BLOCK time, given by the caller (BLOCK 0: no limit), not read back from the command, so a group or consumer named \"block\" changes nothing")
+    func blockingTime() async throws {
+        #expect(RedisClient.blockingTime(.milliseconds(2500)) == .milliseconds(2500))
+        #expect(RedisClient.blockingTime(.zero) == nil)
+        // A command read back for its BLOCK found the group's name here and gave the read no
+        // allowance: it failed after the 300 ms timeout instead of blocking 1.2 s.
+        try await Self.withPausableServer(replyTimeout: .milliseconds(300)) { _, redis in
+            _ = try await redis.xgroupCreate("s", group: "block")
+            let empty = try await redis.xreadgroup(group: "block", consumer: "BLOCK", streams: [("s", ">")], block: .milliseconds(1200))
+            #expect(empty.isEmpty)
+        }
     }
 
     @Test("TCP connections probe an idle peer: keepalive on, first probe after keepAlive, then every third of it, three probes; off when keepAlive is nil")
