@@ -143,6 +143,61 @@ struct WriterLeaseTests {
         }
     }
 
+    @Test("a migration that outlasts the lease's TTL keeps the lease: /readyz names the migration, a standby started meanwhile waits, nothing is applied until the schema is current, then everything is")
+    func longMigrationKeepsTheLease() async throws {
+        let server = try RedisServer.required()
+        let keys = uniqueKeys("lease-migrating")
+        let first = try StoreInstance(server: server, keys: keys, consumer: "m-migrating", lease: "1s")
+        let second = try StoreInstance(server: server, keys: keys, consumer: "m-waiting", lease: "1s")
+        defer { first.accounts.remove(); second.accounts.remove() }
+        try unapplyLastMigration(first.accounts.database)
+        // A migration made slow: another connection holds the file's write lock, so the
+        // migration's transaction waits (the store's busy timeout is 10 s) for three TTLs.
+        var holding = Configuration()
+        holding.allowsUnsafeTransactions = true
+        let blocker = try DatabaseQueue(path: first.accounts.database, configuration: holding)
+        try blocker.inDatabase { db in try db.execute(sql: "BEGIN IMMEDIATE") }
+        // If the test stops early (a ROLLBACK after the one below fails, harmlessly).
+        defer { try? blocker.inDatabase { db in try db.execute(sql: "ROLLBACK") } }
+
+        try await withRunning(first.runtime.redis) { _ in
+            try await withRunning(second.runtime.redis) { _ in
+                try await server.withClient { redis in
+                    let firstTask = first.start()
+                    defer { firstTask.cancel() }
+                    let migrating = await eventually { first.runtime.health.waitingFor?.contains("migrating") == true }
+                    #expect(migrating, "\(first.runtime.health.waitingFor ?? "nil")")
+                    let reason = await first.notReadyReason
+                    #expect(reason == "starting: migrating the store's schema (v9: markers by conversation and version)", "\(reason ?? "nil")")
+                    #expect(first.leaseGauge() == 1)
+                    try await enqueueSends(redis, keys, 0..<5)
+
+                    let secondTask = second.start()
+                    defer { secondTask.cancel() }
+                    let waiting = await eventually { second.runtime.health.waitingFor?.contains("standby") == true }
+                    #expect(waiting, "\(second.runtime.health.waitingFor ?? "nil")")
+                    // Three TTLs into the migration: still the first's lease, renewed all along.
+                    try await Task.sleep(for: .seconds(3))
+                    #expect(try await redis.hget(keys.storeWriter, "consumer") == "m-migrating")
+                    let ttl = try #require(try await redis.send(["PTTL", keys.storeWriter]).int)
+                    #expect(ttl > 0 && ttl <= 1_000, "\(ttl)")
+                    #expect(first.runtime.health.phase != .ready && second.runtime.health.phase != .ready)
+                    #expect(second.runtime.health.waitingFor?.contains("m-migrating") == true, "\(second.runtime.health.waitingFor ?? "nil")")
+                    #expect(first.stored() == 0 && second.stored() == 0, "nothing is applied during the migration")
+                    #expect(try MessageStore.pendingMigrations(path: first.accounts.database).count == 1)
+
+                    try blocker.inDatabase { db in try db.execute(sql: "ROLLBACK") }
+                    #expect(await eventually { first.runtime.health.phase == .ready }, "\(first.runtime.health.waitingFor ?? "nil")")
+                    #expect(first.runtime.health.waitingFor == nil)
+                    #expect(await first.notReadyReason == nil)
+                    #expect(try MessageStore.pendingMigrations(path: first.accounts.database) == [])
+                    #expect(await eventually { first.stored() == 5 }, "the holder stored \(first.stored())")
+                    #expect(second.stored() == 0 && second.leaseGauge() == 0)
+                }
+            }
+        }
+    }
+
     @Test("a holder that finds its lease taken by another instance stops applying commands and ends with an error naming the new holder")
     func lostLeaseStops() async throws {
         let server = try RedisServer.required()
