@@ -1,4 +1,5 @@
 import Foundation
+import HummingbirdBcrypt
 
 /// What the gateways ask of the messages service through Redis.
 ///
@@ -22,6 +23,8 @@ public enum StoreCommandType: String, Sendable, CaseIterable {
     case compact
     /// Admins: put a conversation on legal hold, or release it.
     case setLegalHold = "set_legal_hold"
+    /// A user's new password (their own, checked first by the gateway; or an admin's reset).
+    case setPassword = "set_password"
 }
 
 /// `purge`: at most 1,000 message ids.
@@ -121,12 +124,91 @@ public struct CreateUserRequest: Codable, Sendable, Hashable {
     public var email: String
     public var name: String
     public var role: Role
-    public var password: String
+    /// The bcrypt hash of the password, made by whoever sends the command (``PasswordPolicy``),
+    /// so no password is ever written to the stream and Redis's append-only file.
+    public var passwordHash: String?
+    /// The password itself: what gateways older than `password_hash` sent; still applied.
+    public var password: String?
+    public init(email: String, name: String, role: Role, passwordHash: String) {
+        self.email = email
+        self.name = name
+        self.role = role
+        self.passwordHash = passwordHash
+    }
+    /// The old form, with the password itself (kept for tests of what older gateways send).
     public init(email: String, name: String, role: Role, password: String) {
         self.email = email
         self.name = name
         self.role = role
         self.password = password
+    }
+    enum CodingKeys: String, CodingKey {
+        case email, name, role, password
+        case passwordHash = "password_hash"
+    }
+}
+
+/// `set_password`: a user's new password, as its bcrypt hash, and the time before which
+/// the user's tokens are refused from now on (every session is ended, on every gateway).
+public struct SetPasswordRequest: Codable, Sendable, Hashable {
+    public var email: String
+    public var passwordHash: String
+    /// Milliseconds since 1970: tokens issued before it are refused (`auth:tokens_before:{email}`).
+    public var tokensBefore: Int64
+    /// How long that refusal is kept: the tokens' lifetime, after which they have expired anyway.
+    public var tokensTTLMilliseconds: Int64
+    public init(email: String, passwordHash: String, tokensBefore: Int64, tokensTTL: Duration) {
+        self.email = email
+        self.passwordHash = passwordHash
+        self.tokensBefore = tokensBefore
+        self.tokensTTLMilliseconds = tokensTTL.milliseconds
+    }
+    enum CodingKeys: String, CodingKey {
+        case email
+        case passwordHash = "password_hash"
+        case tokensBefore = "tokens_before"
+        case tokensTTLMilliseconds = "tokens_ttl_ms"
+    }
+}
+
+/// What a password must be, checked wherever one is chosen (the gateway, `chatctl`, the
+/// store for the old form of `create_user`), and what its bcrypt hash looks like.
+public enum PasswordPolicy {
+    /// The bcrypt cost of new hashes (about 60 ms here; a login verifies at the hash's own cost).
+    public static let cost: UInt8 = 10
+
+    /// Refuses a password that is too short, or too long for bcrypt (which reads 72 bytes).
+    public static func check(_ password: String) throws {
+        guard password.count >= 8 else { throw ChatError(.invalidContent, "a password has at least 8 characters") }
+        guard password.utf8.count <= 72 else { throw ChatError(.invalidContent, "a password has at most 72 bytes (bcrypt's limit)") }
+    }
+
+    /// Refuses anything but a bcrypt hash (`$2a$`, `$2b$` or `$2y$`, cost 4 to 31, 53
+    /// characters of salt and hash): a command carrying anything else would lock the user out.
+    public static func checkHash(_ hash: String) throws {
+        let bytes = Array(hash.utf8)
+        let alphabet = Set("./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789".utf8)
+        guard bytes.count == 60, bytes[0] == UInt8(ascii: "$"), bytes[1] == UInt8(ascii: "2"),
+              [UInt8(ascii: "a"), UInt8(ascii: "b"), UInt8(ascii: "y")].contains(bytes[2]), bytes[3] == UInt8(ascii: "$"),
+              let cost = Int(String(decoding: bytes[4..<6], as: UTF8.self)), (4...31).contains(cost), bytes[6] == UInt8(ascii: "$"),
+              bytes[7...].allSatisfy(alphabet.contains) else {
+            throw ChatError(.badRequest, "password_hash is not a bcrypt hash")
+        }
+    }
+
+    /// The password's bcrypt hash at ``cost``, made on a thread of its own (about 60 ms of
+    /// CPU, which the few threads tasks share should not spend).
+    public static func hash(_ password: String, cost: UInt8 = cost) async -> String {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: Bcrypt.hash(password, cost: cost)) }.start()
+        }
+    }
+
+    /// A password of 16 letters and digits, for an account made or reset by an operator.
+    public static func generate() -> String {
+        let alphabet = Array("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
+        var generator = SystemRandomNumberGenerator()
+        return String((0..<16).map { _ in alphabet[Int.random(in: 0..<alphabet.count, using: &generator)] })
     }
 }
 
@@ -165,6 +247,9 @@ public struct StoreQuery: Codable, Sendable, Hashable {
         case searchUsers = "search_users", searchMessages = "search_messages", listUsers = "list_users", auditLog = "audit_log"
         /// Retention (operators only): messages expiring before `before` (ms), after the cursor `query` ("ms:id").
         case dueMessages = "due_messages"
+        /// A user's current password, checked before they change it: as `login`, audited as
+        /// `password_check` (`ok` or `denied`).
+        case checkPassword = "check_password"
         /// What a reconnecting socket missed: messages after `since` per conversation, and read receipts.
         case sync
         /// Presence: the user's name and everyone who shares a conversation with them.

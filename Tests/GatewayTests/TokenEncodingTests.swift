@@ -50,7 +50,13 @@ struct TokenEncodingTests {
             #expect(TokenClaims(scanning: payload) == claims)
             #expect(try JSONDecoder().decode(TokenClaims.self, from: Data(payload)) == claims)
             #expect(try tokens.decode(token) == claims)
+            #expect(claims.iatMilliseconds.map { $0 / 1000 } == claims.iat, "issued in milliseconds, within its second")
         }
+        // A token issued before iat_ms existed (five members) is still read, and counts as issued at the start of its second.
+        let old = #"{"sub":"dr.novak@clinic.com","role":"doctor","jti":"j0","iat":1700000000,"exp":1700003600}"#
+        let oldClaims = try #require(TokenClaims(scanning: Array(old.utf8)))
+        #expect(oldClaims.iatMilliseconds == nil && oldClaims.issuedAtMilliseconds == 1_700_000_000_000)
+        #expect(try JSONDecoder().decode(TokenClaims.self, from: Data(old.utf8)) == oldClaims)
         // Signed by the same key but written by someone else: escapes, spaces, members in another order.
         func signed(_ json: String) -> String {
             let key = SymmetricKey(data: Data(SHA256.hash(data: Data(secret.utf8))))

@@ -576,4 +576,61 @@ struct CommandProcessorTests {
             #expect(await eventually { (try? await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count) == 0 })
         }
     }
+
+    @Test("set_password: only a bcrypt hash is taken; a user sets their own, admins and tools anyone's, a doctor no one else's; the cutoff key and the revocation go out, and again when the entry is read again; create_user takes a hash, or (the old form) a password")
+    func passwords() async throws {
+        try await withHarness(running: false) { h in
+            let hash = await PasswordPolicy.hash("a-new-password", cost: 4)
+            let ttl = Duration.seconds(3600)
+            func set(_ actor: String, _ email: String, _ hash: String, before: Int64 = 1_700_000_000_123, request: String) throws -> StoreCommand {
+                try h.command(.setPassword, actor, SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: before, tokensTTL: ttl), request: request)
+            }
+            let commands = [
+                try set("doctor@clinic.com", "doctor@clinic.com", "not-a-hash", request: "bad-hash"),
+                try set("doctor@clinic.com", "doctor@clinic.com", String(hash.dropLast()), request: "short-hash"),
+                try set("doctor@clinic.com", "dr.patel@clinic.com", hash, request: "someone-else"),
+                try set("admin@clinic.com", "ghost@clinic.com", hash, request: "unknown"),
+                try set("doctor@clinic.com", "doctor@clinic.com", hash, request: "own"),
+                try set("", "dr.patel@clinic.com", hash, before: 1_700_000_000_456, request: "tool"),
+                try h.command(.createUser, "admin@clinic.com", CreateUserRequest(email: "dr.lee@clinic.com", name: "Dr. Lee", role: .doctor, passwordHash: hash), request: "new-hash"),
+                try h.command(.createUser, "admin@clinic.com", CreateUserRequest(email: "dr.old@clinic.com", name: "Dr. Old", role: .doctor, password: "an-old-gateway"), request: "new-old"),
+                try h.command(.createUser, "admin@clinic.com", CreateUserRequest(email: "dr.bad@clinic.com", name: "Dr. Bad", role: .doctor, passwordHash: "$2b$10$nope"), request: "new-bad"),
+            ]
+            let entries = commands.enumerated().map { StreamEntry(id: "1-\($0.offset + 1)", fields: Dictionary(uniqueKeysWithValues: $0.element.fields)) }
+            try await h.processor.process(entries)
+            for (request, code) in [("bad-hash", ChatError.Code.badRequest), ("short-hash", .badRequest), ("someone-else", .forbidden), ("unknown", .notFound), ("new-bad", .badRequest)] {
+                let reply = await h.waitForReply(request)
+                #expect(reply?.error?.code == code, "\(request): \(String(describing: reply))")
+            }
+            for request in ["own", "tool", "new-hash", "new-old"] { #expect(await h.waitForReply(request)?.result != nil, "\(request)") }
+            #expect(try h.store.authenticate(email: "doctor@clinic.com", password: "a-new-password") != nil)
+            #expect(try h.store.authenticate(email: "doctor@clinic.com", password: "password-doctor@clinic.com") == nil)
+            #expect(try h.store.authenticate(email: "dr.patel@clinic.com", password: "a-new-password") != nil)
+            #expect(try h.store.authenticate(email: "dr.lee@clinic.com", password: "a-new-password") != nil)
+            #expect(try h.store.authenticate(email: "dr.old@clinic.com", password: "an-old-gateway") != nil)
+            #expect(try h.store.user("dr.bad@clinic.com") == nil)
+            // The gateways' cutoff, with the tokens' lifetime, and the sessions of the older tokens told to end.
+            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("doctor@clinic.com")]).string == "1700000000123")
+            let ttlLeft = try #require(try await h.redis.send(["PTTL", h.keys.tokensBefore("doctor@clinic.com")]).int)
+            #expect(ttlLeft > 3_590_000 && ttlLeft <= 3_600_000, "\(ttlLeft)")
+            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("dr.patel@clinic.com")]).string == "1700000000456")
+            #expect(await eventually {
+                h.recorder.objects(on: h.keys.user("doctor@clinic.com")).contains {
+                    $0["event"] as? String == "session_revoked" && ($0["data"] as? [String: Any])?["issued_before"] as? Int == 1_700_000_000_123
+                }
+            })
+            // Who did what, and nothing of the hash.
+            let audit = try h.store.auditLog().filter { $0.action.contains("password") }.map { "\($0.action) \($0.actor ?? "-") \($0.target ?? "-") \($0.outcome)" }
+            #expect(audit.contains("password_change doctor@clinic.com doctor@clinic.com ok"), "\(audit)")
+            #expect(audit.contains("admin.set_password doctor@clinic.com dr.patel@clinic.com forbidden"), "\(audit)")
+            #expect(audit.contains("admin.set_password - dr.patel@clinic.com ok"), "\(audit)")
+            #expect(try !h.store.auditLog().contains { ($0.detail ?? "").contains(hash) })
+
+            // Read again (killed before XACK): the cutoff is set and the sessions revoked again, nothing applied twice.
+            _ = try await h.redis.send(["DEL", h.keys.tokensBefore("doctor@clinic.com")])
+            try await h.processor.process([entries[4]])
+            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("doctor@clinic.com")]).string == "1700000000123")
+            #expect(try h.store.auditLog().filter { $0.action == "password_change" && $0.outcome == "ok" }.count == 1)
+        }
+    }
 }

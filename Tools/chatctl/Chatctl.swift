@@ -15,7 +15,7 @@ struct Chatctl: AsyncParsableCommand {
 
 struct UserCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "user", abstract: "Manage users.",
-                                                    subcommands: [Add.self, Disable.self, Enable.self, List.self, SetRole.self])
+                                                    subcommands: [Add.self, Disable.self, Enable.self, List.self, SetRole.self, SetPassword.self])
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add a user; without --password one is generated and printed.")
@@ -25,9 +25,10 @@ struct UserCommand: AsyncParsableCommand {
         @Option(help: "At least 8 characters. Prefer the generated one.") var password: String?
 
         func run() async throws {
-            let password = password ?? generatePassword()
+            let password = try acceptable(password ?? PasswordPolicy.generate())
+            let hash = await PasswordPolicy.hash(password)
             let user: User = try await withStore { store in
-                try store.result(await store.command(.createUser, user: "", body: CreateUserRequest(email: email, name: name, role: role, password: password)))
+                try store.result(await store.command(.createUser, user: "", body: CreateUserRequest(email: email, name: name, role: role, passwordHash: hash)))
             }
             print("added \(user.email) (\(user.name), \(user.role.rawValue))")
             if self.password == nil { print("password: \(password)") }
@@ -62,6 +63,23 @@ struct UserCommand: AsyncParsableCommand {
         }
     }
 
+    struct SetPassword: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "set-password",
+            abstract: "Set a user's password (a forgotten one); without --password one is generated and printed. Their sessions end everywhere.")
+        @Argument var email: String
+        @Option(help: "At least 8 characters. Prefer the generated one.") var password: String?
+        func run() async throws {
+            let password = try acceptable(password ?? PasswordPolicy.generate())
+            let hash = await PasswordPolicy.hash(password)
+            let lifetime = try ChatConfiguration(environment: ProcessInfo.processInfo.environment).tokenTTL
+            let body = SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: Date().epochMilliseconds, tokensTTL: lifetime)
+            let user: User = try await withStore { try $0.result(await $0.command(.setPassword, user: "", body: body)) }
+            print("set the password of \(user.email); their sessions have ended")
+            if self.password == nil { print("password: \(password)") }
+        }
+    }
+
     struct SetRole: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "set-role", abstract: "Change a user's role.")
         @Argument var email: String
@@ -84,8 +102,9 @@ struct SeedDemo: AsyncParsableCommand {
     func run() async throws {
         try await withStore { store in
             for (email, name, role) in DemoAccounts.all {
-                let password = demoPassword ? "password" : generatePassword()
-                let reply = try await store.command(.createUser, user: "", body: CreateUserRequest(email: email, name: name, role: role, password: password))
+                let password = demoPassword ? "password" : PasswordPolicy.generate()
+                let reply = try await store.command(.createUser, user: "", body: CreateUserRequest(email: email, name: name, role: role,
+                                                                                                     passwordHash: await PasswordPolicy.hash(password)))
                 if reply.error?.code == .conflict {
                     print("\(email)\texists")
                 } else {
@@ -99,11 +118,14 @@ struct SeedDemo: AsyncParsableCommand {
 
 extension Role: ExpressibleByArgument {}
 
-/// 16 letters and digits from the system's secure generator.
-func generatePassword() -> String {
-    let alphabet = Array("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
-    var generator = SystemRandomNumberGenerator()
-    return String((0..<16).map { _ in alphabet[Int(generator.next(upperBound: UInt64(alphabet.count)))] })
+/// The password, if it meets the policy; its fault in one line otherwise.
+func acceptable(_ password: String) throws -> String {
+    do {
+        try PasswordPolicy.check(password)
+    } catch let error as ChatError {
+        throw CommandFailure(error.message)
+    }
+    return password
 }
 
 /// Connects to Redis, listens for the store's answers, runs `body`, and disconnects.

@@ -246,6 +246,62 @@ enum OpenAPIDocument {
     ]
    }
   },
+  "/api/me/password": {
+   "post": {
+    "summary": "Change your own password: the current one is checked as a login is (a wrong one answers 403 and counts as a failed login; more than 5 failures a minute answer 429), the new one has 8 to 72 bytes. Every token of yours issued before ends, on every gateway, with its sockets; the answer is a new token (audited).",
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/LoginResponse"
+        }
+       }
+      }
+     },
+     "400": {
+      "$ref": "#/components/responses/BadRequest"
+     },
+     "401": {
+      "$ref": "#/components/responses/Unauthorized"
+     },
+     "403": {
+      "$ref": "#/components/responses/Forbidden"
+     },
+     "404": {
+      "$ref": "#/components/responses/NotFound"
+     },
+     "413": {
+      "$ref": "#/components/responses/PayloadTooLarge"
+     },
+     "422": {
+      "$ref": "#/components/responses/InvalidContent"
+     },
+     "429": {
+      "$ref": "#/components/responses/RateLimited"
+     },
+     "503": {
+      "$ref": "#/components/responses/Unavailable"
+     }
+    },
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "$ref": "#/components/schemas/ChangePasswordRequest"
+       }
+      }
+     }
+    },
+    "security": [
+     {
+      "bearer": []
+     }
+    ]
+   }
+  },
   "/api/conversations": {
    "get": {
     "summary": "The caller's conversations, latest activity first, with last message and unread count.",
@@ -1109,6 +1165,73 @@ enum OpenAPIDocument {
     ]
    }
   },
+  "/api/admin/users/{email}/password": {
+   "post": {
+    "summary": "Set another user's password (admins only; audited): the one given, or, with no body, a generated one returned once as password. Every token and socket of the user ends. Your own: POST /api/me/password.",
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/ResetPasswordResponse"
+        }
+       }
+      }
+     },
+     "400": {
+      "$ref": "#/components/responses/BadRequest"
+     },
+     "401": {
+      "$ref": "#/components/responses/Unauthorized"
+     },
+     "403": {
+      "$ref": "#/components/responses/Forbidden"
+     },
+     "404": {
+      "$ref": "#/components/responses/NotFound"
+     },
+     "413": {
+      "$ref": "#/components/responses/PayloadTooLarge"
+     },
+     "422": {
+      "$ref": "#/components/responses/InvalidContent"
+     },
+     "429": {
+      "$ref": "#/components/responses/RateLimited"
+     },
+     "503": {
+      "$ref": "#/components/responses/Unavailable"
+     }
+    },
+    "parameters": [
+     {
+      "name": "email",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string",
+       "format": "email"
+      }
+     }
+    ],
+    "requestBody": {
+     "required": false,
+     "content": {
+      "application/json": {
+       "schema": {
+        "$ref": "#/components/schemas/ResetPasswordRequest"
+       }
+      }
+     }
+    },
+    "security": [
+     {
+      "bearer": []
+     }
+    ]
+   }
+  },
   "/api/admin/audit": {
    "get": {
     "summary": "The audit log, newest first (admins only).",
@@ -1629,7 +1752,8 @@ enum OpenAPIDocument {
       ]
      },
      "password": {
-      "type": "string"
+      "type": "string",
+      "description": "8 characters to 72 bytes; hashed by the gateway (only the bcrypt hash reaches Redis)"
      }
     },
     "required": [
@@ -1652,6 +1776,48 @@ enum OpenAPIDocument {
     },
     "required": [
      "role"
+    ]
+   },
+   "ChangePasswordRequest": {
+    "type": "object",
+    "properties": {
+     "current_password": {
+      "type": "string"
+     },
+     "new_password": {
+      "type": "string",
+      "minLength": 8,
+      "description": "8 characters to 72 bytes"
+     }
+    },
+    "required": [
+     "current_password",
+     "new_password"
+    ]
+   },
+   "ResetPasswordRequest": {
+    "type": "object",
+    "properties": {
+     "password": {
+      "type": "string",
+      "minLength": 8,
+      "description": "8 characters to 72 bytes; left out, one is generated"
+     }
+    }
+   },
+   "ResetPasswordResponse": {
+    "type": "object",
+    "properties": {
+     "user": {
+      "$ref": "#/components/schemas/User"
+     },
+     "password": {
+      "type": "string",
+      "description": "the generated password, present only when none was given"
+     }
+    },
+    "required": [
+     "user"
     ]
    },
    "AuditList": {

@@ -63,6 +63,7 @@ public struct RESTAPI: Sendable {
             await self.store.fireAndForget(.audit, user: claims.sub, body: AuditRequest(action: "logout", outcome: "ok"))
             return Response(status: .noContent)
         }
+        routes.add(.post, "/api/me/password") { request, context in try await self.changePassword(request, context) }
         routes.add(.get, "/api/me") { request, _ in
             let claims = try await self.authenticate(request)
             return try self.pass(await self.store.query(.me, user: claims.sub))
@@ -166,8 +167,19 @@ public struct RESTAPI: Sendable {
         }
         routes.add(.post, "/api/admin/users") { request, context in
             let claims = try await self.authenticate(request, admin: true)
-            let body = try await request.decodeJSON(CreateUserRequest.self, context: context)
-            return try self.pass(await self.store.command(.createUser, user: claims.sub, body: body), status: .created)
+            struct Body: Decodable { var email: String, name: String, role: Role, password: String }
+            let body = try await request.decodeJSON(Body.self, context: context)
+            try PasswordPolicy.check(body.password)
+            // Only the hash goes into the stream (and Redis's append-only file).
+            let hash = await PasswordPolicy.hash(body.password)
+            return try self.pass(await self.store.command(.createUser, user: claims.sub,
+                                                          body: CreateUserRequest(email: body.email, name: body.name, role: body.role, passwordHash: hash)),
+                                 status: .created)
+        }
+        routes.add(.post, "/api/admin/users/:email/password") { request, context in
+            let claims = try await self.authenticate(request, admin: true)
+            let email = try context.parameters.require("email").lowercased()
+            return try await self.resetPassword(email, by: claims, request, context)
         }
         for (path, disabled) in [("/api/admin/users/:email/disable", true), ("/api/admin/users/:email/enable", false)] {
             routes.add(.post, path) { request, context in
@@ -240,6 +252,78 @@ public struct RESTAPI: Sendable {
             // The same answer for an unknown user, a wrong password and a disabled account.
             throw ChatError(.unauthorized, "wrong email or password")
         }
+    }
+
+    struct ChangePasswordRequest: Decodable, Sendable {
+        var currentPassword: String
+        var newPassword: String
+        enum CodingKeys: String, CodingKey {
+            case currentPassword = "current_password"
+            case newPassword = "new_password"
+        }
+    }
+
+    /// A user changes their own password: the current one is checked as a login's is (audited
+    /// as `password_check`; a wrong one counts as a failed login, and the login throttle
+    /// applies), the new one must meet
+    /// the policy. Every token of the user issued before ends, on every gateway, with its
+    /// sockets; the answer is a new token, as a login's.
+    func changePassword(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let claims = try await authenticate(request)
+        let body = try await request.decodeJSON(ChangePasswordRequest.self, context: context)
+        let email = claims.sub
+        let address = context.remoteAddress ?? "unknown"
+        try PasswordPolicy.check(body.newPassword)
+        guard body.newPassword != body.currentPassword else {
+            throw ChatError(.invalidContent, "the new password is the same as the current one")
+        }
+        do {
+            try await throttle.check(email: email, address: address)
+        } catch let error as ChatError {
+            await store.fireAndForget(.audit, user: email, body: AuditRequest(action: "password_change", target: email, outcome: "rate_limited", detail: address))
+            throw error
+        }
+        let check = try await store.query(.checkPassword, user: email) { $0.password = body.currentPassword }
+        do {
+            let _: User = try store.result(check)
+        } catch let error as ChatError where error.code == .unauthorized {
+            await throttle.recordFailure(email: email, address: address)
+            throw ChatError(.forbidden, "the current password is wrong")
+        }
+        let user = try await setPassword(email, to: body.newPassword, by: email)
+        let (token, issued) = tokens.issue(for: user, now: Date())
+        return try json(LoginResponse(token: token, expiresAt: Date(timeIntervalSince1970: TimeInterval(issued.exp)), user: user))
+    }
+
+    struct ResetPasswordRequest: Decodable, Sendable {
+        var password: String?
+    }
+
+    struct ResetPasswordResponse: Encodable, Sendable {
+        var user: User
+        /// The password made for the user, when the admin gave none: shown this once.
+        var password: String?
+    }
+
+    /// An admin sets another user's password (a forgotten one, a departing device): the one
+    /// given, or a generated one returned once. The user's tokens and sockets all end.
+    func resetPassword(_ email: String, by claims: TokenClaims, _ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        guard email != claims.sub else {
+            throw ChatError(.badRequest, "change your own password with POST /api/me/password (it asks for the current one)")
+        }
+        let given = try await request.decodeJSONIfPresent(ResetPasswordRequest.self, context: context)?.password
+        if let given { try PasswordPolicy.check(given) }
+        let password = given ?? PasswordPolicy.generate()
+        let user = try await setPassword(email, to: password, by: claims.sub)
+        return try json(ResetPasswordResponse(user: user, password: given == nil ? password : nil))
+    }
+
+    /// Hashes the password here (only the hash goes into the stream) and has the store set it;
+    /// tokens issued before now are refused from then on.
+    func setPassword(_ email: String, to password: String, by actor: String) async throws -> User {
+        let hash = await PasswordPolicy.hash(password)
+        let body = SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: Date().epochMilliseconds, tokensTTL: tokens.lifetime)
+        return try store.result(await store.command(.setPassword, user: actor, body: body))
     }
 
     func readiness() async throws -> Response {

@@ -13,21 +13,40 @@ public struct TokenClaims: Codable, Sendable, Hashable {
     /// Issued and expiry times, seconds since 1970.
     public var iat: Int64
     public var exp: Int64
+    /// The issue time in milliseconds, which a password change compares with
+    /// (`auth:tokens_before:{email}`); absent from tokens issued before it existed, which
+    /// count as issued at the start of their `iat` second.
+    public var iatMilliseconds: Int64?
+
+    public init(sub: String, role: Role, jti: String, iat: Int64, exp: Int64, iatMilliseconds: Int64? = nil) {
+        (self.sub, self.role, self.jti, self.iat, self.exp, self.iatMilliseconds) = (sub, role, jti, iat, exp, iatMilliseconds)
+    }
+
+    /// When the token was issued, in milliseconds since 1970.
+    public var issuedAtMilliseconds: Int64 { iatMilliseconds ?? iat * 1000 }
+
+    enum CodingKeys: String, CodingKey {
+        case sub, role, jti, iat, exp
+        case iatMilliseconds = "iat_ms"
+    }
 }
 
 extension TokenClaims {
     /// The claims as `TokenService.issue` writes them, read with ``JSONScan``; nil for any
     /// other spelling (escapes, other members), which `JSONDecoder` reads.
     init?(scanning bytes: [UInt8]) {
-        guard let scan = JSONScan(bytes), scan.endsAt(bytes.count), scan.members.count == 5,
+        guard let scan = JSONScan(bytes), scan.endsAt(bytes.count), scan.members.count == 5 || scan.members.count == 6,
               let sub = scan.string("sub"), let role = scan.string("role").flatMap(Role.init(rawValue:)), let jti = scan.string("jti"),
               let iat = scan.integer("iat"), let exp = scan.integer("exp") else { return nil }
-        self.init(sub: sub, role: role, jti: jti, iat: iat, exp: exp)
+        let milliseconds = scan.integer("iat_ms")
+        guard (scan.members.count == 6) == (milliseconds != nil) else { return nil }
+        self.init(sub: sub, role: role, jti: jti, iat: iat, exp: exp, iatMilliseconds: milliseconds)
     }
 }
 
 /// Signed access tokens (JWT, HS256) with an expiry and an id; logout revokes one
-/// everywhere through Redis, and a disabled user's tokens all stop working.
+/// everywhere through Redis, a disabled user's tokens all stop working, and so do those
+/// issued before a user's password was changed.
 public struct TokenService: Sendable {
     private let keyBytes: Data
     private var key: SymmetricKey { SymmetricKey(data: keyBytes) }
@@ -44,19 +63,25 @@ public struct TokenService: Sendable {
 
     /// A new token for `user`.
     public func issue(for user: User, now: Date = Date()) -> (token: String, claims: TokenClaims) {
-        let issued = Int64(now.timeIntervalSince1970)
-        let claims = TokenClaims(sub: user.email, role: user.role, jti: UUID().uuidString.lowercased(), iat: issued, exp: issued + lifetime.milliseconds / 1000)
+        let milliseconds = now.epochMilliseconds
+        let issued = milliseconds / 1000
+        let claims = TokenClaims(sub: user.email, role: user.role, jti: UUID().uuidString.lowercased(), iat: issued,
+                                 exp: issued + lifetime.milliseconds / 1000, iatMilliseconds: milliseconds)
         let header = Base64URL.encode(Array(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
         let payload = Base64URL.encode(Array(try! JSONEncoder().encode(claims)))
         let signature = Base64URL.encode(Array(HMAC<SHA256>.authenticationCode(for: Data("\(header).\(payload)".utf8), using: key)))
         return ("\(header).\(payload).\(signature)", claims)
     }
 
-    /// The claims of a valid, unexpired, unrevoked token of an enabled user; `unauthorized` otherwise.
+    /// The claims of a valid, unexpired, unrevoked token of an enabled user, issued after
+    /// their password last changed; `unauthorized` otherwise. One round trip to Redis.
     public func verify(_ token: String, now: Date = Date()) async throws -> TokenClaims {
         let claims = try decode(token, now: now)
-        let refused = try await redis.exists([keys.revokedToken(claims.jti), keys.disabledUser(claims.sub)])
-        guard refused == 0 else { throw ChatError(.unauthorized, "this token is no longer valid; log in again") }
+        let values = try await redis.send(["MGET", keys.revokedToken(claims.jti), keys.disabledUser(claims.sub), keys.tokensBefore(claims.sub)]).array ?? []
+        guard values.count == 3, values[0].isNull, values[1].isNull else { throw ChatError(.unauthorized, "this token is no longer valid; log in again") }
+        if let before = values[2].string.flatMap({ Int64($0) }), claims.issuedAtMilliseconds < before {
+            throw ChatError(.unauthorized, "this token was issued before the account's password was changed; log in again")
+        }
         return claims
     }
 

@@ -12,6 +12,9 @@ public enum CommandOutcome: Sendable {
     case purged(PurgeResult)
     /// A sweep finished: compact outside the batch's transaction.
     case compactRequested(auditRetention: Duration)
+    /// A user's password was set: their tokens issued before `tokensBefore` (ms) are to be
+    /// refused for `ttl` (the tokens' lifetime), and their sessions ended.
+    case passwordChanged(User, tokensBefore: Int64, ttl: Int64)
     /// A hold changed; `released` lists held messages already due, to schedule again.
     case legalHold(conversationID: String, held: Bool, released: [DueMessage])
     /// The entry was applied before (redelivered after a crash) and has nothing to announce
@@ -153,6 +156,11 @@ extension MessageStore {
             let email = command.type == .createUser ? body(CreateUserRequest.self)?.email : body(UpdateUserRequest.self)?.email
             guard let email, let record = try UserRecord.fetchOne(db, key: email.lowercased()) else { return .alreadyApplied }
             return .user(record.user)
+        case .setPassword:
+            guard let request = body(SetPasswordRequest.self), let record = try UserRecord.fetchOne(db, key: request.email.lowercased()) else {
+                return .alreadyApplied
+            }
+            return .passwordChanged(record.user, tokensBefore: request.tokensBefore, ttl: request.tokensTTLMilliseconds)
         case .setLegalHold:
             guard let id = body(LegalHoldRequest.self)?.conversationID, let record = try ConversationRecord.fetchOne(db, key: id) else { return .alreadyApplied }
             return .legalHold(conversationID: id, held: record.legalHold, released: record.legalHold ? [] : try dueMessages(db, conversationID: id, now: now))
@@ -235,8 +243,19 @@ extension MessageStore {
             return .conversation(try conversation(record, for: command.user.lowercased(), db, now: now))
         case .createUser:
             try requireAdmin(db, command.user)
-            let body = try decode(CreateUserRequest.self)
-            return .user(try insertUser(db, email: body.email, name: body.name, role: body.role, password: body.password, now: now))
+            return .user(try insertUser(db, decode(CreateUserRequest.self), now: now))
+        case .setPassword:
+            let body = try decode(SetPasswordRequest.self)
+            let email = body.email.lowercased()
+            // Users set their own (the gateway checked their current password first); admins and operators' tools anyone's.
+            if command.user.lowercased() != email { try requireAdmin(db, command.user) }
+            guard var record = try UserRecord.fetchOne(db, key: email) else { throw ChatError(.notFound, "no such user") }
+            guard command.user.lowercased() != email || !record.disabled else { throw ChatError(.forbidden, "this account is disabled") }
+            try PasswordPolicy.checkHash(body.passwordHash)
+            guard body.tokensTTLMilliseconds > 0 else { throw ChatError(.badRequest, "tokens_ttl_ms must be positive") }
+            record.passwordHash = body.passwordHash
+            try record.update(db)
+            return .passwordChanged(record.user, tokensBefore: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
         case .setUserDisabled, .setUserRole:
             try requireAdmin(db, command.user)
             let body = try decode(UpdateUserRequest.self)
@@ -300,7 +319,7 @@ extension MessageStore {
         case .sent(let stored): result = stored.duplicate ? "duplicate" : "ok"; target = stored.message.conversationID
         case .read(let update): result = "ok"; target = update.receipt.conversationID
         case .conversation(let conversation): result = "ok"; target = conversation.id
-        case .user(let user): result = "ok"; target = user.email
+        case .user(let user), .passwordChanged(let user, _, _): result = "ok"; target = user.email
         case .audited, .alreadyApplied, .compactRequested: result = "ok"
         case .purged(let purge): result = "ok"; target = "\(purge.count) deleted, \(purge.held.count) held"
         case .legalHold(let conversation, _, _): result = "ok"; target = conversation
@@ -313,6 +332,11 @@ extension MessageStore {
         case .send: return AuditEntry(at: now, context: context, action: "send", target: target, outcome: result)
         case .markConversationRead, .markMessageRead: return AuditEntry(at: now, context: context, action: "mark_read", target: target, outcome: result)
         case .createConversation: return AuditEntry(at: now, context: context, action: "create_conversation", target: target, outcome: result)
+        case .setPassword:
+            // Nothing of the hash in the log: who set whose password, and whether they could.
+            let email = (try? ChatJSON.makeDecoder().decode(SetPasswordRequest.self, from: Data(command.payload.utf8)))?.email.lowercased() ?? target
+            let own = email != nil && command.user.lowercased() == email
+            return AuditEntry(at: now, context: context, action: own ? "password_change" : "admin.set_password", target: email, outcome: result)
         case .createUser, .setUserDisabled, .setUserRole, .setLegalHold:
             return AuditEntry(at: now, context: context, action: "admin.\(command.type.rawValue)", target: target, outcome: result,
                               detail: command.type == .setLegalHold ? command.payload : nil)

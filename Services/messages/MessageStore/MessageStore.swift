@@ -255,12 +255,22 @@ public struct MessageStore: Sendable {
         return try write { db in try self.insertUser(db, email: email, name: name, role: role, passwordHash: hash, now: now) }
     }
 
-    /// Validates, hashes and inserts (inside a command batch: the hashing holds the write lock, which admin commands can afford).
-    func insertUser(_ db: Database, email: String, name: String, role: Role, password: String, now: Date) throws -> User {
-        let email = try Validation.email(email)
-        let name = try Validation.name(name)
-        try Validation.password(password)
-        return try insertUser(db, email: email, name: name, role: role, passwordHash: Bcrypt.hash(password, cost: bcryptCost), now: now)
+    /// Validates and inserts, inside a command batch: with the hash the sender made, or (the
+    /// old form of `create_user`) hashing the password here, which holds the write lock.
+    func insertUser(_ db: Database, _ request: CreateUserRequest, now: Date) throws -> User {
+        let email = try Validation.email(request.email)
+        let name = try Validation.name(request.name)
+        let hash: String
+        if let given = request.passwordHash {
+            try PasswordPolicy.checkHash(given)
+            hash = given
+        } else if let password = request.password {
+            try Validation.password(password)
+            hash = Bcrypt.hash(password, cost: bcryptCost)
+        } else {
+            throw ChatError(.badRequest, "password_hash is required")
+        }
+        return try insertUser(db, email: email, name: name, role: request.role, passwordHash: hash, now: now)
     }
 
     private func insertUser(_ db: Database, email: String, name: String, role: Role, passwordHash: String, now: Date) throws -> User {

@@ -90,9 +90,10 @@ public final class QueryResponder: Service, Sendable {
         switch query.kind {
         case .ping:
             return "{}"
-        case .login:
+        case .login, .checkPassword:
             let user = try store.authenticate(email: query.user, password: query.password ?? "")
-            try audit.record([AuditEntry(at: now, context: context, action: user == nil ? "login_failed" : "login", target: query.user.lowercased(), outcome: user == nil ? "denied" : "ok")])
+            let action = query.kind == .login ? (user == nil ? "login_failed" : "login") : "password_check"
+            try audit.record([AuditEntry(at: now, context: context, action: action, target: query.user.lowercased(), outcome: user == nil ? "denied" : "ok")])
             guard let user else { throw ChatError(.unauthorized, "wrong email or password") }
             return try json(user)
         case .me:

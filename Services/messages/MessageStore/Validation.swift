@@ -43,8 +43,5 @@ enum Validation {
         return name
     }
 
-    static func password(_ text: String) throws {
-        guard text.count >= 8 else { throw ChatError(.invalidContent, "a password has at least 8 characters") }
-        guard text.utf8.count <= 72 else { throw ChatError(.invalidContent, "a password has at most 72 bytes (bcrypt's limit)") }
-    }
+    static func password(_ text: String) throws { try PasswordPolicy.check(text) }
 }

@@ -350,7 +350,15 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         }
         let connections = users.withLock { users in users[email].map { Array($0.sockets.values) } ?? [] }
         if envelope.event == Self.revokeEvent {
+            // One token's sockets (a logout), those of tokens issued before a password change,
+            // or every socket of the user (disabled).
             let tokenID = envelope.data["jti"]?.stringValue
+            if case .number(let before)? = envelope.data["issued_before"] {
+                for connection in connections where (connection.claims?.issuedAtMilliseconds).map({ Double($0) < before }) ?? false {
+                    connection.endSession(ChatError(.unauthorized, "this session was ended: the account's password was changed; log in again"))
+                }
+                return
+            }
             for connection in connections where tokenID == nil || connection.claims?.jti == tokenID {
                 connection.endSession(ChatError(.unauthorized, "this session was ended (logged out or account disabled); log in again"))
             }
