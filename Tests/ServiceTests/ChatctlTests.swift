@@ -16,7 +16,7 @@ func chatctl(_ arguments: [String], environment: [String: String]) async throws 
 
 @Suite("chatctl against the real messages service", .redisServer)
 struct ChatctlTests {
-    @Test("user add, list, set-role, disable, enable and seed-demo work through Redis; bad input fails with a clear message")
+    @Test("user add, list, set-role, disable, enable, set-password and seed-demo work through Redis; bad input fails with a clear message")
     func userAdministration() async throws {
         let server = try RedisServer.required()
         let database = temporaryDatabasePath("chatctl")
@@ -46,6 +46,26 @@ struct ChatctlTests {
         let listed = try await chatctl(["user", "list"], environment: environment)
         #expect(listed.output.contains("dr.lee@clinic.com\tadmin\tdisabled\tDr. Min Lee"), "\(listed.output)")
         #expect(try await chatctl(["user", "enable", "dr.lee@clinic.com"], environment: environment).status == 0)
+
+        // A forgotten password: a new one generated (printed once), or the one given; the old one no longer works.
+        let reading = try MessageStore.open(path: database, retention: .seconds(86400))
+        #expect(try reading.authenticate(email: "dr.lee@clinic.com", password: String(generated ?? "")) != nil)
+        let reset = try await chatctl(["user", "set-password", "dr.lee@clinic.com"], environment: environment)
+        #expect(reset.status == 0 && reset.output.contains("set the password of dr.lee@clinic.com"), "\(reset.output)")
+        let made = try #require(reset.output.split(separator: "\n").first { $0.hasPrefix("password: ") }?.dropFirst("password: ".count))
+        #expect(made.count == 16 && made != generated)
+        #expect(try reading.authenticate(email: "dr.lee@clinic.com", password: String(made)) != nil)
+        #expect(try reading.authenticate(email: "dr.lee@clinic.com", password: String(generated ?? "")) == nil)
+        let given = try await chatctl(["user", "set-password", "dr.lee@clinic.com", "--password", "given-by-the-operator"], environment: environment)
+        #expect(given.status == 0 && !given.output.contains("password: "), "\(given.output)")
+        #expect(try reading.authenticate(email: "dr.lee@clinic.com", password: "given-by-the-operator") != nil)
+        let tooShort = try await chatctl(["user", "set-password", "dr.lee@clinic.com", "--password", "short"], environment: environment)
+        #expect(tooShort.status == 1 && tooShort.output.contains("a password has at least 8 characters") && !tooShort.output.contains("Usage:"), "\(tooShort.output)")
+        let nobody = try await chatctl(["user", "set-password", "ghost@clinic.com"], environment: environment)
+        #expect(nobody.status == 1 && nobody.output.contains("no such user"), "\(nobody.output)")
+        // The gateways now refuse the user's tokens issued before the reset.
+        let cutoff = try await server.withClient { redis in try await redis.send(["GET", RedisKeys(prefix: environment["CHAT_REDIS_PREFIX"]!).tokensBefore("dr.lee@clinic.com")]).string }
+        #expect(cutoff.flatMap { Int64($0) }.map { abs($0 - Date().epochMilliseconds) < 60_000 } == true, "\(cutoff ?? "nil")")
 
         let seeded = try await chatctl(["seed-demo", "--demo-password"], environment: environment)
         #expect(seeded.status == 0)
