@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import traceback
+import urllib.error
 import urllib.request
 import uuid
 
@@ -711,6 +712,69 @@ def test_logout_elsewhere_ends_the_page_session(s):
     rest("POST", "/api/auth/logout", page_token)  # the token is revoked (another tab logged out)
     wait(driver, EC.visibility_of_element_located((By.ID, "login-email")), message="back to login")
     assert "session has ended" in driver.find_element(By.ID, "login-error").text
+
+
+def test_change_password(s):
+    # A user of its own (admin-made), so the demo accounts' passwords stay as the other tests expect.
+    email = f"pw-{uuid.uuid4().hex[:8]}@clinic.com"
+    admin_token = token(ADMIN)
+    rest("POST", "/api/admin/users", admin_token, {"email": email, "name": "Dr. Pat Reyes", "role": "doctor", "password": "first-password-1"})
+    driver = s.new()
+    driver.get(BASE + "/")
+    wait(driver, EC.visibility_of_element_located((By.ID, "login-email")))
+    driver.find_element(By.ID, "login-email").send_keys(email)
+    driver.find_element(By.ID, "login-password").send_keys("first-password-1")
+    driver.find_element(By.ID, "login-submit").click()
+    wait(driver, lambda d: d.find_element(By.ID, "connection").text == "Online", message="socket online")
+    old_token = driver.execute_script("return JSON.parse(localStorage.getItem('clinic.session')).token")
+
+    def attempt(current, new, again=None):
+        if not driver.find_element(By.ID, "password-dialog").is_displayed():
+            driver.find_element(By.ID, "password-button").click()
+            wait(driver, EC.visibility_of_element_located((By.ID, "password-current")))
+        for field, value in [("password-current", current), ("password-new", new), ("password-again", again if again is not None else new)]:
+            box = driver.find_element(By.ID, field)
+            box.clear()
+            box.send_keys(value)
+        driver.find_element(By.ID, "password-save").click()
+
+    # Refusals say why, and change nothing.
+    attempt("first-password-1", "second-password-2", again="second-password-3")
+    wait(driver, lambda d: d.find_element(By.ID, "password-error").text == "The two new passwords are not the same.")
+    attempt("first-password-1", "short")
+    wait(driver, lambda d: d.find_element(By.ID, "password-error").text == "The new password needs at least 8 characters.")
+    attempt("not-my-password", "second-password-2")
+    wait(driver, lambda d: d.find_element(By.ID, "password-error").text == "The current password is wrong.", message="wrong current password")
+    assert rest("GET", "/api/me", old_token)["email"] == email
+
+    # The change: the dialog closes, the page stays logged in and online, with a new token.
+    attempt("first-password-1", "second-password-2")
+    wait(driver, lambda d: not d.find_element(By.ID, "password-dialog").is_displayed(), message="the dialog closes")
+    wait(driver, lambda d: "password was changed" in d.find_element(By.ID, "announcer").get_attribute("textContent"))
+    wait(driver, lambda d: d.find_element(By.ID, "connection").text == "Online", message="online again with the new token")
+    assert driver.find_element(By.ID, "app-view").is_displayed() and not driver.find_element(By.ID, "login-view").is_displayed()
+    new_token = driver.execute_script("return JSON.parse(localStorage.getItem('clinic.session')).token")
+    assert new_token != old_token
+    try:
+        rest("GET", "/api/me", old_token)
+        raise AssertionError("the old token still works")
+    except urllib.error.HTTPError as error:
+        assert error.code == 401, error.code
+    # Its socket works: a message to it arrives live.
+    rest("POST", "/api/messages", admin_token, {"receiver_email": email, "content": "Welcome back", "client_id": f"pw-{uuid.uuid4()}"})
+    wait(driver, lambda d: badge(d, "Alex Morgan") == "1", message="a live message after the change")
+    time.sleep(1)  # nothing ends the new session late
+    assert driver.find_element(By.ID, "app-view").is_displayed()
+
+    # Only the new password logs in.
+    driver.find_element(By.ID, "logout-button").click()
+    wait(driver, EC.visibility_of_element_located((By.ID, "login-email")))
+    try:
+        rest("POST", "/api/auth/login", body={"email": email, "password": "first-password-1"})
+        raise AssertionError("the old password still logs in")
+    except urllib.error.HTTPError as error:
+        assert error.code == 401, error.code
+    assert rest("POST", "/api/auth/login", body={"email": email, "password": "second-password-2"})["token"]
 
 
 def test_idle_logout(s):

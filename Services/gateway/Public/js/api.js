@@ -40,6 +40,7 @@ export class Api {
   login(email, password) { return this.request("POST", "/api/auth/login", { email, password }); }
   logout() { return this.request("POST", "/api/auth/logout"); }
   me() { return this.request("GET", "/api/me"); }
+  changePassword(current, next) { return this.request("POST", "/api/me/password", { current_password: current, new_password: next }); }
   conversations() { return this.request("GET", "/api/conversations"); }
   createConversation(participants, title) { return this.request("POST", "/api/conversations", title ? { participants, title } : { participants }); }
   history(id, before, limit = 30) { return this.request("GET", `/api/conversations/${encodeURIComponent(id)}/messages?limit=${limit}${before ? `&before=${before}` : ""}`); }

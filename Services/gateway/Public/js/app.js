@@ -32,7 +32,7 @@ function readMarkInterval(id) {
   return Math.min(3000, 250 * Math.max(1, Math.ceil(members / 5)));
 }
 
-const api = new Api(() => state.session && state.session.token, () => logout("Your session has ended. Please log in again."));
+const api = new Api(() => state.session && state.session.token, () => sessionEnded());
 let socket = null;
 
 // MARK: Helpers
@@ -156,13 +156,69 @@ async function showApp() {
   $("notify-button").hidden = !("Notification" in window) || Notification.permission !== "default";
   resetIdle();
   await loadConversations();
+  connectSocket();
+}
+
+function connectSocket() {
   socket = new SocketClient({
     auth: () => ({ token: state.session.token }),
     onEvent: handleEvent,
     onStatus: setStatus,
-    onRefused: () => logout("Your session has ended. Please log in again."),
+    onRefused: () => sessionEnded(),
   });
   socket.start();
+}
+
+// The server ended this page's session (its token expired, was revoked, or the account
+// was disabled). While this page changes its password that is expected: the server ends
+// every session of the old token, this page's socket among them, before the answer with
+// the new token arrives.
+let changingPassword = false;
+function sessionEnded() {
+  if (!changingPassword) logout("Your session has ended. Please log in again.");
+}
+
+// MARK: Password
+
+function openPasswordDialog() {
+  for (const id of ["password-current", "password-new", "password-again"]) $(id).value = "";
+  $("password-error").textContent = "";
+  $("password-dialog").showModal();
+  $("password-current").focus();
+}
+
+async function changePassword(event) {
+  event.preventDefault();
+  const current = $("password-current").value;
+  const next = $("password-new").value;
+  const error = (text) => { $("password-error").textContent = text; };
+  if (!current) return error("Enter your current password.");
+  if ([...next].length < 8) return error("The new password needs at least 8 characters.");
+  if (new TextEncoder().encode(next).length > 72) return error("The new password is too long (at most 72 bytes).");
+  if (next !== $("password-again").value) return error("The two new passwords are not the same.");
+  if (next === current) return error("The new password is the same as the current one.");
+  error("");
+  $("password-save").disabled = true;
+  changingPassword = true;
+  try {
+    const result = await api.changePassword(current, next);
+    state.session = { token: result.token, user: result.user };
+    saveSession();
+    // The old token's socket was ended by the server: connect again with the new one.
+    if (socket) socket.stop();
+    connectSocket();
+    $("password-dialog").close();
+    announce("Your password was changed. Your other devices were logged out.");
+  } catch (failure) {
+    changingPassword = false;
+    if (failure.status === 401) return logout("Your session has ended. Please log in again.");
+    error(failure.status === 403 ? "The current password is wrong."
+      : failure.status === 429 ? `Too many attempts. Try again in ${failure.retryAfter || 60} seconds.`
+      : failure.message);
+  } finally {
+    changingPassword = false;
+    $("password-save").disabled = false;
+  }
 }
 
 // What the page already has of each conversation, for `sync`: the newest message of
@@ -808,6 +864,9 @@ function searchMessages() {
 function wire() {
   $("login-form").addEventListener("submit", login);
   $("logout-button").addEventListener("click", () => logout());
+  $("password-button").addEventListener("click", openPasswordDialog);
+  $("password-form").addEventListener("submit", changePassword);
+  $("password-cancel").addEventListener("click", () => $("password-dialog").close());
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = $("composer-input");
