@@ -254,6 +254,11 @@ struct RESTTests {
             #expect(created.status == .created)
             #expect(try await gw.call(.get, "/api/admin/users", token: admin).json.map { ($0 as? [Any])?.count } == DemoAccounts.all.count + 1)
             #expect(try await gw.call(.put, "/api/admin/users/dr.lee@clinic.com/role", token: admin, body: ["role": "admin"]).status == .ok)
+            // A client that percent-encodes the path (encodeURIComponent, as the web client does) names the same user.
+            let encoded = try await gw.call(.put, "/api/admin/users/dr.lee%40clinic.com/role", token: admin, body: ["role": "admin"])
+            #expect(encoded.status == .ok && (encoded.json as? [String: Any])?["email"] as? String == "dr.lee@clinic.com", "\(encoded)")
+            let undecodable = try await gw.call(.put, "/api/admin/users/dr.lee%FFclinic.com/role", token: admin, body: ["role": "admin"])
+            #expect(undecodable.status == .badRequest, "\(undecodable)")
             #expect(try await gw.call(.get, "/api/me", token: doctor).status == .ok)
             #expect(try await gw.call(.post, "/api/admin/users/doctor@clinic.com/disable", token: admin).status == .ok)
             #expect(try await gw.call(.get, "/api/me", token: doctor).status == .unauthorized)

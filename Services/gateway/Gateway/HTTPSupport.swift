@@ -160,3 +160,14 @@ struct LoginThrottle: Sendable {
         ])
     }
 }
+
+extension GatewayRequestContext {
+    /// A path parameter with its percent-encoding undone: clients that encode a path's
+    /// parts (`encodeURIComponent("a@b.c")` is `a%40b.c`) name the same user or
+    /// conversation as those that do not. 400 for an encoding that is not UTF-8.
+    func pathParameter(_ name: String) throws -> String {
+        let raw = try parameters.require(name)
+        guard let decoded = raw.removingPercentEncoding else { throw ChatError(.badRequest, "the \(name) in the path is not valid percent-encoded UTF-8") }
+        return decoded
+    }
+}

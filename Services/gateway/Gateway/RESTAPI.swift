@@ -92,7 +92,7 @@ public struct RESTAPI: Sendable {
         }
         routes.add(.get, "/api/conversations/:id/messages") { request, context in
             let claims = try await self.authenticate(request, ownEmailParameter: true)
-            let id = try context.parameters.require("id")
+            let id = try context.pathParameter("id")
             let (limit, skip, before) = (try request.integer("limit"), try request.integer("skip"), try request.integer("before"))
             guard (limit ?? 30) >= 1, (skip ?? 0) >= 0 else { throw ChatError(.badRequest, "limit must be at least 1 and skip not negative") }
             return try self.pass(await self.store.query(.history, user: claims.sub) {
@@ -104,7 +104,7 @@ public struct RESTAPI: Sendable {
         }
         routes.add(.post, "/api/conversations/:id/read") { request, context in
             let claims = try await self.authenticate(request)
-            let id = try context.parameters.require("id")
+            let id = try context.pathParameter("id")
             struct Body: Decodable { var upToSeq: Int64?; enum CodingKeys: String, CodingKey { case upToSeq = "up_to_seq" } }
             let upTo = try await request.decodeJSONIfPresent(Body.self, context: context)?.upToSeq
             return try self.pass(await self.store.command(.markConversationRead, user: claims.sub,
@@ -125,7 +125,7 @@ public struct RESTAPI: Sendable {
         }
         routes.add(.post, "/api/messages/:id/read") { request, context in
             let claims = try await self.authenticate(request)
-            let id = try context.parameters.require("id")
+            let id = try context.pathParameter("id")
             return try self.pass(await self.store.command(.markMessageRead, user: claims.sub, body: MarkMessageReadRequest(messageID: id)))
         }
         routes.add(.get, "/api/messages/unread-count") { request, _ in
@@ -178,19 +178,19 @@ public struct RESTAPI: Sendable {
         }
         routes.add(.post, "/api/admin/users/:email/password") { request, context in
             let claims = try await self.authenticate(request, admin: true)
-            let email = try context.parameters.require("email").lowercased()
+            let email = try context.pathParameter("email").lowercased()
             return try await self.resetPassword(email, by: claims, request, context)
         }
         for (path, disabled) in [("/api/admin/users/:email/disable", true), ("/api/admin/users/:email/enable", false)] {
             routes.add(.post, path) { request, context in
                 let claims = try await self.authenticate(request, admin: true)
-                let email = try context.parameters.require("email")
+                let email = try context.pathParameter("email")
                 return try self.pass(await self.store.command(.setUserDisabled, user: claims.sub, body: UpdateUserRequest(email: email, disabled: disabled)))
             }
         }
         routes.add(.put, "/api/admin/users/:email/role") { request, context in
             let claims = try await self.authenticate(request, admin: true)
-            let email = try context.parameters.require("email")
+            let email = try context.pathParameter("email")
             struct Body: Decodable { var role: Role }
             let body = try await request.decodeJSON(Body.self, context: context)
             return try self.pass(await self.store.command(.setUserRole, user: claims.sub, body: UpdateUserRequest(email: email, role: body.role)))
@@ -198,7 +198,7 @@ public struct RESTAPI: Sendable {
         for (path, held) in [("/api/admin/conversations/:id/hold", true), ("/api/admin/conversations/:id/release", false)] {
             routes.add(.post, path) { request, context in
                 let claims = try await self.authenticate(request, admin: true)
-                let id = try context.parameters.require("id")
+                let id = try context.pathParameter("id")
                 return try self.pass(await self.store.command(.setLegalHold, user: claims.sub, body: LegalHoldRequest(conversationID: id, held: held)))
             }
         }
