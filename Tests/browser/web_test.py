@@ -777,6 +777,86 @@ def test_change_password(s):
     assert rest("POST", "/api/auth/login", body={"email": email, "password": "second-password-2"})["token"]
 
 
+def test_administration(s):
+    doctor = s.new()
+    login(doctor, "dr.novak@clinic.com")
+    assert not doctor.find_element(By.ID, "admin-button").is_displayed(), "a doctor has no administration"
+    admin = s.new()
+    login(admin, ADMIN)
+    admin.find_element(By.ID, "admin-button").click()
+    wait(admin, EC.visibility_of_element_located((By.ID, "user-table")))
+
+    def row(email):
+        for tr in admin.find_elements(By.CSS_SELECTOR, "#user-table tbody tr"):
+            if tr.get_attribute("data-email") == email:
+                return tr
+        return None
+
+    def cell(email, name):
+        found = row(email)
+        return found.find_element(By.CSS_SELECTOR, f".{name}-cell").text if found else None
+
+    def click(email, label):
+        for button in row(email).find_elements(By.CSS_SELECTOR, "button"):
+            if button.text == label:
+                button.click()
+                return
+        raise AssertionError(f"no {label} for {email}")
+
+    def message():
+        return admin.find_element(By.ID, "admin-message").text
+
+    wait(admin, lambda d: row(DOCTOR) is not None and cell(DOCTOR, "role") == "Doctor", message="the users listed")
+    assert row(ADMIN).find_elements(By.CSS_SELECTOR, "button") == [], "no actions on your own account"
+
+    # Add a user with a generated password, shown once; it logs in.
+    email = f"new-{uuid.uuid4().hex[:8]}@clinic.com"
+    admin.find_element(By.ID, "user-name").send_keys("Dr. Ines Duarte")
+    admin.find_element(By.ID, "user-email").send_keys(email)
+    admin.find_element(By.ID, "user-add").click()
+    wait(admin, lambda d: "Password: " in message(), message="the generated password")
+    password = re.search(r"Password: (\S+) \(shown once\)", message()).group(1)
+    assert len(password) == 16, password
+    wait(admin, lambda d: cell(email, "status") == "Active")
+    assert rest("POST", "/api/auth/login", body={"email": email, "password": password})["token"]
+    # The same email again is refused plainly.
+    admin.find_element(By.ID, "user-name").send_keys("Dr. Ines Duarte")
+    admin.find_element(By.ID, "user-email").send_keys(email)
+    admin.find_element(By.ID, "user-add").click()
+    wait(admin, lambda d: d.find_element(By.ID, "admin-error").text == "A user with this email already exists.")
+
+    # Role, disable and enable, a new password.
+    click(email, "Make admin")
+    wait(admin, lambda d: cell(email, "role") == "Admin", message="made admin")
+    click(email, "Disable")
+    wait(admin, lambda d: cell(email, "status") == "Disabled", message="disabled")
+    try:
+        rest("POST", "/api/auth/login", body={"email": email, "password": password})
+        raise AssertionError("a disabled user logged in")
+    except urllib.error.HTTPError as error:
+        assert error.code == 401, error.code
+    click(email, "Enable")
+    wait(admin, lambda d: cell(email, "status") == "Active", message="enabled")
+    click(email, "New password")
+    wait(admin, lambda d: "New password for Dr. Ines Duarte: " in message(), message="the new password")
+    fresh = re.search(r"New password for Dr\. Ines Duarte: (\S+) \(shown once", message()).group(1)
+    assert fresh != password
+    assert rest("POST", "/api/auth/login", body={"email": email, "password": fresh})["token"]
+
+    # The audit log shows what was done, by whom.
+    admin.find_element(By.ID, "admin-tab-audit").click()
+    def audited(d):
+        rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in d.find_elements(By.CSS_SELECTOR, "#audit-table tbody tr")]
+        actions = {(r[1], r[2], r[3]) for r in rows if len(r) == 5}
+        return all((ADMIN, action, email) in actions for action in
+                   ["admin.create_user", "admin.set_user_role", "admin.set_user_disabled", "admin.set_password"])
+    wait(admin, audited, message="the audit log")
+    if SHOTS:
+        admin.save_screenshot(os.path.join(SHOTS, "administration.png"))
+    admin.find_element(By.ID, "admin-close").click()
+    wait(admin, lambda d: not d.find_element(By.ID, "admin-dialog").is_displayed())
+
+
 def test_idle_logout(s):
     driver = s.new()
     login(driver, "dr.novak@clinic.com")

@@ -40,6 +40,12 @@ export class Api {
   login(email, password) { return this.request("POST", "/api/auth/login", { email, password }); }
   logout() { return this.request("POST", "/api/auth/logout"); }
   me() { return this.request("GET", "/api/me"); }
+  adminUsers() { return this.request("GET", "/api/admin/users"); }
+  adminCreateUser(user) { return this.request("POST", "/api/admin/users", user); }
+  adminSetRole(email, role) { return this.request("PUT", `/api/admin/users/${encodeURIComponent(email)}/role`, { role }); }
+  adminSetDisabled(email, disabled) { return this.request("POST", `/api/admin/users/${encodeURIComponent(email)}/${disabled ? "disable" : "enable"}`); }
+  adminResetPassword(email) { return this.request("POST", `/api/admin/users/${encodeURIComponent(email)}/password`); }
+  adminAudit(limit, before) { return this.request("GET", `/api/admin/audit?limit=${limit}${before ? `&before=${before}` : ""}`); }
   changePassword(current, next) { return this.request("POST", "/api/me/password", { current_password: current, new_password: next }); }
   conversations() { return this.request("GET", "/api/conversations"); }
   createConversation(participants, title) { return this.request("POST", "/api/conversations", title ? { participants, title } : { participants }); }

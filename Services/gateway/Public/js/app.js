@@ -2,6 +2,7 @@
 // textContent (never innerHTML), so message text is always shown as text.
 import { Api } from "./api.js";
 import { SocketClient } from "./socketio.js";
+import { setupAdmin } from "./admin.js";
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "clinic.session";
@@ -133,6 +134,8 @@ async function logout(message) {
   state.readMarks.clear();
   state.gapsAsked.clear();
   state.current = null;
+  if ($("admin-dialog").open) $("admin-dialog").close();
+  if ($("password-dialog").open) $("password-dialog").close();
   $("app-view").hidden = true;
   $("login-view").hidden = false;
   $("login-error").textContent = message || "";
@@ -153,6 +156,7 @@ async function showApp() {
   $("login-view").hidden = true;
   $("app-view").hidden = false;
   $("me-name").textContent = state.session.user.name;
+  $("admin-button").hidden = state.session.user.role !== "admin";
   $("notify-button").hidden = !("Notification" in window) || Notification.permission !== "default";
   resetIdle();
   await loadConversations();
@@ -865,6 +869,7 @@ function wire() {
   $("login-form").addEventListener("submit", login);
   $("logout-button").addEventListener("click", () => logout());
   $("password-button").addEventListener("click", openPasswordDialog);
+  setupAdmin({ api, me: () => state.session.user, el, $ });
   $("password-form").addEventListener("submit", changePassword);
   $("password-cancel").addEventListener("click", () => $("password-dialog").close());
   $("composer").addEventListener("submit", (event) => {

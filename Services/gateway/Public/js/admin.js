@@ -1,0 +1,138 @@
+// Administration, for admins: the users (add, role, disable or enable, a new password)
+// and the audit log, through the admin REST routes. As everywhere in the page, data goes
+// on the page with textContent only.
+
+const AUDIT_PAGE = 100;
+const PASSWORD_ALPHABET = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+// 16 letters and digits from the browser's secure generator (as chatctl makes them).
+function generatePassword() {
+  const bytes = new Uint32Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (n) => PASSWORD_ALPHABET[n % PASSWORD_ALPHABET.length]).join("");
+}
+
+export function setupAdmin({ api, me, el, $ }) {
+  let auditOldest = null;
+
+  function say(message) {
+    $("admin-error").textContent = "";
+    $("admin-message").textContent = message;
+  }
+
+  function fail(error) {
+    $("admin-message").textContent = "";
+    $("admin-error").textContent = error.message;
+  }
+
+  // Runs an action, then shows `done` (the text it returns) and the users as they are now.
+  async function act(action) {
+    try {
+      say(await action());
+      await loadUsers();
+    } catch (error) {
+      fail(error);
+    }
+  }
+
+  function actionButton(label, onClick) {
+    const button = el("button", "link", label);
+    button.type = "button";
+    button.addEventListener("click", onClick);
+    return button;
+  }
+
+  async function loadUsers() {
+    const users = await api.adminUsers();
+    const body = $("user-table").tBodies[0];
+    body.replaceChildren();
+    for (const user of users) {
+      const row = el("tr");
+      row.dataset.email = user.email;
+      row.append(el("td", null, user.name), el("td", null, user.email), el("td", "role-cell", user.role === "admin" ? "Admin" : "Doctor"),
+                 el("td", "status-cell", user.disabled ? "Disabled" : "Active"));
+      const actions = el("td", "actions-cell");
+      if (user.email === me().email) {
+        actions.append(el("span", "hint", "You"));
+      } else {
+        const role = user.role === "admin" ? "doctor" : "admin";
+        actions.append(
+          actionButton(role === "admin" ? "Make admin" : "Make doctor", () => act(async () => {
+            await api.adminSetRole(user.email, role);
+            return `${user.name} is now ${role === "admin" ? "an admin" : "a doctor"}.`;
+          })),
+          actionButton(user.disabled ? "Enable" : "Disable", () => act(async () => {
+            await api.adminSetDisabled(user.email, !user.disabled);
+            return user.disabled ? `${user.name} can log in again.` : `${user.name} is disabled: logged out everywhere, and cannot log in.`;
+          })),
+          actionButton("New password", () => act(async () => {
+            const result = await api.adminResetPassword(user.email);
+            return `New password for ${user.name}: ${result.password} (shown once; their sessions have ended).`;
+          })),
+        );
+      }
+      row.append(actions);
+      body.append(row);
+    }
+  }
+
+  async function addUser(event) {
+    event.preventDefault();
+    const name = $("user-name").value.trim();
+    const email = $("user-email").value.trim();
+    const typed = $("user-password").value;
+    if (!name || !email) return fail(new Error("Enter a name and an email."));
+    if (typed && [...typed].length < 8) return fail(new Error("A password needs at least 8 characters."));
+    const password = typed || generatePassword();
+    try {
+      const user = await api.adminCreateUser({ email, name, role: $("user-role").value, password });
+      for (const id of ["user-name", "user-email", "user-password"]) $(id).value = "";
+      say(typed ? `Added ${user.name} (${user.email}).` : `Added ${user.name} (${user.email}). Password: ${password} (shown once).`);
+      await loadUsers();
+    } catch (error) {
+      fail(error.status === 409 ? new Error("A user with this email already exists.") : error);
+    }
+  }
+
+  async function loadAudit(older) {
+    try {
+      const entries = await api.adminAudit(AUDIT_PAGE, older ? auditOldest : undefined);
+      const body = $("audit-table").tBodies[0];
+      if (!older) body.replaceChildren();
+      for (const entry of entries) {
+        const row = el("tr");
+        row.append(el("td", null, new Date(entry.at).toLocaleString()), el("td", null, entry.actor || "system"),
+                   el("td", null, entry.action), el("td", null, entry.target || ""), el("td", null, entry.outcome));
+        body.append(row);
+      }
+      if (entries.length) auditOldest = entries[entries.length - 1].id;
+      $("audit-older").hidden = entries.length < AUDIT_PAGE;
+    } catch (error) {
+      fail(error);
+    }
+  }
+
+  function showTab(name) {
+    for (const tab of ["users", "audit"]) {
+      $(`admin-tab-${tab}`).setAttribute("aria-selected", String(tab === name));
+      $(`admin-${tab}`).hidden = tab !== name;
+    }
+    if (name === "audit") loadAudit(false);
+  }
+
+  $("admin-button").addEventListener("click", async () => {
+    say("");
+    showTab("users");
+    $("admin-dialog").showModal();
+    try {
+      await loadUsers();
+    } catch (error) {
+      fail(error);
+    }
+  });
+  $("admin-close").addEventListener("click", () => $("admin-dialog").close());
+  $("admin-tab-users").addEventListener("click", () => showTab("users"));
+  $("admin-tab-audit").addEventListener("click", () => showTab("audit"));
+  $("user-form").addEventListener("submit", addUser);
+  $("audit-older").addEventListener("click", () => loadAudit(true));
+}
