@@ -174,7 +174,7 @@ struct CommandProcessorTests {
             let errors = h.recorder.objects(on: h.keys.user("doctor@clinic.com")).filter { $0["event"] as? String == "error" }
             #expect(errors.compactMap { ($0["data"] as? [String: Any])?["client_id"] as? String } == ["e1"])
             #expect(await eventually { (try? await h.redis.xpending(h.keys.commands, group: RedisKeys.messagesGroup).count) == 0 })
-            #expect(try h.store.auditLog().contains { $0.action == "admin.create_user" && $0.outcome == "forbidden" })
+            #expect(try h.store.auditLog().contains { $0.action == "admin.create_user" && $0.outcome == "forbidden" && $0.target == "x@clinic.com" }, "a refused one names whom it was about")
         }
     }
 

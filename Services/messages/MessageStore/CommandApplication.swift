@@ -338,6 +338,11 @@ extension MessageStore {
             let own = email != nil && command.user.lowercased() == email
             return AuditEntry(at: now, context: context, action: own ? "password_change" : "admin.set_password", target: email, outcome: result)
         case .createUser, .setUserDisabled, .setUserRole, .setLegalHold:
+            // A refused one still names whom it was about.
+            if target == nil, command.type != .setLegalHold {
+                let body = try? ChatJSON.makeDecoder().decode(UpdateUserRequest.self, from: Data(command.payload.utf8))
+                target = body?.email.lowercased()
+            }
             return AuditEntry(at: now, context: context, action: "admin.\(command.type.rawValue)", target: target, outcome: result,
                               detail: command.type == .setLegalHold ? command.payload : nil)
         case .purge: return AuditEntry(at: now, context: context, action: "retention.purge", target: nil, outcome: result, detail: target)
