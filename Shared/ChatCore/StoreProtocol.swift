@@ -25,6 +25,8 @@ public enum StoreCommandType: String, Sendable, CaseIterable {
     case setLegalHold = "set_legal_hold"
     /// A user's new password (their own, checked first by the gateway; or an admin's reset).
     case setPassword = "set_password"
+    /// Every session of a user ends (their "log out everywhere", or an admin's for a lost device).
+    case endSessions = "end_sessions"
 }
 
 /// `purge`: at most 1,000 message ids.
@@ -166,6 +168,26 @@ public struct SetPasswordRequest: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey {
         case email
         case passwordHash = "password_hash"
+        case tokensBefore = "tokens_before"
+        case tokensTTLMilliseconds = "tokens_ttl_ms"
+    }
+}
+
+/// `end_sessions`: the user's tokens issued before `tokens_before` are refused from now on,
+/// and their sockets end, on every gateway (as after a password change, which does the same).
+public struct EndSessionsRequest: Codable, Sendable, Hashable {
+    public var email: String
+    /// Milliseconds since 1970: tokens issued before it are refused (`auth:tokens_before:{email}`).
+    public var tokensBefore: Int64
+    /// How long that refusal is kept: the tokens' lifetime, after which they have expired anyway.
+    public var tokensTTLMilliseconds: Int64
+    public init(email: String, tokensBefore: Int64, tokensTTL: Duration) {
+        self.email = email
+        self.tokensBefore = tokensBefore
+        self.tokensTTLMilliseconds = tokensTTL.milliseconds
+    }
+    enum CodingKeys: String, CodingKey {
+        case email
         case tokensBefore = "tokens_before"
         case tokensTTLMilliseconds = "tokens_ttl_ms"
     }

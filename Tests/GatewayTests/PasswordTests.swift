@@ -40,7 +40,7 @@ final class RedisMonitor: Sendable {
     }
 }
 
-@Suite("Passwords", .redisServer)
+@Suite("Passwords and sessions", .redisServer)
 struct PasswordTests {
     let doctor = "doctor@clinic.com"
     let admin = "admin@clinic.com"
@@ -81,7 +81,7 @@ struct PasswordTests {
             #expect(changed.1?["user"]?["email"] == .string(doctor))
             for gateway in [0, 1] {
                 let refused = try await stack.http("GET", "/api/me", gateway: gateway, token: old)
-                #expect(refused.0 == 401 && refused.1?["error"]?["message"]?.stringValue?.contains("password was changed") == true, "\(refused)")
+                #expect(refused.0 == 401 && refused.1?["error"]?["message"]?.stringValue?.contains("sessions were ended") == true, "\(refused)")
                 #expect(try await stack.http("GET", "/api/me", gateway: gateway, token: fresh).0 == 200)
             }
             for socket in oldSockets {
@@ -156,6 +156,48 @@ struct PasswordTests {
             }
             #expect(monitor.lines("XADD", mentioning: stack.keys.commands).contains { $0.contains("create_user") && $0.contains("password_hash") })
             await socket.close()
+        }
+    }
+
+    @Test("log out everywhere: every token of the user issued until then is refused on every gateway and every socket ends, the caller's too; logging in again works; an admin ends a doctor's sessions (a lost device), a doctor cannot end another's; audited")
+    func logoutEverywhere() async throws {
+        try await withRealtimeStack(gateways: 2) { stack in
+            let tokens = [try await stack.login(doctor), try await stack.login(doctor, gateway: 1)]
+            let sockets = [try await SocketTestClient.connect(port: stack.ports[0], token: tokens[0]),
+                           try await SocketTestClient.connect(port: stack.ports[1], token: tokens[1])]
+            let adminToken = try await stack.login(admin)
+            let adminSocket = try await SocketTestClient.connect(port: stack.ports[1], token: adminToken)
+            #expect(try await stack.http("POST", "/api/auth/logout-everywhere").0 == 401)
+
+            #expect(try await stack.http("POST", "/api/auth/logout-everywhere", gateway: 1, token: tokens[1]).0 == 204)
+            for token in tokens {
+                for gateway in [0, 1] { #expect(try await stack.http("GET", "/api/me", gateway: gateway, token: token).0 == 401) }
+            }
+            for socket in sockets {
+                let ended = try await socket.event("error")
+                #expect(ended["message"]?.stringValue?.contains("logged out everywhere") == true, "\(ended)")
+                _ = try await socket.next { $0 == "41" }
+            }
+            // Nobody else's session is touched; the user logs in again as usual.
+            #expect(try await stack.http("GET", "/api/me", token: adminToken).0 == 200)
+            #expect(!adminSocket.isClosed)
+            let again = try await stack.login(doctor)
+            #expect(try await stack.http("GET", "/api/me", gateway: 1, token: again).0 == 200)
+
+            // An admin ends them for the doctor (a lost phone); a doctor cannot do it to anyone.
+            let doctorSocket = try await SocketTestClient.connect(port: stack.ports[0], token: again)
+            #expect(try await stack.http("POST", "/api/admin/users/dr.patel@clinic.com/logout", token: again).0 == 403)
+            #expect(try await stack.http("POST", "/api/admin/users/ghost@clinic.com/logout", token: adminToken).0 == 404)
+            let ended = try await stack.http("POST", "/api/admin/users/\(doctor)/logout", token: adminToken)
+            #expect(ended.0 == 200 && ended.1?["email"] == .string(doctor), "\(ended)")
+            #expect(try await stack.http("GET", "/api/me", token: again).0 == 401)
+            _ = try await doctorSocket.next { $0 == "41" }
+            #expect(try await stack.http("POST", "/api/auth/login", body: ["email": doctor, "password": password(doctor)]).0 == 200, "the password is unchanged")
+
+            let audit = try stack.store.auditLog().map { "\($0.action) \($0.actor ?? "-") \($0.target ?? "-") \($0.outcome)" }
+            #expect(audit.contains("logout_everywhere \(doctor) \(doctor) ok") && audit.contains("admin.end_sessions \(admin) \(doctor) ok")
+                    && audit.contains("admin.end_sessions \(admin) ghost@clinic.com not_found"), "\(audit)")
+            for client in sockets + [adminSocket, doctorSocket] { await client.close() }
         }
     }
 }

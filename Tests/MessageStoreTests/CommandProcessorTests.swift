@@ -577,7 +577,7 @@ struct CommandProcessorTests {
         }
     }
 
-    @Test("set_password: only a bcrypt hash is taken; a user sets their own, admins and tools anyone's, a doctor no one else's; the cutoff key and the revocation go out, and again when the entry is read again; create_user takes a hash, or (the old form) a password")
+    @Test("set_password and end_sessions: only a bcrypt hash is taken; a user sets their own, admins and tools anyone's, a doctor no one else's; the cutoff key and the revocation go out, and again when the entry is read again; create_user takes a hash, or (the old form) a password")
     func passwords() async throws {
         try await withHarness(running: false) { h in
             let hash = await PasswordPolicy.hash("a-new-password", cost: 4)
@@ -595,14 +595,16 @@ struct CommandProcessorTests {
                 try h.command(.createUser, "admin@clinic.com", CreateUserRequest(email: "dr.lee@clinic.com", name: "Dr. Lee", role: .doctor, passwordHash: hash), request: "new-hash"),
                 try h.command(.createUser, "admin@clinic.com", CreateUserRequest(email: "dr.old@clinic.com", name: "Dr. Old", role: .doctor, password: "an-old-gateway"), request: "new-old"),
                 try h.command(.createUser, "admin@clinic.com", CreateUserRequest(email: "dr.bad@clinic.com", name: "Dr. Bad", role: .doctor, passwordHash: "$2b$10$nope"), request: "new-bad"),
+                try h.command(.endSessions, "doctor@clinic.com", EndSessionsRequest(email: "dr.patel@clinic.com", tokensBefore: 1, tokensTTL: ttl), request: "end-other"),
+                try h.command(.endSessions, "dr.okafor@clinic.com", EndSessionsRequest(email: "dr.okafor@clinic.com", tokensBefore: 1_700_000_000_789, tokensTTL: ttl), request: "end-own"),
             ]
             let entries = commands.enumerated().map { StreamEntry(id: "1-\($0.offset + 1)", fields: Dictionary(uniqueKeysWithValues: $0.element.fields)) }
             try await h.processor.process(entries)
-            for (request, code) in [("bad-hash", ChatError.Code.badRequest), ("short-hash", .badRequest), ("someone-else", .forbidden), ("unknown", .notFound), ("new-bad", .badRequest)] {
+            for (request, code) in [("bad-hash", ChatError.Code.badRequest), ("short-hash", .badRequest), ("someone-else", .forbidden), ("unknown", .notFound), ("new-bad", .badRequest), ("end-other", .forbidden)] {
                 let reply = await h.waitForReply(request)
                 #expect(reply?.error?.code == code, "\(request): \(String(describing: reply))")
             }
-            for request in ["own", "tool", "new-hash", "new-old"] { #expect(await h.waitForReply(request)?.result != nil, "\(request)") }
+            for request in ["own", "tool", "new-hash", "new-old", "end-own"] { #expect(await h.waitForReply(request)?.result != nil, "\(request)") }
             #expect(try h.store.authenticate(email: "doctor@clinic.com", password: "a-new-password") != nil)
             #expect(try h.store.authenticate(email: "doctor@clinic.com", password: "password-doctor@clinic.com") == nil)
             #expect(try h.store.authenticate(email: "dr.patel@clinic.com", password: "a-new-password") != nil)
@@ -613,7 +615,9 @@ struct CommandProcessorTests {
             #expect(try await h.redis.send(["GET", h.keys.tokensBefore("doctor@clinic.com")]).string == "1700000000123")
             let ttlLeft = try #require(try await h.redis.send(["PTTL", h.keys.tokensBefore("doctor@clinic.com")]).int)
             #expect(ttlLeft > 3_590_000 && ttlLeft <= 3_600_000, "\(ttlLeft)")
-            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("dr.patel@clinic.com")]).string == "1700000000456")
+            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("dr.patel@clinic.com")]).string == "1700000000456", "not lowered by a refused end_sessions")
+            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("dr.okafor@clinic.com")]).string == "1700000000789")
+            #expect(try h.store.authenticate(email: "dr.okafor@clinic.com", password: "password-dr.okafor@clinic.com") != nil, "ending sessions leaves the password")
             #expect(await eventually {
                 h.recorder.objects(on: h.keys.user("doctor@clinic.com")).contains {
                     $0["event"] as? String == "session_revoked" && ($0["data"] as? [String: Any])?["issued_before"] as? Int == 1_700_000_000_123

@@ -16,7 +16,7 @@ func chatctl(_ arguments: [String], environment: [String: String]) async throws 
 
 @Suite("chatctl against the real messages service", .redisServer)
 struct ChatctlTests {
-    @Test("user add, list, set-role, disable, enable, set-password and seed-demo work through Redis; bad input fails with a clear message")
+    @Test("user add, list, set-role, disable, enable, set-password, logout and seed-demo work through Redis; bad input fails with a clear message")
     func userAdministration() async throws {
         let server = try RedisServer.required()
         let database = temporaryDatabasePath("chatctl")
@@ -61,6 +61,9 @@ struct ChatctlTests {
         #expect(try reading.authenticate(email: "dr.lee@clinic.com", password: "given-by-the-operator") != nil)
         let tooShort = try await chatctl(["user", "set-password", "dr.lee@clinic.com", "--password", "short"], environment: environment)
         #expect(tooShort.status == 1 && tooShort.output.contains("a password has at least 8 characters") && !tooShort.output.contains("Usage:"), "\(tooShort.output)")
+        let loggedOut = try await chatctl(["user", "logout", "dr.lee@clinic.com"], environment: environment)
+        #expect(loggedOut.status == 0 && loggedOut.output.contains("ended every session of dr.lee@clinic.com"), "\(loggedOut.output)")
+        #expect(try reading.authenticate(email: "dr.lee@clinic.com", password: "given-by-the-operator") != nil, "the password stays")
         let nobody = try await chatctl(["user", "set-password", "ghost@clinic.com"], environment: environment)
         #expect(nobody.status == 1 && nobody.output.contains("no such user"), "\(nobody.output)")
         // The gateways now refuse the user's tokens issued before the reset.

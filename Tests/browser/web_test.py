@@ -837,6 +837,17 @@ def test_administration(s):
         assert error.code == 401, error.code
     click(email, "Enable")
     wait(admin, lambda d: cell(email, "status") == "Active", message="enabled")
+    other = s.new()  # the new user's own page, which the admin then logs out
+    other.get(BASE + "/")
+    wait(other, EC.visibility_of_element_located((By.ID, "login-email")))
+    other.find_element(By.ID, "login-email").send_keys(email)
+    other.find_element(By.ID, "login-password").send_keys(password)
+    other.find_element(By.ID, "login-submit").click()
+    wait(other, lambda d: d.find_element(By.ID, "connection").text == "Online", message="the new user online")
+    click(email, "End sessions")
+    wait(admin, lambda d: "was logged out on every device" in message())
+    wait(other, EC.visibility_of_element_located((By.ID, "login-email")), message="the user's page back at login")
+    assert "session has ended" in other.find_element(By.ID, "login-error").text
     click(email, "New password")
     wait(admin, lambda d: "New password for Dr. Ines Duarte: " in message(), message="the new password")
     fresh = re.search(r"New password for Dr\. Ines Duarte: (\S+) \(shown once", message()).group(1)
@@ -849,12 +860,27 @@ def test_administration(s):
         rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in d.find_elements(By.CSS_SELECTOR, "#audit-table tbody tr")]
         actions = {(r[1], r[2], r[3]) for r in rows if len(r) == 5}
         return all((ADMIN, action, email) in actions for action in
-                   ["admin.create_user", "admin.set_user_role", "admin.set_user_disabled", "admin.set_password"])
+                   ["admin.create_user", "admin.set_user_role", "admin.set_user_disabled", "admin.end_sessions", "admin.set_password"])
     wait(admin, audited, message="the audit log")
     if SHOTS:
         admin.save_screenshot(os.path.join(SHOTS, "administration.png"))
     admin.find_element(By.ID, "admin-close").click()
     wait(admin, lambda d: not d.find_element(By.ID, "admin-dialog").is_displayed())
+
+
+def test_logout_everywhere(s):
+    # Two browsers of one user: logging out everywhere in one brings both back to the login page.
+    first, second = s.new(), s.new()
+    login(first, PATEL)
+    login(second, PATEL)
+    kept = token(ADMIN)
+    first.find_element(By.ID, "logout-everywhere-button").click()
+    wait(first, EC.visibility_of_element_located((By.ID, "login-email")), message="this page logged out")
+    assert "logged out on every device" in first.find_element(By.ID, "login-error").text
+    wait(second, EC.visibility_of_element_located((By.ID, "login-email")), message="the other page logged out")
+    assert "session has ended" in second.find_element(By.ID, "login-error").text
+    assert rest("GET", "/api/me", kept)["email"] == ADMIN, "nobody else's session ends"
+    login(second, PATEL)  # and the user logs in again as usual
 
 
 def test_idle_logout(s):

@@ -15,7 +15,7 @@ struct Chatctl: AsyncParsableCommand {
 
 struct UserCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "user", abstract: "Manage users.",
-                                                    subcommands: [Add.self, Disable.self, Enable.self, List.self, SetRole.self, SetPassword.self])
+                                                    subcommands: [Add.self, Disable.self, Enable.self, List.self, SetRole.self, SetPassword.self, Logout.self])
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add a user; without --password one is generated and printed.")
@@ -77,6 +77,18 @@ struct UserCommand: AsyncParsableCommand {
             let user: User = try await withStore { try $0.result(await $0.command(.setPassword, user: "", body: body)) }
             print("set the password of \(user.email); their sessions have ended")
             if self.password == nil { print("password: \(password)") }
+        }
+    }
+
+    struct Logout: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "End every session of a user on every gateway (a lost or shared device); they can log in again.")
+        @Argument var email: String
+        func run() async throws {
+            let lifetime = try ChatConfiguration(environment: ProcessInfo.processInfo.environment).tokenTTL
+            let body = EndSessionsRequest(email: email, tokensBefore: Date().epochMilliseconds, tokensTTL: lifetime)
+            let user: User = try await withStore { try $0.result(await $0.command(.endSessions, user: "", body: body)) }
+            print("ended every session of \(user.email)")
         }
     }
 

@@ -200,6 +200,30 @@ enum OpenAPIDocument {
     ]
    }
   },
+  "/api/auth/logout-everywhere": {
+   "post": {
+    "summary": "Log out everywhere: every token of yours issued until now is refused on every gateway, this one included, and every socket opened with one ends (audited as logout_everywhere). Log in again to go on.",
+    "responses": {
+     "204": {
+      "description": "OK"
+     },
+     "401": {
+      "$ref": "#/components/responses/Unauthorized"
+     },
+     "429": {
+      "$ref": "#/components/responses/RateLimited"
+     },
+     "503": {
+      "$ref": "#/components/responses/Unavailable"
+     }
+    },
+    "security": [
+     {
+      "bearer": []
+     }
+    ]
+   }
+  },
   "/api/me": {
    "get": {
     "summary": "The caller.",
@@ -1225,6 +1249,54 @@ enum OpenAPIDocument {
       }
      }
     },
+    "security": [
+     {
+      "bearer": []
+     }
+    ]
+   }
+  },
+  "/api/admin/users/{email}/logout": {
+   "post": {
+    "summary": "End every session of a user (admins only; audited as admin.end_sessions): their tokens issued until now are refused and their sockets end, on every gateway; they can log in again (a lost or shared device).",
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/User"
+        }
+       }
+      }
+     },
+     "400": {
+      "$ref": "#/components/responses/BadRequest"
+     },
+     "401": {
+      "$ref": "#/components/responses/Unauthorized"
+     },
+     "403": {
+      "$ref": "#/components/responses/Forbidden"
+     },
+     "404": {
+      "$ref": "#/components/responses/NotFound"
+     },
+     "503": {
+      "$ref": "#/components/responses/Unavailable"
+     }
+    },
+    "parameters": [
+     {
+      "name": "email",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string",
+       "format": "email"
+      }
+     }
+    ],
     "security": [
      {
       "bearer": []

@@ -64,6 +64,11 @@ public struct RESTAPI: Sendable {
             return Response(status: .noContent)
         }
         routes.add(.post, "/api/me/password") { request, context in try await self.changePassword(request, context) }
+        routes.add(.post, "/api/auth/logout-everywhere") { request, _ in
+            let claims = try await self.authenticate(request)
+            _ = try await self.endSessions(of: claims.sub, by: claims.sub)
+            return Response(status: .noContent)
+        }
         routes.add(.get, "/api/me") { request, _ in
             let claims = try await self.authenticate(request)
             return try self.pass(await self.store.query(.me, user: claims.sub))
@@ -175,6 +180,11 @@ public struct RESTAPI: Sendable {
             return try self.pass(await self.store.command(.createUser, user: claims.sub,
                                                           body: CreateUserRequest(email: body.email, name: body.name, role: body.role, passwordHash: hash)),
                                  status: .created)
+        }
+        routes.add(.post, "/api/admin/users/:email/logout") { request, context in
+            let claims = try await self.authenticate(request, admin: true)
+            let user = try await self.endSessions(of: try context.pathParameter("email").lowercased(), by: claims.sub)
+            return try json(user)
         }
         routes.add(.post, "/api/admin/users/:email/password") { request, context in
             let claims = try await self.authenticate(request, admin: true)
@@ -324,6 +334,13 @@ public struct RESTAPI: Sendable {
         let hash = await PasswordPolicy.hash(password)
         let body = SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: Date().epochMilliseconds, tokensTTL: tokens.lifetime)
         return try store.result(await store.command(.setPassword, user: actor, body: body))
+    }
+
+    /// Ends every session of the user, on every gateway: their tokens issued before now are
+    /// refused, their sockets end (a lost or shared device).
+    func endSessions(of email: String, by actor: String) async throws -> User {
+        let body = EndSessionsRequest(email: email, tokensBefore: Date().epochMilliseconds, tokensTTL: tokens.lifetime)
+        return try store.result(await store.command(.endSessions, user: actor, body: body))
     }
 
     func readiness() async throws -> Response {

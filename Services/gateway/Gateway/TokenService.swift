@@ -46,7 +46,7 @@ extension TokenClaims {
 
 /// Signed access tokens (JWT, HS256) with an expiry and an id; logout revokes one
 /// everywhere through Redis, a disabled user's tokens all stop working, and so do those
-/// issued before a user's password was changed.
+/// issued before a user's password was changed or their sessions were all ended.
 public struct TokenService: Sendable {
     private let keyBytes: Data
     private var key: SymmetricKey { SymmetricKey(data: keyBytes) }
@@ -80,7 +80,7 @@ public struct TokenService: Sendable {
         let values = try await redis.send(["MGET", keys.revokedToken(claims.jti), keys.disabledUser(claims.sub), keys.tokensBefore(claims.sub)]).array ?? []
         guard values.count == 3, values[0].isNull, values[1].isNull else { throw ChatError(.unauthorized, "this token is no longer valid; log in again") }
         if let before = values[2].string.flatMap({ Int64($0) }), claims.issuedAtMilliseconds < before {
-            throw ChatError(.unauthorized, "this token was issued before the account's password was changed; log in again")
+            throw ChatError(.unauthorized, "this token was issued before the account's sessions were ended (a password change, or a log-out everywhere); log in again")
         }
         return claims
     }

@@ -12,9 +12,10 @@ public enum CommandOutcome: Sendable {
     case purged(PurgeResult)
     /// A sweep finished: compact outside the batch's transaction.
     case compactRequested(auditRetention: Duration)
-    /// A user's password was set: their tokens issued before `tokensBefore` (ms) are to be
-    /// refused for `ttl` (the tokens' lifetime), and their sessions ended.
-    case passwordChanged(User, tokensBefore: Int64, ttl: Int64)
+    /// A user's password was set, or their sessions ended: their tokens issued before
+    /// `tokensBefore` (ms) are to be refused for `ttl` (the tokens' lifetime), and their
+    /// sockets told to end.
+    case sessionsEnded(User, tokensBefore: Int64, ttl: Int64)
     /// A hold changed; `released` lists held messages already due, to schedule again.
     case legalHold(conversationID: String, held: Bool, released: [DueMessage])
     /// The entry was applied before (redelivered after a crash) and has nothing to announce
@@ -160,7 +161,12 @@ extension MessageStore {
             guard let request = body(SetPasswordRequest.self), let record = try UserRecord.fetchOne(db, key: request.email.lowercased()) else {
                 return .alreadyApplied
             }
-            return .passwordChanged(record.user, tokensBefore: request.tokensBefore, ttl: request.tokensTTLMilliseconds)
+            return .sessionsEnded(record.user, tokensBefore: request.tokensBefore, ttl: request.tokensTTLMilliseconds)
+        case .endSessions:
+            guard let request = body(EndSessionsRequest.self), let record = try UserRecord.fetchOne(db, key: request.email.lowercased()) else {
+                return .alreadyApplied
+            }
+            return .sessionsEnded(record.user, tokensBefore: request.tokensBefore, ttl: request.tokensTTLMilliseconds)
         case .setLegalHold:
             guard let id = body(LegalHoldRequest.self)?.conversationID, let record = try ConversationRecord.fetchOne(db, key: id) else { return .alreadyApplied }
             return .legalHold(conversationID: id, held: record.legalHold, released: record.legalHold ? [] : try dueMessages(db, conversationID: id, now: now))
@@ -255,7 +261,15 @@ extension MessageStore {
             guard body.tokensTTLMilliseconds > 0 else { throw ChatError(.badRequest, "tokens_ttl_ms must be positive") }
             record.passwordHash = body.passwordHash
             try record.update(db)
-            return .passwordChanged(record.user, tokensBefore: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
+            return .sessionsEnded(record.user, tokensBefore: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
+        case .endSessions:
+            let body = try decode(EndSessionsRequest.self)
+            let email = body.email.lowercased()
+            // Users end their own; admins and operators' tools anyone's.
+            if command.user.lowercased() != email { try requireAdmin(db, command.user) }
+            guard let record = try UserRecord.fetchOne(db, key: email) else { throw ChatError(.notFound, "no such user") }
+            guard body.tokensTTLMilliseconds > 0 else { throw ChatError(.badRequest, "tokens_ttl_ms must be positive") }
+            return .sessionsEnded(record.user, tokensBefore: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
         case .setUserDisabled, .setUserRole:
             try requireAdmin(db, command.user)
             let body = try decode(UpdateUserRequest.self)
@@ -319,7 +333,7 @@ extension MessageStore {
         case .sent(let stored): result = stored.duplicate ? "duplicate" : "ok"; target = stored.message.conversationID
         case .read(let update): result = "ok"; target = update.receipt.conversationID
         case .conversation(let conversation): result = "ok"; target = conversation.id
-        case .user(let user), .passwordChanged(let user, _, _): result = "ok"; target = user.email
+        case .user(let user), .sessionsEnded(let user, _, _): result = "ok"; target = user.email
         case .audited, .alreadyApplied, .compactRequested: result = "ok"
         case .purged(let purge): result = "ok"; target = "\(purge.count) deleted, \(purge.held.count) held"
         case .legalHold(let conversation, _, _): result = "ok"; target = conversation
@@ -332,11 +346,12 @@ extension MessageStore {
         case .send: return AuditEntry(at: now, context: context, action: "send", target: target, outcome: result)
         case .markConversationRead, .markMessageRead: return AuditEntry(at: now, context: context, action: "mark_read", target: target, outcome: result)
         case .createConversation: return AuditEntry(at: now, context: context, action: "create_conversation", target: target, outcome: result)
-        case .setPassword:
-            // Nothing of the hash in the log: who set whose password, and whether they could.
-            let email = (try? ChatJSON.makeDecoder().decode(SetPasswordRequest.self, from: Data(command.payload.utf8)))?.email.lowercased() ?? target
+        case .setPassword, .endSessions:
+            // Nothing of the hash in the log: who set whose password (or ended whose sessions), and whether they could.
+            let email = (try? ChatJSON.makeDecoder().decode(EndSessionsRequest.self, from: Data(command.payload.utf8)))?.email.lowercased() ?? target
             let own = email != nil && command.user.lowercased() == email
-            return AuditEntry(at: now, context: context, action: own ? "password_change" : "admin.set_password", target: email, outcome: result)
+            let action = command.type == .setPassword ? (own ? "password_change" : "admin.set_password") : (own ? "logout_everywhere" : "admin.end_sessions")
+            return AuditEntry(at: now, context: context, action: action, target: email, outcome: result)
         case .createUser, .setUserDisabled, .setUserRole, .setLegalHold:
             // A refused one still names whom it was about.
             if target == nil, command.type != .setLegalHold {

@@ -278,9 +278,9 @@ public final class CommandProcessor: Service, Sendable {
             // A disabled user's open sockets end on every gateway.
             let revoke = user.disabled ? [["PUBLISH", keys.user(user.email), #"{"data":{},"event":"session_revoked"}"#]] : []
             return try reply(result: json(user)) + [flag] + revoke
-        case .passwordChanged(let user, let before, let ttl):
-            // Gateways refuse the user's tokens issued before the change (for as long as such a
-            // token could live), and end the sockets opened with them, on every gateway.
+        case .sessionsEnded(let user, let before, let ttl):
+            // Gateways refuse the user's tokens issued before the change or the log-out (for as
+            // long as such a token could live), and end the sockets opened with them, on every gateway.
             let cutoff = ["SET", keys.tokensBefore(user.email), String(before), "PX", String(max(1, ttl))]
             let revoke = ["PUBLISH", keys.user(user.email), #"{"data":{"issued_before":\#(before)},"event":"session_revoked"}"#]
             return try reply(result: json(user)) + [cutoff, revoke]

@@ -350,12 +350,12 @@ public final class RealtimeServer: EngineDelegate, Service, Sendable {
         }
         let connections = users.withLock { users in users[email].map { Array($0.sockets.values) } ?? [] }
         if envelope.event == Self.revokeEvent {
-            // One token's sockets (a logout), those of tokens issued before a password change,
-            // or every socket of the user (disabled).
+            // One token's sockets (a logout), those of tokens issued before a password change or
+            // a log-out everywhere, or every socket of the user (disabled).
             let tokenID = envelope.data["jti"]?.stringValue
             if case .number(let before)? = envelope.data["issued_before"] {
                 for connection in connections where (connection.claims?.issuedAtMilliseconds).map({ Double($0) < before }) ?? false {
-                    connection.endSession(ChatError(.unauthorized, "this session was ended: the account's password was changed; log in again"))
+                    connection.endSession(ChatError(.unauthorized, "this session was ended (the account's password was changed, or it was logged out everywhere); log in again"))
                 }
                 return
             }

@@ -1,4 +1,5 @@
-// Administration, for admins: the users (add, role, disable or enable, a new password)
+// Administration, for admins: the users (add, role, disable or enable, end their
+// sessions, a new password)
 // and the audit log, through the admin REST routes. As everywhere in the page, data goes
 // on the page with textContent only.
 
@@ -64,6 +65,10 @@ export function setupAdmin({ api, me, el, $ }) {
           actionButton(user.disabled ? "Enable" : "Disable", () => act(async () => {
             await api.adminSetDisabled(user.email, !user.disabled);
             return user.disabled ? `${user.name} can log in again.` : `${user.name} is disabled: logged out everywhere, and cannot log in.`;
+          })),
+          actionButton("End sessions", () => act(async () => {
+            await api.adminEndSessions(user.email);
+            return `${user.name} was logged out on every device.`;
           })),
           actionButton("New password", () => act(async () => {
             const result = await api.adminResetPassword(user.email);

@@ -39,11 +39,13 @@ export class Api {
 
   login(email, password) { return this.request("POST", "/api/auth/login", { email, password }); }
   logout() { return this.request("POST", "/api/auth/logout"); }
+  logoutEverywhere() { return this.request("POST", "/api/auth/logout-everywhere"); }
   me() { return this.request("GET", "/api/me"); }
   adminUsers() { return this.request("GET", "/api/admin/users"); }
   adminCreateUser(user) { return this.request("POST", "/api/admin/users", user); }
   adminSetRole(email, role) { return this.request("PUT", `/api/admin/users/${encodeURIComponent(email)}/role`, { role }); }
   adminSetDisabled(email, disabled) { return this.request("POST", `/api/admin/users/${encodeURIComponent(email)}/${disabled ? "disable" : "enable"}`); }
+  adminEndSessions(email) { return this.request("POST", `/api/admin/users/${encodeURIComponent(email)}/logout`); }
   adminResetPassword(email) { return this.request("POST", `/api/admin/users/${encodeURIComponent(email)}/password`); }
   adminAudit(limit, before) { return this.request("GET", `/api/admin/audit?limit=${limit}${before ? `&before=${before}` : ""}`); }
   changePassword(current, next) { return this.request("POST", "/api/me/password", { current_password: current, new_password: next }); }

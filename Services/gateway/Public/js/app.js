@@ -142,6 +142,17 @@ async function logout(message) {
   document.title = "Clinic messages";
 }
 
+// Every session of this user ends, on every device, this page's too (a phone lost, a
+// shared computer left logged in).
+async function logoutEverywhere() {
+  try {
+    await api.logoutEverywhere();
+    logout("You were logged out on every device.");
+  } catch (error) {
+    if (state.session) announce(`Logging out everywhere failed: ${error.message}`);
+  }
+}
+
 // Idle logout: no input for data-idle-minutes minutes ends the session.
 let idleTimer;
 function resetIdle() {
@@ -868,6 +879,7 @@ function searchMessages() {
 function wire() {
   $("login-form").addEventListener("submit", login);
   $("logout-button").addEventListener("click", () => logout());
+  $("logout-everywhere-button").addEventListener("click", logoutEverywhere);
   $("password-button").addEventListener("click", openPasswordDialog);
   setupAdmin({ api, me: () => state.session.user, el, $ });
   $("password-form").addEventListener("submit", changePassword);
