@@ -53,7 +53,8 @@ extension RedisKeys {
     /// Exists while a user is disabled: their tokens are refused (set by the messages service).
     public func disabledUser(_ email: String) -> String { prefix + "auth:disabled:" + email.lowercased() }
     /// Milliseconds since 1970: the user's tokens issued before it are refused (their password
-    /// was changed or reset); set by the messages service, with the tokens' lifetime as TTL.
+    /// was changed or reset, or all their sessions ended); set by the messages service, with
+    /// the tokens' lifetime as TTL.
     public func tokensBefore(_ email: String) -> String { prefix + "auth:tokens_before:" + email.lowercased() }
     /// Failed logins in the current minute for an account.
     public func loginFailuresByAccount(_ email: String) -> String { prefix + "auth:failures:account:" + email.lowercased() }

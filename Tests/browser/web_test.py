@@ -72,11 +72,11 @@ def open_conversation(driver, title):
     wait(driver, click, message=f"open {title}")
 
 
-def login(driver, email):
+def login(driver, email, password="password"):
     driver.get(BASE + "/")
     wait(driver, EC.visibility_of_element_located((By.ID, "login-email")))
     driver.find_element(By.ID, "login-email").send_keys(email)
-    driver.find_element(By.ID, "login-password").send_keys("password")
+    driver.find_element(By.ID, "login-password").send_keys(password)
     driver.find_element(By.ID, "login-submit").click()
     wait(driver, EC.visibility_of_element_located((By.ID, "app-view")))
     wait(driver, lambda d: d.find_element(By.ID, "connection").text == "Online", message="socket online")
@@ -720,12 +720,7 @@ def test_change_password(s):
     admin_token = token(ADMIN)
     rest("POST", "/api/admin/users", admin_token, {"email": email, "name": "Dr. Pat Reyes", "role": "doctor", "password": "first-password-1"})
     driver = s.new()
-    driver.get(BASE + "/")
-    wait(driver, EC.visibility_of_element_located((By.ID, "login-email")))
-    driver.find_element(By.ID, "login-email").send_keys(email)
-    driver.find_element(By.ID, "login-password").send_keys("first-password-1")
-    driver.find_element(By.ID, "login-submit").click()
-    wait(driver, lambda d: d.find_element(By.ID, "connection").text == "Online", message="socket online")
+    login(driver, email, "first-password-1")
     old_token = driver.execute_script("return JSON.parse(localStorage.getItem('clinic.session')).token")
 
     def attempt(current, new, again=None):
@@ -838,12 +833,7 @@ def test_administration(s):
     click(email, "Enable")
     wait(admin, lambda d: cell(email, "status") == "Active", message="enabled")
     other = s.new()  # the new user's own page, which the admin then logs out
-    other.get(BASE + "/")
-    wait(other, EC.visibility_of_element_located((By.ID, "login-email")))
-    other.find_element(By.ID, "login-email").send_keys(email)
-    other.find_element(By.ID, "login-password").send_keys(password)
-    other.find_element(By.ID, "login-submit").click()
-    wait(other, lambda d: d.find_element(By.ID, "connection").text == "Online", message="the new user online")
+    login(other, email, password)
     click(email, "End sessions")
     wait(admin, lambda d: "was logged out on every device" in message())
     wait(other, EC.visibility_of_element_located((By.ID, "login-email")), message="the user's page back at login")

@@ -275,9 +275,8 @@ public struct RESTAPI: Sendable {
 
     /// A user changes their own password: the current one is checked as a login's is (audited
     /// as `password_check`; a wrong one counts as a failed login, and the login throttle
-    /// applies), the new one must meet
-    /// the policy. Every token of the user issued before ends, on every gateway, with its
-    /// sockets; the answer is a new token, as a login's.
+    /// applies), the new one must meet the policy. Every token of the user issued before
+    /// ends, on every gateway, with its sockets; the answer is a new token, as a login's.
     func changePassword(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let claims = try await authenticate(request)
         let body = try await request.decodeJSON(ChangePasswordRequest.self, context: context)

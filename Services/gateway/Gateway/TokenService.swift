@@ -13,9 +13,9 @@ public struct TokenClaims: Codable, Sendable, Hashable {
     /// Issued and expiry times, seconds since 1970.
     public var iat: Int64
     public var exp: Int64
-    /// The issue time in milliseconds, which a password change compares with
-    /// (`auth:tokens_before:{email}`); absent from tokens issued before it existed, which
-    /// count as issued at the start of their `iat` second.
+    /// The issue time in milliseconds, which a password change or a log-out everywhere
+    /// compares with (`auth:tokens_before:{email}`); absent from tokens issued before it
+    /// existed, which count as issued at the start of their `iat` second.
     public var iatMilliseconds: Int64?
 
     public init(sub: String, role: Role, jti: String, iat: Int64, exp: Int64, iatMilliseconds: Int64? = nil) {
@@ -74,7 +74,8 @@ public struct TokenService: Sendable {
     }
 
     /// The claims of a valid, unexpired, unrevoked token of an enabled user, issued after
-    /// their password last changed; `unauthorized` otherwise. One round trip to Redis.
+    /// their password last changed and their sessions were last all ended; `unauthorized`
+    /// otherwise. One round trip to Redis.
     public func verify(_ token: String, now: Date = Date()) async throws -> TokenClaims {
         let claims = try decode(token, now: now)
         let values = try await redis.send(["MGET", keys.revokedToken(claims.jti), keys.disabledUser(claims.sub), keys.tokensBefore(claims.sub)]).array ?? []
