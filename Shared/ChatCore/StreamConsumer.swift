@@ -95,6 +95,23 @@ public struct StreamConsumer: Sendable {
                 if linger > .zero, !entries.isEmpty, entries.count < batchSize, !ownPendingFirst { try await Task.sleep(for: linger) }
             } catch is CancellationError {
                 break
+            } catch let error as RedisServerError where error.prefix == "NOGROUP" {
+                // Redis lost its data (restarted without persistence, or replaced): the stream and
+                // its group are gone, and nothing would ever be read again. The group is created
+                // again from the stream's start, so what was added since (sends made meanwhile,
+                // which made the stream anew) is read; what the lost stream held is gone with it.
+                await previous.drain()
+                if Task.isCancelled || Task.isShuttingDownGracefully { break }
+                do {
+                    if try await redis.xgroupCreate(stream, group: group, startingAt: "0", makeStream: true) {
+                        logger.warning("the consumer group was gone (Redis lost its data?); created it again, reading the stream from its start",
+                                       metadata: ["redis.stream": "\(stream)", "redis.group": "\(group)", "chat.error": "\(error)"])
+                    }
+                } catch {
+                    logger.warning("the consumer group was gone and could not be created again; retried", metadata: ["chat.error": "\(error)"])
+                }
+                ownPendingFirst = true
+                try? await Task.sleep(for: retryDelay)
             } catch {
                 await previous.drain()
                 if Task.isCancelled || Task.isShuttingDownGracefully { break }

@@ -517,6 +517,50 @@ struct RealtimeTests {
         }
     }
 
+    @Test("Redis restarted without its data (no persistence): the services recreate their consumer groups by themselves; sends made after it are confirmed, stored once and delivered, with nothing restarted")
+    func redisLostItsData() async throws {
+        let server = try await RedisServer.start()
+        defer { server.stop() }
+        try await withRealtimeStack(gateways: 2, storeTimeout: .seconds(2), redisServer: server) { stack in
+            let sender = try await stack.connect(doctor, gateway: 0)
+            let receiver = try await stack.connect(admin, gateway: 1)
+            let first = try await sender.call("send_message", send(admin, "before", "l-0"), ack: 1)
+            let conversation = try #require(first["message"]?["conversation_id"]?.stringValue, "\(first)")
+            _ = try await receiver.event("receive_message")
+
+            _ = try await stack.redis.send(["SET", stack.keys.prefix + "probe", "1"])
+            server.kill()
+            try await server.restart()
+            let probe = stack.keys.prefix + "probe"
+            #expect(await eventually { (try? await stack.redis.send(["EXISTS", probe]).int) == 0 }, "the restart lost Redis's data")
+            // As a client does: sent again with its client id until confirmed.
+            var confirmed: [String: String] = [:]
+            var ack = 10
+            let deadline = ContinuousClock.now + .seconds(30)
+            while confirmed.count < 3 && ContinuousClock.now < deadline {
+                for i in 1...3 where confirmed["l-\(i)"] == nil {
+                    ack += 1
+                    guard let reply = try? await sender.call("send_message", send(admin, "after \(i)", "l-\(i)"), ack: ack),
+                          let id = reply["message"]?["id"]?.stringValue else { continue }
+                    confirmed["l-\(i)"] = id
+                }
+                if confirmed.count < 3 { try await Task.sleep(for: .milliseconds(500)) }
+            }
+            #expect(confirmed.count == 3, "confirmed \(confirmed)")
+            let stored = try stack.store.history(for: doctor, conversationID: conversation)
+            #expect(stored.map(\.content) == ["before", "after 1", "after 2", "after 3"], "each stored once, in order: \(stored.map(\.content))")
+            let confirmedIDs = Set(confirmed.values)
+            let delivered = await eventually(timeout: .seconds(15)) {
+                Set(receiver.events("receive_message").compactMap { $0["id"]?.stringValue }).isSuperset(of: confirmedIDs)
+            }
+            #expect(delivered, "delivered \(receiver.events("receive_message").compactMap { $0["content"]?.stringValue })")
+            let groups = try await stack.redis.send(["XINFO", "GROUPS", stack.keys.commands]).array ?? []
+            #expect(groups.count == 1, "the messages group is back: \(groups)")
+            await sender.close()
+            await receiver.close()
+        }
+    }
+
     @Test("reconnect with since: missed messages in seq order, no duplicates; a receipt made while the sender was away reaches it")
     func recovery() async throws {
         try await withRealtimeStack(gateways: 2) { stack in
