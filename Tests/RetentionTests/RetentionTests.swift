@@ -186,6 +186,19 @@ struct RetentionTests {
         }
     }
 
+    @Test("the schedule lost while the worker runs (Redis lost its data) and begun again by a new message: the messages stored before are scheduled again at the next sweep, and purged")
+    func rebuildsAScheduleLostWhileRunning() async throws {
+        try await withRetention(retention: .seconds(4)) { h in
+            for i in 0..<3 { try await h.send("before \(i)") }
+            #expect(await eventually { (try? await h.redis.send(["ZCARD", h.keys.retentionDue]).int) == 3 }, "scheduled")
+            // What a Redis restarted without its data leaves: no schedule, no marker, no events.
+            try await h.redis.delete([h.keys.retentionDue, h.keys.retentionDue + ":built"])
+            try await h.redis.xtrim(h.keys.events, .maxLength(0, approximate: false))
+            try await h.send("after")
+            #expect(await eventually(timeout: .seconds(20)) { (try? h.stored()) == 0 }, "stored \((try? h.stored()) ?? -1)")
+        }
+    }
+
     @Test("a worker stopped in the middle of a sweep leaves the rest scheduled, and the next one finishes the job")
     func resumesAnInterruptedSweep() async throws {
         try await withRetention(retention: .seconds(1), runWorker: false) { h in

@@ -11,7 +11,8 @@ import ServiceLifecycle
 ///
 /// Crash-safe: an id leaves the schedule only after its purge command is in the stream,
 /// and purging is idempotent, so a worker killed mid-sweep resumes where it stopped.
-/// If the schedule key is missing at start (Redis lost it), it is rebuilt from the store.
+/// If the schedule is lost (Redis lost its data, at start or while it runs), it is rebuilt
+/// from the store.
 public final class RetentionWorker: Service, Sendable {
     public struct Configuration: Sendable {
         public var consumer: String
@@ -78,6 +79,9 @@ public final class RetentionWorker: Service, Sendable {
             group.addTask {
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
                     do {
+                        // Redis may have lost its data since (restarted without persistence): the
+                        // messages stored before would never be scheduled again.
+                        try await self.rebuildScheduleIfMissing()
                         try await self.sweep()
                     } catch {
                         self.logger.warning("sweep failed; the next one resumes it", metadata: ["chat.error": "\(error)"])
@@ -147,17 +151,20 @@ public final class RetentionWorker: Service, Sendable {
         return sent
     }
 
-    /// If `retention:due` is gone (Redis lost it), asks the store for every message still
-    /// stored and schedules it again, a page of 1,000 at a time, under a marker key: a
-    /// worker killed halfway leaves the marker, and the next one starts over instead of
-    /// trusting a partial schedule. Small pages keep each Redis command short, so the sends
-    /// of a busy clinic do not queue behind them (one ZADD or ZUNIONSTORE of 100,000
-    /// members holds Redis for tens of milliseconds).
+    /// If the schedule is not known to be whole (Redis lost it: its `:built` marker, set
+    /// once a rebuild finished, is gone), asks the store for every message still stored and
+    /// schedules it again, a page of 1,000 at a time, under a marker key: a worker killed
+    /// halfway leaves the marker, and the next one starts over instead of trusting a partial
+    /// schedule. Checked at start and before every sweep: a Redis that loses its data while
+    /// the worker runs gets a schedule again from `stored` events made since, which alone
+    /// would leave every message stored before unscheduled, never deleted. Small pages keep
+    /// each Redis command short, so the sends of a busy clinic do not queue behind them (one
+    /// ZADD or ZUNIONSTORE of 100,000 members holds Redis for tens of milliseconds).
     func rebuildScheduleIfMissing() async throws {
         let marker = keys.retentionDue + ":rebuilding"
-        let scheduleMissing = try await redis.exists([keys.retentionDue]) == 0
-        let interrupted = try await redis.exists([marker]) > 0
-        guard scheduleMissing || interrupted else { return }
+        let built = keys.retentionDue + ":built"
+        let exists = try await redis.pipeline([["EXISTS", built], ["EXISTS", marker]]).map { $0.int ?? 0 }
+        guard exists.count == 2, exists[0] == 0 || exists[1] > 0 else { return }
         // The side key of earlier versions, if one was left behind.
         _ = try await redis.pipeline([["SET", marker, "1"], ["DEL", keys.retentionDue + ":rebuild"]])
         var cursor: String?
@@ -172,7 +179,7 @@ public final class RetentionWorker: Service, Sendable {
             total += page.count
             cursor = "\(last.expiresAt.epochMilliseconds):\(last.id)"
         }
-        _ = try await redis.delete([marker])
+        _ = try await redis.pipeline([["SET", built, String(Date().epochMilliseconds)], ["DEL", marker]])
         if total > 0 { logger.notice("rebuilt the retention schedule from the store", metadata: ["chat.count": "\(total)"]) }
     }
 
