@@ -179,7 +179,16 @@ public final class RetentionWorker: Service, Sendable {
             total += page.count
             cursor = "\(last.expiresAt.epochMilliseconds):\(last.id)"
         }
-        _ = try await redis.pipeline([["SET", built, String(Date().epochMilliseconds)], ["DEL", marker]])
+        // Marked whole only if the rebuild's own marker is still there: a Redis that lost its
+        // data halfway lost the pages added before, and the next check starts over.
+        let whole = try await redis.send(["EVAL", """
+            if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('SET', KEYS[1], ARGV[1]); redis.call('DEL', KEYS[2]); return 1 end
+            return 0
+            """, "2", built, marker, String(Date().epochMilliseconds)]).int == 1
+        guard whole else {
+            logger.warning("the retention schedule was lost while it was being rebuilt (Redis lost its data?); rebuilt again at the next check")
+            return
+        }
         if total > 0 { logger.notice("rebuilt the retention schedule from the store", metadata: ["chat.count": "\(total)"]) }
     }
 
