@@ -27,6 +27,12 @@ public enum StoreCommandType: String, Sendable, CaseIterable {
     case setPassword = "set_password"
     /// Every session of a user ends (their "log out everywhere", or an admin's for a lost device).
     case endSessions = "end_sessions"
+    /// A token logged out: kept by the store until it expires, so it is refused again after
+    /// Redis lost its data (the gateway has already refused it through Redis).
+    case revokeToken = "revoke_token"
+    /// The messages service's own, when Redis has no record of the auth state (it lost its
+    /// data): the disabled users, logged-out tokens and session cutoffs put back.
+    case restoreAuth = "restore_auth"
 }
 
 /// `purge`: at most 1,000 message ids.
@@ -190,6 +196,20 @@ public struct EndSessionsRequest: Codable, Sendable, Hashable {
         case email
         case tokensBefore = "tokens_before"
         case tokensTTLMilliseconds = "tokens_ttl_ms"
+    }
+}
+
+/// `revoke_token`: a logged-out token's id and expiry (ms since 1970).
+public struct RevokeTokenRequest: Codable, Sendable, Hashable {
+    public var jti: String
+    public var expiresAt: Int64
+    public init(jti: String, expiresAt: Int64) {
+        self.jti = jti
+        self.expiresAt = expiresAt
+    }
+    enum CodingKeys: String, CodingKey {
+        case jti
+        case expiresAt = "expires_at"
     }
 }
 

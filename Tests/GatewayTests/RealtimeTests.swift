@@ -561,6 +561,38 @@ struct RealtimeTests {
         }
     }
 
+    @Test("Redis restarted without its data: a logged-out token, a disabled user's and one older than a password change are refused again once the store has put the auth state back; others work")
+    func authStateAfterRedisLostItsData() async throws {
+        let server = try await RedisServer.start()
+        defer { server.stop() }
+        try await withRealtimeStack(redisServer: server) { stack in
+            let loggedOut = try await stack.login(doctor)
+            #expect(try await stack.http("POST", "/api/auth/logout", token: loggedOut).0 == 204)
+            let adminToken = try await stack.login(admin)
+            let disabled = try await stack.login(patel)
+            #expect(try await stack.http("POST", "/api/admin/users/\(patel)/disable", token: adminToken).0 == 200)
+            let okafor = "dr.okafor@clinic.com"
+            let older = try await stack.login(okafor)
+            #expect(try await stack.http("POST", "/api/auth/logout-everywhere", token: older).0 == 204)
+            for token in [loggedOut, disabled, older] { #expect(try await stack.http("GET", "/api/me", token: token).0 == 401) }
+            // The store has recorded them all (the logout's record is sent after the gateway's own refusal).
+            #expect(await eventually { (try? stack.store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM revoked_tokens") }) == 1 })
+
+            server.kill()
+            try await server.restart()
+            let refused = await eventually(timeout: .seconds(20)) {
+                var statuses: [Int] = []
+                for token in [loggedOut, disabled, older] { statuses.append((try? await stack.http("GET", "/api/me", token: token).0) ?? 0) }
+                return statuses == [401, 401, 401]
+            }
+            #expect(refused, "the auth state was put back")
+            #expect(try await stack.http("GET", "/api/me", token: adminToken).0 == 200)
+            let fresh = try await stack.login(doctor)
+            #expect(try await stack.http("GET", "/api/me", token: fresh).0 == 200)
+            #expect(try stack.store.auditLog().contains { $0.action == "auth.restore" })
+        }
+    }
+
     @Test("reconnect with since: missed messages in seq order, no duplicates; a receipt made while the sender was away reaches it")
     func recovery() async throws {
         try await withRealtimeStack(gateways: 2) { stack in

@@ -637,4 +637,44 @@ struct CommandProcessorTests {
             #expect(try h.store.auditLog().filter { $0.action == "password_change" && $0.outcome == "ok" }.count == 1)
         }
     }
+
+    @Test("the auth state is kept by the store and put back by restore_auth: disabled users, logged-out tokens until they expire, session cutoffs; expired ones forgotten; a user cannot ask for it")
+    func authStateRestored() async throws {
+        try await withHarness(running: false) { h in
+            let now = Date().epochMilliseconds
+            let hash = await PasswordPolicy.hash("a-new-password", cost: 4)
+            let commands = [
+                try h.command(.setUserDisabled, "admin@clinic.com", UpdateUserRequest(email: "dr.patel@clinic.com", disabled: true), request: "disable"),
+                try h.command(.setPassword, "doctor@clinic.com", SetPasswordRequest(email: "doctor@clinic.com", passwordHash: hash, tokensBefore: now, tokensTTL: .seconds(3600)), request: "password"),
+                try h.command(.revokeToken, "dr.okafor@clinic.com", RevokeTokenRequest(jti: "j-live", expiresAt: now + 600_000), request: "logout"),
+                try h.command(.revokeToken, "dr.okafor@clinic.com", RevokeTokenRequest(jti: "j-expired", expiresAt: now - 1), request: "logout-old"),
+                try h.command(.restoreAuth, "doctor@clinic.com", [String: String](), request: "not-a-user"),
+            ]
+            let entries = commands.enumerated().map { StreamEntry(id: "1-\($0.offset + 1)", fields: Dictionary(uniqueKeysWithValues: $0.element.fields)) }
+            try await h.processor.process(entries)
+            #expect(await h.waitForReply("not-a-user")?.error?.code == .forbidden)
+            #expect(try await h.redis.send(["EXISTS", h.keys.revokedToken("j-live")]).int == 1, "a logout is announced as well")
+            #expect(try await h.redis.send(["EXISTS", h.keys.revokedToken("j-expired")]).int == 0, "nothing to refuse once expired")
+            #expect(try h.store.auditLog().contains { $0.action == "logout" && $0.actor == "dr.okafor@clinic.com" })
+
+            // Redis loses it all; the service's keeper would queue this.
+            let everything = [h.keys.disabledUser("dr.patel@clinic.com"), h.keys.tokensBefore("doctor@clinic.com"), h.keys.revokedToken("j-live"), h.keys.authState]
+            _ = try await h.redis.delete(everything)
+            let restore = try h.command(.restoreAuth, "", [String: String](), request: "restore")
+            try await h.processor.process([StreamEntry(id: "2-1", fields: Dictionary(uniqueKeysWithValues: restore.fields))])
+            #expect(await h.waitForReply("restore")?.result != nil)
+            #expect(try await h.redis.send(["TTL", h.keys.disabledUser("dr.patel@clinic.com")]).int == -1, "a disabled flag has no TTL")
+            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("doctor@clinic.com")]).string == String(now))
+            let cutoffTTL = try #require(try await h.redis.send(["PTTL", h.keys.tokensBefore("doctor@clinic.com")]).int)
+            #expect(cutoffTTL > 3_500_000 && cutoffTTL <= 3_600_000, "\(cutoffTTL)")
+            let revokedTTL = try #require(try await h.redis.send(["PTTL", h.keys.revokedToken("j-live")]).int)
+            #expect(revokedTTL > 500_000 && revokedTTL <= 600_000, "\(revokedTTL)")
+            #expect(try await h.redis.send(["EXISTS", h.keys.revokedToken("j-expired")]).int == 0)
+            #expect(try await h.redis.send(["GET", h.keys.authState]).string?.hasPrefix("restored ") == true)
+            #expect(try await h.redis.send(["TTL", h.keys.authState]).int == -1)
+            let restored = try #require(try h.store.auditLog().first { $0.action == "auth.restore" && $0.outcome == "ok" })
+            #expect(restored.detail == "1 disabled users, 1 logged-out tokens, 1 session cutoffs", "\(restored.detail ?? "")")
+            #expect(try h.store.read { db in try String.fetchAll(db, sql: "SELECT jti FROM revoked_tokens") } == ["j-live"], "the expired one is forgotten")
+        }
+    }
 }

@@ -39,15 +39,16 @@ struct MigrateCommandTests {
         try old.close()
         let v5 = "v5: client ids unique per sender, client id first", v6 = "v6: applied entries keep their error or created conversation"
         let v7 = "v7: applied purges keep what they deleted", v8 = "v8: read marker versions", v9 = "v9: markers by conversation and version"
+        let v10 = "v10: revoked tokens and session cutoffs"
 
         let (listed, listing) = try await run(["migrate", "--pending"], path: path)
         #expect(listed == 0, "\(listing)")
-        #expect(listing.contains("lacks 5 migration(s)") && [v5, v6, v7, v8, v9].allSatisfy { listing.contains("  \($0)") }, "\(listing)")
-        #expect(try MessageStore.pendingMigrations(path: path) == [v5, v6, v7, v8, v9])
+        #expect(listing.contains("lacks 6 migration(s)") && [v5, v6, v7, v8, v9, v10].allSatisfy { listing.contains("  \($0)") }, "\(listing)")
+        #expect(try MessageStore.pendingMigrations(path: path) == [v5, v6, v7, v8, v9, v10])
 
         let (migrated, output) = try await run(["migrate"], path: path)
         #expect(migrated == 0, "\(output)")
-        #expect(output.contains("applying 5 migration(s) to \(path):") && [v5, v6, v7, v8, v9].allSatisfy { output.contains("  \($0)") } && output.contains("done in"), "\(output)")
+        #expect(output.contains("applying 6 migration(s) to \(path):") && [v5, v6, v7, v8, v9, v10].allSatisfy { output.contains("  \($0)") } && output.contains("done in"), "\(output)")
         #expect(try MessageStore.pendingMigrations(path: path) == [])
         let migratedFile = try DatabaseQueue(path: path)
         try await migratedFile.read { db in

@@ -61,13 +61,15 @@ func storedMessages(in path: String) -> Int {
     (try? DatabaseQueue(path: path).read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages") }) ?? -1
 }
 
-/// The schema's last migration (v9) taken out of the database file at `path` again, as a
+/// The schema's last migration (v10) taken out of the database file at `path` again, as a
 /// file an older version left: what a newer messages service would apply when it opens it.
+let lastMigration = "v10: revoked tokens and session cutoffs"
 func unapplyLastMigration(_ path: String) throws {
-    let last = "v9: markers by conversation and version"
-    try #require(MessageStore.pendingMigrations(path: path + ".none").last == last, "the test knows only how to take out v9")
+    let last = lastMigration
+    try #require(MessageStore.pendingMigrations(path: path + ".none").last == last, "the test knows only how to take out v10")
     try DatabaseQueue(path: path).write { db in
-        try db.execute(sql: "DROP INDEX participants_by_conversation_version")
+        try db.execute(sql: "DROP TABLE revoked_tokens")
+        try db.execute(sql: "DROP TABLE session_cutoffs")
         try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = ?", arguments: [last])
     }
     try #require(MessageStore.pendingMigrations(path: path) == [last])
@@ -168,7 +170,7 @@ struct WriterLeaseTests {
                     let migrating = await eventually { first.runtime.health.waitingFor?.contains("migrating") == true }
                     #expect(migrating, "\(first.runtime.health.waitingFor ?? "nil")")
                     let reason = await first.notReadyReason
-                    #expect(reason == "starting: migrating the store's schema (v9: markers by conversation and version)", "\(reason ?? "nil")")
+                    #expect(reason == "starting: migrating the store's schema (\(lastMigration))", "\(reason ?? "nil")")
                     #expect(first.leaseGauge() == 1)
                     try await enqueueSends(redis, keys, 0..<5)
 
@@ -316,7 +318,7 @@ struct StandbyExecutableTests {
             #expect(await first.wait(timeout: .seconds(5)) == 128 + SIGKILL)
             #expect(await eventually(timeout: .seconds(20)) { contents(secondLog).contains("] ready") }, "\(contents(secondLog))")
             #expect(contents(secondLog).contains("took the store's writer lease"))
-            #expect(contents(secondLog).contains("migrating the store's schema") && contents(secondLog).contains("v9: markers by conversation and version"),
+            #expect(contents(secondLog).contains("migrating the store's schema") && contents(secondLog).contains(lastMigration),
                     "\(contents(secondLog))")
             #expect(contents(secondLog).contains("migrated the store's schema"), "\(contents(secondLog))")
             #expect(try MessageStore.pendingMigrations(path: b.database) == [])

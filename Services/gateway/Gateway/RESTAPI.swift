@@ -60,7 +60,8 @@ public struct RESTAPI: Sendable {
             try await self.tokens.revoke(claims)
             // Sockets opened with this token, on any gateway, end now.
             _ = try? await self.redis.publish(#"{"data":{"jti":"\#(claims.jti)"},"event":"session_revoked"}"#, to: self.keys.user(claims.sub))
-            await self.store.fireAndForget(.audit, user: claims.sub, body: AuditRequest(action: "logout", outcome: "ok"))
+            // Kept by the store too (and audited there), so the token is refused again should Redis lose its data.
+            await self.store.fireAndForget(.revokeToken, user: claims.sub, body: RevokeTokenRequest(jti: claims.jti, expiresAt: claims.exp * 1000))
             return Response(status: .noContent)
         }
         routes.add(.post, "/api/me/password") { request, context in try await self.changePassword(request, context) }

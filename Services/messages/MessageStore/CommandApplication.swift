@@ -16,12 +16,55 @@ public enum CommandOutcome: Sendable {
     /// `tokensBefore` (ms) are to be refused for `ttl` (the tokens' lifetime), and their
     /// sockets told to end.
     case sessionsEnded(User, tokensBefore: Int64, ttl: Int64)
+    /// A token logged out: gateways refuse it for `ttl` ms more (until it would expire).
+    case tokenRevoked(jti: String, ttl: Int64)
+    /// The auth state to put back into a Redis that lost it.
+    case authRestored(AuthSnapshot)
     /// A hold changed; `released` lists held messages already due, to schedule again.
     case legalHold(conversationID: String, held: Bool, released: [DueMessage])
     /// The entry was applied before (redelivered after a crash) and has nothing to announce
     /// again (an audit line, a compaction, or its subject is gone): answered `{}`.
     case alreadyApplied
     case failed(ChatError)
+}
+
+/// What gateways refuse, as the store keeps it (``CommandOutcome/authRestored(_:)``).
+public struct AuthSnapshot: Sendable, Hashable {
+    /// Disabled users (`auth:disabled:{email}`, no TTL).
+    public var disabled: [String] = []
+    /// Users whose tokens issued before `before` (ms) are refused, for `ttl` ms more.
+    public var cutoffs: [Cutoff] = []
+    /// Logged-out tokens, refused for `ttl` ms more.
+    public var revoked: [Revoked] = []
+
+    public struct Cutoff: Sendable, Hashable { public var email: String; public var before: Int64; public var ttl: Int64 }
+    public struct Revoked: Sendable, Hashable { public var jti: String; public var ttl: Int64 }
+}
+
+extension MessageStore {
+    /// The auth state still in force at `now`, after forgetting what has expired (when `prune`).
+    func authSnapshot(_ db: Database, now: Date, prune: Bool) throws -> AuthSnapshot {
+        let ms = now.epochMilliseconds
+        if prune {
+            try db.execute(sql: "DELETE FROM revoked_tokens WHERE expires_at <= ?", arguments: [ms])
+            try db.execute(sql: "DELETE FROM session_cutoffs WHERE expires_at <= ?", arguments: [ms])
+        }
+        var snapshot = AuthSnapshot()
+        snapshot.disabled = try String.fetchAll(db, sql: "SELECT email FROM users WHERE disabled = 1 ORDER BY email")
+        snapshot.cutoffs = try Row.fetchAll(db, sql: "SELECT email, tokens_before, expires_at FROM session_cutoffs WHERE expires_at > ? ORDER BY email",
+                                            arguments: [ms]).map { .init(email: $0[0], before: $0[1], ttl: ($0[2] as Int64) - ms) }
+        snapshot.revoked = try Row.fetchAll(db, sql: "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > ? ORDER BY jti",
+                                            arguments: [ms]).map { .init(jti: $0[0], ttl: ($0[1] as Int64) - ms) }
+        return snapshot
+    }
+
+    /// Keeps a session cutoff until the last token it refuses has expired; a later one wins.
+    func recordCutoff(_ db: Database, email: String, before: Int64, ttl: Int64) throws {
+        try db.execute(sql: """
+            INSERT INTO session_cutoffs (email, tokens_before, expires_at) VALUES (?, ?, ?)
+            ON CONFLICT(email) DO UPDATE SET tokens_before = max(tokens_before, excluded.tokens_before), expires_at = max(expires_at, excluded.expires_at)
+            """, arguments: [email, before, before + ttl])
+    }
 }
 
 extension MessageStore {
@@ -167,6 +210,11 @@ extension MessageStore {
                 return .alreadyApplied
             }
             return .sessionsEnded(record.user, tokensBefore: request.tokensBefore, ttl: request.tokensTTLMilliseconds)
+        case .revokeToken:
+            guard let request = body(RevokeTokenRequest.self) else { return .alreadyApplied }
+            return .tokenRevoked(jti: request.jti, ttl: request.expiresAt - now.epochMilliseconds)
+        case .restoreAuth:
+            return .authRestored(try authSnapshot(db, now: now, prune: false))
         case .setLegalHold:
             guard let id = body(LegalHoldRequest.self)?.conversationID, let record = try ConversationRecord.fetchOne(db, key: id) else { return .alreadyApplied }
             return .legalHold(conversationID: id, held: record.legalHold, released: record.legalHold ? [] : try dueMessages(db, conversationID: id, now: now))
@@ -261,6 +309,7 @@ extension MessageStore {
             guard body.tokensTTLMilliseconds > 0 else { throw ChatError(.badRequest, "tokens_ttl_ms must be positive") }
             record.passwordHash = body.passwordHash
             try record.update(db)
+            try recordCutoff(db, email: email, before: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
             return .sessionsEnded(record.user, tokensBefore: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
         case .endSessions:
             let body = try decode(EndSessionsRequest.self)
@@ -269,7 +318,19 @@ extension MessageStore {
             if command.user.lowercased() != email { try requireAdmin(db, command.user) }
             guard let record = try UserRecord.fetchOne(db, key: email) else { throw ChatError(.notFound, "no such user") }
             guard body.tokensTTLMilliseconds > 0 else { throw ChatError(.badRequest, "tokens_ttl_ms must be positive") }
+            try recordCutoff(db, email: email, before: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
             return .sessionsEnded(record.user, tokensBefore: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
+        case .revokeToken:
+            // The gateway that logged the token out names its user; the token's own expiry bounds the row.
+            guard !command.user.isEmpty else { throw ChatError(.badRequest, "a revoked token belongs to a user") }
+            let body = try decode(RevokeTokenRequest.self)
+            guard !body.jti.isEmpty, body.jti.utf8.count <= 128 else { throw ChatError(.badRequest, "jti must have 1 to 128 bytes") }
+            try db.execute(sql: "INSERT OR IGNORE INTO revoked_tokens (jti, email, expires_at) VALUES (?, ?, ?)",
+                           arguments: [body.jti, command.user.lowercased(), body.expiresAt])
+            return .tokenRevoked(jti: body.jti, ttl: body.expiresAt - now.epochMilliseconds)
+        case .restoreAuth:
+            try requireSystem(command.user)
+            return .authRestored(try authSnapshot(db, now: now, prune: true))
         case .setUserDisabled, .setUserRole:
             try requireAdmin(db, command.user)
             let body = try decode(UpdateUserRequest.self)
@@ -311,9 +372,9 @@ extension MessageStore {
             .map { DueMessage(id: $0["id"], conversationID: conversationID, expiresAt: Date(milliseconds: $0["expires_at"])) }
     }
 
-    /// Retention's commands come from the services, never from a user.
+    /// Retention's commands (and the auth restore) come from the services, never from a user.
     private func requireSystem(_ actor: String) throws {
-        guard actor.isEmpty else { throw ChatError(.forbidden, "only the retention worker purges") }
+        guard actor.isEmpty else { throw ChatError(.forbidden, "only the services send this command") }
     }
 
     /// Only admins (or operators' tools, with no user) manage users.
@@ -334,6 +395,7 @@ extension MessageStore {
         case .read(let update): result = "ok"; target = update.receipt.conversationID
         case .conversation(let conversation): result = "ok"; target = conversation.id
         case .user(let user), .sessionsEnded(let user, _, _): result = "ok"; target = user.email
+        case .tokenRevoked, .authRestored: result = "ok"
         case .audited, .alreadyApplied, .compactRequested: result = "ok"
         case .purged(let purge): result = "ok"; target = "\(purge.count) deleted, \(purge.held.count) held"
         case .legalHold(let conversation, _, _): result = "ok"; target = conversation
@@ -361,6 +423,11 @@ extension MessageStore {
             return AuditEntry(at: now, context: context, action: "admin.\(command.type.rawValue)", target: target, outcome: result,
                               detail: command.type == .setLegalHold ? command.payload : nil)
         case .purge: return AuditEntry(at: now, context: context, action: "retention.purge", target: nil, outcome: result, detail: target)
+        case .revokeToken: return AuditEntry(at: now, context: context, action: "logout", target: nil, outcome: result)
+        case .restoreAuth:
+            guard case .authRestored(let snapshot) = outcome else { return AuditEntry(at: now, context: context, action: "auth.restore", target: nil, outcome: result) }
+            return AuditEntry(at: now, context: context, action: "auth.restore", target: nil, outcome: result,
+                              detail: "\(snapshot.disabled.count) disabled users, \(snapshot.revoked.count) logged-out tokens, \(snapshot.cutoffs.count) session cutoffs")
         case .compact: return nil
         }
     }

@@ -284,6 +284,17 @@ public final class CommandProcessor: Service, Sendable {
             let cutoff = ["SET", keys.tokensBefore(user.email), String(before), "PX", String(max(1, ttl))]
             let revoke = ["PUBLISH", keys.user(user.email), #"{"data":{"issued_before":\#(before)},"event":"session_revoked"}"#]
             return try reply(result: json(user)) + [cutoff, revoke]
+        case .tokenRevoked(let jti, let ttl):
+            // The gateway set it already; set again (idempotent), as a restore would, while it matters.
+            return reply(result: "{}") + (ttl > 0 ? [["SET", keys.revokedToken(jti), "1", "PX", String(ttl)]] : [])
+        case .authRestored(let snapshot):
+            var out = reply(result: "{}")
+            out += snapshot.disabled.map { ["SET", keys.disabledUser($0), "1"] }
+            out += snapshot.cutoffs.map { ["SET", keys.tokensBefore($0.email), String($0.before), "PX", String(max(1, $0.ttl))] }
+            out += snapshot.revoked.map { ["SET", keys.revokedToken($0.jti), "1", "PX", String(max(1, $0.ttl))] }
+            // Last: the state is whole in this Redis now (the keeper's check looks for it).
+            out.append(["SET", keys.authState, "restored \(Date().epochMilliseconds)"])
+            return out
         case .audited, .alreadyApplied, .compactRequested:
             return reply(result: "{}")
         case .purged(let purge):

@@ -22,6 +22,8 @@ public struct MessagesService: Service {
         public var firstCleanup: Duration = .seconds(60)
         public var cleanupInterval: Duration = .seconds(3600)
         public var checkpointInterval: Duration = .seconds(1)
+        /// How often it checks that Redis still has the auth state (``keepAuthState(_:every:)``).
+        public var authCheckInterval: Duration = .seconds(5)
         public init() {}
     }
 
@@ -115,6 +117,33 @@ public struct MessagesService: Service {
         }
     }
 
+    /// Puts the auth state back into a Redis that lost it. Gateways refuse disabled users'
+    /// tokens, logged-out tokens and tokens older than a password change through Redis keys
+    /// alone; a Redis restarted without its data (or replaced) would let them all in again
+    /// until they expired. Every `interval` the service claims `auth:state` if it is missing
+    /// (`SET NX`, a minute's TTL), and if it was, queues `restore_auth` on `chat:commands`:
+    /// applied in the stream's order, its announcements set every key from the store and then
+    /// `auth:state` for good. On a first start it finds nothing missing but the marker.
+    static func keepAuthState(_ runtime: ChatRuntime, every interval: Duration) async {
+        let keys = runtime.keys
+        var failures = LogThrottle()
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                let claimed = try await runtime.redis.send(["SET", keys.authState, "pending", "NX", "PX", "60000"]).string == "OK"
+                if claimed {
+                    runtime.logger.notice("Redis has no record of the auth state (it lost its data, or this is its first start): restoring disabled users, logged-out tokens and session cutoffs from the store")
+                    try await runtime.redis.xadd(keys.commands, fields: try StoreCommand(type: .restoreAuth, user: "", body: [String: String]()).fields)
+                }
+                if failures.reset() { runtime.logger.notice("the auth state check succeeds again") }
+            } catch {
+                if let held = failures.admit() {
+                    runtime.logger.warning("cannot check the auth state in Redis; retried", metadata: ["chat.error": "\(error)", "chat.failures.unlogged": "\(held)"])
+                }
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+        }
+    }
+
     /// Runs blocking work on a thread of its own, not on one of the few the tasks share.
     static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
@@ -150,6 +179,9 @@ public struct MessagesService: Service {
                     await Self.forgetOldAppliedEntries(store, logger: logger)
                     try? await cancelWhenGracefulShutdown { try await Task.sleep(for: maintenance.cleanupInterval) }
                 }
+            }
+            group.addTask { [runtime, maintenance] in
+                await Self.keepAuthState(runtime, every: maintenance.authCheckInterval)
             }
             group.addTask { [store, maintenance, logger = runtime.logger] in
                 // Checkpoints beside the writer, so no commit pays for one (see MessageStore.checkpoint).

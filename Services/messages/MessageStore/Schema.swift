@@ -179,6 +179,24 @@ enum Schema {
         migrator.registerMigration("v9: markers by conversation and version") { db in
             try db.execute(sql: "CREATE INDEX participants_by_conversation_version ON participants(conversation_id, read_version)")
         }
+        // What gateways refuse besides a disabled user's tokens lives in Redis keys that a
+        // Redis losing its data would lose, letting logged-out tokens and those older than a
+        // password change in again until they expire. The store keeps them too, until then,
+        // and puts them back (`restore_auth`, docs/operations.md).
+        migrator.registerMigration("v10: revoked tokens and session cutoffs") { db in
+            try db.execute(sql: """
+                CREATE TABLE revoked_tokens (
+                    jti TEXT PRIMARY KEY,
+                    email TEXT NOT NULL,
+                    expires_at INTEGER NOT NULL                 -- ms; the token's own expiry, after which nothing needs refusing
+                ) WITHOUT ROWID;
+                CREATE TABLE session_cutoffs (
+                    email TEXT PRIMARY KEY,
+                    tokens_before INTEGER NOT NULL,             -- ms; the user's tokens issued before it are refused
+                    expires_at INTEGER NOT NULL                 -- ms; when the last such token expires
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }
