@@ -675,6 +675,9 @@ struct CommandProcessorTests {
             let restored = try #require(try h.store.auditLog().first { $0.action == "auth.restore" && $0.outcome == "ok" })
             #expect(restored.detail == "1 disabled users, 1 logged-out tokens, 1 session cutoffs", "\(restored.detail ?? "")")
             #expect(try h.store.read { db in try String.fetchAll(db, sql: "SELECT jti FROM revoked_tokens") } == ["j-live"], "the expired one is forgotten")
+            // The hourly upkeep forgets the rest once their tokens have expired.
+            #expect(try h.store.forgetExpiredAuthRecords(now: Date().addingTimeInterval(3 * 3600)) == 2)
+            #expect(try h.store.read { db in try Int.fetchOne(db, sql: "SELECT (SELECT COUNT(*) FROM revoked_tokens) + (SELECT COUNT(*) FROM session_cutoffs)") } == 0)
         }
     }
 }

@@ -58,6 +58,19 @@ extension MessageStore {
         return snapshot
     }
 
+    /// Forgets the logged-out tokens and session cutoffs whose tokens have all expired (the
+    /// service's hourly upkeep; a restore forgets them too). Returns how many rows it deleted.
+    @discardableResult
+    public func forgetExpiredAuthRecords(now: Date = Date()) throws -> Int {
+        try write { db in
+            try db.execute(sql: "DELETE FROM revoked_tokens WHERE expires_at <= ?", arguments: [now.epochMilliseconds])
+            var deleted = db.changesCount
+            try db.execute(sql: "DELETE FROM session_cutoffs WHERE expires_at <= ?", arguments: [now.epochMilliseconds])
+            deleted += db.changesCount
+            return deleted
+        }
+    }
+
     /// Keeps a session cutoff until the last token it refuses has expired; a later one wins.
     func recordCutoff(_ db: Database, email: String, before: Int64, ttl: Int64) throws {
         try db.execute(sql: """

@@ -177,6 +177,12 @@ public struct MessagesService: Service {
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: maintenance.firstCleanup) }
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
                     await Self.forgetOldAppliedEntries(store, logger: logger)
+                    do {
+                        let forgotten = try store.forgetExpiredAuthRecords()
+                        if forgotten > 0 { logger.info("forgot expired logouts and session cutoffs", metadata: ["chat.count": "\(forgotten)"]) }
+                    } catch {
+                        logger.warning("forgetting expired logouts and session cutoffs failed; retried in an hour", metadata: ["chat.error": "\(error)"])
+                    }
                     try? await cancelWhenGracefulShutdown { try await Task.sleep(for: maintenance.cleanupInterval) }
                 }
             }
