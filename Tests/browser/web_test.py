@@ -791,10 +791,14 @@ def test_administration(s):
         found = row(email)
         return found.find_element(By.CSS_SELECTOR, f".{name}-cell").text if found else None
 
-    def click(email, label):
+    def click(email, label, confirm=None):
         for button in row(email).find_elements(By.CSS_SELECTOR, "button"):
             if button.text == label:
                 button.click()
+                if confirm is not None:
+                    alert = WebDriverWait(admin, 5).until(EC.alert_is_present())
+                    assert "?" in alert.text, alert.text
+                    alert.accept() if confirm else alert.dismiss()
                 return
         raise AssertionError(f"no {label} for {email}")
 
@@ -823,7 +827,11 @@ def test_administration(s):
     # Role, disable and enable, a new password.
     click(email, "Make admin")
     wait(admin, lambda d: cell(email, "role") == "Admin", message="made admin")
-    click(email, "Disable")
+    # A lock-out asks first: dismissed, nothing changes.
+    click(email, "Disable", confirm=False)
+    time.sleep(0.5)
+    assert cell(email, "status") == "Active"
+    click(email, "Disable", confirm=True)
     wait(admin, lambda d: cell(email, "status") == "Disabled", message="disabled")
     try:
         rest("POST", "/api/auth/login", body={"email": email, "password": password})
@@ -834,11 +842,11 @@ def test_administration(s):
     wait(admin, lambda d: cell(email, "status") == "Active", message="enabled")
     other = s.new()  # the new user's own page, which the admin then logs out
     login(other, email, password)
-    click(email, "End sessions")
+    click(email, "End sessions", confirm=True)
     wait(admin, lambda d: "was logged out on every device" in message())
     wait(other, EC.visibility_of_element_located((By.ID, "login-email")), message="the user's page back at login")
     assert "session has ended" in other.find_element(By.ID, "login-error").text
-    click(email, "New password")
+    click(email, "New password", confirm=True)
     wait(admin, lambda d: "New password for Dr. Ines Duarte: " in message(), message="the new password")
     fresh = re.search(r"New password for Dr\. Ines Duarte: (\S+) \(shown once", message()).group(1)
     assert fresh != password
@@ -865,6 +873,11 @@ def test_logout_everywhere(s):
     login(second, PATEL)
     kept = token(ADMIN)
     first.find_element(By.ID, "logout-everywhere-button").click()
+    WebDriverWait(first, 5).until(EC.alert_is_present()).dismiss()  # it asks first; dismissed, nothing happens
+    time.sleep(0.5)
+    assert first.find_element(By.ID, "app-view").is_displayed()
+    first.find_element(By.ID, "logout-everywhere-button").click()
+    WebDriverWait(first, 5).until(EC.alert_is_present()).accept()
     wait(first, EC.visibility_of_element_located((By.ID, "login-email")), message="this page logged out")
     assert "logged out on every device" in first.find_element(By.ID, "login-error").text
     wait(second, EC.visibility_of_element_located((By.ID, "login-email")), message="the other page logged out")

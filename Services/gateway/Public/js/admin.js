@@ -27,7 +27,9 @@ export function setupAdmin({ api, me, el, $ }) {
   }
 
   // Runs an action, then shows `done` (the text it returns) and the users as they are now.
-  async function act(action) {
+  // One that locks someone out or ends their work asks first (`question`).
+  async function act(action, question) {
+    if (question && !window.confirm(question)) return;
     try {
       say(await action());
       await loadUsers();
@@ -65,15 +67,15 @@ export function setupAdmin({ api, me, el, $ }) {
           actionButton(user.disabled ? "Enable" : "Disable", () => act(async () => {
             await api.adminSetDisabled(user.email, !user.disabled);
             return user.disabled ? `${user.name} can log in again.` : `${user.name} is disabled: logged out everywhere, and cannot log in.`;
-          })),
+          }, user.disabled ? null : `Disable ${user.name}? They are logged out everywhere and cannot log in until enabled.`)),
           actionButton("End sessions", () => act(async () => {
             await api.adminEndSessions(user.email);
             return `${user.name} was logged out on every device.`;
-          })),
+          }, `Log ${user.name} out on every device?`)),
           actionButton("New password", () => act(async () => {
             const result = await api.adminResetPassword(user.email);
             return `New password for ${user.name}: ${result.password} (shown once; their sessions have ended).`;
-          })),
+          }, `Give ${user.name} a new password? Their current one stops working and they are logged out everywhere.`)),
         );
       }
       row.append(actions);

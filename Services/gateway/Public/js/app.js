@@ -145,6 +145,7 @@ async function logout(message) {
 // Every session of this user ends, on every device, this page's too (a phone lost, a
 // shared computer left logged in).
 async function logoutEverywhere() {
+  if (!window.confirm("Log out on every device, this one included?")) return;
   try {
     await api.logoutEverywhere();
     logout("You were logged out on every device.");
