@@ -5,6 +5,9 @@ public struct ChatError: Error, Codable, Sendable, Hashable, CustomStringConvert
         case badRequest = "bad_request"
         case unauthorized
         case forbidden
+        /// The user's password was set by an admin or an operator: only changing it (and
+        /// reading `/api/me`, logging out) is allowed until they do.
+        case passwordChangeRequired = "password_change_required"
         case notFound = "not_found"
         case conflict
         case payloadTooLarge = "payload_too_large"
@@ -18,7 +21,7 @@ public struct ChatError: Error, Codable, Sendable, Hashable, CustomStringConvert
             switch self {
             case .badRequest: return 400
             case .unauthorized: return 401
-            case .forbidden: return 403
+            case .forbidden, .passwordChangeRequired: return 403
             case .notFound: return 404
             case .conflict: return 409
             case .payloadTooLarge: return 413

@@ -16,19 +16,24 @@ public struct User: Codable, Sendable, Hashable {
     /// Filled from presence where a result shows it.
     public var online: Bool?
     public var lastSeen: Date?
+    /// `true` while the password is one an admin or operator set: the user must choose
+    /// their own before anything else (absent otherwise).
+    public var mustChangePassword: Bool?
 
-    public init(email: String, name: String, role: Role, disabled: Bool = false, online: Bool? = nil, lastSeen: Date? = nil) {
+    public init(email: String, name: String, role: Role, disabled: Bool = false, online: Bool? = nil, lastSeen: Date? = nil, mustChangePassword: Bool? = nil) {
         self.email = email
         self.name = name
         self.role = role
         self.disabled = disabled
         self.online = online
         self.lastSeen = lastSeen
+        self.mustChangePassword = mustChangePassword
     }
 
     enum CodingKeys: String, CodingKey {
         case email, name, role, disabled, online
         case lastSeen = "last_seen"
+        case mustChangePassword = "must_change_password"
     }
 }
 

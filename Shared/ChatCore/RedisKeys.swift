@@ -56,6 +56,9 @@ extension RedisKeys {
     /// was changed or reset, or all their sessions ended); set by the messages service, with
     /// the tokens' lifetime as TTL.
     public func tokensBefore(_ email: String) -> String { prefix + "auth:tokens_before:" + email.lowercased() }
+    /// Exists while the user must change their password before anything else (one an admin
+    /// or operator set): gateways allow their tokens only that, `/api/me` and logging out.
+    public func passwordChangeRequired(_ email: String) -> String { prefix + "auth:must_change:" + email.lowercased() }
     /// Exists (no TTL) once the messages service has put the auth state (disabled users,
     /// revoked tokens, session cutoffs) into this Redis; missing: Redis lost it, restore it.
     public var authState: String { prefix + "auth:state" }

@@ -137,11 +137,15 @@ public struct CreateUserRequest: Codable, Sendable, Hashable {
     public var passwordHash: String?
     /// The password itself: what gateways older than `password_hash` sent; still applied.
     public var password: String?
-    public init(email: String, name: String, role: Role, passwordHash: String) {
+    /// Whether the user must choose their own password before anything else (one set by
+    /// an admin or an operator); absent: no.
+    public var mustChangePassword: Bool?
+    public init(email: String, name: String, role: Role, passwordHash: String, mustChangePassword: Bool = false) {
         self.email = email
         self.name = name
         self.role = role
         self.passwordHash = passwordHash
+        self.mustChangePassword = mustChangePassword ? true : nil
     }
     /// The old form, with the password itself (kept for tests of what older gateways send).
     public init(email: String, name: String, role: Role, password: String) {
@@ -153,6 +157,7 @@ public struct CreateUserRequest: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey {
         case email, name, role, password
         case passwordHash = "password_hash"
+        case mustChangePassword = "must_change_password"
     }
 }
 
@@ -165,14 +170,18 @@ public struct SetPasswordRequest: Codable, Sendable, Hashable {
     public var tokensBefore: Int64
     /// How long that refusal is kept: the tokens' lifetime, after which they have expired anyway.
     public var tokensTTLMilliseconds: Int64
-    public init(email: String, passwordHash: String, tokensBefore: Int64, tokensTTL: Duration) {
+    /// Whether the user must change it before anything else (set by an admin or operator).
+    public var mustChangePassword: Bool?
+    public init(email: String, passwordHash: String, tokensBefore: Int64, tokensTTL: Duration, mustChangePassword: Bool = false) {
         self.email = email
         self.passwordHash = passwordHash
         self.tokensBefore = tokensBefore
         self.tokensTTLMilliseconds = tokensTTL.milliseconds
+        self.mustChangePassword = mustChangePassword ? true : nil
     }
     enum CodingKeys: String, CodingKey {
         case email
+        case mustChangePassword = "must_change_password"
         case passwordHash = "password_hash"
         case tokensBefore = "tokens_before"
         case tokensTTLMilliseconds = "tokens_ttl_ms"

@@ -200,4 +200,42 @@ struct PasswordTests {
             for client in sockets + [adminSocket, doctorSocket] { await client.close() }
         }
     }
+
+    @Test("a password an admin set must be changed first: the login says so; every route but /api/me, the change and logging out answers 403 password_change_required, and a socket is refused; once changed everything works and logins no longer say so")
+    func changeRequired() async throws {
+        try await withRealtimeStack { stack in
+            let adminToken = try await stack.login(admin)
+            let reset = try await stack.http("POST", "/api/admin/users/\(doctor)/password", token: adminToken, body: ["password": "set-by-the-admin"])
+            #expect(reset.0 == 200 && reset.1?["user"]?["must_change_password"] == .bool(true), "\(reset)")
+            let login = try await stack.http("POST", "/api/auth/login", body: ["email": doctor, "password": "set-by-the-admin"])
+            #expect(login.0 == 200 && login.1?["user"]?["must_change_password"] == .bool(true), "\(login)")
+            let restricted = try #require(login.1?["token"]?.stringValue)
+
+            let refused = try await stack.http("GET", "/api/conversations", token: restricted)
+            #expect(refused.0 == 403 && refused.1?["error"]?["code"] == .string("password_change_required"), "\(refused)")
+            #expect(try await stack.http("POST", "/api/messages", token: restricted, body: ["receiver_email": admin, "content": "x"]).0 == 403)
+            #expect(try await stack.http("GET", "/api/me", token: restricted).1?["must_change_password"] == .bool(true))
+            do {
+                _ = try await SocketTestClient.connect(port: stack.ports[0], token: restricted)
+                Issue.record("a socket connected with a token that must change its password first")
+            } catch {
+                #expect("\(error)".contains("password_change_required") || "\(error)".contains("change your password"), "\(error)")
+            }
+
+            let changed = try await stack.http("POST", "/api/me/password", token: restricted,
+                                               body: ["current_password": "set-by-the-admin", "new_password": "my-own-password"])
+            #expect(changed.0 == 200 && changed.1?["user"]?["must_change_password"] == nil, "\(changed)")
+            let own = try #require(changed.1?["token"]?.stringValue)
+            #expect(try await stack.http("GET", "/api/conversations", token: own).0 == 200)
+            let socket = try await SocketTestClient.connect(port: stack.ports[0], token: own)
+            let again = try await stack.http("POST", "/api/auth/login", body: ["email": doctor, "password": "my-own-password"])
+            #expect(again.0 == 200 && again.1?["user"]?["must_change_password"] == nil, "\(again)")
+            // An admin's new user is in the same position; the admin's own account is not.
+            let created = try await stack.http("POST", "/api/admin/users", token: adminToken,
+                                               body: ["email": "dr.new@clinic.com", "name": "Dr. New", "role": "doctor", "password": "first-password-1"])
+            #expect(created.1?["must_change_password"] == .bool(true), "\(String(describing: created.1))")
+            #expect(try await stack.http("GET", "/api/admin/users", token: adminToken).0 == 200)
+            await socket.close()
+        }
+    }
 }

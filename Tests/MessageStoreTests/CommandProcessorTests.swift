@@ -646,6 +646,8 @@ struct CommandProcessorTests {
             let commands = [
                 try h.command(.setUserDisabled, "admin@clinic.com", UpdateUserRequest(email: "dr.patel@clinic.com", disabled: true), request: "disable"),
                 try h.command(.setPassword, "doctor@clinic.com", SetPasswordRequest(email: "doctor@clinic.com", passwordHash: hash, tokensBefore: now, tokensTTL: .seconds(3600)), request: "password"),
+                try h.command(.setPassword, "admin@clinic.com", SetPasswordRequest(email: "dr.novak@clinic.com", passwordHash: hash, tokensBefore: now,
+                                                                                     tokensTTL: .seconds(60), mustChangePassword: true), request: "reset"),
                 try h.command(.revokeToken, "dr.okafor@clinic.com", RevokeTokenRequest(jti: "j-live", expiresAt: now + 600_000), request: "logout"),
                 try h.command(.revokeToken, "dr.okafor@clinic.com", RevokeTokenRequest(jti: "j-expired", expiresAt: now - 1), request: "logout-old"),
                 try h.command(.restoreAuth, "doctor@clinic.com", [String: String](), request: "not-a-user"),
@@ -656,9 +658,12 @@ struct CommandProcessorTests {
             #expect(try await h.redis.send(["EXISTS", h.keys.revokedToken("j-live")]).int == 1, "a logout is announced as well")
             #expect(try await h.redis.send(["EXISTS", h.keys.revokedToken("j-expired")]).int == 0, "nothing to refuse once expired")
             #expect(try h.store.auditLog().contains { $0.action == "logout" && $0.actor == "dr.okafor@clinic.com" })
+            #expect(try await h.redis.send(["EXISTS", h.keys.passwordChangeRequired("dr.novak@clinic.com")]).int == 1, "an admin's reset must be changed first")
+            #expect(try await h.redis.send(["EXISTS", h.keys.passwordChangeRequired("doctor@clinic.com")]).int == 0, "one's own change need not")
 
             // Redis loses it all; the service's keeper would queue this.
-            let everything = [h.keys.disabledUser("dr.patel@clinic.com"), h.keys.tokensBefore("doctor@clinic.com"), h.keys.revokedToken("j-live"), h.keys.authState]
+            let everything = [h.keys.disabledUser("dr.patel@clinic.com"), h.keys.tokensBefore("doctor@clinic.com"), h.keys.revokedToken("j-live"), h.keys.authState,
+                              h.keys.passwordChangeRequired("dr.novak@clinic.com"), h.keys.tokensBefore("dr.novak@clinic.com")]
             _ = try await h.redis.delete(everything)
             let restore = try h.command(.restoreAuth, "", [String: String](), request: "restore")
             try await h.processor.process([StreamEntry(id: "2-1", fields: Dictionary(uniqueKeysWithValues: restore.fields))])
@@ -670,13 +675,14 @@ struct CommandProcessorTests {
             let revokedTTL = try #require(try await h.redis.send(["PTTL", h.keys.revokedToken("j-live")]).int)
             #expect(revokedTTL > 500_000 && revokedTTL <= 600_000, "\(revokedTTL)")
             #expect(try await h.redis.send(["EXISTS", h.keys.revokedToken("j-expired")]).int == 0)
+            #expect(try await h.redis.send(["TTL", h.keys.passwordChangeRequired("dr.novak@clinic.com")]).int == -1)
             #expect(try await h.redis.send(["GET", h.keys.authState]).string?.hasPrefix("restored ") == true)
             #expect(try await h.redis.send(["TTL", h.keys.authState]).int == -1)
             let restored = try #require(try h.store.auditLog().first { $0.action == "auth.restore" && $0.outcome == "ok" })
-            #expect(restored.detail == "1 disabled users, 1 logged-out tokens, 1 session cutoffs", "\(restored.detail ?? "")")
+            #expect(restored.detail == "1 disabled users, 1 logged-out tokens, 2 session cutoffs, 1 passwords to change", "\(restored.detail ?? "")")
             #expect(try h.store.read { db in try String.fetchAll(db, sql: "SELECT jti FROM revoked_tokens") } == ["j-live"], "the expired one is forgotten")
             // The hourly upkeep forgets the rest once their tokens have expired.
-            #expect(try h.store.forgetExpiredAuthRecords(now: Date().addingTimeInterval(3 * 3600)) == 2)
+            #expect(try h.store.forgetExpiredAuthRecords(now: Date().addingTimeInterval(3 * 3600)) == 3)
             #expect(try h.store.read { db in try Int.fetchOne(db, sql: "SELECT (SELECT COUNT(*) FROM revoked_tokens) + (SELECT COUNT(*) FROM session_cutoffs)") } == 0)
         }
     }

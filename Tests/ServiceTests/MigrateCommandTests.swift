@@ -39,7 +39,7 @@ struct MigrateCommandTests {
         try old.close()
         let v5 = "v5: client ids unique per sender, client id first", v6 = "v6: applied entries keep their error or created conversation"
         let v7 = "v7: applied purges keep what they deleted", v8 = "v8: read marker versions", v9 = "v9: markers by conversation and version"
-        let v10 = "v10: revoked tokens and session cutoffs"
+        let v10 = "v10: revoked tokens, session cutoffs, passwords to change"
 
         let (listed, listing) = try await run(["migrate", "--pending"], path: path)
         #expect(listed == 0, "\(listing)")

@@ -63,13 +63,14 @@ func storedMessages(in path: String) -> Int {
 
 /// The schema's last migration (v10) taken out of the database file at `path` again, as a
 /// file an older version left: what a newer messages service would apply when it opens it.
-let lastMigration = "v10: revoked tokens and session cutoffs"
+let lastMigration = "v10: revoked tokens, session cutoffs, passwords to change"
 func unapplyLastMigration(_ path: String) throws {
     let last = lastMigration
     try #require(MessageStore.pendingMigrations(path: path + ".none").last == last, "the test knows only how to take out v10")
     try DatabaseQueue(path: path).write { db in
         try db.execute(sql: "DROP TABLE revoked_tokens")
         try db.execute(sql: "DROP TABLE session_cutoffs")
+        try db.execute(sql: "ALTER TABLE users DROP COLUMN must_change_password")
         try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = ?", arguments: [last])
     }
     try #require(MessageStore.pendingMigrations(path: path) == [last])

@@ -72,12 +72,19 @@ def open_conversation(driver, title):
     wait(driver, click, message=f"open {title}")
 
 
-def login(driver, email, password="password"):
+def login(driver, email, password="password", first_password=None):
+    """Logs in and waits for the socket. An account an admin made (or whose password an
+    admin set) first chooses `first_password` in the dialog the page then insists on."""
     driver.get(BASE + "/")
     wait(driver, EC.visibility_of_element_located((By.ID, "login-email")))
     driver.find_element(By.ID, "login-email").send_keys(email)
     driver.find_element(By.ID, "login-password").send_keys(password)
     driver.find_element(By.ID, "login-submit").click()
+    if first_password:
+        wait(driver, EC.visibility_of_element_located((By.ID, "password-current")), message="the password to choose first")
+        for field, value in [("password-current", password), ("password-new", first_password), ("password-again", first_password)]:
+            driver.find_element(By.ID, field).send_keys(value)
+        driver.find_element(By.ID, "password-save").click()
     wait(driver, EC.visibility_of_element_located((By.ID, "app-view")))
     wait(driver, lambda d: d.find_element(By.ID, "connection").text == "Online", message="socket online")
 
@@ -718,9 +725,31 @@ def test_change_password(s):
     # A user of its own (admin-made), so the demo accounts' passwords stay as the other tests expect.
     email = f"pw-{uuid.uuid4().hex[:8]}@clinic.com"
     admin_token = token(ADMIN)
-    rest("POST", "/api/admin/users", admin_token, {"email": email, "name": "Dr. Pat Reyes", "role": "doctor", "password": "first-password-1"})
+    rest("POST", "/api/admin/users", admin_token, {"email": email, "name": "Dr. Pat Reyes", "role": "doctor", "password": "set-by-admin-0"})
     driver = s.new()
-    login(driver, email, "first-password-1")
+    # Made by an admin: the page lets the user in only once they chose their own password.
+    driver.get(BASE + "/")
+    wait(driver, EC.visibility_of_element_located((By.ID, "login-email")))
+    driver.find_element(By.ID, "login-email").send_keys(email)
+    driver.find_element(By.ID, "login-password").send_keys("set-by-admin-0")
+    driver.find_element(By.ID, "login-submit").click()
+    wait(driver, EC.visibility_of_element_located((By.ID, "password-current")), message="the password to choose first")
+    assert "administrator set your password" in driver.find_element(By.ID, "password-hint").text
+    assert driver.find_element(By.ID, "password-cancel").text == "Log out"
+    driver.find_element(By.ID, "password-current").send_keys(Keys.ESCAPE)
+    time.sleep(0.3)
+    assert driver.find_element(By.ID, "password-dialog").is_displayed(), "Escape does not get past it"
+    assert not driver.find_element(By.ID, "app-view").is_displayed()
+    blocked = driver.execute_script("return JSON.parse(localStorage.getItem('clinic.session')).token")
+    try:
+        rest("GET", "/api/conversations", blocked)
+        raise AssertionError("the API answered before the password was changed")
+    except urllib.error.HTTPError as error:
+        assert error.code == 403, error.code
+    for field, value in [("password-current", "set-by-admin-0"), ("password-new", "first-password-1"), ("password-again", "first-password-1")]:
+        driver.find_element(By.ID, field).send_keys(value)
+    driver.find_element(By.ID, "password-save").click()
+    wait(driver, lambda d: d.find_element(By.ID, "connection").text == "Online", message="in, and online, with a password of its own")
     old_token = driver.execute_script("return JSON.parse(localStorage.getItem('clinic.session')).token")
 
     def attempt(current, new, again=None):
@@ -841,7 +870,7 @@ def test_administration(s):
     click(email, "Enable")
     wait(admin, lambda d: cell(email, "status") == "Active", message="enabled")
     other = s.new()  # the new user's own page, which the admin then logs out
-    login(other, email, password)
+    login(other, email, password, first_password="duarte-own-password")
     click(email, "End sessions", confirm=True)
     wait(admin, lambda d: "was logged out on every device" in message())
     wait(other, EC.visibility_of_element_located((By.ID, "login-email")), message="the user's page back at login")

@@ -18,7 +18,8 @@ struct UserCommand: AsyncParsableCommand {
                                                     subcommands: [Add.self, Disable.self, Enable.self, List.self, SetRole.self, SetPassword.self, Logout.self])
 
     struct Add: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Add a user; without --password one is generated and printed.")
+        static let configuration = CommandConfiguration(
+            abstract: "Add a user; without --password one is generated and printed. They choose their own at their first login.")
         @Option var email: String
         @Option var name: String
         @Option var role: Role
@@ -28,7 +29,8 @@ struct UserCommand: AsyncParsableCommand {
             let password = try acceptable(password ?? PasswordPolicy.generate())
             let hash = await PasswordPolicy.hash(password)
             let user: User = try await withStore { store in
-                try store.result(await store.command(.createUser, user: "", body: CreateUserRequest(email: email, name: name, role: role, passwordHash: hash)))
+                try store.result(await store.command(.createUser, user: "", body: CreateUserRequest(email: email, name: name, role: role, passwordHash: hash,
+                                                                                                   mustChangePassword: true)))
             }
             print("added \(user.email) (\(user.name), \(user.role.rawValue))")
             if self.password == nil { print("password: \(password)") }
@@ -66,14 +68,15 @@ struct UserCommand: AsyncParsableCommand {
     struct SetPassword: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "set-password",
-            abstract: "Set a user's password (a forgotten one); without --password one is generated and printed. Their sessions end everywhere.")
+            abstract: "Set a user's password (a forgotten one); without --password one is generated and printed. Their sessions end everywhere, and they choose their own at their next login.")
         @Argument var email: String
         @Option(help: "At least 8 characters. Prefer the generated one.") var password: String?
         func run() async throws {
             let password = try acceptable(password ?? PasswordPolicy.generate())
             let hash = await PasswordPolicy.hash(password)
             let lifetime = try ChatConfiguration(environment: ProcessInfo.processInfo.environment).tokenTTL
-            let body = SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: Date().epochMilliseconds, tokensTTL: lifetime)
+            let body = SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: Date().epochMilliseconds, tokensTTL: lifetime,
+                                          mustChangePassword: true)
             let user: User = try await withStore { try $0.result(await $0.command(.setPassword, user: "", body: body)) }
             print("set the password of \(user.email); their sessions have ended")
             if self.password == nil { print("password: \(password)") }

@@ -1523,6 +1523,10 @@ enum OpenAPIDocument {
      "last_seen": {
       "type": "string",
       "format": "date-time"
+     },
+     "must_change_password": {
+      "type": "boolean",
+      "description": "present (true) while the password is one an admin or operator set: every route but GET /api/me, POST /api/me/password and logging out answers 403 password_change_required, and sockets are refused, until the user chooses their own"
      }
     },
     "required": [

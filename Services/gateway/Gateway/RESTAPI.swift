@@ -56,7 +56,7 @@ public struct RESTAPI: Sendable {
 
         routes.add(.post, "/api/auth/login") { request, context in try await self.login(request, context) }
         routes.add(.post, "/api/auth/logout") { request, _ in
-            let claims = try await self.authenticate(request)
+            let claims = try await self.authenticate(request, duringPasswordChange: true)
             try await self.tokens.revoke(claims)
             // Sockets opened with this token, on any gateway, end now.
             _ = try? await self.redis.publish(#"{"data":{"jti":"\#(claims.jti)"},"event":"session_revoked"}"#, to: self.keys.user(claims.sub))
@@ -66,12 +66,12 @@ public struct RESTAPI: Sendable {
         }
         routes.add(.post, "/api/me/password") { request, context in try await self.changePassword(request, context) }
         routes.add(.post, "/api/auth/logout-everywhere") { request, _ in
-            let claims = try await self.authenticate(request)
+            let claims = try await self.authenticate(request, duringPasswordChange: true)
             _ = try await self.endSessions(of: claims.sub, by: claims.sub)
             return Response(status: .noContent)
         }
         routes.add(.get, "/api/me") { request, _ in
-            let claims = try await self.authenticate(request)
+            let claims = try await self.authenticate(request, duringPasswordChange: true)
             return try self.pass(await self.store.query(.me, user: claims.sub))
         }
 
@@ -179,7 +179,8 @@ public struct RESTAPI: Sendable {
             // Only the hash goes into the stream (and Redis's append-only file).
             let hash = await PasswordPolicy.hash(body.password)
             return try self.pass(await self.store.command(.createUser, user: claims.sub,
-                                                          body: CreateUserRequest(email: body.email, name: body.name, role: body.role, passwordHash: hash)),
+                                                          body: CreateUserRequest(email: body.email, name: body.name, role: body.role, passwordHash: hash,
+                                                                                  mustChangePassword: true)),
                                  status: .created)
         }
         routes.add(.post, "/api/admin/users/:email/logout") { request, context in
@@ -279,7 +280,7 @@ public struct RESTAPI: Sendable {
     /// applies), the new one must meet the policy. Every token of the user issued before
     /// ends, on every gateway, with its sockets; the answer is a new token, as a login's.
     func changePassword(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        let claims = try await authenticate(request)
+        let claims = try await authenticate(request, duringPasswordChange: true)
         let body = try await request.decodeJSON(ChangePasswordRequest.self, context: context)
         let email = claims.sub
         let address = context.remoteAddress ?? "unknown"
@@ -324,15 +325,17 @@ public struct RESTAPI: Sendable {
         let given = try await request.decodeJSONIfPresent(ResetPasswordRequest.self, context: context)?.password
         if let given { try PasswordPolicy.check(given) }
         let password = given ?? PasswordPolicy.generate()
-        let user = try await setPassword(email, to: password, by: claims.sub)
+        let user = try await setPassword(email, to: password, by: claims.sub, mustChange: true)
         return try json(ResetPasswordResponse(user: user, password: given == nil ? password : nil))
     }
 
     /// Hashes the password here (only the hash goes into the stream) and has the store set it;
     /// tokens issued before now are refused from then on.
-    func setPassword(_ email: String, to password: String, by actor: String) async throws -> User {
+    /// `mustChange`: the user must replace it before anything else (an admin set it).
+    func setPassword(_ email: String, to password: String, by actor: String, mustChange: Bool = false) async throws -> User {
         let hash = await PasswordPolicy.hash(password)
-        let body = SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: Date().epochMilliseconds, tokensTTL: tokens.lifetime)
+        let body = SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: Date().epochMilliseconds, tokensTTL: tokens.lifetime,
+                                      mustChangePassword: mustChange)
         return try store.result(await store.command(.setPassword, user: actor, body: body))
     }
 
@@ -354,9 +357,14 @@ public struct RESTAPI: Sendable {
 
     /// The caller's claims; 401 without a valid token. `ownEmailParameter`: a `user_email`
     /// parameter (the original app sent one) must be the caller (403 otherwise).
-    func authenticate(_ request: Request, ownEmailParameter: Bool = false, admin: Bool = false) async throws -> TokenClaims {
+    /// `duringPasswordChange`: the route is one a user who must change their password may use
+    /// first (`/api/me`, the change, logging out); every other answers 403 `password_change_required`.
+    func authenticate(_ request: Request, ownEmailParameter: Bool = false, admin: Bool = false, duringPasswordChange: Bool = false) async throws -> TokenClaims {
         guard let token = request.bearerToken, !token.isEmpty else { throw ChatError(.unauthorized, "authentication required: send Authorization: Bearer <token>") }
         let claims = try await tokens.verify(token)
+        if claims.passwordChangeRequired, !duringPasswordChange {
+            throw ChatError(.passwordChangeRequired, "your password was set by an administrator: change it first (POST /api/me/password)")
+        }
         if ownEmailParameter, let email = request.uri.queryParameters.get("user_email"), email.lowercased() != claims.sub {
             throw ChatError(.forbidden, "user_email must be your own address")
         }

@@ -25,6 +25,10 @@ public struct TokenClaims: Codable, Sendable, Hashable {
     /// When the token was issued, in milliseconds since 1970.
     public var issuedAtMilliseconds: Int64 { iatMilliseconds ?? iat * 1000 }
 
+    /// Set by ``TokenService/verify(_:now:)`` (not part of the token): the user must change
+    /// their password before anything else (`auth:must_change:{email}`).
+    public var passwordChangeRequired = false
+
     enum CodingKeys: String, CodingKey {
         case sub, role, jti, iat, exp
         case iatMilliseconds = "iat_ms"
@@ -75,11 +79,14 @@ public struct TokenService: Sendable {
 
     /// The claims of a valid, unexpired, unrevoked token of an enabled user, issued after
     /// their password last changed and their sessions were last all ended; `unauthorized`
-    /// otherwise. One round trip to Redis.
+    /// otherwise. One round trip to Redis, which also says whether the user must change
+    /// their password first (``TokenClaims/passwordChangeRequired``).
     public func verify(_ token: String, now: Date = Date()) async throws -> TokenClaims {
-        let claims = try decode(token, now: now)
-        let values = try await redis.send(["MGET", keys.revokedToken(claims.jti), keys.disabledUser(claims.sub), keys.tokensBefore(claims.sub)]).array ?? []
-        guard values.count == 3, values[0].isNull, values[1].isNull else { throw ChatError(.unauthorized, "this token is no longer valid; log in again") }
+        var claims = try decode(token, now: now)
+        let values = try await redis.send(["MGET", keys.revokedToken(claims.jti), keys.disabledUser(claims.sub), keys.tokensBefore(claims.sub),
+                                           keys.passwordChangeRequired(claims.sub)]).array ?? []
+        guard values.count == 4, values[0].isNull, values[1].isNull else { throw ChatError(.unauthorized, "this token is no longer valid; log in again") }
+        claims.passwordChangeRequired = !values[3].isNull
         if let before = values[2].string.flatMap({ Int64($0) }), claims.issuedAtMilliseconds < before {
             throw ChatError(.unauthorized, "this token was issued before the account's sessions were ended (a password change, or a log-out everywhere); log in again")
         }

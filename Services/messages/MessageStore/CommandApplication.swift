@@ -32,6 +32,8 @@ public enum CommandOutcome: Sendable {
 public struct AuthSnapshot: Sendable, Hashable {
     /// Disabled users (`auth:disabled:{email}`, no TTL).
     public var disabled: [String] = []
+    /// Users who must change their password first (`auth:must_change:{email}`, no TTL).
+    public var mustChangePassword: [String] = []
     /// Users whose tokens issued before `before` (ms) are refused, for `ttl` ms more.
     public var cutoffs: [Cutoff] = []
     /// Logged-out tokens, refused for `ttl` ms more.
@@ -51,6 +53,7 @@ extension MessageStore {
         }
         var snapshot = AuthSnapshot()
         snapshot.disabled = try String.fetchAll(db, sql: "SELECT email FROM users WHERE disabled = 1 ORDER BY email")
+        snapshot.mustChangePassword = try String.fetchAll(db, sql: "SELECT email FROM users WHERE must_change_password = 1 ORDER BY email")
         snapshot.cutoffs = try Row.fetchAll(db, sql: "SELECT email, tokens_before, expires_at FROM session_cutoffs WHERE expires_at > ? ORDER BY email",
                                             arguments: [ms]).map { .init(email: $0[0], before: $0[1], ttl: ($0[2] as Int64) - ms) }
         snapshot.revoked = try Row.fetchAll(db, sql: "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > ? ORDER BY jti",
@@ -321,6 +324,8 @@ extension MessageStore {
             try PasswordPolicy.checkHash(body.passwordHash)
             guard body.tokensTTLMilliseconds > 0 else { throw ChatError(.badRequest, "tokens_ttl_ms must be positive") }
             record.passwordHash = body.passwordHash
+            // One set by someone else (an admin, an operator's tool) is theirs to replace first.
+            record.mustChangePassword = body.mustChangePassword == true && command.user.lowercased() != email
             try record.update(db)
             try recordCutoff(db, email: email, before: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
             return .sessionsEnded(record.user, tokensBefore: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
@@ -440,7 +445,7 @@ extension MessageStore {
         case .restoreAuth:
             guard case .authRestored(let snapshot) = outcome else { return AuditEntry(at: now, context: context, action: "auth.restore", target: nil, outcome: result) }
             return AuditEntry(at: now, context: context, action: "auth.restore", target: nil, outcome: result,
-                              detail: "\(snapshot.disabled.count) disabled users, \(snapshot.revoked.count) logged-out tokens, \(snapshot.cutoffs.count) session cutoffs")
+                              detail: "\(snapshot.disabled.count) disabled users, \(snapshot.revoked.count) logged-out tokens, \(snapshot.cutoffs.count) session cutoffs, \(snapshot.mustChangePassword.count) passwords to change")
         case .compact: return nil
         }
     }

@@ -222,6 +222,11 @@ public final class CommandProcessor: Service, Sendable {
         }
     }
 
+    /// Gateways allow a user's tokens nothing but a password change while this key exists.
+    private func mustChangeFlag(_ user: User) -> [String] {
+        user.mustChangePassword == true ? ["SET", keys.passwordChangeRequired(user.email), "1"] : ["DEL", keys.passwordChangeRequired(user.email)]
+    }
+
     /// The PUBLISH and XADD commands that tell everyone concerned what happened.
     func announcements(for command: StoreCommand, outcome: CommandOutcome) throws -> [[String]] {
         // Sends and marks are written by hand (JSONText, the encoder's bytes); the encoder is
@@ -277,19 +282,20 @@ public final class CommandProcessor: Service, Sendable {
             let flag = user.disabled ? ["SET", keys.disabledUser(user.email), "1"] : ["DEL", keys.disabledUser(user.email)]
             // A disabled user's open sockets end on every gateway.
             let revoke = user.disabled ? [["PUBLISH", keys.user(user.email), #"{"data":{},"event":"session_revoked"}"#]] : []
-            return try reply(result: json(user)) + [flag] + revoke
+            return try reply(result: json(user)) + [flag, mustChangeFlag(user)] + revoke
         case .sessionsEnded(let user, let before, let ttl):
             // Gateways refuse the user's tokens issued before the change or the log-out (for as
             // long as such a token could live), and end the sockets opened with them, on every gateway.
             let cutoff = ["SET", keys.tokensBefore(user.email), String(before), "PX", String(max(1, ttl))]
             let revoke = ["PUBLISH", keys.user(user.email), #"{"data":{"issued_before":\#(before)},"event":"session_revoked"}"#]
-            return try reply(result: json(user)) + [cutoff, revoke]
+            return try reply(result: json(user)) + [cutoff, mustChangeFlag(user), revoke]
         case .tokenRevoked(let jti, let ttl):
             // The gateway set it already; set again (idempotent), as a restore would, while it matters.
             return reply(result: "{}") + (ttl > 0 ? [["SET", keys.revokedToken(jti), "1", "PX", String(ttl)]] : [])
         case .authRestored(let snapshot):
             var out = reply(result: "{}")
             out += snapshot.disabled.map { ["SET", keys.disabledUser($0), "1"] }
+            out += snapshot.mustChangePassword.map { ["SET", keys.passwordChangeRequired($0), "1"] }
             out += snapshot.cutoffs.map { ["SET", keys.tokensBefore($0.email), String($0.before), "PX", String(max(1, $0.ttl))] }
             out += snapshot.revoked.map { ["SET", keys.revokedToken($0.jti), "1", "PX", String(max(1, $0.ttl))] }
             // Last: the state is whole in this Redis now (the keeper's check looks for it).

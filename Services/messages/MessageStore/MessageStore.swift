@@ -270,12 +270,15 @@ public struct MessageStore: Sendable {
         } else {
             throw ChatError(.badRequest, "password_hash is required")
         }
-        return try insertUser(db, email: email, name: name, role: request.role, passwordHash: hash, now: now)
+        return try insertUser(db, email: email, name: name, role: request.role, passwordHash: hash, now: now,
+                              mustChangePassword: request.mustChangePassword == true)
     }
 
-    private func insertUser(_ db: Database, email: String, name: String, role: Role, passwordHash: String, now: Date) throws -> User {
+    private func insertUser(_ db: Database, email: String, name: String, role: Role, passwordHash: String, now: Date,
+                            mustChangePassword: Bool = false) throws -> User {
         guard try UserRecord.fetchOne(db, key: email) == nil else { throw ChatError(.conflict, "a user with this email already exists") }
-        let record = UserRecord(email: email, name: name, role: role.rawValue, passwordHash: passwordHash, disabled: false, createdAt: now.epochMilliseconds)
+        let record = UserRecord(email: email, name: name, role: role.rawValue, passwordHash: passwordHash, disabled: false, createdAt: now.epochMilliseconds,
+                                mustChangePassword: mustChangePassword)
         try record.insert(db)
         return record.user
     }

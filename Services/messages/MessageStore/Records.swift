@@ -11,11 +11,13 @@ struct UserRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
     var passwordHash: String
     var disabled: Bool
     var createdAt: Int64
+    var mustChangePassword = false
 
     enum CodingKeys: String, CodingKey {
         case email, name, role, disabled
         case passwordHash = "password_hash"
         case createdAt = "created_at"
+        case mustChangePassword = "must_change_password"
     }
 
     enum Columns {
@@ -25,7 +27,9 @@ struct UserRecord: Codable, FetchableRecord, PersistableRecord, Sendable {
         static let disabled = Column(CodingKeys.disabled)
     }
 
-    var user: User { User(email: email, name: name, role: Role(rawValue: role) ?? .doctor, disabled: disabled) }
+    var user: User {
+        User(email: email, name: name, role: Role(rawValue: role) ?? .doctor, disabled: disabled, mustChangePassword: mustChangePassword ? true : nil)
+    }
 }
 
 /// A row of `conversations`.

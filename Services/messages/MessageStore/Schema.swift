@@ -182,9 +182,11 @@ enum Schema {
         // What gateways refuse besides a disabled user's tokens lives in Redis keys that a
         // Redis losing its data would lose, letting logged-out tokens and those older than a
         // password change in again until they expire. The store keeps them too, until then,
-        // and puts them back (`restore_auth`, docs/operations.md).
-        migrator.registerMigration("v10: revoked tokens and session cutoffs") { db in
+        // and puts them back (`restore_auth`, docs/operations.md). A password an admin or an
+        // operator set must be changed by its user before anything else.
+        migrator.registerMigration("v10: revoked tokens, session cutoffs, passwords to change") { db in
             try db.execute(sql: """
+                ALTER TABLE users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0;
                 CREATE TABLE revoked_tokens (
                     jti TEXT PRIMARY KEY,
                     email TEXT NOT NULL,

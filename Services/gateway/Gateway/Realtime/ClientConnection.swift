@@ -143,6 +143,9 @@ final class ClientConnection: Sendable {
         let verified: TokenClaims
         do {
             verified = try await server.tokens.verify(token)
+            if verified.passwordChangeRequired {
+                throw ChatError(.passwordChangeRequired, "change your password first (POST /api/me/password), then connect with the token it gives")
+            }
         } catch let error as ChatError {
             refuse(error)
             return nil

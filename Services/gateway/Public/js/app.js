@@ -107,7 +107,7 @@ async function login(event) {
     const result = await api.login(email, password);
     state.session = { token: result.token, user: result.user };
     saveSession();
-    await showApp();
+    await enter();
   } catch (error) {
     $("login-error").textContent = error.status === 429
       ? `Too many attempts. Try again in ${error.retryAfter || 60} seconds.`
@@ -136,6 +136,7 @@ async function logout(message) {
   state.current = null;
   if ($("admin-dialog").open) $("admin-dialog").close();
   if ($("password-dialog").open) $("password-dialog").close();
+  passwordRequired = false;
   $("app-view").hidden = true;
   $("login-view").hidden = false;
   $("login-error").textContent = message || "";
@@ -196,11 +197,30 @@ function sessionEnded() {
 
 // MARK: Password
 
-function openPasswordDialog() {
+// `required`: the password is one an administrator set, and nothing else works until the
+// user chooses their own (the server answers everything else 403 password_change_required).
+// The dialog then cannot be dismissed; its other button logs out.
+let passwordRequired = false;
+function openPasswordDialog(required = false) {
+  passwordRequired = required;
   for (const id of ["password-current", "password-new", "password-again"]) $(id).value = "";
   $("password-error").textContent = "";
+  $("password-hint").textContent = required
+    ? "An administrator set your password. Choose your own to continue."
+    : "Your other devices will be logged out.";
+  $("password-cancel").textContent = required ? "Log out" : "Cancel";
   $("password-dialog").showModal();
   $("password-current").focus();
+}
+
+// After a login or a reload: straight in, or first a password of one's own.
+async function enter() {
+  if (state.session.user.must_change_password) {
+    $("login-view").hidden = false;
+    openPasswordDialog(true);
+    return;
+  }
+  await showApp();
 }
 
 async function changePassword(event) {
@@ -220,10 +240,16 @@ async function changePassword(event) {
     const result = await api.changePassword(current, next);
     state.session = { token: result.token, user: result.user };
     saveSession();
-    // The old token's socket was ended by the server: connect again with the new one.
-    if (socket) socket.stop();
-    connectSocket();
+    const wasRequired = passwordRequired;
+    passwordRequired = false;
     $("password-dialog").close();
+    if (wasRequired) {
+      await showApp();
+    } else {
+      // The old token's socket was ended by the server: connect again with the new one.
+      if (socket) socket.stop();
+      connectSocket();
+    }
     announce("Your password was changed. Your other devices were logged out.");
   } catch (failure) {
     changingPassword = false;
@@ -884,7 +910,12 @@ function wire() {
   $("password-button").addEventListener("click", openPasswordDialog);
   setupAdmin({ api, me: () => state.session.user, el, $ });
   $("password-form").addEventListener("submit", changePassword);
-  $("password-cancel").addEventListener("click", () => $("password-dialog").close());
+  $("password-cancel").addEventListener("click", () => {
+    $("password-dialog").close();
+    if (passwordRequired) logout();
+  });
+  // Escape closes a dialog; not the one a user must get through.
+  $("password-dialog").addEventListener("cancel", (event) => { if (passwordRequired) event.preventDefault(); });
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = $("composer-input");
@@ -935,8 +966,9 @@ async function boot() {
   if (saved) {
     try {
       state.session = JSON.parse(saved);
-      await api.me();
-      await showApp();
+      state.session.user = await api.me();
+      saveSession();
+      await enter();
       return;
     } catch {
       state.session = null;
