@@ -756,11 +756,21 @@ def test_change_password(s):
         if not driver.find_element(By.ID, "password-dialog").is_displayed():
             driver.find_element(By.ID, "password-button").click()
             wait(driver, EC.visibility_of_element_located((By.ID, "password-current")))
+            # Asked for, this one can be dismissed (unlike the first one).
+            assert driver.find_element(By.ID, "password-cancel").text == "Cancel"
+            assert "other devices will be logged out" in driver.find_element(By.ID, "password-hint").text
         for field, value in [("password-current", current), ("password-new", new), ("password-again", again if again is not None else new)]:
             box = driver.find_element(By.ID, field)
             box.clear()
             box.send_keys(value)
         driver.find_element(By.ID, "password-save").click()
+
+    # Opened and dismissed: nothing happens, the page stays in.
+    driver.find_element(By.ID, "password-button").click()
+    wait(driver, EC.visibility_of_element_located((By.ID, "password-current")))
+    driver.find_element(By.ID, "password-cancel").click()
+    wait(driver, lambda d: not d.find_element(By.ID, "password-dialog").is_displayed())
+    assert driver.find_element(By.ID, "app-view").is_displayed()
 
     # Refusals say why, and change nothing.
     attempt("first-password-1", "second-password-2", again="second-password-3")

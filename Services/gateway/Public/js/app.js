@@ -907,7 +907,7 @@ function wire() {
   $("login-form").addEventListener("submit", login);
   $("logout-button").addEventListener("click", () => logout());
   $("logout-everywhere-button").addEventListener("click", logoutEverywhere);
-  $("password-button").addEventListener("click", openPasswordDialog);
+  $("password-button").addEventListener("click", () => openPasswordDialog(false));
   setupAdmin({ api, me: () => state.session.user, el, $ });
   $("password-form").addEventListener("submit", changePassword);
   $("password-cancel").addEventListener("click", () => {
