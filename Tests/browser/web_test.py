@@ -855,7 +855,7 @@ def test_administration(s):
     wait(admin, lambda d: "Password: " in message(), message="the generated password")
     password = re.search(r"Password: (\S+) \(shown once\)", message()).group(1)
     assert len(password) == 16, password
-    wait(admin, lambda d: cell(email, "status") == "Active")
+    wait(admin, lambda d: cell(email, "status") == "Active, password to choose", message="a password to choose at the first login")
     assert rest("POST", "/api/auth/login", body={"email": email, "password": password})["token"]
     # The same email again is refused plainly.
     admin.find_element(By.ID, "user-name").send_keys("Dr. Ines Duarte")
@@ -869,7 +869,7 @@ def test_administration(s):
     # A lock-out asks first: dismissed, nothing changes.
     click(email, "Disable", confirm=False)
     time.sleep(0.5)
-    assert cell(email, "status") == "Active"
+    assert cell(email, "status") == "Active, password to choose"
     click(email, "Disable", confirm=True)
     wait(admin, lambda d: cell(email, "status") == "Disabled", message="disabled")
     try:
@@ -878,17 +878,19 @@ def test_administration(s):
     except urllib.error.HTTPError as error:
         assert error.code == 401, error.code
     click(email, "Enable")
-    wait(admin, lambda d: cell(email, "status") == "Active", message="enabled")
+    wait(admin, lambda d: cell(email, "status") == "Active, password to choose", message="enabled")
     other = s.new()  # the new user's own page, which the admin then logs out
     login(other, email, password, first_password="duarte-own-password")
     click(email, "End sessions", confirm=True)
     wait(admin, lambda d: "was logged out on every device" in message())
     wait(other, EC.visibility_of_element_located((By.ID, "login-email")), message="the user's page back at login")
     assert "session has ended" in other.find_element(By.ID, "login-error").text
+    assert cell(email, "status") == "Active", "the user chose their own password"
     click(email, "New password", confirm=True)
     wait(admin, lambda d: "New password for Dr. Ines Duarte: " in message(), message="the new password")
     fresh = re.search(r"New password for Dr\. Ines Duarte: (\S+) \(shown once", message()).group(1)
     assert fresh != password
+    wait(admin, lambda d: cell(email, "status") == "Active, password to choose", message="an admin's password is the user's to replace")
     assert rest("POST", "/api/auth/login", body={"email": email, "password": fresh})["token"]
 
     # The audit log shows what was done, by whom.

@@ -53,7 +53,7 @@ export function setupAdmin({ api, me, el, $ }) {
       const row = el("tr");
       row.dataset.email = user.email;
       row.append(el("td", null, user.name), el("td", null, user.email), el("td", "role-cell", user.role === "admin" ? "Admin" : "Doctor"),
-                 el("td", "status-cell", user.disabled ? "Disabled" : "Active"));
+                 el("td", "status-cell", user.disabled ? "Disabled" : user.must_change_password ? "Active, password to choose" : "Active"));
       const actions = el("td", "actions-cell");
       if (user.email === me().email) {
         actions.append(el("span", "hint", "You"));
