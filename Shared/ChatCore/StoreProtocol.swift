@@ -234,6 +234,33 @@ public enum PasswordPolicy {
         guard password.utf8.count <= 72 else { throw ChatError(.invalidContent, "a password has at most 72 bytes (bcrypt's limit)") }
     }
 
+    /// What a person may choose (the gateway's routes, `chatctl`): ``check(_:)``, and not one
+    /// of the passwords tried first by anyone guessing, nor the account's own address or its
+    /// name part (case ignored).
+    public static func checkChosen(_ password: String, email: String) throws {
+        try check(password)
+        let lowered = password.lowercased()
+        let address = email.lowercased()
+        if common.contains(lowered) || common.contains(lowered.trimmingCharacters(in: .decimalDigits.union(.punctuationCharacters))) {
+            throw ChatError(.invalidContent, "this password is one of the most common; choose another")
+        }
+        if lowered == address || lowered == address.split(separator: "@").first.map(String.init) {
+            throw ChatError(.invalidContent, "a password cannot be the account's address")
+        }
+    }
+
+    /// The most common passwords of at least 8 characters in published leak lists (and
+    /// their stems, which a digit or two appended does not save), lowercased.
+    static let common: Set<String> = [
+        "password", "passw0rd", "p@ssw0rd", "p@ssword", "12345678", "123456789", "1234567890", "12341234", "11111111", "00000000",
+        "87654321", "11223344", "12121212", "88888888", "qwertyui", "qwerty12", "qwerty123", "qwertyuiop", "1q2w3e4r", "1qaz2wsx",
+        "zaq12wsx", "asdfghjk", "asdfasdf", "zxcvbnm", "zxcvbnm1", "abcd1234", "abc12345", "abcdefgh", "iloveyou", "letmein",
+        "welcome", "sunshine", "princess", "football", "baseball", "basketball", "superman", "batman", "starwars", "trustno1",
+        "whatever", "changeme", "admin", "administrator", "computer", "internet", "monkey", "dragon", "master", "shadow",
+        "michael", "jennifer", "jordan", "hunter", "freedom", "secret", "doctor", "clinic", "hospital", "nurse", "patient",
+        "qwerty", "123456", "1234567", "goodluck", "loveyou", "mustang", "access", "login", "default", "guest",
+    ]
+
     /// Refuses anything but a bcrypt hash (`$2a$`, `$2b$` or `$2y$`, cost 4 to 31, 53
     /// characters of salt and hash): a command carrying anything else would lock the user out.
     public static func checkHash(_ hash: String) throws {

@@ -68,6 +68,10 @@ struct PasswordTests {
             #expect(short.0 == 422 && short.1?["error"]?["code"] == .string("invalid_content"), "\(short)")
             let same = try await change(current, current)
             #expect(same.0 == 422, "\(same)")
+            for guessable in ["Password123", "qwerty123!", "DOCTOR@clinic.com", "doctor12"] {
+                let refused = try await change(current, guessable)
+                #expect(refused.0 == 422, "\(guessable): \(refused)")
+            }
             let missing = try await stack.http("POST", "/api/me/password", gateway: 0, token: old, body: ["new_password": "a-new-long-password"])
             #expect(missing.0 == 400, "\(missing)")
             #expect(try await stack.http("POST", "/api/me/password", body: ["current_password": current, "new_password": "a-new-long-password"]).0 == 401)
@@ -126,6 +130,7 @@ struct PasswordTests {
             #expect(try await stack.http("POST", "/api/admin/users/ghost@clinic.com/password", token: adminToken).0 == 404)
             #expect(try await stack.http("POST", "/api/admin/users/\(admin)/password", token: adminToken).0 == 400)
             #expect(try await stack.http("POST", "/api/admin/users/\(doctor)/password", token: adminToken, body: ["password": "short"]).0 == 422)
+            #expect(try await stack.http("POST", "/api/admin/users/\(doctor)/password", token: adminToken, body: ["password": "iloveyou"]).0 == 422)
 
             let generated = try await stack.http("POST", "/api/admin/users/\(doctor)/password", token: adminToken)
             #expect(generated.0 == 200, "\(generated)")

@@ -26,7 +26,7 @@ struct UserCommand: AsyncParsableCommand {
         @Option(help: "At least 8 characters. Prefer the generated one.") var password: String?
 
         func run() async throws {
-            let password = try acceptable(password ?? PasswordPolicy.generate())
+            let password = try acceptable(password ?? PasswordPolicy.generate(), for: email)
             let hash = await PasswordPolicy.hash(password)
             let user: User = try await withStore { store in
                 try store.result(await store.command(.createUser, user: "", body: CreateUserRequest(email: email, name: name, role: role, passwordHash: hash,
@@ -72,7 +72,7 @@ struct UserCommand: AsyncParsableCommand {
         @Argument var email: String
         @Option(help: "At least 8 characters. Prefer the generated one.") var password: String?
         func run() async throws {
-            let password = try acceptable(password ?? PasswordPolicy.generate())
+            let password = try acceptable(password ?? PasswordPolicy.generate(), for: email)
             let hash = await PasswordPolicy.hash(password)
             let lifetime = try ChatConfiguration(environment: ProcessInfo.processInfo.environment).tokenTTL
             let body = SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: Date().epochMilliseconds, tokensTTL: lifetime,
@@ -133,10 +133,10 @@ struct SeedDemo: AsyncParsableCommand {
 
 extension Role: ExpressibleByArgument {}
 
-/// The password, if it meets the policy; its fault in one line otherwise.
-func acceptable(_ password: String) throws -> String {
+/// The password, if it meets the policy for `email`; its fault in one line otherwise.
+func acceptable(_ password: String, for email: String) throws -> String {
     do {
-        try PasswordPolicy.check(password)
+        try PasswordPolicy.checkChosen(password, email: email)
     } catch let error as ChatError {
         throw CommandFailure(error.message)
     }

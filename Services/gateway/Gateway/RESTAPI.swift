@@ -175,7 +175,7 @@ public struct RESTAPI: Sendable {
             let claims = try await self.authenticate(request, admin: true)
             struct Body: Decodable { var email: String, name: String, role: Role, password: String }
             let body = try await request.decodeJSON(Body.self, context: context)
-            try PasswordPolicy.check(body.password)
+            try PasswordPolicy.checkChosen(body.password, email: body.email)
             // Only the hash goes into the stream (and Redis's append-only file).
             let hash = await PasswordPolicy.hash(body.password)
             return try self.pass(await self.store.command(.createUser, user: claims.sub,
@@ -284,7 +284,7 @@ public struct RESTAPI: Sendable {
         let body = try await request.decodeJSON(ChangePasswordRequest.self, context: context)
         let email = claims.sub
         let address = context.remoteAddress ?? "unknown"
-        try PasswordPolicy.check(body.newPassword)
+        try PasswordPolicy.checkChosen(body.newPassword, email: email)
         guard body.newPassword != body.currentPassword else {
             throw ChatError(.invalidContent, "the new password is the same as the current one")
         }
@@ -323,7 +323,7 @@ public struct RESTAPI: Sendable {
             throw ChatError(.badRequest, "change your own password with POST /api/me/password (it asks for the current one)")
         }
         let given = try await request.decodeJSONIfPresent(ResetPasswordRequest.self, context: context)?.password
-        if let given { try PasswordPolicy.check(given) }
+        if let given { try PasswordPolicy.checkChosen(given, email: email) }
         let password = given ?? PasswordPolicy.generate()
         let user = try await setPassword(email, to: password, by: claims.sub, mustChange: true)
         return try json(ResetPasswordResponse(user: user, password: given == nil ? password : nil))
