@@ -16,6 +16,26 @@ private func send(_ to: String, _ content: String, _ clientID: String) -> JSONVa
     .object(["receiver_email": .string(to), "content": .string(content), "client_id": .string(clientID)])
 }
 
+/// As a client does: each send (client id → text, to `receiver`) not confirmed yet is sent
+/// again with its client id every half second, for up to 30 s; the ids of the messages
+/// confirmed, by client id. Acknowledgement ids start after `ackFrom`.
+private func sendUntilConfirmed(_ sender: SocketTestClient, to receiver: String, _ sends: [(clientID: String, content: String)],
+                                ackFrom: Int) async throws -> [String: String] {
+    var confirmed: [String: String] = [:]
+    var ack = ackFrom
+    let deadline = ContinuousClock.now + .seconds(30)
+    while confirmed.count < sends.count && ContinuousClock.now < deadline {
+        for (clientID, content) in sends where confirmed[clientID] == nil {
+            ack += 1
+            guard let reply = try? await sender.call("send_message", send(receiver, content, clientID), ack: ack),
+                  let id = reply["message"]?["id"]?.stringValue else { continue }
+            confirmed[clientID] = id
+        }
+        if confirmed.count < sends.count { try await Task.sleep(for: .milliseconds(500)) }
+    }
+    return confirmed
+}
+
 private func subscribers(_ stack: RealtimeStack, _ email: String) async throws -> Int {
     try await stack.redis.send(["PUBSUB", "NUMSUB", stack.keys.user(email)]).array?.last?.int ?? -1
 }
@@ -486,18 +506,8 @@ struct RealtimeTests {
             }
 
             // As a client does: each send not confirmed is sent again with its client id until it is.
-            var confirmed: [String: String] = ["h-0": try #require(first["message"]?["id"]?.stringValue)]
-            var ack = 100
-            let deadline = ContinuousClock.now + .seconds(30)
-            while confirmed.count < 6 && ContinuousClock.now < deadline {
-                for i in 1...5 where confirmed["h-\(i)"] == nil {
-                    ack += 1
-                    guard let reply = try? await sender.call("send_message", send(admin, "during \(i)", "h-\(i)"), ack: ack),
-                          let id = reply["message"]?["id"]?.stringValue else { continue }
-                    confirmed["h-\(i)"] = id
-                }
-                if confirmed.count < 6 { try await Task.sleep(for: .milliseconds(500)) }
-            }
+            var confirmed = try await sendUntilConfirmed(sender, to: admin, (1...5).map { ("h-\($0)", "during \($0)") }, ackFrom: 100)
+            confirmed["h-0"] = try #require(first["message"]?["id"]?.stringValue)
             #expect(confirmed.count == 6, "confirmed \(confirmed)")
             let stored = try stack.store.history(for: doctor, conversationID: conversation)
             #expect(stored.map(\.content).sorted() == ["before"] + (1...5).map { "during \($0)" }, "each stored once: \(stored.map(\.content))")
@@ -533,19 +543,7 @@ struct RealtimeTests {
             try await server.restart()
             let probe = stack.keys.prefix + "probe"
             #expect(await eventually { (try? await stack.redis.send(["EXISTS", probe]).int) == 0 }, "the restart lost Redis's data")
-            // As a client does: sent again with its client id until confirmed.
-            var confirmed: [String: String] = [:]
-            var ack = 10
-            let deadline = ContinuousClock.now + .seconds(30)
-            while confirmed.count < 3 && ContinuousClock.now < deadline {
-                for i in 1...3 where confirmed["l-\(i)"] == nil {
-                    ack += 1
-                    guard let reply = try? await sender.call("send_message", send(admin, "after \(i)", "l-\(i)"), ack: ack),
-                          let id = reply["message"]?["id"]?.stringValue else { continue }
-                    confirmed["l-\(i)"] = id
-                }
-                if confirmed.count < 3 { try await Task.sleep(for: .milliseconds(500)) }
-            }
+            let confirmed = try await sendUntilConfirmed(sender, to: admin, (1...3).map { ("l-\($0)", "after \($0)") }, ackFrom: 10)
             #expect(confirmed.count == 3, "confirmed \(confirmed)")
             let stored = try stack.store.history(for: doctor, conversationID: conversation)
             #expect(stored.map(\.content) == ["before", "after 1", "after 2", "after 3"], "each stored once, in order: \(stored.map(\.content))")
