@@ -247,22 +247,32 @@ public struct RESTAPI: Sendable {
     func login(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let body = try await request.decodeJSON(LoginRequest.self, context: context)
         let email = body.email.trimmingCharacters(in: .whitespaces).lowercased()
+        guard let user = try await checkPassword(.login, email: email, password: body.password, context: context, throttled: "login_throttled") else {
+            // The same answer for an unknown user, a wrong password and a disabled account.
+            throw ChatError(.unauthorized, "wrong email or password")
+        }
+        let (token, claims) = tokens.issue(for: user)
+        return try json(LoginResponse(token: token, expiresAt: Date(timeIntervalSince1970: TimeInterval(claims.exp)), user: user))
+    }
+
+    /// A password checked by the store (`login` or `check_password`, which it audits), under
+    /// the login throttle: more than 5 failures a minute for the account or the address
+    /// answer 429 (audited here as `throttled`); a wrong password counts as a failure and
+    /// gives nil.
+    func checkPassword(_ kind: StoreQuery.Kind, email: String, password: String, context: GatewayRequestContext, throttled: String) async throws -> User? {
         let address = context.remoteAddress ?? "unknown"
         do {
             try await throttle.check(email: email, address: address)
         } catch let error as ChatError {
-            await store.fireAndForget(.audit, user: email, body: AuditRequest(action: "login_throttled", target: email, outcome: "rate_limited", detail: address))
+            await store.fireAndForget(.audit, user: email, body: AuditRequest(action: throttled, target: email, outcome: "rate_limited", detail: address))
             throw error
         }
-        let reply = try await store.query(.login, user: email) { $0.password = body.password }
+        let reply = try await store.query(kind, user: email) { $0.password = password }
         do {
-            let user: User = try store.result(reply)
-            let (token, claims) = tokens.issue(for: user)
-            return try json(LoginResponse(token: token, expiresAt: Date(timeIntervalSince1970: TimeInterval(claims.exp)), user: user))
+            return try store.result(reply) as User
         } catch let error as ChatError where error.code == .unauthorized {
             await throttle.recordFailure(email: email, address: address)
-            // The same answer for an unknown user, a wrong password and a disabled account.
-            throw ChatError(.unauthorized, "wrong email or password")
+            return nil
         }
     }
 
@@ -283,22 +293,11 @@ public struct RESTAPI: Sendable {
         let claims = try await authenticate(request, duringPasswordChange: true)
         let body = try await request.decodeJSON(ChangePasswordRequest.self, context: context)
         let email = claims.sub
-        let address = context.remoteAddress ?? "unknown"
         try PasswordPolicy.checkChosen(body.newPassword, email: email)
         guard body.newPassword != body.currentPassword else {
             throw ChatError(.invalidContent, "the new password is the same as the current one")
         }
-        do {
-            try await throttle.check(email: email, address: address)
-        } catch let error as ChatError {
-            await store.fireAndForget(.audit, user: email, body: AuditRequest(action: "password_change", target: email, outcome: "rate_limited", detail: address))
-            throw error
-        }
-        let check = try await store.query(.checkPassword, user: email) { $0.password = body.currentPassword }
-        do {
-            let _: User = try store.result(check)
-        } catch let error as ChatError where error.code == .unauthorized {
-            await throttle.recordFailure(email: email, address: address)
+        guard try await checkPassword(.checkPassword, email: email, password: body.currentPassword, context: context, throttled: "password_change") != nil else {
             throw ChatError(.forbidden, "the current password is wrong")
         }
         let user = try await setPassword(email, to: body.newPassword, by: email)
