@@ -538,10 +538,10 @@ struct RealtimeTests {
             let conversation = try #require(first["message"]?["conversation_id"]?.stringValue, "\(first)")
             _ = try await receiver.event("receive_message")
 
-            _ = try await stack.redis.send(["SET", stack.keys.prefix + "probe", "1"])
+            let probe = stack.keys.prefix + "probe"
+            _ = try await stack.redis.send(["SET", probe, "1"])
             server.kill()
             try await server.restart()
-            let probe = stack.keys.prefix + "probe"
             #expect(await eventually { (try? await stack.redis.send(["EXISTS", probe]).int) == 0 }, "the restart lost Redis's data")
             let confirmed = try await sendUntilConfirmed(sender, to: admin, (1...3).map { ("l-\($0)", "after \($0)") }, ackFrom: 10)
             #expect(confirmed.count == 3, "confirmed \(confirmed)")
@@ -552,6 +552,8 @@ struct RealtimeTests {
                 Set(receiver.events("receive_message").compactMap { $0["id"]?.stringValue }).isSuperset(of: confirmedIDs)
             }
             #expect(delivered, "delivered \(receiver.events("receive_message").compactMap { $0["content"]?.stringValue })")
+            let deliveredIDs = receiver.events("receive_message").compactMap { $0["id"]?.stringValue }
+            #expect(deliveredIDs.count == Set(deliveredIDs).count, "a message delivered twice: \(deliveredIDs)")
             let groups = try await stack.redis.send(["XINFO", "GROUPS", stack.keys.commands]).array ?? []
             #expect(groups.count == 1, "the messages group is back: \(groups)")
             await sender.close()
