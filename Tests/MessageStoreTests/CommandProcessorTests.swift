@@ -582,8 +582,10 @@ struct CommandProcessorTests {
         try await withHarness(running: false) { h in
             let hash = await PasswordPolicy.hash("a-new-password", cost: 4)
             let ttl = Duration.seconds(3600)
-            func set(_ actor: String, _ email: String, _ hash: String, before: Int64 = 1_700_000_000_123, request: String) throws -> StoreCommand {
-                try h.command(.setPassword, actor, SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: before, tokensTTL: ttl), request: request)
+            // Cutoffs a few seconds old: what is left of their life is what Redis keeps them for.
+            let base = Date().epochMilliseconds - 10_000
+            func set(_ actor: String, _ email: String, _ hash: String, before: Int64? = nil, request: String) throws -> StoreCommand {
+                try h.command(.setPassword, actor, SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: before ?? base + 123, tokensTTL: ttl), request: request)
             }
             let commands = [
                 try set("doctor@clinic.com", "doctor@clinic.com", "not-a-hash", request: "bad-hash"),
@@ -591,12 +593,14 @@ struct CommandProcessorTests {
                 try set("doctor@clinic.com", "dr.patel@clinic.com", hash, request: "someone-else"),
                 try set("admin@clinic.com", "ghost@clinic.com", hash, request: "unknown"),
                 try set("doctor@clinic.com", "doctor@clinic.com", hash, request: "own"),
-                try set("", "dr.patel@clinic.com", hash, before: 1_700_000_000_456, request: "tool"),
+                try set("", "dr.patel@clinic.com", hash, before: base + 456, request: "tool"),
                 try h.command(.createUser, "admin@clinic.com", CreateUserRequest(email: "dr.lee@clinic.com", name: "Dr. Lee", role: .doctor, passwordHash: hash), request: "new-hash"),
                 try h.command(.createUser, "admin@clinic.com", CreateUserRequest(email: "dr.old@clinic.com", name: "Dr. Old", role: .doctor, password: "an-old-gateway"), request: "new-old"),
                 try h.command(.createUser, "admin@clinic.com", CreateUserRequest(email: "dr.bad@clinic.com", name: "Dr. Bad", role: .doctor, passwordHash: "$2b$10$nope"), request: "new-bad"),
                 try h.command(.endSessions, "doctor@clinic.com", EndSessionsRequest(email: "dr.patel@clinic.com", tokensBefore: 1, tokensTTL: ttl), request: "end-other"),
-                try h.command(.endSessions, "dr.okafor@clinic.com", EndSessionsRequest(email: "dr.okafor@clinic.com", tokensBefore: 1_700_000_000_789, tokensTTL: ttl), request: "end-own"),
+                try h.command(.endSessions, "dr.okafor@clinic.com", EndSessionsRequest(email: "dr.okafor@clinic.com", tokensBefore: base + 789, tokensTTL: ttl), request: "end-own"),
+                // Older than the change before it (a gateway's command that reached the store late): it cannot lower the cutoff.
+                try h.command(.endSessions, "dr.okafor@clinic.com", EndSessionsRequest(email: "dr.okafor@clinic.com", tokensBefore: base + 700, tokensTTL: ttl), request: "end-late"),
             ]
             let entries = commands.enumerated().map { StreamEntry(id: "1-\($0.offset + 1)", fields: Dictionary(uniqueKeysWithValues: $0.element.fields)) }
             try await h.processor.process(entries)
@@ -604,7 +608,7 @@ struct CommandProcessorTests {
                 let reply = await h.waitForReply(request)
                 #expect(reply?.error?.code == code, "\(request): \(String(describing: reply))")
             }
-            for request in ["own", "tool", "new-hash", "new-old", "end-own"] { #expect(await h.waitForReply(request)?.result != nil, "\(request)") }
+            for request in ["own", "tool", "new-hash", "new-old", "end-own", "end-late"] { #expect(await h.waitForReply(request)?.result != nil, "\(request)") }
             #expect(try h.store.authenticate(email: "doctor@clinic.com", password: "a-new-password") != nil)
             #expect(try h.store.authenticate(email: "doctor@clinic.com", password: "password-doctor@clinic.com") == nil)
             #expect(try h.store.authenticate(email: "dr.patel@clinic.com", password: "a-new-password") != nil)
@@ -612,15 +616,16 @@ struct CommandProcessorTests {
             #expect(try h.store.authenticate(email: "dr.old@clinic.com", password: "an-old-gateway") != nil)
             #expect(try h.store.user("dr.bad@clinic.com") == nil)
             // The gateways' cutoff, with the tokens' lifetime, and the sessions of the older tokens told to end.
-            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("doctor@clinic.com")]).string == "1700000000123")
+            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("doctor@clinic.com")]).string == String(base + 123))
             let ttlLeft = try #require(try await h.redis.send(["PTTL", h.keys.tokensBefore("doctor@clinic.com")]).int)
-            #expect(ttlLeft > 3_590_000 && ttlLeft <= 3_600_000, "\(ttlLeft)")
-            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("dr.patel@clinic.com")]).string == "1700000000456", "not lowered by a refused end_sessions")
-            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("dr.okafor@clinic.com")]).string == "1700000000789")
+            #expect(ttlLeft > 3_580_000 && ttlLeft <= 3_590_123, "what is left of the tokens' life: \(ttlLeft)")
+            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("dr.patel@clinic.com")]).string == String(base + 456), "not lowered by a refused end_sessions")
+            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("dr.okafor@clinic.com")]).string == String(base + 789), "not lowered by a late end_sessions")
+            #expect(try h.store.read { db in try Int64.fetchOne(db, sql: "SELECT tokens_before FROM session_cutoffs WHERE email = 'dr.okafor@clinic.com'") } == base + 789)
             #expect(try h.store.authenticate(email: "dr.okafor@clinic.com", password: "password-dr.okafor@clinic.com") != nil, "ending sessions leaves the password")
             #expect(await eventually {
                 h.recorder.objects(on: h.keys.user("doctor@clinic.com")).contains {
-                    $0["event"] as? String == "session_revoked" && ($0["data"] as? [String: Any])?["issued_before"] as? Int == 1_700_000_000_123
+                    $0["event"] as? String == "session_revoked" && ($0["data"] as? [String: Any])?["issued_before"] as? Int == Int(base + 123)
                 }
             })
             // Who did what, and nothing of the hash.
@@ -631,9 +636,10 @@ struct CommandProcessorTests {
             #expect(try !h.store.auditLog().contains { ($0.detail ?? "").contains(hash) })
 
             // Read again (killed before XACK): the cutoff is set and the sessions revoked again, nothing applied twice.
-            _ = try await h.redis.send(["DEL", h.keys.tokensBefore("doctor@clinic.com")])
-            try await h.processor.process([entries[4]])
-            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("doctor@clinic.com")]).string == "1700000000123")
+            _ = try await h.redis.send(["DEL", h.keys.tokensBefore("doctor@clinic.com"), h.keys.tokensBefore("dr.okafor@clinic.com")])
+            try await h.processor.process([entries[4], entries.last!])
+            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("doctor@clinic.com")]).string == String(base + 123))
+            #expect(try await h.redis.send(["GET", h.keys.tokensBefore("dr.okafor@clinic.com")]).string == String(base + 789), "the late one read again announces the kept cutoff")
             #expect(try h.store.auditLog().filter { $0.action == "password_change" && $0.outcome == "ok" }.count == 1)
         }
     }
