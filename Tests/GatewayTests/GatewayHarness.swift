@@ -74,6 +74,9 @@ func withGateway(storeRunning: Bool = true, storeTimeout: Duration = .seconds(5)
             _ = await eventually { (try? await redis.send(["PUBSUB", "NUMSUB", storeClient.replyChannel]).array?.last?.int) == 1 }
             if storeRunning {
                 _ = await eventually { (try? await redis.send(["PUBSUB", "NUMSUB", keys.storeQueries]).array?.last?.int) == 1 }
+            } else {
+                // A Redis the store has run on holds the whole auth state (gateways take no token without it).
+                _ = try await redis.send(["SET", keys.authState, "restored (a store ran before the test)"])
             }
             let app = Application(router: api.makeRouter().router)
             try await app.test(.router) { client in

@@ -298,6 +298,9 @@ func withRealtimeStack(gateways count: Int = 1, storeRunning: Bool = true, prese
         if storeRunning {
             storeControl.run()
             _ = await eventually { (try? await redis.send(["PUBSUB", "NUMSUB", keys.storeQueries]).array?.last?.int) == 1 }
+        } else {
+            // A Redis the store has run on holds the whole auth state (gateways take no token without it).
+            _ = try await redis.send(["SET", keys.authState, "restored (a store ran before the test)"])
         }
         var services: [GatewayService] = []
         var subscribers: [RedisSubscriber] = []

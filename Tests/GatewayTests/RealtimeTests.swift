@@ -580,16 +580,49 @@ struct RealtimeTests {
 
             server.kill()
             try await server.restart()
+            // Not one of them is taken meanwhile: the gateway takes no token until the state is back.
+            let seen = Mutex<Set<Int>>([])
             let refused = await eventually(timeout: .seconds(20)) {
                 var statuses: [Int] = []
                 for token in [loggedOut, disabled, older] { statuses.append((try? await stack.http("GET", "/api/me", token: token).0) ?? 0) }
+                seen.withLock { $0.formUnion(statuses) }
                 return statuses == [401, 401, 401]
             }
             #expect(refused, "the auth state was put back")
+            #expect(!seen.withLock { $0.contains(200) }, "a refused token was taken before the state was back: \(seen.withLock { $0 })")
             #expect(try await stack.http("GET", "/api/me", token: adminToken).0 == 200)
             let fresh = try await stack.login(doctor)
             #expect(try await stack.http("GET", "/api/me", token: fresh).0 == 200)
             #expect(try stack.store.auditLog().contains { $0.action == "auth.restore" })
+        }
+    }
+
+    @Test("while Redis lacks the auth state (it lost its data; the store has not put it back, or is doing so), no token is taken: REST and CONNECT wait, then answer unavailable; a request waiting when the store puts it back is answered")
+    func failsClosedWithoutAuthState() async throws {
+        try await withRealtimeStack(storeRunning: false) { stack in
+            let token = stack.tokens.issue(for: User(email: doctor, name: "Dr. Sarah Kim", role: .doctor)).token
+            for state in [nil, "pending"] {
+                _ = try await stack.redis.send(state.map { ["SET", stack.keys.authState, $0] } ?? ["DEL", stack.keys.authState])
+                let client = try await SocketTestClient.open(port: stack.ports[0])
+                try await client.send(#"40{"token":"\#(token)"}"#)
+                let (status, body) = try await stack.http("GET", "/api/me", token: token)
+                #expect(status == 503, "\(String(describing: state))")
+                #expect(body?["error"]?["code"]?.stringValue == "unavailable")
+                #expect(body?["error"]?["message"]?.stringValue?.contains("restores its security state") == true, "\(String(describing: body))")
+                let refusal = try #require(JSONValue(parsing: try await client.next(timeout: .seconds(15)) { $0.hasPrefix("44") }.dropFirst(2)))
+                #expect(refusal["data"]?["code"]?.stringValue == "unavailable")
+                #expect(refusal["message"]?.stringValue?.contains("restores its security state") == true, "\(refusal)")
+                await client.close()
+            }
+            // The store starts and puts the state back while a request waits for it: answered.
+            _ = try await stack.redis.send(["DEL", stack.keys.authState])
+            async let waiting = stack.http("GET", "/api/me", token: token)
+            try await Task.sleep(for: .milliseconds(300))
+            stack.storeControl.run()
+            let (status, body) = try await waiting
+            #expect(status == 200, "\(String(describing: body))")
+            #expect(body?["email"]?.stringValue == doctor)
+            #expect(try await stack.redis.send(["GET", stack.keys.authState]).string?.hasPrefix("restored") == true)
         }
     }
 

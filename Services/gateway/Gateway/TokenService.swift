@@ -56,6 +56,10 @@ public struct TokenService: Sendable {
     private var key: SymmetricKey { SymmetricKey(data: keyBytes) }
     public let lifetime: Duration
     private let redis: RedisClient
+    /// How long a check waits for Redis's auth state to be whole before it answers
+    /// `unavailable` (``verify(_:now:)``). The messages service puts it back within seconds of
+    /// Redis losing its data.
+    public var authStateWait: Duration = .seconds(5)
     private let keys: RedisKeys
 
     public init(secret: String, lifetime: Duration, redis: RedisClient, keys: RedisKeys) {
@@ -81,16 +85,36 @@ public struct TokenService: Sendable {
     /// their password last changed and their sessions were last all ended; `unauthorized`
     /// otherwise. One round trip to Redis, which also says whether the user must change
     /// their password first (``TokenClaims/passwordChangeRequired``).
+    ///
+    /// Fails closed: what is refused lives in Redis, so while Redis does not hold the whole
+    /// auth state (`auth:state` missing or `pending`: Redis lost its data and the messages
+    /// service has not put it back yet) no token is taken. The check waits for it up to
+    /// ``authStateWait``, then answers `unavailable`.
     public func verify(_ token: String, now: Date = Date()) async throws -> TokenClaims {
         var claims = try decode(token, now: now)
-        let values = try await redis.send(["MGET", keys.revokedToken(claims.jti), keys.disabledUser(claims.sub), keys.tokensBefore(claims.sub),
-                                           keys.passwordChangeRequired(claims.sub)]).array ?? []
-        guard values.count == 4, values[0].isNull, values[1].isNull else { throw ChatError(.unauthorized, "this token is no longer valid; log in again") }
+        let query = ["MGET", keys.revokedToken(claims.jti), keys.disabledUser(claims.sub), keys.tokensBefore(claims.sub),
+                     keys.passwordChangeRequired(claims.sub), keys.authState]
+        var values = try await redis.send(query).array ?? []
+        let deadline = ContinuousClock.now + authStateWait
+        while values.count == 5, !Self.isWhole(authState: values[4]) {
+            guard ContinuousClock.now < deadline else {
+                throw ChatError(.unavailable, "sign-in is paused while the server restores its security state from the message store; try again in a few seconds")
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            values = try await redis.send(query).array ?? []
+        }
+        guard values.count == 5, values[0].isNull, values[1].isNull else { throw ChatError(.unauthorized, "this token is no longer valid; log in again") }
         claims.passwordChangeRequired = !values[3].isNull
         if let before = values[2].string.flatMap({ Int64($0) }), claims.issuedAtMilliseconds < before {
             throw ChatError(.unauthorized, "this token was issued before the account's sessions were ended (a password change, or a log-out everywhere); log in again")
         }
         return claims
+    }
+
+    /// Whether `auth:state` says Redis holds everything the store would refuse: the messages
+    /// service writes `restored …` last, after every key (`pending` while it restores).
+    static func isWhole(authState value: RESPValue) -> Bool {
+        value.string?.hasPrefix("restored") == true
     }
 
     /// Checks signature and expiry only (no Redis).
