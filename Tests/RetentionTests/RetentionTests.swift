@@ -4,7 +4,7 @@ import Foundation
 import Logging
 import MessageStore
 import RedisClient
-import Retention
+@testable import Retention
 import Synchronization
 import Testing
 
@@ -201,6 +201,40 @@ struct RetentionTests {
             let scheduled = try await h.redis.send(["ZRANGE", h.keys.retentionDue, "0", "-1", "WITHSCORES"])
             let built = try await h.redis.send(["GET", h.keys.retentionDue + ":built"])
             #expect(purged, "stored \((try? h.stored()) ?? -1), scheduled \(scheduled), built \(built), now \(Date().epochMilliseconds)")
+        }
+    }
+
+    @Test("the schedule lost again while it is being rebuilt (Redis lost its data halfway): the rebuild is not marked whole, and the next check schedules every message")
+    func rebuildLostHalfway() async throws {
+        try await withRetention(retention: .seconds(3600), runWorker: false) { h in
+            let count = 10_000
+            let stored = try h.storeDue(count, content: "kept")
+            let (schedule, built, marker) = (h.keys.retentionDue, h.keys.retentionDue + ":built", h.keys.retentionDue + ":rebuilding")
+            try await h.withStoreClient("retention-halfway") { client in
+                let worker = h.makeWorker(client)
+                let rebuilding = Task { try await worker.rebuildScheduleIfMissing() }
+                // Once its first page is in, Redis loses its data: the pages so far and the rebuild's marker.
+                let begun = await eventually(every: .milliseconds(1)) { (try? await h.redis.zcard(schedule)) ?? 0 >= 1000 }
+                try await h.redis.delete([schedule, marker])
+                try await rebuilding.value
+                #expect(begun)
+                let partial = try await h.redis.zcard(schedule)
+                #expect(partial < count, "only the pages read after the loss are in: \(partial)")
+                #expect(try await h.redis.exists([built]) == 0, "a partial schedule is not marked whole")
+                // The next check (before the next sweep) starts over and schedules every message, at its expiry.
+                try await worker.rebuildScheduleIfMissing()
+                #expect(try await h.redis.zcard(schedule) == count)
+                #expect(try await h.redis.exists([built]) == 1)
+                #expect(try await h.redis.exists([marker]) == 0)
+                for message in [stored[0], stored[count / 2], stored[count - 1]] {
+                    let score = try await h.redis.send(["ZSCORE", schedule, message.id]).string.flatMap(Double.init)
+                    #expect(score == Double(message.expiresAt.epochMilliseconds))
+                }
+                // Whole now: the check after it leaves the schedule alone.
+                _ = try await h.redis.send(["ZREM", schedule, stored[0].id])
+                try await worker.rebuildScheduleIfMissing()
+                #expect(try await h.redis.zcard(schedule) == count - 1)
+            }
         }
     }
 
