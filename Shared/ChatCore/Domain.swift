@@ -82,6 +82,36 @@ public struct Message: Codable, Sendable, Hashable {
 }
 
 /// A 1:1 or group conversation as listed for one participant.
+/// A conversation as an admin sees it to place or lift a legal hold: who takes part and how
+/// much is stored, never what was said (`GET /api/admin/conversations`).
+public struct AdminConversation: Codable, Sendable, Hashable {
+    public var id: String
+    public var kind: Conversation.Kind
+    public var title: String?
+    public var participants: [String]
+    public var createdAt: Date
+    public var lastMessageAt: Date?
+    /// Messages stored (visible or kept past their expiry by the hold).
+    public var messages: Int
+    /// Stored messages past their expiry: kept only by the hold, deleted by the sweep after it is lifted.
+    public var keptPastExpiry: Int
+    public var legalHold: Bool
+
+    public init(id: String, kind: Conversation.Kind, title: String?, participants: [String], createdAt: Date, lastMessageAt: Date?,
+                messages: Int, keptPastExpiry: Int, legalHold: Bool) {
+        (self.id, self.kind, self.title, self.participants, self.createdAt) = (id, kind, title, participants, createdAt)
+        (self.lastMessageAt, self.messages, self.keptPastExpiry, self.legalHold) = (lastMessageAt, messages, keptPastExpiry, legalHold)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, kind, title, participants, messages
+        case createdAt = "created_at"
+        case lastMessageAt = "last_message_at"
+        case keptPastExpiry = "kept_past_expiry"
+        case legalHold = "legal_hold"
+    }
+}
+
 public struct Conversation: Codable, Sendable, Hashable {
     public enum Kind: String, Codable, Sendable {
         case direct

@@ -335,6 +335,10 @@ public struct StoreQuery: Codable, Sendable, Hashable {
         /// Presence (typing): a conversation's participants, by `conversation_id` or by the other
         /// person of a 1:1 (`query`); `not_found` unless the user takes part.
         case participants
+        /// Admins (and operators' tools): conversations with their participants and counts, no
+        /// content (``AdminConversation``): those `query` (an email) takes part in, those on
+        /// legal hold (`held`), or both; the latest activity first, `limit` at most.
+        case adminConversations = "admin_conversations"
     }
 
     public var kind: Kind
@@ -361,6 +365,8 @@ public struct StoreQuery: Codable, Sendable, Hashable {
     /// ``JSONText/storeReply(request:result:raw:)``); a store older than this leaves it out and
     /// answers a string (`result`), which the asker reads too.
     public var rawResult: Bool?
+    /// `admin_conversations`: only those on legal hold.
+    public var held: Bool?
 
     public init(kind: Kind, user: String, gateway: String, request: String, conversationID: String? = nil, limit: Int? = nil,
                 before: Int64? = nil, skip: Int? = nil, query: String? = nil, role: Role? = nil, password: String? = nil) {
@@ -378,7 +384,7 @@ public struct StoreQuery: Codable, Sendable, Hashable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case kind, user, gateway, request, limit, before, skip, query, role, password, since, after
+        case kind, user, gateway, request, limit, before, skip, query, role, password, since, after, held
         case conversationID = "conversation_id"
         case receiptsAfter = "receipts_after"
         case rawResult = "raw_result"

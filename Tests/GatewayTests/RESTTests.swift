@@ -279,6 +279,50 @@ struct RESTTests {
         }
     }
 
+    @Test("admins find the conversations to hold: a participant's, those on hold, or both; participants and counts, no content; audited; doctors get 403; bad parameters 400, an unknown participant 404")
+    func conversationsForLegalHolds() async throws {
+        try await withGateway { gw in
+            let admin = try await gw.login("admin@clinic.com")
+            let doctor = try await gw.login("doctor@clinic.com")
+            let group = try gw.store.createGroup(creator: "dr.patel@clinic.com", title: "Ward 3", members: ["doctor@clinic.com", "dr.okafor@clinic.com"])
+            let direct = try gw.store.openDirectConversation("doctor@clinic.com", "dr.okafor@clinic.com")
+            _ = try gw.store.openDirectConversation("admin@clinic.com", "dr.okafor@clinic.com")
+            // Two messages in the group, one of them past its expiry; one in the direct conversation.
+            _ = try gw.store.append([SendRequest(sender: "dr.patel@clinic.com", conversationID: group.id, receiverEmail: nil, content: "old secret", clientID: nil)],
+                                   now: Date().addingTimeInterval(-100 * 86400)).map { try $0.get() }
+            _ = try gw.store.append([SendRequest(sender: "doctor@clinic.com", conversationID: group.id, receiverEmail: nil, content: "new secret", clientID: nil),
+                                     SendRequest(sender: "doctor@clinic.com", conversationID: direct.id, receiverEmail: nil, content: "direct secret", clientID: nil)]).map { try $0.get() }
+
+            #expect(try await gw.call(.get, "/api/admin/conversations?participant=doctor@clinic.com", token: doctor).status == .forbidden)
+            for query in ["", "?held=false", "?held=maybe", "?participant=doctor@clinic.com&limit=0", "?participant=doctor@clinic.com&limit=x"] {
+                #expect(try await gw.call(.get, "/api/admin/conversations\(query)", token: admin).status == .badRequest, "\(query)")
+            }
+            #expect(try await gw.call(.get, "/api/admin/conversations?participant=ghost@clinic.com", token: admin).status == .notFound)
+
+            let found = try await gw.call(.get, "/api/admin/conversations?participant=Doctor%40clinic.com", token: admin)
+            let rows = try #require(found.json as? [[String: Any]], "\(found)")
+            #expect(Set(rows.compactMap { $0["id"] as? String }) == [group.id, direct.id], "only the conversations the doctor takes part in")
+            let ward = try #require(rows.first { $0["id"] as? String == group.id })
+            #expect(ward["kind"] as? String == "group" && ward["title"] as? String == "Ward 3")
+            #expect(ward["participants"] as? [String] == ["doctor@clinic.com", "dr.okafor@clinic.com", "dr.patel@clinic.com"])
+            #expect(ward["messages"] as? Int == 2 && ward["kept_past_expiry"] as? Int == 1 && ward["legal_hold"] as? Bool == false, "\(ward)")
+            #expect(!String(decoding: try JSONSerialization.data(withJSONObject: rows), as: UTF8.self).contains("secret"), "no content")
+
+            let none = try await gw.call(.get, "/api/admin/conversations?held=true", token: admin)
+            #expect(none.status == .ok && (none.json as? [Any])?.isEmpty == true, "\(none)")
+            #expect(try await gw.call(.post, "/api/admin/conversations/\(group.id)/hold", token: admin).status == .ok)
+            let held = try #require(try await gw.call(.get, "/api/admin/conversations?held=true", token: admin).json as? [[String: Any]])
+            #expect(held.map { $0["id"] as? String } == [group.id] && held.first?["legal_hold"] as? Bool == true)
+            let both = try #require(try await gw.call(.get, "/api/admin/conversations?participant=admin@clinic.com&held=true", token: admin).json as? [Any])
+            #expect(both.isEmpty, "the admin takes part in no held conversation")
+
+            let audit = try gw.store.auditLog().filter { $0.action == "admin.list_conversations" }.map { "\($0.actor ?? "-") \($0.target ?? "-") \($0.outcome)" }
+            #expect(audit.contains("admin@clinic.com doctor@clinic.com ok"), "\(audit)")
+            #expect(audit.contains("admin@clinic.com legal_hold ok"), "\(audit)")
+            #expect(audit.contains("admin@clinic.com ghost@clinic.com not_found"), "\(audit)")
+        }
+    }
+
     @Test("health, readiness and the OpenAPI document, whose paths are exactly the registered routes")
     func healthAndOpenAPI() async throws {
         try await withGateway { gw in

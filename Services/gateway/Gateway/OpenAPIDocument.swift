@@ -1369,6 +1369,73 @@ enum OpenAPIDocument {
     ]
    }
   },
+  "/api/admin/conversations": {
+   "get": {
+    "summary": "Conversations an admin may put on legal hold: those a participant takes part in, those on hold (held=true), or both; participants and counts, never content; the latest activity first (admins only; audited as admin.list_conversations).",
+    "parameters": [
+     {
+      "name": "participant",
+      "in": "query",
+      "schema": {
+       "type": "string",
+       "format": "email"
+      }
+     },
+     {
+      "name": "held",
+      "in": "query",
+      "schema": {
+       "type": "boolean"
+      }
+     },
+     {
+      "name": "limit",
+      "in": "query",
+      "schema": {
+       "type": "integer",
+       "minimum": 1,
+       "maximum": 500,
+       "default": 100
+      }
+     }
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "array",
+         "items": {
+          "$ref": "#/components/schemas/AdminConversation"
+         }
+        }
+       }
+      }
+     },
+     "400": {
+      "$ref": "#/components/responses/BadRequest"
+     },
+     "401": {
+      "$ref": "#/components/responses/Unauthorized"
+     },
+     "403": {
+      "$ref": "#/components/responses/Forbidden"
+     },
+     "404": {
+      "$ref": "#/components/responses/NotFound"
+     },
+     "503": {
+      "$ref": "#/components/responses/Unavailable"
+     }
+    },
+    "security": [
+     {
+      "bearer": []
+     }
+    ]
+   }
+  },
   "/api/admin/conversations/{id}/hold": {
    "post": {
     "summary": "Put a conversation on legal hold: its messages are kept past their expiry, still invisible to users (admins only; audited).",
@@ -1929,6 +1996,49 @@ enum OpenAPIDocument {
       "detail": {
        "type": "string"
       }
+     }
+    }
+   },
+   "AdminConversation": {
+    "type": "object",
+    "properties": {
+     "id": {
+      "type": "string"
+     },
+     "kind": {
+      "type": "string",
+      "enum": [
+       "direct",
+       "group"
+      ]
+     },
+     "title": {
+      "type": "string"
+     },
+     "participants": {
+      "type": "array",
+      "items": {
+       "type": "string"
+      }
+     },
+     "created_at": {
+      "type": "string",
+      "format": "date-time"
+     },
+     "last_message_at": {
+      "type": "string",
+      "format": "date-time"
+     },
+     "messages": {
+      "type": "integer",
+      "description": "messages stored"
+     },
+     "kept_past_expiry": {
+      "type": "integer",
+      "description": "stored messages past their expiry, kept only by the hold"
+     },
+     "legal_hold": {
+      "type": "boolean"
      }
     }
    },

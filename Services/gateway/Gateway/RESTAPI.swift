@@ -214,6 +214,27 @@ public struct RESTAPI: Sendable {
                 return try self.pass(await self.store.command(.setLegalHold, user: claims.sub, body: LegalHoldRequest(conversationID: id, held: held)))
             }
         }
+        routes.add(.get, "/api/admin/conversations") { request, _ in
+            let claims = try await self.authenticate(request, admin: true)
+            let participant = request.uri.queryParameters.get("participant").map { $0.trimmingCharacters(in: .whitespaces) }.flatMap { $0.isEmpty ? nil : $0 }
+            let held: Bool? = try request.uri.queryParameters.get("held").map { text in
+                switch text.lowercased() {
+                case "true", "1": return true
+                case "false", "0", "": return false
+                default: throw ChatError(.badRequest, "held is true or false")
+                }
+            }
+            guard participant != nil || held == true else {
+                throw ChatError(.badRequest, "name a participant (participant=email), or ask for the conversations on legal hold (held=true)")
+            }
+            let limit = try request.integer("limit")
+            if let limit, !(1...500).contains(limit) { throw ChatError(.badRequest, "limit is 1 to 500") }
+            return try self.pass(await self.store.query(.adminConversations, user: claims.sub) {
+                $0.query = participant
+                $0.held = held
+                $0.limit = limit
+            })
+        }
         routes.add(.get, "/api/admin/audit") { request, _ in
             let claims = try await self.authenticate(request, admin: true)
             let (limit, before) = (try request.integer("limit"), try request.integer("before"))

@@ -307,6 +307,33 @@ public struct MessageStore: Sendable {
         try read { db in try UserRecord.order(UserRecord.Columns.name).fetchAll(db).map(\.user) }
     }
 
+    /// Conversations for an admin deciding on a legal hold: those `participant` takes part in
+    /// (`not_found` for no such user), those on hold (`heldOnly`), or both; the latest
+    /// activity first. Participants and counts, never content.
+    public func adminConversations(participant: String?, heldOnly: Bool, limit: Int = 100, now: Date = Date()) throws -> [AdminConversation] {
+        let participant = participant?.trimmingCharacters(in: .whitespaces).lowercased()
+        return try read { db in
+            if let participant, try UserRecord.fetchOne(db, key: participant) == nil { throw ChatError(.notFound, "no such user") }
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT c.id, c.kind, c.title, c.created_at, c.last_message_at, c.legal_hold,
+                       (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS stored,
+                       (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id AND m.expires_at <= :now) AS kept
+                FROM conversations c
+                WHERE (:participant IS NULL OR c.id IN (SELECT conversation_id FROM participants WHERE email = :participant))
+                  AND (:held = 0 OR c.legal_hold = 1)
+                ORDER BY COALESCE(c.last_message_at, c.created_at) DESC, c.id
+                LIMIT :limit
+                """, arguments: ["now": now.epochMilliseconds, "participant": participant, "held": heldOnly, "limit": max(1, min(limit, 500))])
+            return try rows.map { row in
+                let id: String = row["id"]
+                let participants = try String.fetchAll(db, sql: "SELECT email FROM participants WHERE conversation_id = ? ORDER BY email", arguments: [id])
+                return AdminConversation(id: id, kind: Conversation.Kind(rawValue: row["kind"]) ?? .direct, title: row["title"], participants: participants,
+                                         createdAt: Date(milliseconds: row["created_at"]), lastMessageAt: (row["last_message_at"] as Int64?).map(Date.init(milliseconds:)),
+                                         messages: row["stored"], keptPastExpiry: row["kept"], legalHold: row["legal_hold"])
+            }
+        }
+    }
+
     /// Disables (or enables again) a user.
     @discardableResult
     public func setDisabled(_ email: String, _ disabled: Bool) throws -> User {

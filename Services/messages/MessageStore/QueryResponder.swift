@@ -138,6 +138,12 @@ public final class QueryResponder: Service, Sendable {
             return try json(store.partners(of: query.user))
         case .participants:
             return try json(store.participants(of: query.user, conversationID: query.conversationID, receiver: query.query))
+        case .adminConversations:
+            try requireAdmin(query.user)
+            guard query.query != nil || query.held == true else { throw ChatError(.badRequest, "name a participant, or ask for the conversations on legal hold") }
+            return try audited(context, "admin.list_conversations", target: query.query?.lowercased() ?? "legal_hold") {
+                try json(store.adminConversations(participant: query.query, heldOnly: query.held == true, limit: query.limit ?? 100, now: now))
+            }
         case .auditLog:
             try requireAdmin(query.user)
             try audit.record([AuditEntry(at: now, context: context, action: "admin.audit_log", target: nil, outcome: "ok")])
