@@ -88,6 +88,27 @@ struct ChatctlTests {
         let soon = try await chatctl(["retention", "preview", "--days", "2"], environment: environment)
         #expect(soon.output.contains("\t\(conversation)\t3"), "\(soon.output)")
         #expect(soon.output.contains("total\t\t3"))
+
+        // Legal holds: a person's conversations (no content), one held, listed as held, released; refusals plain.
+        let theirs = try await chatctl(["retention", "conversations", "--participant", "A@ward.org"], environment: environment)
+        #expect(theirs.status == 0 && theirs.output.contains("\(conversation)\tdirect\t\ta@ward.org,b@ward.org\t3\t0\toff"), "\(theirs.output)")
+        #expect(!theirs.output.contains("m0"))
+        let held = try await chatctl(["retention", "hold", conversation], environment: environment)
+        #expect(held.status == 0 && held.output.contains("\(conversation) is on legal hold"), "\(held.output)")
+        let listedHeld = try await chatctl(["retention", "conversations", "--held"], environment: environment)
+        #expect(listedHeld.output.contains("\(conversation)\tdirect") && listedHeld.output.hasSuffix("\ton\n"), "\(listedHeld.output)")
+        #expect(try await chatctl(["retention", "release", conversation], environment: environment).output.contains("released the legal hold on \(conversation)"))
+        let noneHeld = try await chatctl(["retention", "conversations", "--held"], environment: environment)
+        #expect(noneHeld.status == 0 && !noneHeld.output.contains(conversation), "\(noneHeld.output)")
+        let unknownConversation = try await chatctl(["retention", "hold", "no-such-id"], environment: environment)
+        #expect(unknownConversation.status == 1 && unknownConversation.output.contains("conversation not found"), "\(unknownConversation.output)")
+        let ghost = try await chatctl(["retention", "conversations", "--participant", "ghost@ward.org"], environment: environment)
+        #expect(ghost.status == 1 && ghost.output.contains("no such user"), "\(ghost.output)")
+        let neither = try await chatctl(["retention", "conversations"], environment: environment)
+        #expect(neither.status != 0 && neither.output.contains("--participant"), "\(neither.output)")
+        let audit = try reading.auditLog().map { "\($0.actor ?? "-") \($0.action) \($0.target ?? "-") \($0.outcome)" }
+        #expect(audit.contains("- admin.set_legal_hold \(conversation) ok"), "\(audit)")
+        #expect(audit.contains("- admin.list_conversations a@ward.org ok"), "\(audit)")
     }
 
     @Test("a fault while it runs (Redis not there, a bad variable, the store refusing) is one error line and exit status 1, without the usage; bad arguments still get it")

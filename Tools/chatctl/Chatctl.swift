@@ -179,7 +179,55 @@ func withStore<T: Sendable>(_ body: @Sendable (StoreClient) async throws -> T) a
 }
 
 struct RetentionCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "retention", abstract: "Look at what retention will delete.", subcommands: [Preview.self])
+    static let configuration = CommandConfiguration(commandName: "retention", abstract: "Look at what retention will delete; legal holds.",
+                                                    subcommands: [Preview.self, Conversations.self, Hold.self, Release.self])
+
+    struct Conversations: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Conversations to put on legal hold: a person's (--participant), those on hold (--held), or both. Participants and counts, never content.")
+        @Option(help: "A participant's email.") var participant: String?
+        @Flag(help: "Only those on legal hold.") var held = false
+        @Option(help: "At most this many, the latest activity first (1 to 500).") var limit = 100
+
+        func validate() throws {
+            guard participant != nil || held else { throw ValidationError("give --participant <email>, or --held") }
+            guard (1...500).contains(limit) else { throw ValidationError("--limit is 1 to 500") }
+        }
+
+        func run() async throws {
+            let found: [AdminConversation] = try await withStore { store in
+                try store.result(await store.query(.adminConversations, user: "") {
+                    $0.query = participant
+                    $0.held = held
+                    $0.limit = limit
+                })
+            }
+            print("conversation\tkind\ttitle\tparticipants\tmessages\tkept_past_expiry\tlegal_hold")
+            for c in found {
+                print("\(c.id)\t\(c.kind.rawValue)\t\(c.title ?? "")\t\(c.participants.joined(separator: ","))\t\(c.messages)\t\(c.keptPastExpiry)\t\(c.legalHold ? "on" : "off")")
+            }
+        }
+    }
+
+    struct Hold: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Put a conversation on legal hold: its messages are kept past their expiry (audited).")
+        @Argument var conversation: String
+        func run() async throws { try await setLegalHold(conversation, true) }
+    }
+
+    struct Release: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Release a conversation's legal hold: its messages past their expiry are deleted at the next sweep (audited).")
+        @Argument var conversation: String
+        func run() async throws { try await setLegalHold(conversation, false) }
+    }
+
+    static func setLegalHold(_ conversation: String, _ held: Bool) async throws {
+        let _: [String: String] = try await withStore { store in
+            try store.result(await store.command(.setLegalHold, user: "", body: LegalHoldRequest(conversationID: conversation, held: held)))
+        }
+        print(held ? "\(conversation) is on legal hold" : "released the legal hold on \(conversation)")
+    }
 
     struct Preview: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

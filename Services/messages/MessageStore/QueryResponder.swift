@@ -84,7 +84,8 @@ public final class QueryResponder: Service, Sendable {
     func result(of query: StoreQuery) throws -> String {
         let encoder = ChatJSON.makeEncoder()
         func json<T: Encodable>(_ value: T) throws -> String { String(decoding: try encoder.encode(value), as: UTF8.self) }
-        let context = RequestContext(actor: query.user, gateway: query.gateway, requestID: query.request)
+        // Operators' tools (`chatctl`) ask as no user: the audit log's system actor.
+        let context = RequestContext(actor: query.user.isEmpty ? nil : query.user, gateway: query.gateway, requestID: query.request)
         let now = Date()
 
         switch query.kind {

@@ -1,6 +1,6 @@
 // Administration, for admins: the users (add, role, disable or enable, end their
-// sessions, a new password)
-// and the audit log, through the admin REST routes. As everywhere in the page, data goes
+// sessions, a new password), legal holds (find a person's conversations, or the held
+// ones; hold, release) and the audit log, through the admin REST routes. As everywhere in the page, data goes
 // on the page with textContent only.
 
 const AUDIT_PAGE = 100;
@@ -15,6 +15,10 @@ function generatePassword() {
 
 export function setupAdmin({ api, me, el, $ }) {
   let auditOldest = null;
+  // Names by email, from the last list of users (the holds' participants are emails).
+  let names = new Map();
+  // What the holds tab shows: a participant's conversations, or (null) those on hold.
+  let holdParticipant = null;
 
   function say(message) {
     $("admin-error").textContent = "";
@@ -47,6 +51,7 @@ export function setupAdmin({ api, me, el, $ }) {
 
   async function loadUsers() {
     const users = await api.adminUsers();
+    names = new Map(users.map((user) => [user.email, user.name]));
     const body = $("user-table").tBodies[0];
     body.replaceChildren();
     for (const user of users) {
@@ -101,6 +106,62 @@ export function setupAdmin({ api, me, el, $ }) {
     }
   }
 
+  function describeMessages(conversation) {
+    const count = `${conversation.messages} stored`;
+    return conversation.kept_past_expiry ? `${count}, ${conversation.kept_past_expiry} kept past retention` : count;
+  }
+
+  function conversationName(conversation) {
+    if (conversation.kind === "group") return conversation.title || "Group";
+    return "1:1";
+  }
+
+  async function loadHolds() {
+    try {
+      if (!names.size) names = new Map((await api.adminUsers()).map((user) => [user.email, user.name]));
+      const conversations = await api.adminConversations(holdParticipant ? { participant: holdParticipant } : { held: true });
+      const who = holdParticipant ? (names.get(holdParticipant.toLowerCase()) || holdParticipant) : null;
+      $("hold-caption").textContent = who
+        ? `Conversations of ${who}: ${conversations.length}`
+        : `On legal hold: ${conversations.length}`;
+      const body = $("hold-table").tBodies[0];
+      body.replaceChildren();
+      for (const conversation of conversations) {
+        const row = el("tr");
+        row.dataset.id = conversation.id;
+        const people = conversation.participants.map((email) => names.get(email) ? `${names.get(email)} (${email})` : email).join(", ");
+        const last = conversation.last_message_at || conversation.created_at;
+        row.append(el("td", null, conversationName(conversation)), el("td", "participants-cell", people),
+                   el("td", null, new Date(last).toLocaleString()), el("td", "messages-cell", describeMessages(conversation)),
+                   el("td", "hold-cell", conversation.legal_hold ? "On hold" : "No"));
+        const actions = el("td", "actions-cell");
+        const label = `${conversationName(conversation)} (${people})`;
+        actions.append(conversation.legal_hold
+          ? actionButton("Release", () => holdAction(conversation.id, false,
+              `Release the legal hold on ${label}? Messages past the retention period are deleted at the next sweep.`))
+          : actionButton("Place hold", () => holdAction(conversation.id, true, null)));
+        row.append(actions);
+        body.append(row);
+      }
+    } catch (error) {
+      $("hold-table").tBodies[0].replaceChildren();
+      $("hold-caption").textContent = "";
+      fail(error.status === 404 && holdParticipant ? new Error(`No user has the email ${holdParticipant}.`) : error);
+    }
+  }
+
+  async function holdAction(id, held, question) {
+    if (question && !window.confirm(question)) return;
+    try {
+      await api.adminSetHold(id, held);
+      say(held ? "The conversation is on legal hold: its messages are kept past the retention period."
+               : "The legal hold is released.");
+      await loadHolds();
+    } catch (error) {
+      fail(error);
+    }
+  }
+
   async function loadAudit(older) {
     try {
       const entries = await api.adminAudit(AUDIT_PAGE, older ? auditOldest : undefined);
@@ -120,11 +181,12 @@ export function setupAdmin({ api, me, el, $ }) {
   }
 
   function showTab(name) {
-    for (const tab of ["users", "audit"]) {
+    for (const tab of ["users", "holds", "audit"]) {
       $(`admin-tab-${tab}`).setAttribute("aria-selected", String(tab === name));
       $(`admin-${tab}`).hidden = tab !== name;
     }
     if (name === "audit") loadAudit(false);
+    if (name === "holds") loadHolds();
   }
 
   $("admin-button").addEventListener("click", async () => {
@@ -139,7 +201,22 @@ export function setupAdmin({ api, me, el, $ }) {
   });
   $("admin-close").addEventListener("click", () => $("admin-dialog").close());
   $("admin-tab-users").addEventListener("click", () => showTab("users"));
+  $("admin-tab-holds").addEventListener("click", () => showTab("holds"));
   $("admin-tab-audit").addEventListener("click", () => showTab("audit"));
+  $("hold-search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const email = $("hold-participant").value.trim();
+    if (!email) return fail(new Error("Enter a participant's email, or show the held conversations."));
+    say("");
+    holdParticipant = email;
+    loadHolds();
+  });
+  $("hold-show-held").addEventListener("click", () => {
+    say("");
+    holdParticipant = null;
+    $("hold-participant").value = "";
+    loadHolds();
+  });
   $("user-form").addEventListener("submit", addUser);
   $("audit-older").addEventListener("click", () => loadAudit(true));
 }

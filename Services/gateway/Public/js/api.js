@@ -47,6 +47,11 @@ export class Api {
   adminSetDisabled(email, disabled) { return this.request("POST", `/api/admin/users/${encodeURIComponent(email)}/${disabled ? "disable" : "enable"}`); }
   adminEndSessions(email) { return this.request("POST", `/api/admin/users/${encodeURIComponent(email)}/logout`); }
   adminResetPassword(email) { return this.request("POST", `/api/admin/users/${encodeURIComponent(email)}/password`); }
+  adminConversations({ participant, held }) {
+    const query = [participant ? `participant=${encodeURIComponent(participant)}` : null, held ? "held=true" : null].filter(Boolean).join("&");
+    return this.request("GET", `/api/admin/conversations?${query}`);
+  }
+  adminSetHold(id, held) { return this.request("POST", `/api/admin/conversations/${encodeURIComponent(id)}/${held ? "hold" : "release"}`); }
   adminAudit(limit, before) { return this.request("GET", `/api/admin/audit?limit=${limit}${before ? `&before=${before}` : ""}`); }
   changePassword(current, next) { return this.request("POST", "/api/me/password", { current_password: current, new_password: next }); }
   conversations() { return this.request("GET", "/api/conversations"); }
