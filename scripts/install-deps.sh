@@ -2,7 +2,7 @@
 # Installs the Debian packages the build, the services and the tests need, when missing.
 set -euo pipefail
 
-packages=(redis-server redis-tools libhiredis-dev libsqlite3-dev pkg-config curl openssl python3-yaml)
+packages=(redis-server redis-tools libhiredis-dev libsqlite3-dev pkg-config curl openssl python3-yaml faketime)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

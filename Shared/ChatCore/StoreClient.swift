@@ -210,6 +210,18 @@ public final class StoreClient: Sendable {
         }
     }
 
+    /// The deployment's one clock, Redis's (`TIME`): a session cutoff and the issue time of the
+    /// tokens it is compared with are read from it on every gateway and in `chatctl`, so a
+    /// gateway whose clock is behind another's neither refuses tokens issued after a password
+    /// change nor lets through ones issued before it.
+    public func sharedNow() async throws -> Date {
+        do {
+            return Date(timeIntervalSince1970: TimeInterval(try await redis.time()) / 1_000_000)
+        } catch {
+            throw ChatError(.unavailable, "Redis is unreachable; retry")
+        }
+    }
+
     /// Sends a write and waits for the store to commit it (or refuse it). `queued` runs once the
     /// command is in the stream, before the answer is awaited.
     public func command<Body: Encodable & Sendable>(_ type: StoreCommandType, user: String, body: Body, request: String = TimeOrderedID.make(),

@@ -16,6 +16,17 @@ extension RedisClient {
         _ = try await send(["PING"])
     }
 
+    /// `TIME`: the Redis server's clock. Processes on different hosts that compare times
+    /// (a token's issue time with a password change's) read this one clock, so the skew
+    /// between their own clocks does not shift the comparison.
+    /// Microseconds since 1970.
+    public func time() async throws -> Int64 {
+        let reply = try await send(["TIME"])
+        guard let parts = reply.array, parts.count == 2, let seconds = parts[0].string.flatMap(Int64.init),
+              let microseconds = parts[1].string.flatMap(Int64.init) else { throw RedisUnexpectedReplyError(command: "TIME", reply: reply) }
+        return seconds * 1_000_000 + microseconds
+    }
+
     /// `GET key`: the value, or `nil` when the key does not exist.
     public func get(_ key: String) async throws -> String? {
         try await send(["GET", key]).string

@@ -27,6 +27,9 @@ struct RedisClientTests {
             #expect(try await redis.exists([k + "a", k + "n", k + "missing"]) == 2)
             #expect(try await redis.delete([k + "a", k + "missing"]) == 1)
             #expect(try await redis.get(k + "a") == nil)
+            // TIME in microseconds: this machine's clock, as the server shares it.
+            let local = Int64(Date().timeIntervalSince1970 * 1_000_000)
+            #expect(abs(try await redis.time() - local) < 5_000_000)
             let unicode = "héllo 👋\r\n\0end"
             try await redis.set(k + "u", to: unicode)
             #expect(try await redis.get(k + "u") == unicode)

@@ -75,9 +75,12 @@ struct UserCommand: AsyncParsableCommand {
             let password = try acceptable(password ?? PasswordPolicy.generate(), for: email)
             let hash = await PasswordPolicy.hash(password)
             let lifetime = try ChatConfiguration(environment: ProcessInfo.processInfo.environment).tokenTTL
-            let body = SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: Date().epochMilliseconds, tokensTTL: lifetime,
-                                          mustChangePassword: true)
-            let user: User = try await withStore { try $0.result(await $0.command(.setPassword, user: "", body: body)) }
+            let user: User = try await withStore { store in
+                // Redis's clock, which the gateways' tokens carry too.
+                let body = SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: try await store.sharedNow().epochMilliseconds, tokensTTL: lifetime,
+                                              mustChangePassword: true)
+                return try store.result(await store.command(.setPassword, user: "", body: body))
+            }
             print("set the password of \(user.email); their sessions have ended")
             if self.password == nil { print("password: \(password)") }
         }
@@ -89,8 +92,10 @@ struct UserCommand: AsyncParsableCommand {
         @Argument var email: String
         func run() async throws {
             let lifetime = try ChatConfiguration(environment: ProcessInfo.processInfo.environment).tokenTTL
-            let body = EndSessionsRequest(email: email, tokensBefore: Date().epochMilliseconds, tokensTTL: lifetime)
-            let user: User = try await withStore { try $0.result(await $0.command(.endSessions, user: "", body: body)) }
+            let user: User = try await withStore { store in
+                let body = EndSessionsRequest(email: email, tokensBefore: try await store.sharedNow().epochMilliseconds, tokensTTL: lifetime)
+                return try store.result(await store.command(.endSessions, user: "", body: body))
+            }
             print("ended every session of \(user.email)")
         }
     }

@@ -272,7 +272,7 @@ public struct RESTAPI: Sendable {
             // The same answer for an unknown user, a wrong password and a disabled account.
             throw ChatError(.unauthorized, "wrong email or password")
         }
-        let (token, claims) = tokens.issue(for: user)
+        let (token, claims) = tokens.issue(for: user, now: try await store.sharedNow())
         return try json(LoginResponse(token: token, expiresAt: Date(timeIntervalSince1970: TimeInterval(claims.exp)), user: user))
     }
 
@@ -322,7 +322,8 @@ public struct RESTAPI: Sendable {
             throw ChatError(.forbidden, "the current password is wrong")
         }
         let user = try await setPassword(email, to: body.newPassword, by: email)
-        let (token, issued) = tokens.issue(for: user, now: Date())
+        // Issued after the cutoff the change set, by the same clock.
+        let (token, issued) = tokens.issue(for: user, now: try await store.sharedNow())
         return try json(LoginResponse(token: token, expiresAt: Date(timeIntervalSince1970: TimeInterval(issued.exp)), user: user))
     }
 
@@ -350,11 +351,11 @@ public struct RESTAPI: Sendable {
     }
 
     /// Hashes the password here (only the hash goes into the stream) and has the store set it;
-    /// tokens issued before now are refused from then on.
+    /// tokens issued before now (Redis's clock, as every token's issue time) are refused from then on.
     /// `mustChange`: the user must replace it before anything else (an admin set it).
     func setPassword(_ email: String, to password: String, by actor: String, mustChange: Bool = false) async throws -> User {
         let hash = await PasswordPolicy.hash(password)
-        let body = SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: Date().epochMilliseconds, tokensTTL: tokens.lifetime,
+        let body = SetPasswordRequest(email: email, passwordHash: hash, tokensBefore: try await store.sharedNow().epochMilliseconds, tokensTTL: tokens.lifetime,
                                       mustChangePassword: mustChange)
         return try store.result(await store.command(.setPassword, user: actor, body: body))
     }
@@ -362,7 +363,7 @@ public struct RESTAPI: Sendable {
     /// Ends every session of the user, on every gateway: their tokens issued before now are
     /// refused, their sockets end (a lost or shared device).
     func endSessions(of email: String, by actor: String) async throws -> User {
-        let body = EndSessionsRequest(email: email, tokensBefore: Date().epochMilliseconds, tokensTTL: tokens.lifetime)
+        let body = EndSessionsRequest(email: email, tokensBefore: try await store.sharedNow().epochMilliseconds, tokensTTL: tokens.lifetime)
         return try store.result(await store.command(.endSessions, user: actor, body: body))
     }
 

@@ -82,14 +82,15 @@ extension MessageStore {
             """, arguments: [email, before, before + ttl])
     }
 
-    /// The sessions of `user` ended, with the cutoff the gateways are to hold: the latest the store keeps, so a
-    /// change or log-out whose command reaches the store late (an older `tokens_before`)
-    /// cannot lower it, and what is left of its life. A cutoff forgotten since (expired)
-    /// falls back to the command's own, whose life has run out as well.
-    func sessionsEnded(_ db: Database, _ user: User, command before: Int64, ttl: Int64, now: Date) throws -> CommandOutcome {
+    /// The sessions of `user` ended, with the cutoff the gateways are to hold: the latest the
+    /// store keeps, so a change or log-out whose command reaches the store late (an older
+    /// `tokens_before`) cannot lower it, and how long it matters from the command's own time
+    /// (both times are Redis's clock, which the store's own need not agree with). A cutoff
+    /// forgotten since (expired) falls back to the command's own.
+    func sessionsEnded(_ db: Database, _ user: User, command before: Int64, ttl: Int64) throws -> CommandOutcome {
         let kept = try Row.fetchOne(db.cachedStatement(sql: "SELECT tokens_before, expires_at FROM session_cutoffs WHERE email = ?"), arguments: [user.email])
         let (cutoff, expires): (Int64, Int64) = kept.map { ($0["tokens_before"], $0["expires_at"]) } ?? (before, before + ttl)
-        return .sessionsEnded(user, tokensBefore: cutoff, ttl: expires - now.epochMilliseconds)
+        return .sessionsEnded(user, tokensBefore: cutoff, ttl: max(ttl, expires - before))
     }
 }
 
@@ -230,12 +231,12 @@ extension MessageStore {
             guard let request = body(SetPasswordRequest.self), let record = try UserRecord.fetchOne(db, key: request.email.lowercased()) else {
                 return .alreadyApplied
             }
-            return try sessionsEnded(db, record.user, command: request.tokensBefore, ttl: request.tokensTTLMilliseconds, now: now)
+            return try sessionsEnded(db, record.user, command: request.tokensBefore, ttl: request.tokensTTLMilliseconds)
         case .endSessions:
             guard let request = body(EndSessionsRequest.self), let record = try UserRecord.fetchOne(db, key: request.email.lowercased()) else {
                 return .alreadyApplied
             }
-            return try sessionsEnded(db, record.user, command: request.tokensBefore, ttl: request.tokensTTLMilliseconds, now: now)
+            return try sessionsEnded(db, record.user, command: request.tokensBefore, ttl: request.tokensTTLMilliseconds)
         case .revokeToken:
             guard let request = body(RevokeTokenRequest.self) else { return .alreadyApplied }
             return .tokenRevoked(jti: request.jti, ttl: request.expiresAt - now.epochMilliseconds)
@@ -338,7 +339,7 @@ extension MessageStore {
             record.mustChangePassword = body.mustChangePassword == true && command.user.lowercased() != email
             try record.update(db)
             try recordCutoff(db, email: email, before: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
-            return try sessionsEnded(db, record.user, command: body.tokensBefore, ttl: body.tokensTTLMilliseconds, now: now)
+            return try sessionsEnded(db, record.user, command: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
         case .endSessions:
             let body = try decode(EndSessionsRequest.self)
             let email = body.email.lowercased()
@@ -347,7 +348,7 @@ extension MessageStore {
             guard let record = try UserRecord.fetchOne(db, key: email) else { throw ChatError(.notFound, "no such user") }
             guard body.tokensTTLMilliseconds > 0 else { throw ChatError(.badRequest, "tokens_ttl_ms must be positive") }
             try recordCutoff(db, email: email, before: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
-            return try sessionsEnded(db, record.user, command: body.tokensBefore, ttl: body.tokensTTLMilliseconds, now: now)
+            return try sessionsEnded(db, record.user, command: body.tokensBefore, ttl: body.tokensTTLMilliseconds)
         case .revokeToken:
             // The gateway that logged the token out names its user; the token's own expiry bounds the row.
             guard !command.user.isEmpty else { throw ChatError(.badRequest, "a revoked token belongs to a user") }
