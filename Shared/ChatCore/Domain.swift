@@ -141,6 +141,8 @@ public struct Conversation: Codable, Sendable, Hashable {
     /// `receipts_after` at the highest of a list's versions replays only receipts that
     /// changed after the list was read.
     public var readVersion: Int64?
+    /// A group's creator, who (with admins) removes other members; absent for 1:1.
+    public var createdBy: String?
 
     public init(id: String, kind: Kind, title: String?, participants: [String], createdAt: Date, lastMessageAt: Date? = nil, lastMessage: Message? = nil, unreadCount: Int = 0) {
         self.id = id
@@ -156,6 +158,7 @@ public struct Conversation: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey {
         case id, kind, title, participants
         case createdAt = "created_at"
+        case createdBy = "created_by"
         case lastMessageAt = "last_message_at"
         case lastMessage = "last_message"
         case unreadCount = "unread_count"

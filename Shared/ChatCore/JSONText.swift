@@ -209,7 +209,9 @@ extension Conversation {
         guard presence == nil, members?.allSatisfy({ $0.online == nil && $0.lastSeen == nil }) ?? true else { return ChatJSON.text(self) }
         var out = "{\"created_at\":\""
         out += JSONText.timestamp(milliseconds: createdAt.epochMilliseconds)
-        out += "\",\"id\":"; JSONText.appendQuoted(id, to: &out)
+        out += "\""
+        if let createdBy { out += ",\"created_by\":"; JSONText.appendQuoted(createdBy, to: &out) }
+        out += ",\"id\":"; JSONText.appendQuoted(id, to: &out)
         out += ",\"kind\":\""; out += kind.rawValue; out += "\""
         if let lastMessage { out += ",\"last_message\":"; out += lastMessage.jsonText }
         if let lastMessageAt { out += ",\"last_message_at\":\""; out += JSONText.timestamp(milliseconds: lastMessageAt.epochMilliseconds); out += "\"" }

@@ -20,6 +20,8 @@ public enum ServerEventName: String, Sendable, CaseIterable {
     case userOffline = "user_offline"
     /// Retention deleted messages the client may hold.
     case messagesPurged = "messages_purged"
+    /// A group's members or title changed (``ConversationUpdatedEvent``).
+    case conversationUpdated = "conversation_updated"
     /// The gateway lost its Redis subscription and has replayed what the socket missed: the
     /// replay's summary, as `sync` acknowledges one. What a replay does not carry (a
     /// conversation left out at its limit, new conversations, unread counts) the client

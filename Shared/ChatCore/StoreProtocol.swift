@@ -33,6 +33,8 @@ public enum StoreCommandType: String, Sendable, CaseIterable {
     /// The messages service's own, when Redis has no record of the auth state (it lost its
     /// data): the disabled users, logged-out tokens and session cutoffs put back.
     case restoreAuth = "restore_auth"
+    /// A group's members or title change: people added, removed (or leaving), a new title.
+    case updateGroup = "update_group"
 }
 
 /// `purge`: at most 1,000 message ids.
@@ -124,6 +126,42 @@ public struct CreateConversationRequest: Codable, Sendable, Hashable {
     public init(participants: [String], title: String? = nil) {
         self.participants = participants
         self.title = title
+    }
+}
+
+/// `update_group`: any member adds people or renames the group; a member leaves by removing
+/// themselves; removing others is for the group's creator and admins.
+public struct UpdateGroupRequest: Codable, Sendable, Hashable {
+    public var conversationID: String
+    public var title: String?
+    public var addMembers: [String]?
+    public var removeMembers: [String]?
+    public init(conversationID: String, title: String? = nil, addMembers: [String]? = nil, removeMembers: [String]? = nil) {
+        (self.conversationID, self.title, self.addMembers, self.removeMembers) = (conversationID, title, addMembers, removeMembers)
+    }
+    enum CodingKeys: String, CodingKey {
+        case title
+        case conversationID = "conversation_id"
+        case addMembers = "add_members"
+        case removeMembers = "remove_members"
+    }
+}
+
+/// `conversation_updated`, to everyone who was or is a member: the group as it is now, who
+/// joined and who left (a client that is no longer among `participants` drops it).
+public struct ConversationUpdatedEvent: Codable, Sendable, Hashable {
+    public var conversationID: String
+    public var title: String?
+    public var participants: [String]
+    public var added: [String]
+    public var removed: [String]
+    public var by: String
+    public init(conversationID: String, title: String?, participants: [String], added: [String], removed: [String], by: String) {
+        (self.conversationID, self.title, self.participants, self.added, self.removed, self.by) = (conversationID, title, participants, added, removed, by)
+    }
+    enum CodingKeys: String, CodingKey {
+        case title, participants, added, removed, by
+        case conversationID = "conversation_id"
     }
 }
 

@@ -436,6 +436,66 @@ enum OpenAPIDocument {
     ]
    }
   },
+  "/api/conversations/{id}": {
+   "patch": {
+    "summary": "Change a group: any member adds people (who see its history, nothing unread) or renames it; a member leaves by removing themselves; the creator and admins remove others. Every member, old and new, gets conversation_updated; audited as update_group.",
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ],
+    "requestBody": {
+     "required": true,
+     "content": {
+      "application/json": {
+       "schema": {
+        "$ref": "#/components/schemas/GroupChange"
+       }
+      }
+     }
+    },
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "$ref": "#/components/schemas/ConversationUpdated"
+        }
+       }
+      }
+     },
+     "400": {
+      "$ref": "#/components/responses/BadRequest"
+     },
+     "401": {
+      "$ref": "#/components/responses/Unauthorized"
+     },
+     "403": {
+      "$ref": "#/components/responses/Forbidden"
+     },
+     "404": {
+      "$ref": "#/components/responses/NotFound"
+     },
+     "422": {
+      "$ref": "#/components/responses/InvalidContent"
+     },
+     "503": {
+      "$ref": "#/components/responses/Unavailable"
+     }
+    },
+    "security": [
+     {
+      "bearer": []
+     }
+    ]
+   }
+  },
   "/api/conversations/{id}/messages": {
    "get": {
     "summary": "A page of history, oldest first: the newest `limit` before seq `before`, or after skipping `skip` from the newest.",
@@ -1703,11 +1763,72 @@ enum OpenAPIDocument {
      "$ref": "#/components/schemas/Message"
     }
    },
+   "GroupChange": {
+    "type": "object",
+    "properties": {
+     "title": {
+      "type": "string",
+      "minLength": 1,
+      "maxLength": 100
+     },
+     "add_members": {
+      "type": "array",
+      "items": {
+       "type": "string",
+       "format": "email"
+      }
+     },
+     "remove_members": {
+      "type": "array",
+      "items": {
+       "type": "string",
+       "format": "email"
+      }
+     }
+    }
+   },
+   "ConversationUpdated": {
+    "type": "object",
+    "description": "Also the data of the conversation_updated event.",
+    "properties": {
+     "conversation_id": {
+      "type": "string"
+     },
+     "title": {
+      "type": "string"
+     },
+     "participants": {
+      "type": "array",
+      "items": {
+       "type": "string"
+      }
+     },
+     "added": {
+      "type": "array",
+      "items": {
+       "type": "string"
+      }
+     },
+     "removed": {
+      "type": "array",
+      "items": {
+       "type": "string"
+      }
+     },
+     "by": {
+      "type": "string"
+     }
+    }
+   },
    "Conversation": {
     "type": "object",
     "properties": {
      "id": {
       "type": "string"
+     },
+     "created_by": {
+      "type": "string",
+      "description": "a group's creator (absent for 1:1)"
      },
      "kind": {
       "type": "string",

@@ -96,6 +96,23 @@ public struct RESTAPI: Sendable {
             let body = try await request.decodeJSON(CreateConversationRequest.self, context: context)
             return try self.pass(await self.store.command(.createConversation, user: claims.sub, body: body), status: .created)
         }
+        routes.add(.patch, "/api/conversations/:id") { request, context in
+            let claims = try await self.authenticate(request)
+            let id = try context.pathParameter("id")
+            struct Body: Decodable {
+                var title: String?
+                var addMembers: [String]?
+                var removeMembers: [String]?
+                enum CodingKeys: String, CodingKey {
+                    case title
+                    case addMembers = "add_members"
+                    case removeMembers = "remove_members"
+                }
+            }
+            let body = try await request.decodeJSON(Body.self, context: context)
+            let change = UpdateGroupRequest(conversationID: id, title: body.title, addMembers: body.addMembers, removeMembers: body.removeMembers)
+            return try self.pass(await self.store.command(.updateGroup, user: claims.sub, body: change))
+        }
         routes.add(.get, "/api/conversations/:id/messages") { request, context in
             let claims = try await self.authenticate(request, ownEmailParameter: true)
             let id = try context.pathParameter("id")

@@ -22,6 +22,8 @@ public enum CommandOutcome: Sendable {
     case authRestored(AuthSnapshot)
     /// A hold changed; `released` lists held messages already due, to schedule again.
     case legalHold(conversationID: String, held: Bool, released: [DueMessage])
+    /// A group changed: told to everyone in `previous` or in the event's `participants`.
+    case groupUpdated(ConversationUpdatedEvent, previous: [String])
     /// The entry was applied before (redelivered after a crash) and has nothing to announce
     /// again (an audit line, a compaction, or its subject is gone): answered `{}`.
     case alreadyApplied
@@ -242,6 +244,9 @@ extension MessageStore {
             return .tokenRevoked(jti: request.jti, ttl: request.expiresAt - now.epochMilliseconds)
         case .restoreAuth:
             return .authRestored(try authSnapshot(db, now: now, prune: false))
+        case .updateGroup:
+            guard let request = body(UpdateGroupRequest.self), let (event, previous) = try replayedGroupUpdate(db, request, by: command.user) else { return .alreadyApplied }
+            return .groupUpdated(event, previous: previous)
         case .setLegalHold:
             guard let id = body(LegalHoldRequest.self)?.conversationID, let record = try ConversationRecord.fetchOne(db, key: id) else { return .alreadyApplied }
             return .legalHold(conversationID: id, held: record.legalHold, released: record.legalHold ? [] : try dueMessages(db, conversationID: id, now: now))
@@ -360,6 +365,9 @@ extension MessageStore {
         case .restoreAuth:
             try requireSystem(command.user)
             return .authRestored(try authSnapshot(db, now: now, prune: true))
+        case .updateGroup:
+            let (event, previous) = try updateGroup(db, try decode(UpdateGroupRequest.self), by: command.user, now: now)
+            return .groupUpdated(event, previous: previous)
         case .setUserDisabled, .setUserRole:
             try requireAdmin(db, command.user)
             let body = try decode(UpdateUserRequest.self)
@@ -428,6 +436,7 @@ extension MessageStore {
         case .audited, .alreadyApplied, .compactRequested: result = "ok"
         case .purged(let purge): result = "ok"; target = "\(purge.count) deleted, \(purge.held.count) held"
         case .legalHold(let conversation, _, _): result = "ok"; target = conversation
+        case .groupUpdated(let event, _): result = "ok"; target = event.conversationID
         case .failed(let error): result = error.code.rawValue
         }
         switch command.type {
@@ -457,6 +466,18 @@ extension MessageStore {
             guard case .authRestored(let snapshot) = outcome else { return AuditEntry(at: now, context: context, action: "auth.restore", target: nil, outcome: result) }
             return AuditEntry(at: now, context: context, action: "auth.restore", target: nil, outcome: result,
                               detail: "\(snapshot.disabled.count) disabled users, \(snapshot.revoked.count) logged-out tokens, \(snapshot.cutoffs.count) session cutoffs, \(snapshot.mustChangePassword.count) passwords to change")
+        case .updateGroup:
+            // Who was added and removed (emails), and whether it was renamed (not the title).
+            var detail: [String] = []
+            if case .groupUpdated(let event, _) = outcome {
+                if !event.added.isEmpty { detail.append("added \(event.added.joined(separator: ", "))") }
+                if !event.removed.isEmpty { detail.append("removed \(event.removed.joined(separator: ", "))") }
+                if (try? ChatJSON.makeDecoder().decode(UpdateGroupRequest.self, from: Data(command.payload.utf8)))?.title != nil { detail.append("title set") }
+            } else {
+                target = (try? ChatJSON.makeDecoder().decode(UpdateGroupRequest.self, from: Data(command.payload.utf8)))?.conversationID
+            }
+            return AuditEntry(at: now, context: context, action: "update_group", target: target, outcome: result,
+                              detail: detail.isEmpty ? nil : detail.joined(separator: "; "))
         case .compact: return nil
         }
     }

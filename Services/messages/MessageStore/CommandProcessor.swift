@@ -324,6 +324,17 @@ public final class CommandProcessor: Service, Sendable {
                 ], trim: .maxLength(1_000_000))
             }
             return try reply(result: json(["conversation_id": conversation, "legal_hold": held ? "on" : "off"])) + rescheduled
+        case .groupUpdated(let event, let previous):
+            var out = try reply(result: json(event))
+            let everyone = Set(previous).union(event.participants).sorted()
+            // Everyone who was or is a member: the ones removed drop it, the others see the change.
+            let text = try json(UserEvent(event: .conversationUpdated, data: event))
+            for email in everyone { out.append(["PUBLISH", keys.user(email), text]) }
+            // Presence forgets who takes part in it (its typing indicators go to members only).
+            if !event.added.isEmpty || !event.removed.isEmpty {
+                out.append(RedisClient.xaddCommand(keys.events, fields: [("type", "members"), ("conversation_id", event.conversationID)], trim: .maxLength(1_000_000)))
+            }
+            return out
         case .failed(let error):
             var out = try reply(error: error)
             if command.type == .send, let clientID = try? ChatJSON.makeDecoder().decode(SendMessageRequest.self, from: Data(command.payload.utf8)).clientID {

@@ -431,7 +431,7 @@ public struct MessageStore: Sendable {
         return record
     }
 
-    private func requireActiveUser(_ db: Database, _ email: String) throws {
+    func requireActiveUser(_ db: Database, _ email: String) throws {
         // One column, not the decoded record: this ran for every send addressed by email
         // (the whole record through `Decodable` was 4 % of the service's closed-loop
         // profile); such a send now reads its sender's flag with its 1:1
@@ -530,6 +530,7 @@ public struct MessageStore: Sendable {
             conversation.members = rows.map(\.user)
             conversation.readPositions = Dictionary(uniqueKeysWithValues: rows.map { ($0.user.email, Int($0.readSeq)) })
             conversation.readVersion = rows.map(\.readVersion).max() ?? 0
+            if record.kind == Conversation.Kind.group.rawValue { conversation.createdBy = record.createdBy }
             return conversation
         }
     }

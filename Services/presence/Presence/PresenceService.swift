@@ -159,8 +159,12 @@ final class PresenceEngine: Sendable {
         }
     }
 
-    /// `stored` events: a send stops its sender's typing.
+    /// `stored` events: a send stops its sender's typing. `members` events: a group's members
+    /// changed, so the participants kept for typing are read again (all of them: it is rare).
     func applyEvents(_ entries: [StreamEntry]) async throws {
+        if entries.contains(where: { $0.fields["type"] == "members" }) {
+            participantsCache.withLock { $0.removeAll() }
+        }
         // A stored message ends its sender's typing there: the batch's senders in one script call.
         let senders = entries.compactMap { entry -> (conversation: String, user: String)? in
             guard entry.fields["type"] == "stored", let conversation = entry.fields["conversation_id"], let sender = entry.fields["sender"] else { return nil }
