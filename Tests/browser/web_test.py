@@ -907,6 +907,92 @@ def test_administration(s):
     wait(admin, lambda d: not d.find_element(By.ID, "admin-dialog").is_displayed())
 
 
+def test_group_members(s):
+    kim, patel, okafor, novak = DOCTOR, PATEL, "dr.okafor@clinic.com", "dr.novak@clinic.com"
+    title = f"Ward {uuid.uuid4().hex[:5]}"
+    rest("POST", "/api/conversations", token(patel), {"participants": [kim, okafor], "title": title})
+    rest("POST", "/api/messages", token(patel), {"conversation_id": next(c["id"] for c in rest("GET", "/api/conversations", token(kim))
+                                                                          if c.get("title") == title),
+                                               "content": "handover notes", "client_id": uuid.uuid4().hex})
+
+    def members(driver):
+        return [li.get_attribute("data-email") for li in driver.find_elements(By.CSS_SELECTOR, "#member-list li")]
+
+    def member_buttons(driver, email):
+        for li in driver.find_elements(By.CSS_SELECTOR, "#member-list li"):
+            if li.get_attribute("data-email") == email:
+                return [b.text for b in li.find_elements(By.CSS_SELECTOR, "button")]
+        return None
+
+    # Dr. Novak is not in the group yet; their page learns of it when they are added.
+    newcomer = s.new()
+    login(newcomer, novak)
+    assert conversation_button(newcomer, title) is None
+
+    # Dr. Kim, a member: the members, no Remove (not the creator, not an admin); adds Dr. Novak.
+    member = s.new()
+    login(member, kim)
+    open_conversation(member, title)
+    member.find_element(By.ID, "members-button").click()
+    wait(member, lambda d: sorted(members(d)) == sorted([kim, okafor, patel]), message="the members")
+    assert "created the group" in member.find_element(By.CSS_SELECTOR, f"#member-list li[data-email='{patel}']").text
+    assert member_buttons(member, okafor) == [], "only the creator or an admin removes others"
+    member.find_element(By.ID, "member-search").send_keys("Novak")
+    def add(d):
+        for li in d.find_elements(By.CSS_SELECTOR, "#member-candidates li"):
+            if li.get_attribute("data-email") == novak:
+                li.find_element(By.CSS_SELECTOR, "button").click()
+                return True
+        return False
+    wait(member, add, message="Dr. Novak among the people to add")
+    wait(member, lambda d: novak in members(d), message="added")
+    assert "was added" in member.find_element(By.ID, "members-message").text
+    wait(newcomer, lambda d: conversation_button(d, title) is not None, message="the group in the newcomer's list, live")
+    open_conversation(newcomer, title)
+    wait(newcomer, lambda d: "handover notes" in texts(d), message="the history, for the newcomer")
+    assert badge(newcomer, title) == ""
+
+    # A new title, seen by both.
+    renamed = title + " nights"
+    field = member.find_element(By.ID, "rename-title")
+    field.clear()
+    field.send_keys(renamed)
+    member.find_element(By.ID, "rename-save").click()
+    wait(member, lambda d: d.find_element(By.ID, "pane-title").text == renamed, message="renamed here")
+    wait(newcomer, lambda d: d.find_element(By.ID, "pane-title").text == renamed, message="renamed on the other page")
+    member.find_element(By.ID, "members-close").click()
+
+    # The creator removes Dr. Okafor (asked first).
+    creator = s.new()
+    login(creator, patel)
+    open_conversation(creator, renamed)
+    creator.find_element(By.ID, "members-button").click()
+    wait(creator, lambda d: member_buttons(d, okafor) == ["Remove"], message="the creator may remove")
+    creator.find_element(By.CSS_SELECTOR, f"#member-list li[data-email='{okafor}'] button").click()
+    alert = WebDriverWait(creator, 5).until(EC.alert_is_present())
+    assert "no longer see" in alert.text, alert.text
+    alert.accept()
+    wait(creator, lambda d: okafor not in members(d), message="removed")
+    try:
+        rest("GET", f"/api/conversations/{next(c['id'] for c in rest('GET', '/api/conversations', token(kim)) if c.get('title') == renamed)}/messages",
+             token(okafor))
+        raise AssertionError("a removed member still reads the group")
+    except urllib.error.HTTPError as error:
+        assert error.code == 404, error.code
+
+    # Dr. Novak leaves: the group goes from their page.
+    newcomer.find_element(By.ID, "members-button").click()
+    wait(newcomer, lambda d: novak in members(d), message="the newcomer's members dialog")
+    newcomer.find_element(By.ID, "leave-group").click()
+    WebDriverWait(newcomer, 5).until(EC.alert_is_present()).accept()
+    wait(newcomer, lambda d: conversation_button(d, renamed) is None, message="gone from the list")
+    assert "no longer in" in newcomer.find_element(By.ID, "pane-status").text
+    assert newcomer.find_element(By.ID, "composer").get_attribute("hidden") is not None
+    wait(creator, lambda d: novak not in members(d), message="the creator's dialog follows")
+    if SHOTS:
+        creator.save_screenshot(os.path.join(SHOTS, "group-members.png"))
+
+
 def test_legal_holds(s):
     okafor, novak = "dr.okafor@clinic.com", "dr.novak@clinic.com"
     title = f"Case review {uuid.uuid4().hex[:6]}"

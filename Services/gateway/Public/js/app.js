@@ -3,6 +3,7 @@
 import { Api } from "./api.js";
 import { SocketClient } from "./socketio.js";
 import { setupAdmin } from "./admin.js";
+import { setupGroups } from "./group.js";
 
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "clinic.session";
@@ -35,6 +36,7 @@ function readMarkInterval(id) {
 
 const api = new Api(() => state.session && state.session.token, () => sessionEnded());
 let socket = null;
+let groups = null;
 
 // MARK: Helpers
 
@@ -413,6 +415,7 @@ function renderList() {
 function renderHeader() {
   const conversation = state.conversations.get(state.current);
   if (!conversation) return;
+  $("members-button").hidden = conversation.kind !== "group";
   $("pane-title").textContent = titleOf(conversation);
   const partner = partnerOf(conversation);
   if (!partner) {
@@ -763,6 +766,9 @@ function handleEvent(name, data) {
       // conversation the replay left out come with the list (gaps in open ones are fetched).
       refreshConversations();
       break;
+    case "conversation_updated":
+      groupUpdated(data);
+      break;
     case "messages_purged":
       state.messages.set(data.conversation_id, (state.messages.get(data.conversation_id) || []).filter((m) => !data.message_ids.includes(m.id)));
       if (data.conversation_id === state.current) renderMessages();
@@ -776,6 +782,40 @@ function handleEvent(name, data) {
     default:
       break;
   }
+}
+
+// A group changed (this page's change, or anyone's): one this user left or was removed
+// from goes (closed if open); otherwise its title and members change at once, and the list
+// is loaded again for the new members' names (and for a group this page did not know).
+function groupUpdated(data) {
+  const id = data.conversation_id;
+  const known = state.conversations.get(id);
+  if (!data.participants.includes(state.session.user.email)) {
+    state.conversations.delete(id);
+    state.messages.delete(id);
+    state.oldestLoaded.delete(id);
+    if (state.current === id) {
+      state.current = null;
+      document.body.classList.remove("in-conversation");
+      $("composer").hidden = true;
+      $("members-button").hidden = true;
+      $("messages").replaceChildren();
+      $("pane-title").textContent = "Select a conversation";
+      $("pane-status").textContent = `You are no longer in ${(known && known.title) || data.title || "this group"}.`;
+    }
+    announce(`You are no longer in ${(known && known.title) || data.title || "a group"}.`);
+    renderList();
+    groups.refresh();
+    return;
+  }
+  if (known) {
+    known.participants = data.participants;
+    known.title = data.title;
+    renderList();
+    renderHeader();
+    groups.refresh();
+  }
+  refreshConversations();
 }
 
 // MARK: Typing
@@ -909,6 +949,8 @@ function wire() {
   $("logout-everywhere-button").addEventListener("click", logoutEverywhere);
   $("password-button").addEventListener("click", () => openPasswordDialog(false));
   setupAdmin({ api, me: () => state.session.user, el, $ });
+  groups = setupGroups({ api, el, $, state, onChanged: async (change) => groupUpdated(change) });
+  $("members-button").addEventListener("click", () => groups.open(state.current));
   $("password-form").addEventListener("submit", changePassword);
   $("password-cancel").addEventListener("click", () => {
     $("password-dialog").close();
