@@ -35,6 +35,15 @@ public enum StoreCommandType: String, Sendable, CaseIterable {
     case restoreAuth = "restore_auth"
     /// A group's members or title change: people added, removed (or leaving), a new title.
     case updateGroup = "update_group"
+    /// Its sender takes a message back: invisible at once, deleted unless held.
+    case retractMessage = "retract_message"
+}
+
+/// `retract_message`: the sender's own message.
+public struct RetractMessageRequest: Codable, Sendable, Hashable {
+    public var messageID: String
+    public init(messageID: String) { self.messageID = messageID }
+    enum CodingKeys: String, CodingKey { case messageID = "message_id" }
 }
 
 /// `purge`: at most 1,000 message ids.

@@ -718,6 +718,58 @@ enum OpenAPIDocument {
     ]
    }
   },
+  "/api/messages/{id}": {
+   "delete": {
+    "summary": "Retract a message you sent: invisible to everyone at once, deleted unless the conversation is on legal hold; every participant gets messages_purged (audited as retract_message). 403 for another's message, 404 for one you cannot see.",
+    "parameters": [
+     {
+      "name": "id",
+      "in": "path",
+      "required": true,
+      "schema": {
+       "type": "string"
+      }
+     }
+    ],
+    "responses": {
+     "200": {
+      "description": "OK",
+      "content": {
+       "application/json": {
+        "schema": {
+         "type": "object",
+         "properties": {
+          "message_id": {
+           "type": "string"
+          },
+          "conversation_id": {
+           "type": "string"
+          }
+         }
+        }
+       }
+      }
+     },
+     "401": {
+      "$ref": "#/components/responses/Unauthorized"
+     },
+     "403": {
+      "$ref": "#/components/responses/Forbidden"
+     },
+     "404": {
+      "$ref": "#/components/responses/NotFound"
+     },
+     "503": {
+      "$ref": "#/components/responses/Unavailable"
+     }
+    },
+    "security": [
+     {
+      "bearer": []
+     }
+    ]
+   }
+  },
   "/api/messages/{id}/read": {
    "post": {
     "summary": "Mark this message (and everything before it) read.",

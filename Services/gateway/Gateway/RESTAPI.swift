@@ -151,6 +151,11 @@ public struct RESTAPI: Sendable {
             let id = try context.pathParameter("id")
             return try self.pass(await self.store.command(.markMessageRead, user: claims.sub, body: MarkMessageReadRequest(messageID: id)))
         }
+        routes.add(.delete, "/api/messages/:id") { request, context in
+            let claims = try await self.authenticate(request)
+            let id = try context.pathParameter("id")
+            return try self.pass(await self.store.command(.retractMessage, user: claims.sub, body: RetractMessageRequest(messageID: id)))
+        }
         routes.add(.get, "/api/messages/unread-count") { request, _ in
             let claims = try await self.authenticate(request, ownEmailParameter: true)
             return try self.pass(await self.store.query(.unreadCount, user: claims.sub))

@@ -24,6 +24,8 @@ public enum CommandOutcome: Sendable {
     case legalHold(conversationID: String, held: Bool, released: [DueMessage])
     /// A group changed: told to everyone in `previous` or in the event's `participants`.
     case groupUpdated(ConversationUpdatedEvent, previous: [String])
+    /// A message its sender took back: its participants are told to drop it.
+    case retracted(Retraction)
     /// The entry was applied before (redelivered after a crash) and has nothing to announce
     /// again (an audit line, a compaction, or its subject is gone): answered `{}`.
     case alreadyApplied
@@ -137,6 +139,7 @@ extension MessageStore {
                 case .conversation(let conversation): conversationID = conversation.id
                 case .failed(let failure): error = String(decoding: try JSONEncoder().encode(failure), as: UTF8.self)
                 case .purged(let purge): purged = String(decoding: try JSONEncoder().encode(purge), as: UTF8.self)
+                case .retracted(let retraction): (messageID, conversationID) = (retraction.messageID, retraction.conversationID)
                 default: break
                 }
                 try db.cachedStatement(sql: "INSERT INTO applied_commands (entry_id, applied_at, message_id, conversation_id, error, purged) VALUES (?, ?, ?, ?, ?, ?)")
@@ -244,6 +247,9 @@ extension MessageStore {
             return .tokenRevoked(jti: request.jti, ttl: request.expiresAt - now.epochMilliseconds)
         case .restoreAuth:
             return .authRestored(try authSnapshot(db, now: now, prune: false))
+        case .retractMessage:
+            guard let messageID: String = previous["message_id"], let conversationID: String = previous["conversation_id"] else { return .alreadyApplied }
+            return .retracted(try replayedRetraction(db, messageID: messageID, conversationID: conversationID))
         case .updateGroup:
             guard let request = body(UpdateGroupRequest.self), let (event, previous) = try replayedGroupUpdate(db, request, by: command.user) else { return .alreadyApplied }
             return .groupUpdated(event, previous: previous)
@@ -368,6 +374,8 @@ extension MessageStore {
         case .updateGroup:
             let (event, previous) = try updateGroup(db, try decode(UpdateGroupRequest.self), by: command.user, now: now)
             return .groupUpdated(event, previous: previous)
+        case .retractMessage:
+            return .retracted(try retract(db, try decode(RetractMessageRequest.self).messageID, by: command.user, now: now))
         case .setUserDisabled, .setUserRole:
             try requireAdmin(db, command.user)
             let body = try decode(UpdateUserRequest.self)
@@ -437,6 +445,7 @@ extension MessageStore {
         case .purged(let purge): result = "ok"; target = "\(purge.count) deleted, \(purge.held.count) held"
         case .legalHold(let conversation, _, _): result = "ok"; target = conversation
         case .groupUpdated(let event, _): result = "ok"; target = event.conversationID
+        case .retracted(let retraction): result = retraction.held ? "held" : "ok"; target = retraction.conversationID
         case .failed(let error): result = error.code.rawValue
         }
         switch command.type {
@@ -478,6 +487,10 @@ extension MessageStore {
             }
             return AuditEntry(at: now, context: context, action: "update_group", target: target, outcome: result,
                               detail: detail.isEmpty ? nil : detail.joined(separator: "; "))
+        case .retractMessage:
+            // The message's id (its text is gone, or kept only by a legal hold).
+            let id = (try? ChatJSON.makeDecoder().decode(RetractMessageRequest.self, from: Data(command.payload.utf8)))?.messageID
+            return AuditEntry(at: now, context: context, action: "retract_message", target: target, outcome: result, detail: id)
         case .compact: return nil
         }
     }

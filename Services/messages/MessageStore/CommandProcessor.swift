@@ -324,6 +324,13 @@ public final class CommandProcessor: Service, Sendable {
                 ], trim: .maxLength(1_000_000))
             }
             return try reply(result: json(["conversation_id": conversation, "legal_hold": held ? "on" : "off"])) + rescheduled
+        case .retracted(let retraction):
+            var out = try reply(result: json(["message_id": retraction.messageID, "conversation_id": retraction.conversationID]))
+            // Every page that holds it drops it, as after a purge (the sender's other devices too).
+            let event = try json(UserEvent(event: .messagesPurged, data: MessagesPurgedEvent(conversationID: retraction.conversationID,
+                                                                                            messageIDs: [retraction.messageID])))
+            for participant in retraction.participants { out.append(["PUBLISH", keys.user(participant), event]) }
+            return out
         case .groupUpdated(let event, let previous):
             var out = try reply(result: json(event))
             let everyone = Set(previous).union(event.participants).sorted()
