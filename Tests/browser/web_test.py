@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -991,6 +992,45 @@ def test_group_members(s):
     wait(creator, lambda d: novak not in members(d), message="the creator's dialog follows")
     if SHOTS:
         creator.save_screenshot(os.path.join(SHOTS, "group-members.png"))
+
+
+def test_retract(s):
+    sender, receiver = s.new(), s.new()
+    login(sender, "dr.garcia@clinic.com")
+    login(receiver, "dr.okafor@clinic.com")
+    tag = uuid.uuid4().hex[:8]
+    wrong, right = f"K+ 6.1 for Mr. Wrong {tag}", f"Bed 9 is fine {uuid.uuid4().hex[:4]}"
+    rest("POST", "/api/messages", token("dr.okafor@clinic.com"), {"receiver_email": "dr.garcia@clinic.com", "content": "Any news?",
+                                                                  "client_id": uuid.uuid4().hex})
+    open_conversation(sender, "Dr. Ada Okafor")
+    open_conversation(receiver, "Dr. Lucia Garcia")
+    send(sender, right)
+    send(sender, wrong)
+    wait(receiver, lambda d: texts(d)[-2:] == [right, wrong], message="both received")
+
+    def retract_button(driver, text):
+        for node in driver.find_elements(By.CSS_SELECTOR, "#messages .message.own"):
+            if node.find_element(By.CSS_SELECTOR, ".text").text == text:
+                return node.find_element(By.CSS_SELECTOR, ".retract")
+        return None
+
+    assert not receiver.find_elements(By.CSS_SELECTOR, "#messages .message:not(.own) .retract"), "only one's own messages"
+    wait(sender, lambda d: retract_button(d, wrong) is not None, message="the retract button")
+    # Asked first: dismissed, it stays.
+    retract_button(sender, wrong).click()
+    alert = WebDriverWait(sender, 5).until(EC.alert_is_present())
+    assert "removed for everyone" in alert.text, alert.text
+    alert.dismiss()
+    time.sleep(0.3)
+    assert wrong in texts(sender)
+    retract_button(sender, wrong).click()
+    WebDriverWait(sender, 5).until(EC.alert_is_present()).accept()
+    wait(sender, lambda d: wrong not in texts(d) and right in texts(d), message="gone from the sender's page")
+    wait(receiver, lambda d: wrong not in texts(d) and right in texts(d), message="gone from the receiver's page, live")
+    wait(receiver, lambda d: conversation_button(d, "Dr. Lucia Garcia").find_element(By.CSS_SELECTOR, ".preview").text == right,
+         message="the list's preview is the message before it")
+    okafor = token("dr.okafor@clinic.com")
+    assert rest("GET", f"/api/messages/search?q={urllib.parse.quote(tag)}", okafor) == [], "not found by search"
 
 
 def test_legal_holds(s):

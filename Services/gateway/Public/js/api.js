@@ -47,6 +47,7 @@ export class Api {
   adminSetDisabled(email, disabled) { return this.request("POST", `/api/admin/users/${encodeURIComponent(email)}/${disabled ? "disable" : "enable"}`); }
   adminEndSessions(email) { return this.request("POST", `/api/admin/users/${encodeURIComponent(email)}/logout`); }
   adminResetPassword(email) { return this.request("POST", `/api/admin/users/${encodeURIComponent(email)}/password`); }
+  retractMessage(id) { return this.request("DELETE", `/api/messages/${encodeURIComponent(id)}`); }
   updateGroup(id, change) { return this.request("PATCH", `/api/conversations/${encodeURIComponent(id)}`, change); }
   adminConversations({ participant, held }) {
     const query = [participant ? `participant=${encodeURIComponent(participant)}` : null, held ? "held=true" : null].filter(Boolean).join("&");

@@ -524,8 +524,16 @@ function renderMessages({ toBottom = false } = {}) {
       box.append(el("div", "day", thisDay));
       lastDay = thisDay;
     }
-    box.append(bubble(message.sender_email === me, message.sender_email, message.content, message.timestamp,
-                      message.sender_email === me ? receipt(message) : null, message.id));
+    const node = bubble(message.sender_email === me, message.sender_email, message.content, message.timestamp,
+                        message.sender_email === me ? receipt(message) : null, message.id);
+    if (message.sender_email === me) {
+      const retractButton = el("button", "link retract", "Retract");
+      retractButton.type = "button";
+      retractButton.setAttribute("aria-label", "Retract this message");
+      retractButton.addEventListener("click", () => retract(message));
+      node.querySelector(".meta").append(retractButton);
+    }
+    box.append(node);
   }
   for (const [clientID, p] of pending) {
     const node = bubble(true, me, p.content, new Date().toISOString(), p.state, clientID);
@@ -770,8 +778,7 @@ function handleEvent(name, data) {
       groupUpdated(data);
       break;
     case "messages_purged":
-      state.messages.set(data.conversation_id, (state.messages.get(data.conversation_id) || []).filter((m) => !data.message_ids.includes(m.id)));
-      if (data.conversation_id === state.current) renderMessages();
+      dropMessages(data.conversation_id, data.message_ids);
       break;
     case "error":
       if (data && data.client_id && state.pending.has(data.client_id)) {
@@ -781,6 +788,31 @@ function handleEvent(name, data) {
       break;
     default:
       break;
+  }
+}
+
+// The sender takes a message back (sent to the wrong person, the wrong patient's details):
+// asked first; it goes from every page of the conversation (messages_purged).
+async function retract(message) {
+  if (!window.confirm("Retract this message? It is removed for everyone in this conversation.")) return;
+  try {
+    await api.retractMessage(message.id);
+    dropMessages(message.conversation_id, [message.id]);
+  } catch (error) {
+    announce(`Not retracted: ${error.message}`);
+    window.alert(`The message was not retracted: ${error.message}`);
+  }
+}
+
+// Messages gone (retracted, or deleted by retention): out of the page, and the list
+// reloaded when its preview or unread badge may have shown one of them.
+function dropMessages(conversationID, ids) {
+  const before = state.messages.get(conversationID) || [];
+  state.messages.set(conversationID, before.filter((m) => !ids.includes(m.id)));
+  if (conversationID === state.current) renderMessages();
+  const conversation = state.conversations.get(conversationID);
+  if (conversation && ((conversation.last_message && ids.includes(conversation.last_message.id)) || conversation.unread_count > 0)) {
+    refreshConversations();
   }
 }
 
