@@ -16,10 +16,9 @@ extension RedisClient {
         _ = try await send(["PING"])
     }
 
-    /// `TIME`: the Redis server's clock. Processes on different hosts that compare times
-    /// (a token's issue time with a password change's) read this one clock, so the skew
-    /// between their own clocks does not shift the comparison.
-    /// Microseconds since 1970.
+    /// `TIME`: the Redis server's clock, in microseconds since 1970. Processes on different
+    /// hosts that compare times (a token's issue time with a password change's) read this
+    /// one clock, so the skew between their own clocks does not shift the comparison.
     public func time() async throws -> Int64 {
         let reply = try await send(["TIME"])
         guard let parts = reply.array, parts.count == 2, let seconds = parts[0].string.flatMap(Int64.init),
