@@ -7,10 +7,6 @@ private let (patel, kim, okafor, novak, garcia) = ("dr.patel@clinic.com", "docto
 
 @Suite("Groups change: members added, removed, leaving, renamed")
 struct GroupTests {
-    func code(_ body: () throws -> Any) -> ChatError.Code? {
-        do { _ = try body(); return nil } catch let error as ChatError { return error.code } catch { return .internal }
-    }
-
     @Test("anyone in the group adds people, who see its history with nothing unread; removing others is the creator's or an admin's; anyone leaves; the removed are outsiders at once")
     func membership() throws {
         let store = try makeStore()
@@ -30,15 +26,15 @@ struct GroupTests {
         #expect(try store.updateGroup(UpdateGroupRequest(conversationID: group.id, addMembers: [novak]), by: kim).added.isEmpty)
 
         // Removing someone else: not for a member who is neither the creator nor an admin.
-        #expect(code { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, removeMembers: [okafor]), by: kim) } == .forbidden)
+        #expect(errorCode { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, removeMembers: [okafor]), by: kim) } == .forbidden)
         // The creator removes them: from then on the conversation does not exist for them.
         let removed = try store.updateGroup(UpdateGroupRequest(conversationID: group.id, removeMembers: [okafor]), by: patel)
         #expect(removed.removed == [okafor] && !removed.participants.contains(okafor))
-        #expect(code { try store.history(for: okafor, conversationID: group.id) } == .notFound)
+        #expect(errorCode { try store.history(for: okafor, conversationID: group.id) } == .notFound)
         #expect(try store.searchMessages(for: okafor, query: "handover").isEmpty)
         #expect(try !store.conversations(for: okafor).contains { $0.id == group.id })
-        #expect(code { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, title: "Mine now"), by: okafor) } == .notFound)
-        #expect(code { try store.send(okafor, to: group.id, "still here?") } == .notFound)
+        #expect(errorCode { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, title: "Mine now"), by: okafor) } == .notFound)
+        #expect(errorCode { try store.send(okafor, to: group.id, "still here?") } == .notFound)
 
         // Anyone leaves by removing themselves.
         let left = try store.updateGroup(UpdateGroupRequest(conversationID: group.id, removeMembers: [kim]), by: kim)
@@ -55,25 +51,25 @@ struct GroupTests {
         let group = try store.createGroup(creator: patel, title: "Ward 3", members: [kim])
         #expect(try store.updateGroup(UpdateGroupRequest(conversationID: group.id, title: "  Ward 3 nights "), by: kim).title == "Ward 3 nights")
         #expect(try store.conversation(group.id, for: patel).title == "Ward 3 nights")
-        #expect(code { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, title: "  "), by: kim) } == .invalidContent)
-        #expect(code { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, title: String(repeating: "x", count: 101)), by: kim) } == .invalidContent)
-        #expect(code { try store.updateGroup(UpdateGroupRequest(conversationID: group.id), by: kim) } == .badRequest)
-        #expect(code { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, addMembers: [], removeMembers: []), by: kim) } == .badRequest)
+        #expect(errorCode { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, title: "  "), by: kim) } == .invalidContent)
+        #expect(errorCode { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, title: String(repeating: "x", count: 101)), by: kim) } == .invalidContent)
+        #expect(errorCode { try store.updateGroup(UpdateGroupRequest(conversationID: group.id), by: kim) } == .badRequest)
+        #expect(errorCode { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, addMembers: [], removeMembers: []), by: kim) } == .badRequest)
         let direct = try store.openDirectConversation(kim, okafor)
-        #expect(code { try store.updateGroup(UpdateGroupRequest(conversationID: direct.id, addMembers: [novak]), by: kim) } == .badRequest)
-        #expect(code { try store.updateGroup(UpdateGroupRequest(conversationID: "no-such-id", addMembers: [novak]), by: kim) } == .notFound)
+        #expect(errorCode { try store.updateGroup(UpdateGroupRequest(conversationID: direct.id, addMembers: [novak]), by: kim) } == .badRequest)
+        #expect(errorCode { try store.updateGroup(UpdateGroupRequest(conversationID: "no-such-id", addMembers: [novak]), by: kim) } == .notFound)
 
         // One unknown person among several: nothing of the request is applied.
-        #expect(code { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, title: "Renamed", addMembers: [novak, "ghost@clinic.com"]), by: kim) } == .notFound)
+        #expect(errorCode { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, title: "Renamed", addMembers: [novak, "ghost@clinic.com"]), by: kim) } == .notFound)
         try store.setDisabled(garcia, true)
-        #expect(code { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, addMembers: [garcia]), by: kim) } == .notFound)
+        #expect(errorCode { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, addMembers: [garcia]), by: kim) } == .notFound)
         let now = try store.conversation(group.id, for: kim)
         #expect(now.title == "Ward 3 nights" && now.participants == [kim, patel].sorted())
 
         // At most maximumGroupSize members.
         let many = (0..<MessageStore.maximumGroupSize).map { "staff\($0)@clinic.com" }
         for email in many { try store.createUser(email: email, name: email, role: .doctor, password: "password-x") }
-        #expect(code { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, addMembers: many), by: kim) } == .invalidContent)
+        #expect(errorCode { try store.updateGroup(UpdateGroupRequest(conversationID: group.id, addMembers: many), by: kim) } == .invalidContent)
         #expect(try store.conversation(group.id, for: kim).participants.count == 2)
     }
 }

@@ -8,10 +8,6 @@ private let (kim, patel, okafor) = ("doctor@clinic.com", "dr.patel@clinic.com", 
 
 @Suite("A sender retracts a message")
 struct RetractionTests {
-    func code(_ body: () throws -> Any) -> ChatError.Code? {
-        do { _ = try body(); return nil } catch let error as ChatError { return error.code } catch { return .internal }
-    }
-
     @Test("gone for everyone at once (history, search, previews, unread counts) and deleted with its search entry; only its sender may; a second try, another's message or an outsider: refused")
     func retract() throws {
         let store = try makeStore()
@@ -19,8 +15,8 @@ struct RetractionTests {
         let right = try store.send(kim, receiver: patel, "bed 4 is stable").message
         #expect(try store.unreadCounts(for: patel).total == 2)
 
-        #expect(code { try store.retractMessage(wrong.id, by: patel) } == .forbidden)
-        #expect(code { try store.retractMessage(wrong.id, by: okafor) } == .notFound)
+        #expect(errorCode { try store.retractMessage(wrong.id, by: patel) } == .forbidden)
+        #expect(errorCode { try store.retractMessage(wrong.id, by: okafor) } == .notFound)
         let retraction = try store.retractMessage(wrong.id, by: kim)
         #expect(retraction.conversationID == wrong.conversationID && !retraction.held)
         #expect(Set(retraction.participants) == [kim, patel])
@@ -33,8 +29,8 @@ struct RetractionTests {
         // Deleted, with its words in the search index.
         #expect(try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages WHERE id = ?", arguments: [wrong.id]) } == 0)
         #expect(try store.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages_fts WHERE messages_fts MATCH 'potassium'") } == 0)
-        #expect(code { try store.retractMessage(wrong.id, by: kim) } == .notFound)
-        #expect(code { try store.retractMessage("no-such-id", by: kim) } == .notFound)
+        #expect(errorCode { try store.retractMessage(wrong.id, by: kim) } == .notFound)
+        #expect(errorCode { try store.retractMessage("no-such-id", by: kim) } == .notFound)
     }
 
     @Test("in a conversation on legal hold it is invisible at once but kept, and deleted by the sweep after the hold is released")

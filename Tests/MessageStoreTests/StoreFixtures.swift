@@ -21,3 +21,15 @@ extension MessageStore {
         try append([SendRequest(sender: sender, conversationID: conversation, receiverEmail: receiver, content: content, clientID: clientID)], now: now)[0].get()
     }
 }
+
+/// The code of the `ChatError` `body` throws; nil when it throws nothing (`internal` for any other error).
+func errorCode(_ body: () throws -> Any) -> ChatError.Code? {
+    do {
+        _ = try body()
+        return nil
+    } catch let error as ChatError {
+        return error.code
+    } catch {
+        return .internal
+    }
+}

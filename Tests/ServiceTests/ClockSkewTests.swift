@@ -55,10 +55,7 @@ struct ClockSkewTests {
             processes.append((process, log))
             #expect(await eventually(timeout: .seconds(20)) { contents(log).contains("] ready") }, "\(name): \(contents(log))")
         }
-        func port(_ index: Int) throws -> Int {
-            let address = try #require(contents(processes[index].1).split(separator: " ").first { $0.hasPrefix("http.address=") })
-            return try #require(Int(address.split(separator: ":").last ?? ""))
-        }
+        func port(_ index: Int) throws -> Int { try #require(gatewayPort(processes[index].1), "\(contents(processes[index].1))") }
         let (fast, local) = (try port(1), try port(2))
         // The faked clock is the gateway's own: its log's timestamps are an hour ahead.
         let hours = [3600.0, 3540].map { ISO8601DateFormatter().string(from: Date().addingTimeInterval($0)).prefix(13) }

@@ -100,11 +100,7 @@ struct GatewayCrashTests {
             processes.append((process, log))
             #expect(await eventually(timeout: .seconds(20)) { contents(log).contains("] ready") }, "\(name): \(contents(log))")
         }
-        func port(_ index: Int) throws -> Int {
-            let log = contents(processes[index].1)
-            let address = try #require(log.split(separator: " ").first { $0.hasPrefix("http.address=") })
-            return try #require(Int(address.split(separator: ":").last ?? ""))
-        }
+        func port(_ index: Int) throws -> Int { try #require(gatewayPort(processes[index].1), "\(contents(processes[index].1))") }
 
         let tokens = try await server.withClient { redis in
             let service = TokenService(secret: secret, lifetime: .seconds(3600), redis: redis, keys: keys)

@@ -16,6 +16,12 @@ func sample(_ page: String, _ name: String, _ labels: String = "") -> Double? {
     return nil
 }
 
+/// The port a gateway logged when it was ready (`CHAT_HTTP_PORT=0` picks one).
+func gatewayPort(_ log: URL) -> Int? {
+    guard let address = contents(log).split(separator: " ").first(where: { $0.hasPrefix("http.address=") }) else { return nil }
+    return Int(address.split(separator: ":").last ?? "")
+}
+
 /// The address a service logged for its admin endpoints (`CHAT_ADMIN_PORT=0` picks one).
 func adminPort(_ log: URL) -> Int? {
     guard let line = contents(log).split(separator: "\n").first(where: { $0.contains("admin endpoints listening") }),
@@ -46,9 +52,7 @@ struct OperationsTests {
             processes[name] = (process, log)
             try #require(await eventually(timeout: .seconds(20)) { contents(log).contains("] ready") }, "\(name): \(contents(log))")
         }
-        let gatewayLog = contents(processes["chat-gateway"]!.1)
-        let address = try #require(gatewayLog.split(separator: " ").first { $0.hasPrefix("http.address=") })
-        var found = ["chat-gateway": try #require(Int(address.split(separator: ":").last ?? ""))]
+        var found = ["chat-gateway": try #require(gatewayPort(processes["chat-gateway"]!.1), "\(contents(processes["chat-gateway"]!.1))")]
         for name in ["chat-messages", "chat-presence", "chat-retention"] {
             let port: Int = try #require(adminPort(processes[name]!.1), "\(name) logged no admin address: \(contents(processes[name]!.1))")
             found[name] = port
@@ -166,8 +170,7 @@ struct TransportSecurityTests {
         ])
         defer { process.signal(SIGKILL); try? FileManager.default.removeItem(at: log) }
         try #require(await eventually(timeout: .seconds(20)) { contents(log).contains("] ready") }, "\(contents(log))")
-        let address = try #require(contents(log).split(separator: " ").first { $0.hasPrefix("http.address=") })
-        let port = try #require(Int(address.split(separator: ":").last ?? ""))
+        let port = try #require(gatewayPort(log), "\(contents(log))")
 
         let (status, headers) = try await runCommand("/usr/bin/curl", ["-sS", "--cacert", certificate, "-D", "-", "-o", "/dev/null",
                                                                        "https://127.0.0.1:\(port)/api/openapi.json"])
