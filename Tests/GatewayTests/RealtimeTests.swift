@@ -626,6 +626,35 @@ struct RealtimeTests {
         }
     }
 
+    @Test("checks waiting for the auth state share one poll of it: 40 CONNECTs waiting a second cost Redis a few reads, not ten a second each")
+    func authStateWaitSharesOnePoll() async throws {
+        let server = try await RedisServer.start()
+        defer { server.stop() }
+        try await withRealtimeStack(redisServer: server) { stack in
+            _ = try await stack.redis.send(["DEL", stack.keys.authState])
+            _ = try await stack.redis.send(["CONFIG", "RESETSTAT"])
+            var clients: [SocketTestClient] = []
+            for index in 0..<40 {
+                let client = try await SocketTestClient.open(port: stack.ports[0])
+                try await client.send(#"40{"token":"\#(stack.token(index % 2 == 0 ? doctor : admin))"}"#)
+                clients.append(client)
+            }
+            try await Task.sleep(for: .seconds(1))
+            _ = try await stack.redis.send(["SET", stack.keys.authState, "restored (test)"])
+            for client in clients {
+                #expect(try await client.next { $0.hasPrefix("40") || $0.hasPrefix("44") }.hasPrefix(#"40{"sid":""#), "connected once the state is back")
+                await client.close()
+            }
+            let stats = try await stack.redis.send(["INFO", "commandstats"]).string ?? ""
+            func calls(_ command: String) -> Int {
+                let line = stats.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_\(command):") } ?? ""
+                return Int(line.split(separator: ",").first?.split(separator: "=").last ?? "") ?? 0
+            }
+            #expect(calls("mget") <= 2 * 40 + 10, "each waiting check reads its keys twice, not every 100 ms: \(calls("mget")) MGETs")
+            #expect((3...60).contains(calls("get")), "one poll, every 100 ms, for the gateway: \(calls("get")) GETs")
+        }
+    }
+
     @Test("reconnect with since: missed messages in seq order, no duplicates; a receipt made while the sender was away reaches it")
     func recovery() async throws {
         try await withRealtimeStack(gateways: 2) { stack in

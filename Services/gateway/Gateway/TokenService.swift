@@ -2,6 +2,7 @@ import ChatCore
 import Crypto
 import Foundation
 import RedisClient
+import Synchronization
 
 /// What a verified access token says.
 public struct TokenClaims: Codable, Sendable, Hashable {
@@ -61,6 +62,8 @@ public struct TokenService: Sendable {
     /// Redis losing its data.
     public var authStateWait: Duration = .seconds(5)
     private let keys: RedisKeys
+    /// Shared by the copies of this service: one poll of `auth:state` for all the checks waiting on it.
+    private let authStateWatch = AuthStateWatch()
 
     public init(secret: String, lifetime: Duration, redis: RedisClient, keys: RedisKeys) {
         self.keyBytes = Data(SHA256.hash(data: Data(secret.utf8)))
@@ -95,13 +98,11 @@ public struct TokenService: Sendable {
         let query = ["MGET", keys.revokedToken(claims.jti), keys.disabledUser(claims.sub), keys.tokensBefore(claims.sub),
                      keys.passwordChangeRequired(claims.sub), keys.authState]
         var values = try await redis.send(query).array ?? []
-        let deadline = ContinuousClock.now + authStateWait
-        while values.count == 5, !Self.isWhole(authState: values[4]) {
-            guard ContinuousClock.now < deadline else {
-                throw ChatError(.unavailable, "sign-in is paused while the server restores its security state from the message store; try again in a few seconds")
-            }
-            try await Task.sleep(for: .milliseconds(100))
+        if values.count == 5, !Self.isWhole(authState: values[4]) {
+            let paused = ChatError(.unavailable, "sign-in is paused while the server restores its security state from the message store; try again in a few seconds")
+            guard await authStateWatch.waitUntilWhole(redis: redis, key: keys.authState, deadline: .now + authStateWait) else { throw paused }
             values = try await redis.send(query).array ?? []
+            guard values.count == 5, Self.isWhole(authState: values[4]) else { throw paused }
         }
         guard values.count == 5, values[0].isNull, values[1].isNull else { throw ChatError(.unauthorized, "this token is no longer valid; log in again") }
         claims.passwordChangeRequired = !values[3].isNull
@@ -135,6 +136,42 @@ public struct TokenService: Sendable {
     public func revoke(_ claims: TokenClaims, now: Date = Date()) async throws {
         let remaining = max(1, claims.exp - Int64(now.timeIntervalSince1970))
         try await redis.set(keys.revokedToken(claims.jti), to: "1", expiration: .seconds(Int(remaining)))
+    }
+}
+
+/// The wait for `auth:state` to be whole again, shared by every check of a gateway: one task
+/// reads the key every 100 ms (for at most 10 s) and every check that found it missing
+/// looks at what that task last saw, each until its own deadline. A herd of CONNECTs after
+/// Redis lost its data then costs Redis ten reads a second, not ten per waiting socket.
+final class AuthStateWatch: Sendable {
+    private let state = Mutex<(polling: Bool, whole: Bool)>((false, false))
+
+    /// True once the key reads `restored …`; false if `deadline` (or cancellation) comes first.
+    func waitUntilWhole(redis: RedisClient, key: String, deadline: ContinuousClock.Instant) async -> Bool {
+        // The caller has just read it missing: what a poll saw before no longer holds.
+        let start = state.withLock { state -> Bool in
+            state.whole = false
+            if state.polling { return false }
+            state.polling = true
+            return true
+        }
+        if start {
+            Task {
+                for _ in 0..<100 {
+                    if let value = try? await redis.send(["GET", key]), TokenService.isWhole(authState: value) {
+                        self.state.withLock { $0.whole = true }
+                        break
+                    }
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+                self.state.withLock { $0.polling = false }
+            }
+        }
+        while ContinuousClock.now < deadline, !Task.isCancelled {
+            if state.withLock({ $0.whole }) { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return false
     }
 }
 
