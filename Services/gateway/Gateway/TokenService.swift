@@ -149,29 +149,34 @@ final class AuthStateWatch: Sendable {
     /// True once the key reads `restored …`; false if `deadline` (or cancellation) comes first.
     func waitUntilWhole(redis: RedisClient, key: String, deadline: ContinuousClock.Instant) async -> Bool {
         // The caller has just read it missing: what a poll saw before no longer holds.
-        let start = state.withLock { state -> Bool in
-            state.whole = false
-            if state.polling { return false }
-            state.polling = true
-            return true
-        }
-        if start {
-            Task {
-                for _ in 0..<100 {
-                    if let value = try? await redis.send(["GET", key]), TokenService.isWhole(authState: value) {
-                        self.state.withLock { $0.whole = true }
-                        break
-                    }
-                    try? await Task.sleep(for: .milliseconds(100))
-                }
-                self.state.withLock { $0.polling = false }
-            }
-        }
+        state.withLock { $0.whole = false }
         while ContinuousClock.now < deadline, !Task.isCancelled {
-            if state.withLock({ $0.whole }) { return true }
+            // A poll that ended (it saw the key whole, then this reset; or its 10 s ran out) is
+            // started again by whichever check looks next.
+            let (whole, start) = state.withLock { state -> (Bool, Bool) in
+                if state.whole { return (true, false) }
+                if state.polling { return (false, false) }
+                state.polling = true
+                return (false, true)
+            }
+            if whole { return true }
+            if start { poll(redis: redis, key: key) }
             try? await Task.sleep(for: .milliseconds(50))
         }
         return false
+    }
+
+    private func poll(redis: RedisClient, key: String) {
+        Task {
+            for _ in 0..<100 {
+                if let value = try? await redis.send(["GET", key]), TokenService.isWhole(authState: value) {
+                    self.state.withLock { $0.whole = true }
+                    break
+                }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            self.state.withLock { $0.polling = false }
+        }
     }
 }
 
